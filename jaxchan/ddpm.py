@@ -1,0 +1,163 @@
+"""Standard (identical) diffusion with epsilon prediction, as in the perception-distortion paper.
+
+Scalar step ``t = 1..T`` with a :class:`jaxchan.schedules.DDPMSchedule`
+(cosine by default). Equations refer to ``../shared/papers/NOTES.md``:
+
+* (3) forward ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps``;
+* (5) reverse mean ``mu = (x_t - beta_t / sqrt(1 - abar_t) eps_hat) / sqrt(1 - beta_t)``;
+* (7) jump-to-clean ``x0_hat = (x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t)``;
+* (12) classifier-free guidance ``eps_w = w eps(x, y) + (1 - w) eps(x, null)``
+  (``w = 1`` conditional, ``w = 0`` unconditional prior);
+* the deterministic variant of Fesl et al. propagates only ``mu``.
+
+``t`` is a scalar or a ``[B]`` vector (one step per sample); arrays are
+``[B, *event]``, real or complex.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxchan import checks
+from jaxchan import conventions
+from jaxchan.schedules import DDPMSchedule
+
+VARIANCES = ("beta", "posterior")
+
+EpsFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def _coef(table: jax.Array, t, x: jax.Array) -> jax.Array:
+  """``table[t]`` shaped to multiply ``x``: scalar ``t`` or one ``t`` per sample."""
+  t = jnp.asarray(t)
+  if t.ndim == 0:
+    return table[t]
+  if t.ndim == 1 and x.ndim >= 1 and t.shape[0] == x.shape[0]:
+    return table[t].reshape((-1,) + (1,) * (x.ndim - 1))
+  raise ValueError(f"t must be a scalar or one step per sample, shape ({x.shape[0] if x.ndim else 1},); "
+                   f"got shape {t.shape} for x of shape {x.shape}.")
+
+
+def q_sample(x0: jax.Array, t, key: jax.Array, schedule: DDPMSchedule):
+  """Forward process, eq. (3). Returns ``(x_t, eps)``."""
+  eps = conventions.standard_normal(key, x0.shape, x0.dtype)
+  abar = _coef(schedule.alpha_bars, t, x0)
+  return jnp.sqrt(abar) * x0 + jnp.sqrt(1.0 - abar) * eps, eps
+
+
+def x0_from_eps(x_t: jax.Array, eps_hat: jax.Array, t, schedule: DDPMSchedule) -> jax.Array:
+  """Jump-to-clean prediction, eq. (7)."""
+  checks.same_shape("x_t", x_t, "eps_hat", eps_hat)
+  abar = _coef(schedule.alpha_bars, t, x_t)
+  return (x_t - jnp.sqrt(1.0 - abar) * eps_hat) / jnp.sqrt(abar)
+
+
+def eps_from_x0(x_t: jax.Array, x0: jax.Array, t, schedule: DDPMSchedule) -> jax.Array:
+  """The epsilon implied by a clean estimate (inverse of eq. 7)."""
+  checks.same_shape("x_t", x_t, "x0", x0)
+  abar = _coef(schedule.alpha_bars, t, x_t)
+  return (x_t - jnp.sqrt(abar) * x0) / jnp.sqrt(1.0 - abar)
+
+
+def reverse_mean(x_t: jax.Array, eps_hat: jax.Array, t, schedule: DDPMSchedule) -> jax.Array:
+  """Reverse-process mean, eq. (5)."""
+  checks.same_shape("x_t", x_t, "eps_hat", eps_hat)
+  beta = _coef(schedule.betas, t, x_t)
+  abar = _coef(schedule.alpha_bars, t, x_t)
+  return (x_t - beta / jnp.sqrt(1.0 - abar) * eps_hat) / jnp.sqrt(1.0 - beta)
+
+
+def reverse_std(t, schedule: DDPMSchedule, variance: str = "posterior", like: jax.Array | None = None):
+  """Std of the reverse step: ``sqrt(beta_t)`` or the posterior ``sqrt(beta_tilde_t)``.
+
+  ``beta_tilde_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t`` (0 at ``t = 1``).
+  """
+  checks.choice("variance", variance, VARIANCES)
+  if variance == "beta":
+    table = schedule.betas
+  else:
+    abar = schedule.alpha_bars
+    prev = jnp.concatenate([jnp.ones((1,), abar.dtype), abar[:-1]])
+    table = jnp.where(jnp.arange(abar.shape[0]) > 0,
+                      (1.0 - prev) / jnp.maximum(1.0 - abar, 1e-20) * schedule.betas, 0.0)
+  return jnp.sqrt(_coef(table, t, like) if like is not None else table[t])
+
+
+def ddpm_step(x_t: jax.Array, eps_hat: jax.Array, t, key: jax.Array, schedule: DDPMSchedule, *,
+              variance: str = "posterior", deterministic: bool = False) -> jax.Array:
+  """One ancestral step ``x_{t-1} = mu + sigma_t z`` (eq. 5); no noise at ``t = 1``.
+
+  ``deterministic=True`` is the Fesl et al. variant: ``x_{t-1} = mu``.
+  """
+  checks.choice("variance", variance, VARIANCES)
+  mu = reverse_mean(x_t, eps_hat, t, schedule)
+  if deterministic:
+    return mu
+  sigma = reverse_std(t, schedule, variance, like=x_t)
+  z = conventions.standard_normal(key, x_t.shape, x_t.dtype)
+  sigma = jnp.where(_coef(jnp.arange(schedule.betas.shape[0]), t, x_t) > 1, sigma, 0.0)
+  return mu + sigma * z
+
+
+def cfg_eps(eps_cond: jax.Array, eps_uncond: jax.Array, w, *, allow_extrapolation: bool = False):
+  """Classifier-free guidance, eq. (12): ``w eps_cond + (1 - w) eps_uncond``.
+
+  ``w = 1`` is plain conditional sampling, ``w = 0`` the unconditional prior.
+  ``w`` outside ``[0, 1]`` (extrapolating guidance) must be asked for with
+  ``allow_extrapolation=True``.
+  """
+  checks.same_shape("eps_cond", eps_cond, "eps_uncond", eps_uncond)
+  if not allow_extrapolation:
+    checks.in_range("w (guidance scale)", w, 0.0, 1.0,
+                    hint="w = 1 is conditional, w = 0 unconditional; pass allow_extrapolation=True "
+                         "to guide beyond that range.")
+  return w * eps_cond + (1.0 - w) * eps_uncond
+
+
+class Trajectory(NamedTuple):
+  """Per-step record of :func:`sample`, leading axis over steps ``t = T..1``.
+
+  Attributes:
+    x: state after each step (``x_{t-1}``), ``[T, B, *event]``.
+    x0_hat: jump-to-clean prediction at each step (from ``x_t``), ``[T, B, *event]``.
+  """
+  x: jax.Array
+  x0_hat: jax.Array
+
+
+def sample(eps_fn: EpsFn, x_T: jax.Array, key: jax.Array, schedule: DDPMSchedule, *,
+           deterministic: bool = False, variance: str = "posterior",
+           return_trajectory: bool = False):
+  """Reverse diffusion from ``t = T`` to 0 as one ``lax.scan``.
+
+  Args:
+    eps_fn: ``eps_fn(x, t) -> eps_hat`` on ``[B, *event]`` with scalar ``t``;
+      close over conditioning (and guidance, see :func:`cfg_eps`) here.
+    x_T: start, usually ``CN(0, I)`` noise, ``[B, *event]``.
+    key: PRNG key.
+    schedule: the discrete schedule.
+    deterministic: propagate only the reverse mean.
+    variance: ``"posterior"`` (``beta_tilde``) or ``"beta"``.
+    return_trajectory: also return a :class:`Trajectory` (for the paper's
+      reverse-trajectory study, Fig. 6).
+
+  Returns:
+    ``x_0`` estimate ``[B, *event]`` (and the trajectory if requested).
+  """
+  checks.choice("variance", variance, VARIANCES)
+  T = schedule.num_steps
+  ts = jnp.arange(T, 0, -1)
+  keys = jax.random.split(key, T)
+
+  def body(x, xs):
+    t, k = xs
+    eps_hat = eps_fn(x, t)
+    x_prev = ddpm_step(x, eps_hat, t, k, schedule, variance=variance, deterministic=deterministic)
+    rec = Trajectory(x_prev, x0_from_eps(x, eps_hat, t, schedule)) if return_trajectory else None
+    return x_prev.astype(x.dtype), rec
+
+  x0, traj = jax.lax.scan(body, x_T, (ts, keys))
+  return (x0, traj) if return_trajectory else x0

@@ -1,0 +1,159 @@
+"""Downlink precoding: SVD precoder, Bayesian precoder and spectral efficiency.
+
+Shapes follow :mod:`jaxchan.conventions`: channels ``[..., n_ue, n_bs, n_freq]``,
+precoders ``[..., n_bs, n_streams, n_freq]`` with orthonormal columns per
+subcarrier. Every function is batched over the leading axes and over
+subcarriers (the linear algebra runs on ``[..., n_freq, ., .]`` stacks).
+
+Equations (perception-distortion paper, ``../shared/papers/NOTES.md``):
+
+* (25) ``SE = mean_k log2 det(I + (rho / N_s) H_k W_k W_k^H H_k^H)``, equal power
+  per layer.
+* (28)/App. C: the Bayesian precoder maximizes ``E ||H_k W_k||_F^2``; its columns
+  are the ``N_s`` dominant eigenvectors of ``G_k = (1/K) sum_j H_kj^H H_kj``.
+  With ``K = 1`` this is the SVD precoder of that single channel.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxchan import checks
+
+
+def _freq_first(x):
+  """``[..., a, b, n_freq] -> [..., n_freq, a, b]``."""
+  return jnp.moveaxis(x, -1, -3)
+
+
+def _freq_last(x):
+  """``[..., n_freq, a, b] -> [..., a, b, n_freq]``."""
+  return jnp.moveaxis(x, -3, -1)
+
+
+def _check_channel(name, H, n_streams):
+  checks.min_ndim(name, H, 3, "[..., n_ue, n_bs, n_freq]")
+  n_ue, n_bs = H.shape[-3], H.shape[-2]
+  checks.positive_int("n_streams", n_streams)
+  if n_streams > min(n_ue, n_bs):
+    raise ValueError(f"n_streams={n_streams} exceeds the channel rank dimension min(n_ue, n_bs) = "
+                     f"{min(n_ue, n_bs)} for {name} of shape {tuple(H.shape)} "
+                     "(layout [..., n_ue, n_bs, n_freq]); use n_streams <= n_ue.")
+
+
+def svd_precoder(H: jax.Array, n_streams: int) -> jax.Array:
+  """Top ``n_streams`` right singular vectors of each ``H_k``.
+
+  Args:
+    H: ``[..., n_ue, n_bs, n_freq]`` complex.
+    n_streams: ``N_s <= min(n_ue, n_bs)``.
+
+  Returns:
+    ``W``: ``[..., n_bs, n_streams, n_freq]``.
+  """
+  _check_channel("H", H, n_streams)
+  _, _, vh = jnp.linalg.svd(_freq_first(H), full_matrices=False)  # [..., F, r, n_bs]
+  W = jnp.conj(jnp.swapaxes(vh[..., :n_streams, :], -1, -2))        # [..., F, n_bs, N_s]
+  return _freq_last(W)
+
+
+def gramian(H_samples: jax.Array) -> jax.Array:
+  """Expected Gramian ``G_k = (1/K) sum_j H_kj^H H_kj`` over the leading sample axis.
+
+  Args:
+    H_samples: ``[K, ..., n_ue, n_bs, n_freq]`` (e.g. K posterior draws).
+
+  Returns:
+    ``[..., n_bs, n_bs, n_freq]`` Hermitian positive semidefinite.
+  """
+  checks.min_ndim("H_samples", H_samples, 4, "[K, ..., n_ue, n_bs, n_freq]")
+  Hf = _freq_first(H_samples)  # [K, ..., F, n_ue, n_bs]
+  G = jnp.einsum("k...ui,k...uj->...ij", jnp.conj(Hf), Hf) / H_samples.shape[0]
+  return _freq_last(G)
+
+
+def precoder_from_gramian(G: jax.Array, n_streams: int) -> jax.Array:
+  """The ``n_streams`` dominant eigenvectors of each ``G_k``, eq. (28).
+
+  Args:
+    G: ``[..., n_bs, n_bs, n_freq]`` Hermitian.
+    n_streams: ``N_s <= n_bs``.
+
+  Returns:
+    ``W``: ``[..., n_bs, n_streams, n_freq]``, columns in decreasing eigenvalue order.
+  """
+  checks.min_ndim("G", G, 3, "[..., n_bs, n_bs, n_freq]")
+  if G.shape[-3] != G.shape[-2]:
+    raise ValueError(f"G must be square per subcarrier, [..., n_bs, n_bs, n_freq]; got {tuple(G.shape)}.")
+  checks.positive_int("n_streams", n_streams)
+  if n_streams > G.shape[-2]:
+    raise ValueError(f"n_streams={n_streams} exceeds n_bs={G.shape[-2]}.")
+  _, vecs = jnp.linalg.eigh(_freq_first(G))  # ascending eigenvalues
+  W = vecs[..., ::-1][..., :n_streams]
+  return _freq_last(W)
+
+
+def bayesian_precoder(H_samples: jax.Array, n_streams: int) -> jax.Array:
+  """Bayesian precoder from K channel samples, eq. (28) / Appendix C.
+
+  Args:
+    H_samples: ``[K, ..., n_ue, n_bs, n_freq]`` posterior samples.
+    n_streams: ``N_s <= n_ue``.
+
+  Returns:
+    ``W``: ``[..., n_bs, n_streams, n_freq]``.
+  """
+  _check_channel("H_samples", H_samples, n_streams)
+  return precoder_from_gramian(gramian(H_samples), n_streams)
+
+
+def spectral_efficiency(H: jax.Array, W: jax.Array, snr) -> jax.Array:
+  """Spectral efficiency of eq. (25), averaged over subcarriers, in bit/s/Hz.
+
+  ``log2 det(I + (rho/N_s) H_k W_k W_k^H H_k^H)`` is evaluated through the
+  equal ``log2 det(I_{N_s} + (rho/N_s) (H_k W_k)^H H_k W_k)`` (Sylvester) with a
+  Cholesky factor, which is exact for this positive definite matrix.
+
+  Args:
+    H: true channels ``[..., n_ue, n_bs, n_freq]``.
+    W: precoders ``[..., n_bs, n_s, n_freq]`` with the same leading axes.
+    snr: linear DL SNR ``rho``, a scalar or an array of the leading shape.
+
+  Returns:
+    ``[...]`` SE per sample.
+  """
+  checks.min_ndim("H", H, 3, "[..., n_ue, n_bs, n_freq]")
+  checks.min_ndim("W", W, 3, "[..., n_bs, n_streams, n_freq]")
+  if H.shape[:-3] != W.shape[:-3] or H.shape[-2] != W.shape[-3] or H.shape[-1] != W.shape[-1]:
+    raise ValueError(f"H {tuple(H.shape)} ([..., n_ue, n_bs, n_freq]) and W {tuple(W.shape)} "
+                     "([..., n_bs, n_streams, n_freq]) disagree on the batch, n_bs or n_freq axes.")
+  snr = jnp.asarray(snr, jnp.float32)
+  if snr.ndim not in (0, len(H.shape) - 3) or (snr.ndim and snr.shape != H.shape[:-3]):
+    raise ValueError(f"snr must be a scalar or have the batch shape {H.shape[:-3]}; got {snr.shape}.")
+  n_s = W.shape[-2]
+  M = jnp.einsum("...uif,...isf->...fus", H, W)                    # [..., F, n_ue, n_s]
+  gram = jnp.einsum("...us,...ut->...st", jnp.conj(M), M)          # [..., F, n_s, n_s]
+  scale = (snr / n_s).reshape(snr.shape + (1, 1, 1))
+  A = jnp.eye(n_s, dtype=gram.dtype) + scale.astype(gram.dtype) * gram
+  A = 0.5 * (A + jnp.conj(jnp.swapaxes(A, -1, -2)))
+  L = jnp.linalg.cholesky(A)
+  logdet = 2.0 * jnp.sum(jnp.log(jnp.real(jnp.diagonal(L, axis1=-2, axis2=-1))), axis=-1)
+  return jnp.mean(logdet, axis=-1) / jnp.log(2.0)
+
+
+def random_precoder(key: jax.Array, shape, n_bs: int, n_streams: int, n_freq: int,
+                    dtype=jnp.complex64) -> jax.Array:
+  """Haar-random semi-unitary precoders ``[*shape, n_bs, n_streams, n_freq]`` (the "no CSI" case)."""
+  checks.positive_int("n_streams", n_streams)
+  if n_streams > n_bs:
+    raise ValueError(f"n_streams={n_streams} exceeds n_bs={n_bs}.")
+  kr, ki = jax.random.split(key)
+  full = tuple(shape) + (n_freq, n_bs, n_streams)
+  real_dtype = jnp.finfo(dtype).dtype
+  z = (jax.random.normal(kr, full, real_dtype) + 1j * jax.random.normal(ki, full, real_dtype)).astype(dtype)
+  q, r = jnp.linalg.qr(z)
+  # Fix the phases of R's diagonal so Q is Haar-distributed (Mezzadri 2007).
+  d = jnp.diagonal(r, axis1=-2, axis2=-1)
+  q = q * (d / jnp.abs(d))[..., None, :]
+  return _freq_last(q)

@@ -1,0 +1,136 @@
+"""Generation time-stepping rules of non-identical DDIM (Sec. III-B, eq. 13).
+
+Given the initial element-wise time ``tau0`` and ``N_G`` steps, a rule decides
+``tau_next`` from the current ``tau``:
+
+* ``uniform``: ``tau_next = tau - tau0 / N_G`` (every element walks to 0 at its
+  own constant speed).
+* ``waterfilling``: ``tau_next = Waterfilling(tau, ||tau0||_1 / N_G)``: the least
+  reliable elements (largest ``tau``) are brought down to the level of the
+  better ones first, then all move together as in identical DDIM.
+* ``hybrid``: eq. (13), ``mix * uniform + (1 - mix) * waterfilling``; ``mix = 1``
+  is uniform, ``mix = 0`` water-filling (the paper's ``epsilon`` of eq. 13; it is
+  called ``mix`` here to keep it apart from the DDIM ``epsilon`` of eq. 9).
+
+Each rule works in the ``tau`` domain or the ``alpha`` domain. In the alpha
+domain the role of ``tau`` is played by the signal deficit ``u = 1 - alpha``
+(``u = 0`` is clean), and ``tau_next = gamma^{-1}(1 - u_next)``.
+
+All functions here act on **one sample** (``tau`` of any shape, reductions over
+all of it); batch them with ``jax.vmap``. The last step always lands exactly on
+``tau = 0``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from jaxchan import checks
+from jaxchan import schedules
+
+RULES = ("uniform", "hybrid", "waterfilling")
+DOMAINS = ("tau", "alpha")
+
+
+def waterfill(x: jax.Array, budget: jax.Array) -> jax.Array:
+  """Water-filling decrement: lower the largest entries of ``x`` to a common level.
+
+  Returns ``x_next = min(x, level)`` with the level chosen so that
+  ``sum(x - x_next) = budget`` (or ``x_next = 0`` if ``budget >= sum(x)``).
+  Hence ``x_next <= x``, the L1 decrement equals the budget, and the order of
+  entries is preserved (``x_i <= x_j`` implies ``x_next_i <= x_next_j``): the
+  ``Waterfilling(tau, ||tau0||_1 / N_G)`` operator of Sec. III-B.
+
+  Args:
+    x: non-negative array of any shape (one sample).
+    budget: non-negative scalar, the L1 amount to remove.
+
+  Returns:
+    ``x_next`` with the shape of ``x``.
+  """
+  flat = x.reshape(-1)
+  s = jnp.sort(flat)[::-1]
+  c = jnp.cumsum(s)
+  k = jnp.arange(1, s.shape[0] + 1, dtype=s.dtype)
+  # Level if the k largest entries are lowered together: sum_{j<=k} (s_j - lam) = budget.
+  lam = (c - budget) / k
+  # As in Euclidean projection onto a simplex, s_k > lam_k holds exactly for a
+  # prefix k = 1..k*; the level is lam_{k*}.
+  n_active = jnp.sum(s > lam)
+  level = jnp.maximum(lam[jnp.maximum(n_active - 1, 0)], 0.0)
+  return jnp.where(budget > 0, jnp.minimum(x, level), x)
+
+
+def _check(rule, domain, mix, num_steps):
+  checks.choice("stepping rule", rule, RULES)
+  checks.choice("stepping domain", domain, DOMAINS)
+  checks.positive_int("num_steps", num_steps)
+  if rule == "hybrid":
+    checks.in_range("mix (the epsilon of eq. 13)", mix, 0.0, 1.0)
+
+
+def _rule_step(x, x0, num_steps, rule, mix):
+  uniform = jnp.maximum(x - x0 / num_steps, 0.0)
+  if rule == "uniform":
+    return uniform
+  wf = waterfill(x, jnp.sum(x0) / num_steps)
+  if rule == "waterfilling":
+    return wf
+  return mix * uniform + (1.0 - mix) * wf
+
+
+def next_tau(tau: jax.Array, tau0: jax.Array, step: jax.Array, *, num_steps: int,
+             rule: str = "waterfilling", domain: str = "tau", mix: float = 0.5,
+             T: float = 100, beta_max: float = 0.2) -> jax.Array:
+  """One step of a stepping rule (Sec. III-B, eq. 13) for one sample.
+
+  Args:
+    tau: current time, any shape.
+    tau0: initial time, same shape (sets the step size ``tau0 / N_G``).
+    step: 0-based step index; at ``step = num_steps - 1`` the result is 0.
+    num_steps: ``N_G``.
+    rule: ``uniform``, ``hybrid`` or ``waterfilling``.
+    domain: ``tau`` or ``alpha``.
+    mix: weight of the uniform part for ``hybrid`` (eq. 13's epsilon).
+    T, beta_max: the gamma schedule (eq. 10).
+
+  Returns:
+    ``tau_next`` with ``0 <= tau_next <= tau``.
+  """
+  _check(rule, domain, mix, num_steps)
+  checks.same_shape("tau", tau, "tau0", tau0)
+  if domain == "tau":
+    nxt = _rule_step(tau, tau0, num_steps, rule, mix)
+  else:
+    # u = 1 - alpha via expm1 to keep precision where alpha rounds to 1.
+    u = -jnp.expm1(schedules.log_gamma(tau, T, beta_max))
+    u0 = -jnp.expm1(schedules.log_gamma(tau0, T, beta_max))
+    u_next = _rule_step(u, u0, num_steps, rule, mix)
+    nxt = schedules.tau_from_log_alpha(jnp.log1p(-u_next), T, beta_max)
+  nxt = jnp.minimum(nxt, tau)
+  return jnp.where(step >= num_steps - 1, jnp.zeros_like(nxt), nxt)
+
+
+def tau_trajectory(tau0: jax.Array, *, num_steps: int, rule: str = "waterfilling",
+                   domain: str = "tau", mix: float = 0.5, T: float = 100,
+                   beta_max: float = 0.2) -> jax.Array:
+  """The whole time path of one sample, ``[num_steps + 1, *tau0.shape]``.
+
+  Row 0 is ``tau0`` and row ``num_steps`` is all zeros. The path depends only
+  on ``tau0`` (not on the data), so generation precomputes it once.
+  """
+  _check(rule, domain, mix, num_steps)
+  checks.in_range("tau0", tau0, 0.0, T, hint=f"initial times must lie in [0, T={T}].")
+  tau0 = jnp.asarray(tau0, jnp.result_type(float))
+  step_fn = functools.partial(next_tau, num_steps=num_steps, rule=rule, domain=domain,
+                              mix=mix, T=T, beta_max=beta_max)
+
+  def body(tau, step):
+    nxt = step_fn(tau, tau0, step)
+    return nxt, nxt
+
+  _, path = jax.lax.scan(body, tau0, jnp.arange(num_steps))
+  return jnp.concatenate([tau0[None], path], axis=0)

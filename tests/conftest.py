@@ -1,0 +1,44 @@
+"""Shared helpers for the statistical tests."""
+
+import os
+
+# Tests run on CPU in float32; keep XLA from grabbing every core's worth of
+# threads on small machines and make results reproducible run to run.
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+
+import numpy as np
+import pytest
+
+
+def complex_moment_zscores(samples, mean, cov):
+  """Per-entry z-scores of the sample mean and covariance against target moments.
+
+  Each real and imaginary part of every mean entry and covariance entry is
+  compared with its target and divided by the standard error of its sample
+  estimate, estimated from the samples themselves (CLT). Returns the largest
+  |z| over all entries; under the null hypothesis it is the maximum of a few
+  dozen roughly standard normals, so thresholds near 5 give false alarms with
+  probability below 1e-4 (Bonferroni), whereas a real mismatch grows with
+  sqrt(N).
+  """
+  x = np.asarray(samples, np.complex128)
+  n = x.shape[0]
+  m_hat = x.mean(0)
+  se_m = np.sqrt(np.var(x.real, 0) / n), np.sqrt(np.var(x.imag, 0) / n)
+  z_mean = np.concatenate([(m_hat.real - np.real(mean)) / se_m[0],
+                           (m_hat.imag - np.imag(mean)) / se_m[1]])
+  c = x - m_hat
+  prods = c[:, :, None] * c[:, None, :].conj()  # [n, d, d]
+  c_hat = prods.mean(0)
+  se_c = np.sqrt(np.var(prods.real, 0) / n), np.sqrt(np.var(prods.imag, 0) / n)
+  cov = np.asarray(cov)
+  zr = (c_hat.real - cov.real) / se_c[0]
+  # Diagonal imaginary parts are exactly 0 with zero spread; skip them.
+  off = ~np.eye(cov.shape[0], dtype=bool)
+  zi = (c_hat.imag - cov.imag)[off] / se_c[1][off]
+  return float(np.max(np.abs(np.concatenate([z_mean, zr.ravel(), zi]))))
+
+
+@pytest.fixture
+def rng():
+  return np.random.default_rng(0)
