@@ -1,0 +1,49 @@
+"""Crash-safe result writing: every file is written to a temporary name, then renamed."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+  """Write ``data`` to ``path`` so that readers only ever see a complete file."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+  atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str, obj: Any) -> None:
+  atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def atomic_save_figure(fig, path: str, **kwargs) -> None:
+  """Save a matplotlib figure atomically (PNG by default)."""
+  import io as _io
+  buf = _io.BytesIO()
+  fig.savefig(buf, format=kwargs.pop("format", "png"), **kwargs)
+  atomic_write_bytes(path, buf.getvalue())
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+  """A GitHub-flavoured markdown table."""
+  fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+  lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+  lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+  return "\n".join(lines) + "\n"

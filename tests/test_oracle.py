@@ -1,0 +1,94 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from conftest import complex_moment_zscores
+from jaxchan import conventions, oracle
+
+
+def _gaussian(d, key):
+  g = oracle.random_mixture(key, d, 1)
+  return g, np.asarray(g.means[0], np.complex128), np.asarray(g.covs[0], np.complex128)
+
+
+def test_single_gaussian_posterior_is_lmmse():
+  d, n = 5, 3
+  prior, m, C = _gaussian(d, jax.random.PRNGKey(0))
+  rng = np.random.default_rng(0)
+  A = (rng.normal(size=(n, d)) + 1j * rng.normal(size=(n, d))) / np.sqrt(2)
+  Ncov = np.diag(rng.uniform(0.1, 1.0, n)).astype(np.complex128)
+  y = rng.normal(size=n) + 1j * rng.normal(size=n)
+  # LMMSE, written in the "information" form to be independent of the code's gain form.
+  Ci = np.linalg.inv(C)
+  P = np.linalg.inv(Ci + A.conj().T @ np.linalg.inv(Ncov) @ A)
+  mu = P @ (Ci @ m + A.conj().T @ np.linalg.inv(Ncov) @ y)
+  post = oracle.posterior(prior, jnp.asarray(y, jnp.complex64), jnp.asarray(A, jnp.complex64),
+                          jnp.asarray(Ncov, jnp.complex64))
+  np.testing.assert_allclose(post.weights, [1.0])
+  np.testing.assert_allclose(post.means[0], mu, rtol=2e-4, atol=2e-4)  # float32 solves of a 5x5 system
+  np.testing.assert_allclose(post.covs[0], P, rtol=2e-4, atol=2e-4)
+  np.testing.assert_allclose(oracle.posterior_mean(prior, jnp.asarray(y, jnp.complex64),
+                                                   jnp.asarray(A, jnp.complex64), jnp.asarray(Ncov, jnp.complex64)),
+                             mu, rtol=2e-4, atol=2e-4)
+
+
+def test_mixture_posterior_weights_follow_bayes_rule():
+  # Two far-apart 1-D components: an observation near one of them selects it.
+  gmm = oracle.GaussianMixture(jnp.array([0.5, 0.5]), jnp.array([[3.0 + 0j], [-3.0 + 0j]], jnp.complex64),
+                               jnp.array([[[0.1 + 0j]], [[0.1 + 0j]]], jnp.complex64))
+  A, N = oracle.elementwise_observation(jnp.array([1.0]), jnp.array([0.3]))
+  post = oracle.posterior(gmm, jnp.array([2.5 + 0j]), A, N)
+  # log-likelihood ratio = (|y + 3|^2 - |y - 3|^2) / (0.1 + 0.09) = 30 / 0.19
+  expect = 1.0 / (1.0 + np.exp(-30 / 0.19))
+  np.testing.assert_allclose(post.weights[0], expect, rtol=1e-6)
+  np.testing.assert_allclose(jnp.sum(post.weights), 1.0, rtol=1e-6)
+
+
+def test_sampling_matches_moments():
+  gmm = oracle.random_mixture(jax.random.PRNGKey(1), 3, 3)
+  mean, cov = oracle.moments(gmm)
+  x = oracle.sample(gmm, jax.random.PRNGKey(2), 20000)
+  assert complex_moment_zscores(np.asarray(x), mean, cov) < 5.0
+  # Unit power convention.
+  _, second = oracle.second_moment(gmm)
+  np.testing.assert_allclose(jnp.real(jnp.trace(second)) / 3, 1.0, rtol=1e-5)
+
+
+def test_posterior_samples_match_posterior_moments():
+  gmm = oracle.random_mixture(jax.random.PRNGKey(3), 3, 2)
+  A, N = oracle.elementwise_observation(jnp.array([0.9, 0.2, 0.5]), jnp.array([0.4, 0.98, 0.8]))
+  y = conventions.standard_normal(jax.random.PRNGKey(4), (3,))
+  post = oracle.posterior(gmm, y, A, N)
+  pm, pc = oracle.moments(post)
+  x = oracle.posterior_sample(gmm, y, A, N, jax.random.PRNGKey(5), 20000)
+  assert complex_moment_zscores(np.asarray(x), pm, pc) < 5.0
+  np.testing.assert_allclose(oracle.posterior_mean(gmm, y, A, N), pm, rtol=1e-5, atol=1e-6)
+
+
+def test_denoiser_is_mmse_better_than_scaled_observation():
+  # The exact D has lower MSE than any other estimator; compare with alpha^-1 g
+  # and with the per-element Wiener filter on fresh data (both suboptimal).
+  gmm = oracle.random_mixture(jax.random.PRNGKey(6), 4, 3)
+  h = oracle.sample(gmm, jax.random.PRNGKey(7), 4000)
+  tau = jnp.broadcast_to(jnp.array([70.0, 30.0, 50.0, 10.0]), h.shape)
+  from jaxchan import noniden, schedules
+  g, _ = noniden.diffuse(h, tau, jax.random.PRNGKey(8))
+  alpha, beta = schedules.alpha_beta(tau)
+  d = oracle.denoiser(gmm)(g, tau)
+  mse = lambda e: float(jnp.mean(jnp.abs(e - h) ** 2))  # noqa: E731
+  assert mse(d) < mse(alpha * g)  # alpha g is the Wiener filter for a unit-power white prior
+  assert mse(d) < mse(g / alpha)
+
+
+def test_ddpm_eps_consistent_with_denoiser():
+  from jaxchan import schedules
+  gmm = oracle.random_mixture(jax.random.PRNGKey(9), 3, 2)
+  sch = schedules.cosine_schedule(50)
+  x = conventions.standard_normal(jax.random.PRNGKey(10), (6, 3))
+  t = 20
+  eps = oracle.ddpm_eps(gmm, sch)(x, t)
+  abar = sch.alpha_bars[t]
+  x0 = (x - jnp.sqrt(1 - abar) * eps) / jnp.sqrt(abar)
+  A, N = oracle.elementwise_observation(jnp.full((3,), jnp.sqrt(abar)), jnp.full((3,), jnp.sqrt(1 - abar)))
+  expect = jax.vmap(lambda y: oracle.posterior_mean(gmm, y, A, N))(x)
+  np.testing.assert_allclose(x0, expect, rtol=1e-4, atol=1e-5)

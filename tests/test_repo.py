@@ -1,0 +1,73 @@
+"""Repository-level checks: the entry point runs, and CI runs what the README says."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _readme_commands():
+  text = open(os.path.join(ROOT, "README.md")).read()
+  return re.findall(r"```(?:bash|sh)\n(.*?)```", text, flags=re.S)
+
+
+def test_ci_runs_the_readme_test_command():
+  ci_lines = [l for l in open(os.path.join(ROOT, ".ci", "run")).read().splitlines()
+              if l and not l.startswith("#") and "pytest" in l]
+  assert len(ci_lines) == 1, ci_lines
+  blocks = [b.strip() for b in _readme_commands()]
+  assert ci_lines[0].strip() in blocks, "the README must show the exact test command that .ci/run executes"
+
+
+def _run(args, tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, os.path.join(ROOT, "run.py"), *args], cwd=tmp_path, env=env,
+                        capture_output=True, text=True, timeout=600)
+
+
+def test_run_py_smoke_end_to_end(tmp_path):
+  wd = tmp_path / "wd"
+  cfg = os.path.join(ROOT, "configs", "sampler_study.py")
+  proc = _run([f"--config={cfg}:smoke", f"--workdir={wd}", "--config.num_samples=300"], tmp_path)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  res = json.load(open(wd / "results.json"))
+  assert res["config"]["num_samples"] == 300  # the command-line override reached the job
+  assert (wd / "sampler_study.md").read_text().count("\n") >= 6
+  assert (wd / "sampler_study.png").stat().st_size > 1000
+  eta = [r for r in res["rows"] if r["sampler"] == "eta:1.0"]
+  # More steps move the ancestral sampler towards the prior (2 -> 8 steps cuts
+  # the covariance error substantially; see the sampler study in the README).
+  assert eta[1]["prior"]["cov_err"] < eta[0]["prior"]["cov_err"]
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--config={cfg}:nope"], "unknown variant 'nope'"),
+    (["--config={cfg}:smoke", "--config.experiment=unknown"], "config.experiment='unknown' is unknown"),
+    (["--config={cfg}:smoke", "--config.tau0=(1.0,)"], "config.tau0 has 1 entries but config.dim=4"),
+])
+def test_run_py_bad_config(tmp_path, args, match):
+  cfg = os.path.join(ROOT, "configs", "sampler_study.py")
+  proc = _run([a.format(cfg=cfg) for a in args] + [f"--workdir={tmp_path}/wd"], tmp_path)
+  assert proc.returncode != 0
+  assert match in proc.stderr
+
+
+def test_readme_library_example_runs():
+  text = open(os.path.join(ROOT, "README.md")).read()
+  blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+  assert blocks, "the README must carry a library example"
+  proc = subprocess.run([sys.executable, "-c", blocks[0]], capture_output=True, text=True, timeout=600,
+                        env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  vals = dict(re.findall(r"^(.*?):\s*(-?[\d.]+)", proc.stdout, flags=re.M))
+  sample = float(vals["NMSE of one posterior sample"])
+  cme = float(vals["NMSE of the exact CME       "])
+  # A posterior sample has MSE = MMSE + posterior variance ~ 2 MMSE (eq. 15 of the
+  # perception paper): about 3 dB worse than the CME; allow sampling slack.
+  assert cme < sample < cme + 6.0
+  assert float(vals["SE, Bayesian precoder"]) > 0
