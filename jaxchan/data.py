@@ -1,0 +1,233 @@
+"""Channel datasets on disk: the HDF5 schema, and a reader that yields shuffled batches.
+
+Datasets are built once by ``datagen`` (``python -m datagen.uma ...`` or
+``python -m datagen.from_numpy ...``). One HDF5 file per dataset:
+
+* file attributes: ``schema_version``, ``kind``, ``preset``, ``generator``,
+  ``seed``, ``batch_size``, ``config_json`` (the full generation config),
+  ``normalization``, ``layout_json`` (the axis names of every array);
+* groups ``train`` and ``test``, each with chunked arrays:
+
+  - ``kind = "snapshot"`` (non-identical paper): ``h`` ``[N, n_bs, n_freq]``;
+  - ``kind = "srs_prediction"`` (perception paper): ``history``
+    ``[N, n_occasions, n_ue, n_bs, n_prb]`` (the channel at the last SRS
+    occasions, oldest first), ``target`` ``[N, n_ue, n_bs, n_prb]`` (the
+    channel ``target_delay`` after the last occasion), ``speed_mps`` ``[N]``,
+    ``indoor`` ``[N]``.
+
+Normalization (``NORMALIZATION``): every sample is scaled by one real factor so
+that the mean of ``|h|^2`` over *all* of its stored elements is 1 (history and
+target together, so their relative power and the channel's temporal evolution
+are kept). Path loss and shadow fading are off in generation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterator
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+KINDS = {
+    "snapshot": ("h",),
+    "srs_prediction": ("history", "target", "speed_mps", "indoor"),
+}
+LAYOUTS = {
+    "h": ["sample", "bs_antenna", "subcarrier"],
+    "history": ["sample", "srs_occasion", "ue_antenna", "bs_antenna", "prb"],
+    "target": ["sample", "ue_antenna", "bs_antenna", "prb"],
+    "speed_mps": ["sample"],
+    "indoor": ["sample"],
+}
+CHANNEL_ARRAYS = ("h", "history", "target")
+NORMALIZATION = ("per-sample unit power: each sample is scaled by one real factor so that mean |h|^2 over all "
+                 "of its stored channel elements (history and target together) is 1; path loss and shadow "
+                 "fading are disabled")
+SPLITS = ("train", "test")
+
+
+class DatasetError(ValueError):
+  """A dataset file that is missing, corrupted, or does not match what the job expects."""
+
+
+def build_hint(path: str, build_command: str | None) -> str:
+  return (f" Build it with:\n  {build_command}" if build_command else
+          " Build it with `python -m datagen.uma --preset=NAME --out=PATH` (see --help).")
+
+
+def open_dataset(path: str, *, build_command: str | None = None, kind: str | None = None,
+                 shapes: dict | None = None, verify: str = "auto", max_verify_bytes: int = 2 << 30):
+  """Open and validate a dataset file.
+
+  Args:
+    path: the HDF5 file.
+    build_command: the datagen command that builds it (quoted in errors).
+    kind: expected ``kind`` attribute, if any.
+    shapes: expected per-sample shapes, e.g. ``{"h": (32, 64)}``.
+    verify: ``"full"`` scans every channel value for NaN/Inf, ``"quick"`` the
+      first chunk only, ``"auto"`` full up to ``max_verify_bytes``.
+
+  Returns:
+    An open ``h5py.File`` (read-only). Close it, or use :class:`Dataset`.
+
+  Raises:
+    DatasetError: with the path, what is wrong, and how to fix it.
+  """
+  import h5py
+
+  if not os.path.exists(path):
+    partial = os.path.exists(path + ".parts")
+    msg = f"dataset {path!r} does not exist."
+    if partial:
+      msg += " An interrupted build left its parts next to it; rerun the same datagen command to resume."
+    raise DatasetError(msg + build_hint(path, build_command))
+  try:
+    f = h5py.File(path, "r")
+  except OSError as e:
+    raise DatasetError(f"dataset {path!r} is not a readable HDF5 file ({e}); it is truncated or corrupted. "
+                       "Delete it and rebuild." + build_hint(path, build_command)) from e
+  try:
+    version = f.attrs.get("schema_version")
+    if version != SCHEMA_VERSION:
+      raise DatasetError(f"dataset {path!r} has schema_version={version!r} but this jaxchan reads version "
+                         f"{SCHEMA_VERSION}; rebuild it with this version's datagen." + build_hint(path, build_command))
+    file_kind = str(f.attrs.get("kind"))
+    if file_kind not in KINDS:
+      raise DatasetError(f"dataset {path!r} has unknown kind {file_kind!r}; expected one of {sorted(KINDS)}.")
+    if kind is not None and file_kind != kind:
+      raise DatasetError(f"dataset {path!r} holds kind={file_kind!r} data but the job needs kind={kind!r}."
+                         + build_hint(path, build_command))
+    for split in SPLITS:
+      if split not in f:
+        raise DatasetError(f"dataset {path!r} has no {split!r} group; it is incomplete. Rebuild it."
+                           + build_hint(path, build_command))
+      n = None
+      for name in KINDS[file_kind]:
+        if name not in f[split]:
+          raise DatasetError(f"dataset {path!r} lacks {split}/{name}; rebuild it." + build_hint(path, build_command))
+        ds = f[split][name]
+        if n is not None and ds.shape[0] != n:
+          raise DatasetError(f"dataset {path!r}: {split}/{name} has {ds.shape[0]} samples, other arrays {n}.")
+        n = ds.shape[0]
+        if shapes and name in shapes and tuple(ds.shape[1:]) != tuple(shapes[name]):
+          raise DatasetError(
+              f"dataset {path!r}: {split}/{name} has per-sample shape {tuple(ds.shape[1:])} "
+              f"({' x '.join(LAYOUTS[name][1:])}) but the config expects {tuple(shapes[name])}. Fix the config's "
+              "shape fields or build a matching dataset." + build_hint(path, build_command))
+    _verify_finite(f, path, verify, max_verify_bytes)
+  except BaseException:
+    f.close()
+    raise
+  return f
+
+
+def _verify_finite(f, path, verify, max_bytes):
+  if verify not in ("auto", "full", "quick"):
+    raise ValueError(f"verify={verify!r}; allowed: 'auto', 'full', 'quick'.")
+  kind = str(f.attrs["kind"])
+  arrays = [f[s][n] for s in SPLITS for n in KINDS[kind] if n in CHANNEL_ARRAYS]
+  total = sum(a.size * a.dtype.itemsize for a in arrays)
+  full = verify == "full" or (verify == "auto" and total <= max_bytes)
+  for a in arrays:
+    step = max(1, (a.chunks or a.shape)[0])
+    stop = a.shape[0] if full else min(a.shape[0], step)
+    for start in range(0, stop, step * 8):
+      block = a[start:min(stop, start + step * 8)]
+      if not np.all(np.isfinite(block.view(np.float32) if np.iscomplexobj(block) else block)):
+        bad = start + int(np.argmax(~np.isfinite(np.abs(block)).reshape(block.shape[0], -1).all(1)))
+        raise DatasetError(f"dataset {path!r}: {a.name} holds NaN or Inf (first at sample {bad}); the file is "
+                           "corrupted. Delete it and rebuild.")
+
+
+class Dataset:
+  """A validated dataset with shuffled batch iteration.
+
+  Example::
+
+    with Dataset(path, build_command="python -m datagen.uma ...") as ds:
+      for batch in ds.batches("train", batch_size=64, seed=0, epoch=0):
+        ...  # batch["h"]: [64, n_bs, n_freq] complex64
+
+  ``in_memory=True`` (default when the split is under 1 GiB) loads a split once;
+  otherwise batches are read as contiguous blocks in shuffled order and
+  shuffled within a buffer, so peak memory stays at ``shuffle_blocks`` blocks.
+  """
+
+  def __init__(self, path: str, *, in_memory: bool | None = None, **open_kwargs):
+    self.path = path
+    self.file = open_dataset(path, **open_kwargs)
+    self.kind = str(self.file.attrs["kind"])
+    self.arrays = KINDS[self.kind]
+    self.config = json.loads(self.file.attrs["config_json"])
+    self._in_memory = in_memory
+    self._cache = {}
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+  def close(self):
+    self.file.close()
+
+  def size(self, split: str) -> int:
+    return self.file[split][self.arrays[0]].shape[0]
+
+  def shape(self, name: str) -> tuple:
+    """Per-sample shape of array ``name``."""
+    return tuple(self.file["train"][name].shape[1:])
+
+  def _split_bytes(self, split):
+    return sum(self.file[split][n].size * self.file[split][n].dtype.itemsize for n in self.arrays)
+
+  def load(self, split: str) -> dict:
+    """The whole split as numpy arrays."""
+    if split not in self._cache:
+      self._cache[split] = {n: self.file[split][n][...] for n in self.arrays}
+    return self._cache[split]
+
+  def batches(self, split: str, batch_size: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True,
+              drop_remainder: bool = True, block_size: int = 256, shuffle_blocks: int = 8) -> Iterator[dict]:
+    """Yield batches ``{name: [batch_size, ...]}``; the order is a pure function of (seed, epoch)."""
+    if split not in SPLITS:
+      raise ValueError(f"split={split!r}; allowed: {SPLITS}.")
+    n = self.size(split)
+    if batch_size < 1 or (drop_remainder and batch_size > n):
+      raise ValueError(f"batch_size={batch_size} must be between 1 and the {split} size {n} "
+                       "(or pass drop_remainder=False).")
+    rng = np.random.default_rng([seed, epoch, SPLITS.index(split)])
+    in_memory = self._in_memory if self._in_memory is not None else self._split_bytes(split) <= (1 << 30)
+    if in_memory:
+      data = self.load(split)
+      order = rng.permutation(n) if shuffle else np.arange(n)
+      stop = n - n % batch_size if drop_remainder else n
+      for i in range(0, stop, batch_size):
+        idx = order[i:i + batch_size]
+        yield {k: v[idx] for k, v in data.items()}
+      return
+    yield from self._streamed(split, n, batch_size, rng, shuffle, drop_remainder, block_size, shuffle_blocks)
+
+  def _streamed(self, split, n, batch_size, rng, shuffle, drop_remainder, block_size, shuffle_blocks):
+    starts = np.arange(0, n, block_size)
+    if shuffle:
+      rng.shuffle(starts)
+    group = self.file[split]
+    pending = {k: [] for k in self.arrays}
+    for j in range(0, len(starts), shuffle_blocks):
+      buf = {k: np.concatenate([group[k][s:s + block_size] for s in starts[j:j + shuffle_blocks]]) for k in self.arrays}
+      m = next(iter(buf.values())).shape[0]
+      perm = rng.permutation(m) if shuffle else np.arange(m)
+      for k in self.arrays:
+        pending[k].append(buf[k][perm])
+      merged = {k: np.concatenate(v) for k, v in pending.items()}
+      total = next(iter(merged.values())).shape[0]
+      full = total - total % batch_size
+      for i in range(0, full, batch_size):
+        yield {k: v[i:i + batch_size] for k, v in merged.items()}
+      pending = {k: [v[full:]] for k, v in merged.items()}
+    rest = next(iter(pending.values()))[0].shape[0] if pending[self.arrays[0]] else 0
+    if rest and not drop_remainder:
+      yield {k: v[0] for k, v in pending.items()}
