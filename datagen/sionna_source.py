@@ -34,11 +34,19 @@ def _panel(PanelArray, rows, cols, pol, pattern, fc, v=None, h=None):
 
 
 def normalize(*arrays):
-  """Scale each sample (axis 0) of the arrays by one factor: mean |h|^2 over all of them = 1."""
-  p = sum(np.sum(np.abs(a.reshape(a.shape[0], -1)) ** 2, axis=1) for a in arrays)
-  count = sum(int(np.prod(a.shape[1:])) for a in arrays)
-  scale = 1.0 / np.sqrt(p / count)
-  return tuple((a * scale.reshape((-1,) + (1,) * (a.ndim - 1))).astype(np.complex64) for a in arrays)
+  """Scale each sample (axis 0) of the arrays by one factor: mean |h|^2 over all of them = 1.
+
+  Returns complex64 copies (C-contiguous); the power is a dot product of the
+  float views, which avoids complex temporaries.
+  """
+  out = [np.ascontiguousarray(a, dtype=np.complex64) for a in arrays]
+  n = out[0].shape[0]
+  p = sum(np.einsum("ij,ij->i", v, v) for v in (a.view(np.float32).reshape(n, -1) for a in out))
+  count = sum(int(np.prod(a.shape[1:])) for a in out)
+  scale = (1.0 / np.sqrt(p / count)).astype(np.float32)
+  for a in out:
+    a *= scale.reshape((-1,) + (1,) * (a.ndim - 1))
+  return tuple(out)
 
 
 def generate(cfg: dict, seed: int, n: int) -> dict:
@@ -95,9 +103,9 @@ def generate(cfg: dict, seed: int, n: int) -> dict:
 
   if perception:
     h = h[:, 0, :, 0, :, :, :]                     # [B, n_ue, n_bs, time, freq]
-    occ = np.arange(cfg["num_occasions"]) * per
-    history = np.moveaxis(h[:, :, :, occ, :], 3, 1)  # [B, occ, n_ue, n_bs, freq]
-    target = h[:, :, :, occ[-1] + 1, :]
+    last = (cfg["num_occasions"] - 1) * per
+    history = np.moveaxis(h[:, :, :, 0:last + 1:per, :], 3, 1)  # [B, occ, n_ue, n_bs, freq] (a view)
+    target = h[:, :, :, last + 1, :]
     history, target = normalize(history, target)
     return dict(history=history, target=target, speed_mps=speed.astype(np.float32), indoor=indoor)
   h = h[:, 0, :, 0, 0, 0, :]                        # [B, n_bs, freq]

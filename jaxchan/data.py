@@ -90,6 +90,7 @@ def open_dataset(path: str, *, build_command: str | None = None, kind: str | Non
                        "Delete it and rebuild." + build_hint(path, build_command)) from e
   try:
     version = f.attrs.get("schema_version")
+    version = version.item() if hasattr(version, "item") else version
     if version != SCHEMA_VERSION:
       raise DatasetError(f"dataset {path!r} has schema_version={version!r} but this jaxchan reads version "
                          f"{SCHEMA_VERSION}; rebuild it with this version's datagen." + build_hint(path, build_command))

@@ -1,0 +1,89 @@
+"""SRS observation model of the perception-distortion paper (Sec. V, eq. 22).
+
+The UE sounds one sub-band per SRS occasion (frequency hopping: ``num_hops``
+sub-bands of ``n_prb / num_hops`` PRBs, visited cyclically). The BS keeps the
+last ``n_occasions`` occasions; at each it gets a noisy least-squares estimate
+of the channel on the sounded PRBs only:
+``y_n = H_n + w``, ``w ~ CN(0, 10^(-SNR/10))`` per element, with the UL SNR
+drawn per sample uniformly in ``snr_db_range`` (channels have unit power, so
+this is the per-element SNR). The hop phase (which sub-band the oldest
+occasion sounded) is random per sample.
+
+The "SRS baseline" wideband estimate takes, for every PRB, the most recent
+observation of it, without any processing.
+
+Shapes: ``history`` is ``[B, n_occasions, n_ue, n_bs, n_prb]`` (oldest first),
+as stored by ``datagen`` (:mod:`jaxchan.data`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxchan import checks, conventions
+
+
+class SRSObservation(NamedTuple):
+  """Attributes:
+    obs: ``[B, n_occ, n_ue, n_bs, n_prb]`` noisy LS estimates, 0 on PRBs not sounded.
+    mask: ``[B, n_occ, n_prb]`` bool, True where the occasion sounded the PRB.
+    snr_db: ``[B]`` UL SNR of each sample.
+    noise_var: ``[B]`` per-element noise variance ``10^(-snr_db/10)``.
+  """
+  obs: jax.Array
+  mask: jax.Array
+  snr_db: jax.Array
+  noise_var: jax.Array
+
+
+def hop_masks(n_prb: int, num_hops: int) -> jax.Array:
+  """``[num_hops, n_prb]`` bool: hop ``j`` sounds PRBs ``[j n_prb/num_hops, (j+1) n_prb/num_hops)``."""
+  if n_prb % num_hops:
+    raise ValueError(f"n_prb={n_prb} is not divisible by num_hops={num_hops}; each hop must cover an equal "
+                     "sub-band.")
+  width = n_prb // num_hops
+  return (jnp.arange(n_prb)[None, :] // width) == jnp.arange(num_hops)[:, None]
+
+
+def observe(history: jax.Array, key: jax.Array, *, num_hops: int = 4,
+            snr_db_range: tuple[float, float] = (-10.0, 10.0)) -> SRSObservation:
+  """Draw the SRS observation of a batch of channel histories (eq. 22).
+
+  Args:
+    history: ``[B, n_occ, n_ue, n_bs, n_prb]`` true channels at the SRS occasions.
+    key: PRNG key (hop phase, SNR and noise are drawn fresh on every call).
+    num_hops: number of sub-bands cycled through.
+    snr_db_range: UL SNR interval, dB.
+  """
+  checks.min_ndim("history", history, 5, "[B, n_occasions, n_ue, n_bs, n_prb]")
+  lo, hi = snr_db_range
+  if not lo <= hi:
+    raise ValueError(f"snr_db_range={snr_db_range} must be (low, high) with low <= high.")
+  B, n_occ, _, _, n_prb = history.shape
+  masks = hop_masks(n_prb, num_hops)
+  k_phase, k_snr, k_noise = jax.random.split(key, 3)
+  phase = jax.random.randint(k_phase, (B,), 0, num_hops)
+  hop = (phase[:, None] + jnp.arange(n_occ)[None, :]) % num_hops         # [B, n_occ]
+  mask = masks[hop]                                                       # [B, n_occ, n_prb]
+  snr_db = jax.random.uniform(k_snr, (B,), minval=lo, maxval=hi)
+  noise_var = 10.0 ** (-snr_db / 10.0)
+  w = conventions.standard_normal(k_noise, history.shape, history.dtype)
+  y = history + jnp.sqrt(noise_var).reshape(B, 1, 1, 1, 1).astype(history.dtype) * w
+  obs = jnp.where(mask[:, :, None, None, :], y, 0)
+  return SRSObservation(obs, mask, snr_db, noise_var)
+
+
+def baseline(observation: SRSObservation) -> jax.Array:
+  """The SRS baseline: per PRB, the latest observation of it; ``[B, n_ue, n_bs, n_prb]``.
+
+  PRBs never sounded in the history are 0.
+  """
+  obs, mask = observation.obs, observation.mask
+  n_occ = mask.shape[1]
+  # Index of the latest occasion that sounded each PRB (n_occ if none).
+  idx = jnp.where(mask, jnp.arange(n_occ)[None, :, None], -1).max(axis=1)          # [B, n_prb]
+  picked = jnp.take_along_axis(obs, jnp.maximum(idx, 0)[:, None, None, None, :], axis=1)[:, 0]
+  return jnp.where((idx >= 0)[:, None, None, :], picked, 0)

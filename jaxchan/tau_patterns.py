@@ -1,0 +1,73 @@
+"""Training tau-patterns of non-identical diffusion (Sec. III-A and V-B).
+
+Algorithm 1 draws an element-wise time ``tau`` for every training sample from a
+pattern; integer times in ``{0, ..., T - 1}``:
+
+* ``same``: ``tau = x 1``, one ``x`` per sample (imitates identical diffusion);
+* ``independent``: every element independent;
+* ``periodical``: periodic in both dimensions, period uniform in 4..20
+  subcarriers and 4..10 antennas (imitates pilot grids);
+* ``car_only``: one time per subcarrier, shared by all antennas;
+* ``non_directional``: one of same / independent / periodical, uniformly;
+* ``all``: one of the four simple patterns, uniformly.
+
+Shapes: one sample is ``[N_a, N_c]`` (antennas x subcarriers);
+:func:`sample` returns ``[B, N_a, N_c]`` float32.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxchan import checks
+
+SIMPLE = ("same", "independent", "periodical", "car_only")
+PATTERNS = SIMPLE + ("non_directional", "all")
+PERIOD_C = (4, 20)   # subcarriers, inclusive
+PERIOD_A = (4, 10)   # antennas, inclusive
+
+
+def _same(key, shape, T):
+  return jnp.full(shape, jax.random.randint(key, (), 0, T))
+
+
+def _independent(key, shape, T):
+  return jax.random.randint(key, shape, 0, T)
+
+
+def _periodical(key, shape, T):
+  k_a, k_c, k_t = jax.random.split(key, 3)
+  p_a = jax.random.randint(k_a, (), PERIOD_A[0], PERIOD_A[1] + 1)
+  p_c = jax.random.randint(k_c, (), PERIOD_C[0], PERIOD_C[1] + 1)
+  tile = jax.random.randint(k_t, (PERIOD_A[1], PERIOD_C[1]), 0, T)
+  i = jnp.arange(shape[0])[:, None] % p_a
+  j = jnp.arange(shape[1])[None, :] % p_c
+  return tile[i, j]
+
+
+def _car_only(key, shape, T):
+  return jnp.broadcast_to(jax.random.randint(key, (1, shape[1]), 0, T), shape)
+
+
+_FNS = {"same": _same, "independent": _independent, "periodical": _periodical, "car_only": _car_only}
+_MIXES = {"non_directional": ("same", "independent", "periodical"), "all": SIMPLE}
+
+
+def sample_one(key: jax.Array, pattern: str, shape: tuple[int, int], T: int = 100) -> jax.Array:
+  """One ``tau`` of ``shape = (N_a, N_c)`` from ``pattern``."""
+  checks.choice("tau pattern", pattern, PATTERNS)
+  checks.positive_int("T", T)
+  if pattern in _FNS:
+    return _FNS[pattern](key, shape, T).astype(jnp.float32)
+  names = _MIXES[pattern]
+  k_pick, k_tau = jax.random.split(key)
+  pick = jax.random.randint(k_pick, (), 0, len(names))
+  branches = [lambda k, f=_FNS[n]: f(k, shape, T).astype(jnp.float32) for n in names]
+  return jax.lax.switch(pick, branches, k_tau)
+
+
+def sample(key: jax.Array, pattern: str, batch: int, shape: tuple[int, int], T: int = 100) -> jax.Array:
+  """``[batch, N_a, N_c]`` times, one independent draw per sample."""
+  checks.positive_int("batch", batch)
+  return jax.vmap(lambda k: sample_one(k, pattern, shape, T))(jax.random.split(key, batch))

@@ -1,0 +1,132 @@
+"""Observation models: SRS hopping (eq. 22), initial-noise patterns (Sec. V-C), training tau-patterns."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxchan import conventions, noise_patterns, schedules, srs, tau_patterns
+
+T = 100
+
+
+@pytest.mark.parametrize("pattern", noise_patterns.PATTERNS)
+def test_noise_pattern_snr_kept_fraction_and_start(pattern):
+  B = 64
+  h = conventions.standard_normal(jax.random.PRNGKey(0), (B, 32, 64))
+  obs = noise_patterns.observe(h, jax.random.PRNGKey(1), pattern, T=T)
+  m = np.asarray(obs.m)
+  kept = m > 0
+  expect_kept = {"white": 1.0, "exp": 1.0, "salt": 0.3, "salt_rec": 19 / 64, "pilot": 0.25, "pilot_car": 0.125}
+  # Kept fractions are exact by construction (salt: round(0.3 * 2048) = 614 elements).
+  np.testing.assert_allclose(kept.mean(), expect_kept[pattern], atol=1 / 2048)
+  # Noise on the kept elements: H_bar / M - H = n / M; its mean power is the
+  # stated 10^(-SNR/10). Over >= 64 x 256 exponential-like terms the relative
+  # standard error is < 2 %, i.e. < 0.1 dB; allow 0.25 dB.
+  noise = np.abs(np.asarray(obs.h_bar)[kept] / m[kept] - np.asarray(h)[kept]) ** 2
+  snr = -10 * np.log10(noise.mean())
+  assert abs(snr - noise_patterns.DEFAULT_SNR_DB[pattern]) < 0.25, snr
+  # 10 % background: no kept element is quieter than 0.1 x the mean noise power.
+  var = 1 / m[kept] ** 2
+  assert var.min() >= 0.1 * 10 ** (-noise_patterns.DEFAULT_SNR_DB[pattern] / 10) * (1 - 1e-5)
+  # Start of eqs. (15)-(16); unobserved elements start from pure noise at tau = T.
+  np.testing.assert_allclose(obs.g0, np.asarray(obs.h_bar) / (m + 1), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(schedules.gamma(obs.tau0, T)[kept], (m / (m + 1))[kept], rtol=1e-4)
+  assert np.all(np.asarray(obs.tau0)[~kept] == T)
+
+
+def test_pilot_grids_are_where_the_paper_puts_them():
+  h = jnp.ones((1, 32, 64), jnp.complex64)
+  pilot = np.asarray(noise_patterns.observe(h, jax.random.PRNGKey(0), "pilot").m[0]) > 0
+  assert pilot[::2, ::2].all() and not pilot[1::2].any() and not pilot[:, 1::2].any()
+  car = np.asarray(noise_patterns.observe(h, jax.random.PRNGKey(0), "pilot_car").m[0]) > 0
+  assert car[:, ::8].all() and car.sum() == 32 * 8
+  rec = np.asarray(noise_patterns.observe(h, jax.random.PRNGKey(0), "salt_rec").m[0])
+  np.testing.assert_array_equal(rec[:8, :8], rec[8:16, 24:32])  # the 8 x 8 tile repeats
+
+
+def test_variance_consistent_start():
+  h = conventions.standard_normal(jax.random.PRNGKey(2), (4, 32, 64))
+  obs = noise_patterns.observe(h, jax.random.PRNGKey(3), "exp", variance_consistent=True, T=T)
+  m = np.asarray(obs.m)
+  np.testing.assert_allclose(schedules.gamma(obs.tau0, T), m / np.sqrt(m**2 + 1), rtol=1e-4)
+
+
+def test_noise_pattern_bad_input():
+  with pytest.raises(ValueError, match="noise pattern='pink' is not supported"):
+    noise_patterns.observe(jnp.ones((1, 32, 64), jnp.complex64), jax.random.PRNGKey(0), "pink")
+  with pytest.raises(ValueError, match="multiple"):
+    noise_patterns.observe(jnp.ones((1, 30, 64), jnp.complex64), jax.random.PRNGKey(0), "salt_rec")
+
+
+def _classify(tau):
+  if np.all(tau == tau[0, 0]):
+    return "same"
+  if np.all(tau == tau[:1]):
+    return "car_only"
+  for pa in range(4, 11):
+    for pc in range(4, 21):
+      if np.array_equal(tau, np.tile(tau[:pa, :pc], (32 // pa + 1, 64 // pc + 1))[:32, :64]):
+        return "periodical"
+  return "independent"
+
+
+@pytest.mark.parametrize("pattern", tau_patterns.SIMPLE)
+def test_simple_tau_patterns_have_their_structure(pattern):
+  taus = np.asarray(tau_patterns.sample(jax.random.PRNGKey(0), pattern, 20, (32, 64), T))
+  assert taus.shape == (20, 32, 64) and taus.min() >= 0 and taus.max() <= T - 1
+  assert np.all(taus == np.round(taus))
+  assert all(_classify(t) == pattern for t in taus)
+
+
+@pytest.mark.parametrize("pattern, allowed", [("non_directional", {"same", "independent", "periodical"}),
+                                              ("all", set(tau_patterns.SIMPLE))])
+def test_mixed_tau_patterns_pick_uniformly(pattern, allowed):
+  n = 400
+  taus = np.asarray(jax.jit(lambda k: tau_patterns.sample(k, pattern, n, (32, 64), T))(jax.random.PRNGKey(1)))
+  kinds = [_classify(t) for t in taus]
+  assert set(kinds) == allowed
+  # Each of k choices is Binomial(n, 1/k): within 4 standard deviations.
+  for kind in allowed:
+    p = 1 / len(allowed)
+    assert abs(kinds.count(kind) - n * p) < 4 * np.sqrt(n * p * (1 - p)), (kind, kinds.count(kind))
+
+
+def test_srs_hopping_noise_and_baseline():
+  B, n_occ = 64, 4
+  hist = conventions.standard_normal(jax.random.PRNGKey(0), (B, n_occ, 4, 32, 52))
+  ob = srs.observe(hist, jax.random.PRNGKey(1))
+  mask = np.asarray(ob.mask)
+  # Each occasion sounds one 13-PRB sub-band; 4 consecutive occasions cover the band once.
+  assert np.all(mask.sum(-1) == 13)
+  assert np.all(mask.sum(1) == 1)
+  first = mask[:, :, 0].argmax(1)  # occasion that sounded sub-band 0
+  assert len(set(first.tolist())) > 1  # hop phase varies across samples
+  assert np.all((np.asarray(ob.snr_db) >= -10) & (np.asarray(ob.snr_db) <= 10))
+  obs = np.asarray(ob.obs)
+  assert np.all(obs[~np.broadcast_to(mask[:, :, None, None, :], obs.shape)] == 0)
+  # Noise power per sample matches its SNR: 4 x 32 x 52 terms, relative SE 1.4 %; allow 8 %.
+  err = np.where(mask[:, :, None, None, :], obs - np.asarray(hist), 0)
+  per = np.sum(np.abs(err) ** 2, axis=(1, 2, 3, 4)) / (4 * 32 * 52)
+  np.testing.assert_allclose(per, np.asarray(ob.noise_var), rtol=0.08)
+  # Baseline: each PRB's latest (here: only) observation.
+  base = np.asarray(srs.baseline(ob))
+  occ = mask.argmax(1)  # [B, n_prb]
+  ref = np.take_along_axis(obs, occ[:, None, None, None, :], axis=1)[:, 0]
+  np.testing.assert_array_equal(base, ref)
+
+
+def test_srs_baseline_prefers_latest_and_zero_when_never_sounded():
+  hist = jnp.ones((1, 6, 1, 2, 8), jnp.complex64) * jnp.arange(1, 7).reshape(1, 6, 1, 1, 1)
+  ob = srs.observe(hist, jax.random.PRNGKey(0), num_hops=4, snr_db_range=(80.0, 80.0))
+  base = np.asarray(srs.baseline(ob)).real.round(3)[0, 0, 0]
+  mask = np.asarray(ob.mask[0])
+  latest = np.array([np.nonzero(mask[:, p])[0].max() + 1 for p in range(8)])
+  np.testing.assert_allclose(base, latest, atol=1e-3)
+  ob2 = srs.observe(hist[:, :1], jax.random.PRNGKey(0), num_hops=4, snr_db_range=(80.0, 80.0))
+  assert np.sum(np.asarray(srs.baseline(ob2)) == 0) == 2 * 6  # 6 of 8 PRBs never sounded
+
+
+def test_srs_bad_input():
+  with pytest.raises(ValueError, match="not divisible by num_hops"):
+    srs.observe(jnp.ones((1, 4, 1, 2, 50), jnp.complex64), jax.random.PRNGKey(0))
