@@ -28,6 +28,9 @@ def main(argv):
   del argv
   from jaxchan import experiments  # imported after flag parsing so --help stays fast
 
+  if not FLAGS["verbosity"].present:
+    # Orbax and JAX log every checkpoint write at INFO; keep the console for progress bars.
+    logging.set_verbosity(logging.WARNING)
   config = FLAGS.config
   workdir = FLAGS.workdir or default_workdir(config_flags.get_config_filename(FLAGS["config"]))
   experiment = experiments.get(config.experiment)

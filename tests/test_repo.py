@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,3 +72,34 @@ def test_readme_library_example_runs():
   # perception paper): about 3 dB worse than the CME; allow sampling slack.
   assert cme < sample < cme + 6.0
   assert float(vals["SE, Bayesian precoder"]) > 0
+
+
+@pytest.mark.slow
+def test_noniden_smoke_end_to_end_and_resume(tmp_path):
+  pytest.importorskip("sionna", reason="the smoke job builds its tiny dataset with datagen")
+  cfg = os.path.join(ROOT, "configs", "noniden.py")
+  args = [f"--config={cfg}:smoke", f"--workdir={tmp_path}/wd", f"--config.data.path={tmp_path}/simo_tiny.h5",
+          "--config.progress=False"]
+  proc = _run(args, tmp_path)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  res = json.load(open(tmp_path / "wd" / "results.json"))
+  assert set(res["training"]) == {"nonid", "identical"}
+  rows = res["generation"]["rows"]
+  # 2 patterns x (2 steppings x 2 samplers for the non-identical model + 2 samplers for identical).
+  assert len(rows) == 2 * (4 + 2)
+  assert all(len(r["nmse_per_step"]) == 5 and np.isfinite(r["final_nmse"]) for r in rows)
+  assert (tmp_path / "wd" / "fig_steps.png").stat().st_size > 1000
+  assert "raw start" in (tmp_path / "wd" / "tables.md").read_text()
+  # Rerunning resumes from the checkpoints: no epoch is trained again.
+  proc = _run(args, tmp_path)
+  assert proc.returncode == 0
+  assert "resumed from" in proc.stdout and "epoch 2/2" not in proc.stderr
+
+
+def test_noniden_bad_config_stops_before_work(tmp_path):
+  cfg = os.path.join(ROOT, "configs", "noniden.py")
+  proc = _run([f"--config={cfg}:smoke", "--config.models.nonid.tau_pattern=diagonal",
+               f"--config.data.path={tmp_path}/never.h5"], tmp_path)
+  assert proc.returncode != 0
+  assert "config.models.nonid.tau_pattern='diagonal' is not supported" in proc.stderr
+  assert not os.path.exists(tmp_path / "never.h5")

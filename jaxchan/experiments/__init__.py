@@ -12,6 +12,7 @@ import importlib
 # optional dependency of one does not break the others.
 REGISTRY = {
     "sampler_study": "jaxchan.experiments.sampler_study",
+    "noniden": "jaxchan.experiments.noniden",
 }
 
 

@@ -22,7 +22,6 @@ an error at the floor is indistinguishable from sampling noise.
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import time
 
@@ -121,7 +120,9 @@ def run(config, workdir: str) -> dict:
                      prior=_prior_stats(out_prior, prior_mean, prior_cov),
                      posterior=_posterior_stats(out_post.reshape(config.num_obs, reps, -1),
                                                 [m for m, _ in post_mom], [c for _, c in post_mom])))
-    logging.info("%s N_G=%d: %s", spec, n_steps, rows[-1])
+    if config.progress:
+      tqdm.write(f"{spec} N_G={n_steps}: prior cov err {rows[-1]['prior']['cov_err']:.4f}, "
+                 f"posterior cov err {rows[-1]['posterior']['cov_err']:.4f}")
 
   results = dict(config=config.to_dict(), floor=floor, rows=rows, device=str(jax.devices()[0]))
   io.atomic_write_json(os.path.join(workdir, "results.json"), results)

@@ -1,0 +1,1 @@
+"""Neural networks (Flax modules hold parameters; everything else is a function)."""
