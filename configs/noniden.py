@@ -1,8 +1,15 @@
 """Non-identical diffusion (jaxchan.experiments.noniden). Work in progress: see README "Status".
 
-Variants (``--config=configs/noniden.py:VARIANT``):
-  (none)  paper scale: simo_ofdm full dataset (43,440 / 10,860), 100 epochs; for a GPU or TPU.
-  smoke   end to end on a tiny dataset it builds itself, in about a minute on 2 CPU cores.
+Variants (``--config=configs/noniden.py:VARIANT[,VARIANT]``):
+  (none)      paper scale: simo_ofdm full dataset (43,440 / 10,860), 100 epochs; for a GPU or TPU.
+  quick       paper-size network, small dataset (8,000 / 2,000), 8 epochs; ~40 min on 2 CPU cores.
+  smoke       end to end on a tiny dataset it builds itself, in about a minute on 2 CPU cores.
+  table1      the 48 training runs of Table I (3 placements x 2 averagings x 2 inputs x 4 patterns);
+              finished runs are skipped on rerun, and the table is assembled from all of them.
+  embeddings  adds row / both placements and tau averaging, trained on "all", for Fig. 8.
+Every variant trains the main non-identical model ("nonid": column-wise embedding, alpha
+averaging, identical-noise-power input, "all" pattern), the identical baseline and one model
+per training pattern (Table III), unless table1 replaces them by its grid.
 """
 
 import ml_collections
@@ -51,6 +58,10 @@ def get_config(arg: str = ""):
 
   c.eval = ml_collections.ConfigDict()
   c.eval.main_model = "nonid"
+  c.eval.models = ("nonid", "identical")          # models whose generation is evaluated
+  c.eval.full_grid_models = ("nonid",)  # every stepping (first sampler) and every sampler (first stepping)
+  c.eval.lmmse = True                             # LMMSE baseline with the training-set sample covariance
+  c.eval.lmmse_train_samples = 20000
   c.eval.compare_identical = "identical"
   c.eval.patterns = ("white", "exp", "salt", "salt_rec", "pilot", "pilot_car")
   c.eval.steppings = ("tau-waterfilling", "tau-uniform", "tau-hybrid0.7", "tau-hybrid0.5", "tau-hybrid0.3",
@@ -62,21 +73,65 @@ def get_config(arg: str = ""):
   c.eval.batch_size = 256
   c.eval.variance_consistent = False
 
-  variant = arg or "default"
-  if variant == "smoke":
+  # Table III: one model per training tau-pattern (the main model is "all").
+  for pattern in ("same", "independent", "periodical", "car_only", "non_directional"):
+    c.models[f"nonid_{pattern}"] = model(tau_pattern=pattern)
+  c.eval.models = tuple(c.models.keys())
+  c.eval.table1_last_epochs = 50     # Table I: loss mean +/- std over the last epochs (the paper: 51-100)
+
+  variants = [v for v in (arg or "").split(",") if v]
+  unknown = set(variants) - {"smoke", "quick", "table1", "embeddings"}
+  if unknown or ("smoke" in variants and "quick" in variants):
+    raise ValueError(f"unknown variant {arg!r} for configs/noniden.py; combine at most one of 'smoke', 'quick' "
+                     "with 'table1' and/or 'embeddings', e.g. configs/noniden.py:quick,embeddings.")
+  if "quick" in variants:
+    # About 40 minutes on 2 CPU cores: the paper-size network on a small dataset,
+    # the identical baseline, and one model per training tau-pattern (Table III).
+    c.data.size = "small"                      # 8,000 train / 2,000 test
+    c.train.num_epochs = 8
+    c.train.decay_every_epochs = 6
+    c.train.test_loss_samples = 256
+    c.eval.num_test = 128
+    c.eval.batch_size = 128
+    c.eval.lmmse_train_samples = 8000
+    c.eval.table1_last_epochs = 4
+  if "smoke" in variants:
     c.data.size = "tiny"
     c.train.batch_size = 16
     c.train.num_epochs = 2
     c.train.test_loss_samples = 32
-    for m in c.models.values():
-      m.num_layers = 2
-      m.embed_dim = 16
+    c.models = ml_collections.ConfigDict({"nonid": model(), "identical": model("identical", tau_pattern="same")})
+    c.eval.models = ("nonid", "identical")
     c.eval.patterns = ("salt", "pilot_car")
     c.eval.steppings = ("tau-waterfilling", "tau-uniform")
     c.eval.samplers = ("eq9:0.4", "eta:1.0")
     c.eval.num_steps = 5
     c.eval.num_test = 16
     c.eval.batch_size = 16
-  elif variant != "default":
-    raise ValueError(f"unknown variant {variant!r} for configs/noniden.py; choose '' or 'smoke'.")
+    c.eval.lmmse_train_samples = 64
+    c.eval.table1_last_epochs = 1
+  if "table1" in variants:
+    # The 48 training runs of Table I (training only; the sweep skips finished runs).
+    grid = ml_collections.ConfigDict()
+    for placement in ("row", "col", "both"):
+      for averaging in ("tau", "alpha"):
+        for norm in ("noise", "power"):
+          for pattern in ("same", "independent", "periodical", "car_only"):
+            grid[f"t1_{placement}_{averaging}_{norm}_{pattern}"] = model(placement, averaging, norm, pattern)
+    c.models = grid
+    c.eval.main_model = "t1_col_alpha_noise_same"
+    c.eval.compare_identical = ""
+    c.eval.models = ()
+    c.eval.full_grid_models = ()
+    c.eval.lmmse = False
+  if "embeddings" in variants and "table1" not in variants:
+    # Fig. 8: the three placements (and both averagings), trained on "all", compared in generation.
+    for placement in ("row", "both"):
+      c.models[f"emb_{placement}"] = model(placement=placement)
+    c.models["emb_col_tau"] = model(averaging="tau")
+    c.eval.models = tuple(c.eval.models) + ("emb_row", "emb_both", "emb_col_tau")
+  if "smoke" in variants:
+    for m in c.models.values():
+      m.num_layers = 2
+      m.embed_dim = 16
   return c

@@ -94,3 +94,41 @@ def test_velocity_loss_is_zero_for_the_true_velocity_and_one_for_zero():
 def test_bad_placement():
   with pytest.raises(ValueError, match="placement='diag' is not supported"):
     _model(placement="diag").init(jax.random.PRNGKey(0), jnp.zeros(SHAPE, jnp.complex64), jnp.zeros(SHAPE))
+
+
+def test_table1_pivots_training_losses():
+  import sys
+  sys.path.insert(0, __import__("os").path.join(__import__("os").path.dirname(__file__), "..", "configs"))
+  import noniden as cfgmod
+  from jaxchan.experiments import noniden as exp
+
+  config = cfgmod.get_config("smoke,table1")
+  assert len(config.models) == 48
+  training = {}
+  for i, (name, m) in enumerate(config.models.items()):
+    hist = [{"epoch": e, "train_loss": 0.1 * i + 0.01 * e} for e in (1, 2, 3)]
+    training[name] = (m.to_dict(), hist)
+  config.eval.table1_last_epochs = 2
+  md = exp.table1({"training": training}, config)
+  lines = [l for l in md.splitlines() if l.startswith("| ")]
+  assert len(lines) == 1 + 6  # header + 3 placements x 2 averagings
+  assert lines[0].count("|") == 2 + 8 + 1  # 2 label columns + 4 patterns x 2 inputs
+  # Mean of epochs 2-3 of run i is 0.1 i + 0.025, std 0.005.
+  i = list(config.models).index("t1_col_alpha_power_periodical")
+  cell = f"{0.1 * i + 0.025:.3f} ± 0.005"
+  row = [l for l in lines if l.startswith("| col | alpha |")][0]
+  assert cell in row
+
+
+def test_flop_counter_matches_closed_form():
+  from benchmarks.common import count_complex_dense_flops
+
+  m = MixerDenoiser()
+  x, t = jnp.zeros((2, 32, 64), jnp.complex64), jnp.zeros((2, 32, 64))
+  params = m.init(jax.random.PRNGKey(0), x, t)
+  n_a, n_c, e, layers = 32, 64, 64, 5
+  cmac = layers * (n_a * (n_c * 2 * n_c * 2) + n_c * (n_a * 2 * n_a * 2))   # sub + antenna MLPs
+  cmac += layers * 3 * (n_a * e * n_c + n_c * e * n_a)                       # col modulations: 3 maps per block
+  cmac += (n_a + n_c) * 2 * e * e                                             # time-embedding MLPs
+  cmac += n_a * n_c * n_c                                                     # head
+  assert count_complex_dense_flops(m.apply, params, x, t) == 2 * 8 * cmac    # batch of 2, 8 FLOPs per CMAC

@@ -85,11 +85,26 @@ def test_noniden_smoke_end_to_end_and_resume(tmp_path):
   res = json.load(open(tmp_path / "wd" / "results.json"))
   assert set(res["training"]) == {"nonid", "identical"}
   rows = res["generation"]["rows"]
-  # 2 patterns x (2 steppings x 2 samplers for the non-identical model + 2 samplers for identical).
-  assert len(rows) == 2 * (4 + 2)
+  # 2 patterns x (nonid: 2 steppings + 1 extra sampler; identical: 1 run).
+  assert len(rows) == 2 * (3 + 1)
   assert all(len(r["nmse_per_step"]) == 5 and np.isfinite(r["final_nmse"]) for r in rows)
   assert (tmp_path / "wd" / "fig_steps.png").stat().st_size > 1000
   assert "raw start" in (tmp_path / "wd" / "tables.md").read_text()
+  # A trained model loads back and generates from a user's own (H_bar, M).
+  import functools
+
+  import jax
+  import jax.numpy as jnp
+  from jaxchan import noniden
+  from jaxchan.experiments.noniden import load_trained
+  model, params, info = load_trained(str(tmp_path / "wd" / "models" / "nonid"))
+  m = jnp.zeros((3, 32, 64)).at[:, ::2, ::4].set(3.0)
+  h_bar = m * jnp.ones((3, 32, 64), jnp.complex64)
+  g0, tau0 = noniden.initial_state(h_bar, m, T=info["T"])
+  D = noniden.velocity_denoiser(functools.partial(model.apply, params), input_norm=info["model"]["input_norm"],
+                                T=info["T"])
+  out = noniden.make_generator(D, num_steps=4, T=info["T"])(g0, tau0, jax.random.PRNGKey(0))
+  assert out.shape == (3, 32, 64) and bool(jnp.all(jnp.isfinite(out.real)))
   # Rerunning resumes from the checkpoints: no epoch is trained again.
   proc = _run(args, tmp_path)
   assert proc.returncode == 0

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxchan import checks, data, io, metrics, noise_patterns, noniden, stepping, tau_patterns, train
+from jaxchan import checks, data, io, lmmse, metrics, noise_patterns, noniden, stepping, tau_patterns, train
 from jaxchan.models.mixer import AVERAGING, PLACEMENTS, MixerDenoiser
 
 
@@ -69,6 +69,9 @@ def validate(config):
   if config.eval.compare_identical and config.eval.compare_identical not in config.models:
     raise ValueError(f"config.eval.compare_identical={config.eval.compare_identical!r} names no model in "
                      f"config.models ({', '.join(config.models)}).")
+  for name in tuple(config.eval.models) + tuple(config.eval.full_grid_models):
+    if name not in config.models:
+      raise ValueError(f"config.eval model {name!r} names no model in config.models ({', '.join(config.models)}).")
   if config.eval.main_model not in config.models:
     raise ValueError(f"config.eval.main_model={config.eval.main_model!r} names no model in config.models "
                      f"({', '.join(config.models)}).")
@@ -136,38 +139,89 @@ def train_one(name, mcfg, config, ds, workdir, log=print):
     for b in ds.batches("train", bs, seed=config.seed, epoch=epoch):
       yield jnp.asarray(b["h"])
 
+  model_dir = os.path.join(workdir, "models", name)
+  os.makedirs(model_dir, exist_ok=True)
+  io.atomic_write_json(os.path.join(model_dir, "model.json"),
+                       dict(model=mcfg.to_dict(), T=T, shape=list(shape)))
   state = train.init_state(params, opt, jax.random.PRNGKey(config.seed + 1))
   state, history = train.fit(state, step, batches, num_epochs=config.train.num_epochs,
-                             workdir=os.path.join(workdir, "models", name),
+                             workdir=model_dir,
                              eval_fn=lambda p: {"test_loss": test_loss(p)}, progress=config.progress, log=log)
   return model, state.params, history
+
+
+def load_trained(model_dir: str):
+  """Load a trained model from ``WORKDIR/models/NAME``: ``(model, params, info)``.
+
+  ``info`` holds the model config, ``T`` and the channel shape. Use it as::
+
+    model, params, info = load_trained("workdir/noniden/models/nonid")
+    D = noniden.velocity_denoiser(functools.partial(model.apply, params),
+                                  input_norm=info["model"]["input_norm"], T=info["T"])
+    g0, tau0 = noniden.initial_state(h_bar, m, T=info["T"])
+    h_hat = noniden.make_generator(D, num_steps=50, T=info["T"])(g0, tau0, key)
+  """
+  import ml_collections
+  import orbax.checkpoint as ocp
+
+  meta_path = os.path.join(model_dir, "model.json")
+  if not os.path.exists(meta_path):
+    raise FileNotFoundError(f"{meta_path} not found: {model_dir} is not a trained-model folder "
+                            "(expected WORKDIR/models/NAME written by run.py).")
+  info = json.load(open(meta_path))
+  mcfg = ml_collections.ConfigDict(info["model"])
+  model = make_model(mcfg, info["T"])
+  shape = tuple(info["shape"])
+  template = model.init(jax.random.PRNGKey(0), jnp.zeros((1,) + shape, jnp.complex64), jnp.zeros((1,) + shape))
+  manager = ocp.CheckpointManager(os.path.abspath(os.path.join(model_dir, "checkpoints")))
+  step = manager.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {model_dir}/checkpoints; train the model first.")
+  saved = manager.restore(step, args=ocp.args.StandardRestore())  # the saved TrainState as nested dicts
+  manager.close()
+  params = jax.tree.map(lambda t, v: jnp.asarray(v, t.dtype).reshape(t.shape), template, saved["params"])
+  return model, params, info
 
 
 # ---------------------------------------------------------------------------
 # Generation (Algorithm 2) and its NMSE after every step.
 
 
+_RUNNERS = {}
+
+
+def _runner(model, input_norm, gen_kwargs, num_steps, T, identical):
+  """A jitted ``(params, g0, tau0, h, key) -> per-step squared error [N_G]``, cached by its static settings.
+
+  Models with the same architecture share compiled code (Flax modules compare by
+  their fields), so a sweep compiles each stepping x sampler once.
+  """
+  cache_key = (model, input_norm, tuple(sorted(gen_kwargs.items())), num_steps, T, identical)
+  if cache_key not in _RUNNERS:
+    from jaxchan import schedules
+
+    def run(params, g0, tau0, hb, key):
+      denoiser = noniden.velocity_denoiser(functools.partial(model.apply, params), input_norm=input_norm, T=T)
+      if identical:
+        # Scalar time: the alpha-averaged level of the whole start, for every element.
+        a = schedules.gamma(tau0, T).mean(axis=(-2, -1), keepdims=True)
+        tau0 = jnp.broadcast_to(schedules.gamma_inv(a, T), tau0.shape)
+      _, traj = noniden.generate(denoiser, g0, tau0, key, num_steps=num_steps, T=T, return_trajectory=True,
+                                 **gen_kwargs)
+      return jnp.sum(jnp.abs(traj.g - hb[None]) ** 2, axis=(1, 2, 3))
+
+    _RUNNERS[cache_key] = jax.jit(run)
+  return _RUNNERS[cache_key]
+
+
 def generation_nmse(model, params, mcfg, h, obs, *, gen_kwargs, num_steps, T, batch, identical=False):
-  """Dataset-level NMSE after each of the ``num_steps`` steps, ``[num_steps]``, and of the raw start."""
-  denoiser = noniden.velocity_denoiser(functools.partial(model.apply, params), input_norm=mcfg.input_norm, T=T)
-
-  @jax.jit
-  def run(g0, tau0, hb, key):
-    if identical:
-      # Scalar time: the alpha-averaged level of the whole start, for every element.
-      from jaxchan import schedules
-      a = schedules.gamma(tau0, T).mean(axis=(-2, -1), keepdims=True)
-      tau0 = jnp.broadcast_to(schedules.gamma_inv(a, T), tau0.shape)
-    _, traj = noniden.generate(denoiser, g0, tau0, key, num_steps=num_steps, T=T, return_trajectory=True,
-                               **gen_kwargs)
-    err = jnp.sum(jnp.abs(traj.g - hb[None]) ** 2, axis=(1, 2, 3))
-    return err
-
+  """Dataset-level NMSE after each of the ``num_steps`` generation steps, ``[num_steps]``."""
+  run = _runner(model, mcfg.input_norm, gen_kwargs, num_steps, T, identical)
   num = np.zeros(num_steps)
   den = 0.0
   for i in range(0, h.shape[0], batch):
     sl = slice(i, i + batch)
-    num += np.asarray(run(obs.g0[sl], obs.tau0[sl], h[sl], jax.random.PRNGKey(i)))
+    num += np.asarray(run(params, obs.g0[sl], obs.tau0[sl], h[sl], jax.random.PRNGKey(i)))
     den += float(jnp.sum(jnp.abs(h[sl]) ** 2))
   return num / den
 
@@ -176,16 +230,30 @@ def evaluate(config, models, ds, log=print):
   T = config.T
   n = min(config.eval.num_test, ds.size("test"))
   h = jnp.asarray(ds.load("test")["h"][:n])
-  out = {"num_test": n, "raw_start_nmse": {}, "rows": []}
+  out = {"num_test": n, "raw_start_nmse": {}, "lmmse_nmse": {}, "rows": []}
+  if config.eval.lmmse:
+    mu, cov = lmmse.sample_moments(jnp.asarray(ds.load("train")["h"][:config.eval.lmmse_train_samples]))
+    lmmse_fn = jax.jit(lmmse.estimate)
   for p_i, pattern in enumerate(config.eval.patterns):
     obs = noise_patterns.observe(h, jax.random.PRNGKey(1000 + p_i), pattern, T=T,
                                  variance_consistent=config.eval.variance_consistent)
     out["raw_start_nmse"][pattern] = float(metrics.nmse(h, obs.g0))
+    if config.eval.lmmse:
+      out["lmmse_nmse"][pattern] = float(metrics.nmse(h, lmmse_fn(obs.h_bar, obs.m, mu, cov)))
+      log(f"LMMSE {pattern}: NMSE {out['lmmse_nmse'][pattern]:.4f}")
     for name, (model, params, mcfg) in models.items():
+      if name not in config.eval.models:
+        continue
       identical = mcfg.placement == "identical"
-      steppings = ["tau-uniform"] if identical else list(config.eval.steppings)
-      for st in steppings:
-        for sp in config.eval.samplers:
+      full = name in config.eval.full_grid_models
+      first_st = "tau-uniform" if identical else config.eval.steppings[0]
+      # Full grid: every stepping with the first sampler, and every sampler with the first stepping.
+      combos = [(first_st, config.eval.samplers[0])]
+      if full:
+        combos += [(st, config.eval.samplers[0]) for st in config.eval.steppings[1:] if not identical]
+        combos += [(first_st, sp) for sp in config.eval.samplers[1:]]
+      for st, sp in combos:
+        if True:
           curve = generation_nmse(model, params, mcfg, h, obs, gen_kwargs={**parse_stepping(st), **parse_sampler(sp)},
                                   num_steps=config.eval.num_steps, T=T, batch=config.eval.batch_size,
                                   identical=identical)
@@ -199,25 +267,90 @@ def evaluate(config, models, ds, log=print):
 # Outputs.
 
 
+def _fmt(mean, std):
+  return f"{mean:.3f} ± {std:.3f}"
+
+
+def table1(results, config) -> str:
+  """Table I: training loss (mean ± std over the last epochs) by embedding x averaging x input x pattern."""
+  last = config.eval.table1_last_epochs
+  cells = {}
+  for name, (m, hist) in results["training"].items():
+    if m["placement"] == "identical":
+      continue
+    losses = np.array([h["train_loss"] for h in hist[-last:]])
+    cells[(m["placement"], m["averaging"], m["tau_pattern"], m["input_norm"])] = _fmt(losses.mean(), losses.std())
+  if not cells:
+    return ""
+  pats = list(dict.fromkeys(k[2] for k in cells))
+  norms = list(dict.fromkeys(k[3] for k in cells))
+  cols = [(p, n) for p in pats for n in norms]
+  rows = []
+  for pl in ("row", "col", "both"):
+    for av in ("tau", "alpha"):
+      if any((pl, av) == k[:2] for k in cells):
+        rows.append([pl, av] + [cells.get((pl, av, p, n), "-") for p, n in cols])
+  head = ["embedding", "averaging"] + [f"{p} / identical {'noise' if n == 'noise' else 'power'}" for p, n in cols]
+  return (f"\n## Table I: training loss (velocity NMSE), mean ± std over the last {last} epochs\n\n"
+          + io.markdown_table(head, rows))
+
+
 def tables(results, config) -> str:
   gen = results["generation"]
   pats = list(config.eval.patterns)
-  md = ["# Non-identical diffusion results\n",
-        f"Test channels: {gen['num_test']}; N_G = {config.eval.num_steps}; final NMSE (linear), dataset level.\n"]
-  md.append("\n## Training (mean train / final test loss = NMSE of the velocity)\n\n")
+  md = ["# Non-identical diffusion results\n\n",
+        f"Dataset `{results['dataset']}`, device {results['device']}. Generation: {gen['num_test']} test channels, "
+        f"N_G = {config.eval.num_steps}; NMSE is linear and dataset level (ratio of sums).\n"]
+  md.append("\n## Training\n\n")
   md.append(io.markdown_table(["model", "placement", "averaging", "input", "tau pattern", "epochs", "train loss",
                                "test loss"],
                               [[n, m["placement"], m["averaging"], m["input_norm"], m["tau_pattern"],
                                 h[-1]["epoch"], h[-1]["train_loss"], h[-1]["test_loss"]]
                                for n, (m, h) in results["training"].items()]))
-  md.append("\n## Final NMSE by model, stepping and sampler x initial pattern (cf. Table II)\n\n")
-  keys = list(dict.fromkeys((r["model"], r["stepping"], r["sampler"]) for r in gen["rows"]))
-  rows = []
-  for k in keys:
-    vals = {r["pattern"]: r["final_nmse"] for r in gen["rows"] if (r["model"], r["stepping"], r["sampler"]) == k}
-    rows.append(list(k) + [vals.get(p, float("nan")) for p in pats])
-  rows.append(["raw start H_tilde^(0)", "-", "-"] + [gen["raw_start_nmse"][p] for p in pats])
-  md.append(io.markdown_table(["model", "stepping", "sampler"] + pats, rows))
+  md.append(table1(results, config))
+  rows_by = {(r["model"], r["stepping"], r["sampler"], r["pattern"]): r["final_nmse"] for r in gen["rows"]}
+  if not gen["rows"]:
+    return "".join(md)
+  main = config.eval.main_model
+  s0, st0 = config.eval.samplers[0], config.eval.steppings[0]
+  baseline_rows = [["raw start H_tilde^(0)"] + [gen["raw_start_nmse"][p] for p in pats]]
+  if gen["lmmse_nmse"]:
+    baseline_rows.append(["LMMSE (train sample covariance)"] + [gen["lmmse_nmse"][p] for p in pats])
+  # Table II: stepping methods of the main model.
+  t2 = [[st] + [rows_by.get((main, st, s0, p), float("nan")) for p in pats] for st in config.eval.steppings
+        if (main, st, s0, pats[0]) in rows_by]
+  md.append(f"\n## Table II: final NMSE of `{main}` by stepping ({s0}) x initial pattern\n\n")
+  md.append(io.markdown_table(["stepping"] + pats, t2 + baseline_rows))
+  # Samplers: the paper's eq. (9) against the eta family.
+  t_s = [[sp] + [rows_by.get((main, st0, sp, p), float("nan")) for p in pats] for sp in config.eval.samplers
+         if (main, st0, sp, pats[0]) in rows_by]
+  md.append(f"\n## Samplers: final NMSE of `{main}` ({st0}) x initial pattern\n\n")
+  md.append(io.markdown_table(["sampler"] + pats, t_s))
+  # Table III: training patterns (models that differ from the main model only in tau_pattern).
+  ref = results["training"][main][0]
+  same_arch = [n for n, (m, _) in results["training"].items()
+               if all(m[k] == ref[k] for k in ("placement", "averaging", "input_norm")) and
+               (n, st0, s0, pats[0]) in rows_by]
+  if len(same_arch) > 1:
+    t3 = [[results["training"][n][0]["tau_pattern"]] + [rows_by[(n, st0, s0, p)] for p in pats] for n in same_arch]
+    md.append(f"\n## Table III: final NMSE by training tau-pattern ({st0}, {s0}) x initial pattern\n\n")
+    md.append(io.markdown_table(["training pattern"] + pats, t3))
+  # Identical vs non-identical (Fig. 7's last step).
+  ident = config.eval.compare_identical
+  if ident and (ident, "tau-uniform", s0, pats[0]) in rows_by:
+    t7 = [[f"non-identical `{main}` ({st0})"] + [rows_by[(main, st0, s0, p)] for p in pats],
+          [f"identical `{ident}`"] + [rows_by[(ident, "tau-uniform", s0, p)] for p in pats]]
+    md.append(f"\n## Identical vs non-identical diffusion: final NMSE ({s0})\n\n")
+    md.append(io.markdown_table(["model"] + pats, t7 + baseline_rows))
+  # Embedding schemes (Fig. 8).
+  emb = [n for n, (m, _) in results["training"].items()
+         if m["tau_pattern"] == ref["tau_pattern"] and m["input_norm"] == ref["input_norm"]
+         and m["placement"] != "identical" and (n, st0, s0, pats[0]) in rows_by]
+  if len(emb) > 1:
+    t8 = [[f"{results['training'][n][0]['placement']} / {results['training'][n][0]['averaging']} avg"]
+          + [rows_by[(n, st0, s0, p)] for p in pats] for n in emb]
+    md.append(f"\n## Embedding schemes (cf. Fig. 8): final NMSE ({st0}, {s0})\n\n")
+    md.append(io.markdown_table(["embedding"] + pats, t8))
   return "".join(md)
 
 

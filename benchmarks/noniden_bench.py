@@ -1,0 +1,86 @@
+"""Non-identical diffusion throughput: training and generation samples/s and FLOP/s vs the matmul peak.
+
+  python -m benchmarks.noniden_bench [--out=FILE.json]
+
+Paper-size model (5 layers, embedding width 64, column-wise embedding), 32 x 64
+channels. Training: batch 64 (one Algorithm 1 step: tau pattern sampling, noising,
+forward, backward, Adam). Generation: batch 256, 50 non-identical DDIM steps
+(Algorithm 2, tau water-filling, eq. 9). FLOPs are the complex matrix products
+of the network counted analytically (8 real FLOPs per complex multiply-add;
+backward = 2 x forward); the peak is a float32 2048^3 matmul timed in the same run.
+"""
+
+import argparse
+import functools
+import json
+import os
+import platform
+
+import jax
+import jax.numpy as jnp
+
+from benchmarks.common import count_complex_dense_flops, matmul_peak, timeit
+from jaxchan import conventions, noniden, tau_patterns, train
+from jaxchan.models.mixer import MixerDenoiser
+
+SHAPE = (32, 64)
+
+
+def run(train_batch=64, gen_batch=256, num_steps=50):
+  model = MixerDenoiser()
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1,) + SHAPE, jnp.complex64), jnp.zeros((1,) + SHAPE))
+  peak = matmul_peak(2048, jnp.float32)
+  peak_c = matmul_peak(1024, jnp.complex64)
+
+  def fwd_flops(b):
+    x = jnp.zeros((b,) + SHAPE, jnp.complex64)
+    return count_complex_dense_flops(model.apply, params, x, jnp.zeros((b,) + SHAPE))
+
+  # Training.
+  opt = train.step_decay_adam(1e-3, steps_per_epoch=100, decay_every_epochs=0, decay_factor=0.5)
+
+  def loss_fn(p, h, key):
+    k1, k2 = jax.random.split(key)
+    tau = tau_patterns.sample(k1, "all", h.shape[0], SHAPE, 100)
+    return noniden.velocity_loss(functools.partial(model.apply, p), h, tau, k2)
+
+  step = train.make_train_step(loss_fn, opt)
+  state = train.init_state(params, opt, jax.random.PRNGKey(1))
+  h = conventions.standard_normal(jax.random.PRNGKey(2), (train_batch,) + SHAPE)
+  t_train = timeit(lambda s, b: step(s, b)[1], state, h)
+  train_flops = 3 * fwd_flops(train_batch)
+
+  # Generation.
+  D = noniden.velocity_denoiser(functools.partial(model.apply, params))
+  gen = jax.jit(functools.partial(noniden.generate, D, num_steps=num_steps, rule="waterfilling"))
+  g0 = conventions.standard_normal(jax.random.PRNGKey(3), (gen_batch,) + SHAPE)
+  tau0 = jax.random.uniform(jax.random.PRNGKey(4), g0.shape, minval=5.0, maxval=100.0)
+  t_gen = timeit(gen, g0, tau0, jax.random.PRNGKey(5), repeats=3)
+  gen_flops = num_steps * fwd_flops(gen_batch)
+
+  return dict(
+      device=str(jax.devices()[0]), machine=f"{platform.machine()}, {os.cpu_count()} cores",
+      matmul_peak_gflops=round(peak["flops_per_s"] / 1e9, 1),
+      complex_matmul_gflops=round(peak_c["flops_per_s"] / 1e9, 1),
+      forward_mflop_per_sample=round(fwd_flops(1) / 1e6, 2),
+      train=dict(batch=train_batch, step_s=t_train, samples_per_s=round(train_batch / t_train, 1),
+                 gflops=round(train_flops / t_train / 1e9, 1),
+                 fraction_of_peak=round(train_flops / t_train / peak["flops_per_s"], 3)),
+      generation=dict(batch=gen_batch, steps=num_steps, run_s=t_gen, samples_per_s=round(gen_batch / t_gen, 2),
+                      gflops=round(gen_flops / t_gen / 1e9, 1),
+                      fraction_of_peak=round(gen_flops / t_gen / peak["flops_per_s"], 3)))
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--out")
+  args = p.parse_args()
+  res = run()
+  print(json.dumps(res, indent=2))
+  if args.out:
+    from jaxchan import io
+    io.atomic_write_json(args.out, res)
+
+
+if __name__ == "__main__":
+  main()
