@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from datagen import sionna_source, store
+from datagen import cli, sionna_source, store
 
 
 def load_array(path: str, key: str | None):
@@ -86,18 +86,9 @@ def main(argv=None):
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--no_shuffle", action="store_true")
   args = p.parse_args(argv)
-  if os.path.exists(args.out):
-    print(f"{args.out} already exists; nothing to do (delete it to rebuild).")
-    return 0
-  try:
-    convert(args.input, args.out, key=args.key, num_test=args.num_test, test_fraction=args.test_fraction,
-            seed=args.seed, shuffle=not args.no_shuffle)
-  except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  print(f"wrote {args.out}")
-  return 0
-
+  return cli.write_once(args.out, lambda: convert(
+      args.input, args.out, key=args.key, num_test=args.num_test, test_fraction=args.test_fraction,
+      seed=args.seed, shuffle=not args.no_shuffle))
 
 if __name__ == "__main__":
   sys.exit(main())

@@ -8,7 +8,7 @@ The result is bit-identical to building the dataset in one process.
 import argparse
 import sys
 
-from datagen import store
+from datagen import cli, store
 
 
 def main(argv=None):
@@ -17,14 +17,7 @@ def main(argv=None):
   p.add_argument("--out", required=True)
   p.add_argument("shards", nargs="+")
   args = p.parse_args(argv)
-  try:
-    store.merge(args.out, args.shards)
-  except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  print(f"wrote {args.out}")
-  return 0
-
+  return cli.write_once(args.out, lambda: store.merge(args.out, args.shards))
 
 if __name__ == "__main__":
   sys.exit(main())

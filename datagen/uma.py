@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from datagen import presets, sionna_source, store
+from datagen import cli, presets, sionna_source, store
 
 
 def parse_args(argv=None):
@@ -53,14 +53,9 @@ def main(argv=None):
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  status = store.build(args.out, cfg, sionna_source.generate, shard=shard,
-                       generator=sionna_source.sionna_version(), progress=not args.no_progress)
-  if status == "exists":
-    print(f"{args.out} already exists; nothing to do (delete it to rebuild).")
-  else:
-    print(f"wrote {args.out}")
-  return 0
-
+  return cli.write_once(args.out, lambda: store.build(
+      args.out, cfg, sionna_source.generate, shard=shard, generator=sionna_source.sionna_version(),
+      progress=not args.no_progress))
 
 if __name__ == "__main__":
   sys.exit(main())

@@ -109,12 +109,25 @@ def test_noniden_smoke_end_to_end_and_resume(tmp_path):
   proc = _run(args, tmp_path)
   assert proc.returncode == 0
   assert "resumed from" in proc.stdout and "epoch 2/2" not in proc.stderr
-
-
-def test_noniden_bad_config_stops_before_work(tmp_path):
-  cfg = os.path.join(ROOT, "configs", "noniden.py")
-  proc = _run([f"--config={cfg}:smoke", "--config.models.nonid.tau_pattern=diagonal",
-               f"--config.data.path={tmp_path}/never.h5"], tmp_path)
+  # A dataset whose shape does not match the config stops the job before any training.
+  proc = _run([f"--config={cfg}:smoke", f"--workdir={tmp_path}/wd2", f"--config.data.path={tmp_path}/simo_tiny.h5",
+               "--config.data.n_bs=16"], tmp_path)
   assert proc.returncode != 0
-  assert "config.models.nonid.tau_pattern='diagonal' is not supported" in proc.stderr
-  assert not os.path.exists(tmp_path / "never.h5")
+  assert "per-sample shape (32, 64)" in proc.stderr and "expects (16, 64)" in proc.stderr
+  assert not os.path.exists(tmp_path / "wd2" / "models")
+
+
+@pytest.mark.parametrize("override, match", [
+    ("--config.models.nonid.tau_pattern=diagonal", "config.models.nonid.tau_pattern='diagonal' is not supported"),
+    ("--config.models.nonid.placement=diag", "config.models.nonid.placement='diag' is not supported"),
+    ("--config.eval.steppings=('tau-zigzag',)", "config.eval.steppings entry 'tau-zigzag'"),
+    ("--config.eval.samplers=('eq9:1.5',)", "'eq9:EPS' or 'eta:ETA' with a value in [0, 1]"),
+    ("--config.eval.patterns=('pink',)", "config.eval.patterns entry='pink' is not supported"),
+])
+def test_noniden_bad_config_stops_before_work(tmp_path, override, match):
+  cfg = os.path.join(ROOT, "configs", "noniden.py")
+  proc = _run([f"--config={cfg}:smoke", override, f"--config.data.path={tmp_path}/never.h5",
+               f"--workdir={tmp_path}/wd"], tmp_path)
+  assert proc.returncode != 0
+  assert match in proc.stderr, proc.stderr[-2000:]
+  assert not os.path.exists(tmp_path / "never.h5") and not os.path.exists(tmp_path / "wd" / "models")

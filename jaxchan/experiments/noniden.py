@@ -253,13 +253,12 @@ def evaluate(config, models, ds, log=print):
         combos += [(st, config.eval.samplers[0]) for st in config.eval.steppings[1:] if not identical]
         combos += [(first_st, sp) for sp in config.eval.samplers[1:]]
       for st, sp in combos:
-        if True:
-          curve = generation_nmse(model, params, mcfg, h, obs, gen_kwargs={**parse_stepping(st), **parse_sampler(sp)},
-                                  num_steps=config.eval.num_steps, T=T, batch=config.eval.batch_size,
-                                  identical=identical)
-          out["rows"].append(dict(model=name, pattern=pattern, stepping=st, sampler=sp,
-                                  final_nmse=float(curve[-1]), nmse_per_step=curve.tolist()))
-          log(f"{name} {pattern} {st} {sp}: final NMSE {curve[-1]:.4f}")
+        curve = generation_nmse(model, params, mcfg, h, obs, gen_kwargs={**parse_stepping(st), **parse_sampler(sp)},
+                                num_steps=config.eval.num_steps, T=T, batch=config.eval.batch_size,
+                                identical=identical)
+        out["rows"].append(dict(model=name, pattern=pattern, stepping=st, sampler=sp,
+                                final_nmse=float(curve[-1]), nmse_per_step=curve.tolist()))
+        log(f"{name} {pattern} {st} {sp}: final NMSE {curve[-1]:.4f}")
   return out
 
 
