@@ -132,3 +132,25 @@ def test_flop_counter_matches_closed_form():
   cmac += (n_a + n_c) * 2 * e * e                                             # time-embedding MLPs
   cmac += n_a * n_c * n_c                                                     # head
   assert count_complex_dense_flops(m.apply, params, x, t) == 2 * 8 * cmac    # batch of 2, 8 FLOPs per CMAC
+
+
+def test_embedding_figure_from_results(tmp_path):
+  import sys
+  sys.path.insert(0, __import__("os").path.join(__import__("os").path.dirname(__file__), "..", "configs"))
+  import noniden as cfgmod
+  from jaxchan.experiments import noniden as exp
+
+  config = cfgmod.get_config("smoke,embeddings")
+  training = {n: (m.to_dict(), [{"epoch": 1, "train_loss": 1.0, "test_loss": 1.0}]) for n, m in config.models.items()}
+  rows = [dict(model=n, pattern=p, stepping=config.eval.steppings[0], sampler=config.eval.samplers[0],
+               final_nmse=0.1 * i + 0.01 * j, nmse_per_step=[1.0] * config.eval.num_steps)
+          for i, n in enumerate(config.models) for j, p in enumerate(config.eval.patterns)]
+  results = dict(training=training, dataset="x.h5", device="cpu",
+                 generation=dict(num_test=4, raw_start_nmse={p: 1.0 for p in config.eval.patterns},
+                                 lmmse_nmse={}, one_shot_nmse={}, rows=rows))
+  names = exp.embedding_models(results, config)
+  assert set(names) == {"nonid", "emb_row", "emb_both", "emb_col_tau"}
+  assert exp.plot_embeddings(results, config, str(tmp_path / "fig.png"))
+  assert (tmp_path / "fig.png").stat().st_size > 1000
+  md = exp.tables(results, config)
+  assert "Embedding schemes" in md and "row / alpha avg" in md
