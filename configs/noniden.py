@@ -27,6 +27,16 @@ def model(placement="col", averaging="alpha", input_norm="noise", tau_pattern="a
   return m
 
 
+def scale(c, *, epochs, test_loss_samples, num_test, eval_batch, lmmse_train, last_epochs):
+  """The size knobs a variant changes together."""
+  c.train.num_epochs = epochs
+  c.train.test_loss_samples = test_loss_samples
+  c.eval.num_test = num_test
+  c.eval.batch_size = eval_batch
+  c.eval.lmmse_train_samples = lmmse_train
+  c.eval.table1_last_epochs = last_epochs
+
+
 def get_config(arg: str = ""):
   c = ml_collections.ConfigDict()
   c.experiment = "noniden"
@@ -88,28 +98,18 @@ def get_config(arg: str = ""):
     # About 40 minutes on 2 CPU cores: the paper-size network on a small dataset,
     # the identical baseline, and one model per training tau-pattern (Table III).
     c.data.size = "small"                      # 8,000 train / 2,000 test
-    c.train.num_epochs = 8
     c.train.decay_every_epochs = 6
-    c.train.test_loss_samples = 256
-    c.eval.num_test = 128
-    c.eval.batch_size = 128
-    c.eval.lmmse_train_samples = 8000
-    c.eval.table1_last_epochs = 4
+    scale(c, epochs=8, test_loss_samples=256, num_test=128, eval_batch=128, lmmse_train=8000, last_epochs=4)
   if "smoke" in variants:
     c.data.size = "tiny"
     c.train.batch_size = 16
-    c.train.num_epochs = 2
-    c.train.test_loss_samples = 32
+    scale(c, epochs=2, test_loss_samples=32, num_test=16, eval_batch=16, lmmse_train=64, last_epochs=1)
     c.models = ml_collections.ConfigDict({"nonid": model(), "identical": model("identical", tau_pattern="same")})
     c.eval.models = ("nonid", "identical")
     c.eval.patterns = ("salt", "pilot_car")
     c.eval.steppings = ("tau-waterfilling", "tau-uniform")
     c.eval.samplers = ("eq9:0.4", "eta:1.0")
     c.eval.num_steps = 5
-    c.eval.num_test = 16
-    c.eval.batch_size = 16
-    c.eval.lmmse_train_samples = 64
-    c.eval.table1_last_epochs = 1
   if "table1" in variants:
     # The 48 training runs of Table I (training only; the sweep skips finished runs).
     grid = ml_collections.ConfigDict()

@@ -142,7 +142,7 @@ def _spec(arrays, names):
 
 def _check_finite(arrays, where):
   for k, v in arrays.items():
-    if np.iscomplexobj(v) and not np.all(np.isfinite(v.view(np.float32))):
+    if np.iscomplexobj(v) and not np.all(np.isfinite(v.view(v.real.dtype))):
       raise RuntimeError(f"generator produced NaN/Inf in {where} ({k}); not writing it.")
 
 

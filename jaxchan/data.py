@@ -136,7 +136,7 @@ def _verify_finite(f, path, verify, max_bytes):
     stop = a.shape[0] if full else min(a.shape[0], step)
     for start in range(0, stop, step * 8):
       block = a[start:min(stop, start + step * 8)]
-      if not np.all(np.isfinite(block.view(np.float32) if np.iscomplexobj(block) else block)):
+      if not np.all(np.isfinite(block.view(block.real.dtype) if np.iscomplexobj(block) else block)):
         bad = start + int(np.argmax(~np.isfinite(np.abs(block)).reshape(block.shape[0], -1).all(1)))
         raise DatasetError(f"dataset {path!r}: {a.name} holds NaN or Inf (first at sample {bad}); the file is "
                            "corrupted. Delete it and rebuild.")

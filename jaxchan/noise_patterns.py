@@ -64,30 +64,35 @@ def _exact_keep(key, shape, fraction):
   return (ranks < k).reshape(shape)
 
 
-def power_map(pattern: str, key: jax.Array, shape: tuple[int, int]):
-  """``(weights, kept)`` of one sample: relative noise power (mean 1 over kept) and the kept mask."""
+def power_map(pattern: str, key: jax.Array, shape: tuple[int, int], *, keep_fraction: float = KEEP_FRACTION,
+              tile: int = TILE, exp_rate: float = EXP_RATE):
+  """``(weights, kept)`` of one sample: relative noise power (mean 1 over kept) and the kept mask.
+
+  ``keep_fraction`` (salt, salt_rec), ``tile`` (salt_rec tile and pilot_car period) and
+  ``exp_rate`` (exp, salt_rec) default to the paper's 0.3, 8 and 0.5.
+  """
   checks.choice("noise pattern", pattern, PATTERNS)
   n_a, n_c = shape
   ones = jnp.ones(shape)
   if pattern == "white":
     w, kept = ones, jnp.ones(shape, bool)
   elif pattern == "exp":
-    w, kept = jax.random.exponential(key, shape) / EXP_RATE, jnp.ones(shape, bool)
+    w, kept = jax.random.exponential(key, shape) / exp_rate, jnp.ones(shape, bool)
   elif pattern == "salt":
-    w, kept = ones, _exact_keep(key, shape, KEEP_FRACTION)
+    w, kept = ones, _exact_keep(key, shape, keep_fraction)
   elif pattern == "salt_rec":
-    if n_a % TILE or n_c % TILE:
-      raise ValueError(f"salt_rec repeats an {TILE} x {TILE} tile; the channel shape {shape} must be a multiple.")
+    if n_a % tile or n_c % tile:
+      raise ValueError(f"salt_rec repeats an {tile} x {tile} tile; the channel shape {shape} must be a multiple.")
     k1, k2 = jax.random.split(key)
-    tile_w = jax.random.exponential(k1, (TILE, TILE)) / EXP_RATE
-    tile_k = _exact_keep(k2, (TILE, TILE), KEEP_FRACTION)
-    w, kept = jnp.tile(tile_w, (n_a // TILE, n_c // TILE)), jnp.tile(tile_k, (n_a // TILE, n_c // TILE))
+    tile_w = jax.random.exponential(k1, (tile, tile)) / exp_rate
+    tile_k = _exact_keep(k2, (tile, tile), keep_fraction)
+    w, kept = jnp.tile(tile_w, (n_a // tile, n_c // tile)), jnp.tile(tile_k, (n_a // tile, n_c // tile))
   elif pattern == "pilot":
     i, j = jnp.meshgrid(jnp.arange(n_a), jnp.arange(n_c), indexing="ij")
     w, kept = ones, (i % 2 == 0) & (j % 2 == 0)
   else:  # pilot_car
     j = jnp.arange(n_c)[None, :]
-    w, kept = ones, jnp.broadcast_to(j % TILE == 0, shape)
+    w, kept = ones, jnp.broadcast_to(j % tile == 0, shape)
   w = jnp.where(kept, w, 0.0)
   w = w / (jnp.sum(w) / jnp.sum(kept))
   return w, kept
@@ -95,7 +100,7 @@ def power_map(pattern: str, key: jax.Array, shape: tuple[int, int]):
 
 def observe(h: jax.Array, key: jax.Array, pattern: str, *, snr_db: float | None = None,
             background: float = 0.1, variance_consistent: bool = False, T: float = 100,
-            beta_max: float = 0.2) -> Observation:
+            beta_max: float = 0.2, **map_kwargs) -> Observation:
   """Observe a batch of channels through an initial-noise pattern and build the diffusion start.
 
   Args:
@@ -106,6 +111,7 @@ def observe(h: jax.Array, key: jax.Array, pattern: str, *, snr_db: float | None 
     background: share of the noise energy spread evenly (0.1 in the paper).
     variance_consistent: use ``alpha0 = M / sqrt(M^2 + 1)`` instead of eq. (15)-(16).
     T, beta_max: the gamma schedule.
+    **map_kwargs: ``keep_fraction``, ``tile``, ``exp_rate`` of :func:`power_map`.
   """
   checks.choice("noise pattern", pattern, PATTERNS)
   checks.min_ndim("h", h, 3, "[B, N_a, N_c]")
@@ -113,7 +119,7 @@ def observe(h: jax.Array, key: jax.Array, pattern: str, *, snr_db: float | None 
   snr = DEFAULT_SNR_DB[pattern] if snr_db is None else snr_db
   B = h.shape[0]
   k_map, k_noise = jax.random.split(key)
-  w, kept = jax.vmap(lambda k: power_map(pattern, k, h.shape[-2:]))(jax.random.split(k_map, B))
+  w, kept = jax.vmap(lambda k: power_map(pattern, k, h.shape[-2:], **map_kwargs))(jax.random.split(k_map, B))
   mean_var = 10.0 ** (-snr / 10.0)
   var = mean_var * (background + (1.0 - background) * w)
   m = jnp.where(kept, jax.lax.rsqrt(jnp.where(kept, var, 1.0)), 0.0)

@@ -169,6 +169,19 @@ def _sigma_eta_from_log(log_alpha, log_alpha_next, beta, beta_next, eta):
   return eta * _safe_div(beta_next, beta) * jnp.sqrt(gap)
 
 
+def parse_sampler(spec: str) -> dict:
+  """``"eq9:0.4"`` or ``"eta:1.0"`` (as written in configs) -> keyword arguments of :func:`generate`."""
+  name, _, value = str(spec).partition(":")
+  try:
+    v = float(value)
+  except ValueError:
+    v = None
+  if name not in SAMPLERS or v is None or not 0 <= v <= 1:
+    raise ValueError(f"sampler spec {spec!r} must be 'eq9:EPS' or 'eta:ETA' with a value in [0, 1] "
+                     "(eq9:1.0 and eta:0.0 are the deterministic eq. 8; the paper uses eq9:0.4).")
+  return dict(sampler=name, **({"eps": v} if name == "eq9" else {"eta": v}))
+
+
 def _check_sampler(sampler, eps, eta):
   checks.choice("sampler", sampler, SAMPLERS)
   if sampler == "eq9":

@@ -28,25 +28,26 @@ PERIOD_C = (4, 20)   # subcarriers, inclusive
 PERIOD_A = (4, 10)   # antennas, inclusive
 
 
-def _same(key, shape, T):
+def _same(key, shape, T, periods):
   return jnp.full(shape, jax.random.randint(key, (), 0, T))
 
 
-def _independent(key, shape, T):
+def _independent(key, shape, T, periods):
   return jax.random.randint(key, shape, 0, T)
 
 
-def _periodical(key, shape, T):
+def _periodical(key, shape, T, periods):
+  (a_lo, a_hi), (c_lo, c_hi) = periods
   k_a, k_c, k_t = jax.random.split(key, 3)
-  p_a = jax.random.randint(k_a, (), PERIOD_A[0], PERIOD_A[1] + 1)
-  p_c = jax.random.randint(k_c, (), PERIOD_C[0], PERIOD_C[1] + 1)
-  tile = jax.random.randint(k_t, (PERIOD_A[1], PERIOD_C[1]), 0, T)
+  p_a = jax.random.randint(k_a, (), a_lo, a_hi + 1)
+  p_c = jax.random.randint(k_c, (), c_lo, c_hi + 1)
+  tile = jax.random.randint(k_t, (a_hi, c_hi), 0, T)
   i = jnp.arange(shape[0])[:, None] % p_a
   j = jnp.arange(shape[1])[None, :] % p_c
   return tile[i, j]
 
 
-def _car_only(key, shape, T):
+def _car_only(key, shape, T, periods):
   return jnp.broadcast_to(jax.random.randint(key, (1, shape[1]), 0, T), shape)
 
 
@@ -54,20 +55,29 @@ _FNS = {"same": _same, "independent": _independent, "periodical": _periodical, "
 _MIXES = {"non_directional": ("same", "independent", "periodical"), "all": SIMPLE}
 
 
-def sample_one(key: jax.Array, pattern: str, shape: tuple[int, int], T: int = 100) -> jax.Array:
-  """One ``tau`` of ``shape = (N_a, N_c)`` from ``pattern``."""
+def sample_one(key: jax.Array, pattern: str, shape: tuple[int, int], T: int = 100, *,
+               period_ant: tuple[int, int] = PERIOD_A, period_sub: tuple[int, int] = PERIOD_C) -> jax.Array:
+  """One ``tau`` of ``shape = (N_a, N_c)`` from ``pattern``.
+
+  ``period_ant`` / ``period_sub``: inclusive period ranges of ``periodical`` (paper: 4-10, 4-20).
+  """
   checks.choice("tau pattern", pattern, PATTERNS)
   checks.positive_int("T", T)
+  for name, (lo, hi) in (("period_ant", period_ant), ("period_sub", period_sub)):
+    if not 1 <= lo <= hi:
+      raise ValueError(f"{name}={(lo, hi)} must be an inclusive range (low, high) with 1 <= low <= high.")
+  periods = (tuple(period_ant), tuple(period_sub))
   if pattern in _FNS:
-    return _FNS[pattern](key, shape, T).astype(jnp.float32)
+    return _FNS[pattern](key, shape, T, periods).astype(jnp.float32)
   names = _MIXES[pattern]
   k_pick, k_tau = jax.random.split(key)
   pick = jax.random.randint(k_pick, (), 0, len(names))
-  branches = [lambda k, f=_FNS[n]: f(k, shape, T).astype(jnp.float32) for n in names]
+  branches = [lambda k, f=_FNS[n]: f(k, shape, T, periods).astype(jnp.float32) for n in names]
   return jax.lax.switch(pick, branches, k_tau)
 
 
-def sample(key: jax.Array, pattern: str, batch: int, shape: tuple[int, int], T: int = 100) -> jax.Array:
-  """``[batch, N_a, N_c]`` times, one independent draw per sample."""
+def sample(key: jax.Array, pattern: str, batch: int, shape: tuple[int, int], T: int = 100,
+           **period_kwargs) -> jax.Array:
+  """``[batch, N_a, N_c]`` times, one independent draw per sample (``period_kwargs``: see :func:`sample_one`)."""
   checks.positive_int("batch", batch)
-  return jax.vmap(lambda k: sample_one(k, pattern, shape, T))(jax.random.split(key, batch))
+  return jax.vmap(lambda k: sample_one(k, pattern, shape, T, **period_kwargs))(jax.random.split(key, batch))

@@ -213,3 +213,11 @@ def test_generate_bad_shapes_and_times():
     gen(g0, jnp.ones((2, 3)), jax.random.PRNGKey(0))
   with pytest.raises(ValueError, match=r"tau0 must lie in \[0.0, 100\]"):
     gen(g0, jnp.full((2, DIM), 120.0), jax.random.PRNGKey(0))
+
+
+def test_parse_sampler_spec():
+  assert noniden.parse_sampler("eq9:0.4") == dict(sampler="eq9", eps=0.4)
+  assert noniden.parse_sampler("eta:1") == dict(sampler="eta", eta=1.0)
+  for bad in ("eq9:1.5", "ddpm:0.5", "eta", "eta:x"):
+    with pytest.raises(ValueError, match="must be 'eq9:EPS' or 'eta:ETA'"):
+      noniden.parse_sampler(bad)

@@ -130,3 +130,16 @@ def test_srs_baseline_prefers_latest_and_zero_when_never_sounded():
 def test_srs_bad_input():
   with pytest.raises(ValueError, match="not divisible by num_hops"):
     srs.observe(jnp.ones((1, 4, 1, 2, 50), jnp.complex64), jax.random.PRNGKey(0))
+
+
+def test_pattern_parameters_are_arguments_not_constants():
+  h = jnp.ones((2, 32, 64), jnp.complex64)
+  salt = np.asarray(noise_patterns.observe(h, jax.random.PRNGKey(0), "salt", keep_fraction=0.5).m) > 0
+  np.testing.assert_allclose(salt.mean(), 0.5, atol=1 / 2048)  # exact count, round(0.5 * 2048)
+  car = np.asarray(noise_patterns.observe(h, jax.random.PRNGKey(0), "pilot_car", tile=4).m[0]) > 0
+  assert car[:, ::4].all() and car.sum() == 32 * 16
+  taus = np.asarray(tau_patterns.sample(jax.random.PRNGKey(1), "periodical", 8, (32, 64), T,
+                                        period_ant=(2, 2), period_sub=(3, 3)))
+  np.testing.assert_array_equal(taus, np.tile(taus[:, :2, :3], (1, 16, 22))[:, :, :64])
+  with pytest.raises(ValueError, match=r"period_ant=\(5, 2\) must be an inclusive range"):
+    tau_patterns.sample_one(jax.random.PRNGKey(0), "periodical", (32, 64), T, period_ant=(5, 2))

@@ -43,17 +43,6 @@ def parse_stepping(spec: str):
   return dict(domain=domain, rule=rule, mix=mix)
 
 
-def parse_sampler(spec: str):
-  name, _, value = spec.partition(":")
-  try:
-    v = float(value)
-  except ValueError:
-    v = None
-  if name not in noniden.SAMPLERS or v is None or not 0 <= v <= 1:
-    raise ValueError(f"config.eval.samplers entry {spec!r} must be 'eq9:EPS' or 'eta:ETA' with a value in [0, 1].")
-  return dict(sampler=name, **({"eps": v} if name == "eq9" else {"eta": v}))
-
-
 def validate(config):
   for name, m in config.models.items():
     checks.choice(f"config.models.{name}.placement", m.placement, PLACEMENTS)
@@ -65,7 +54,7 @@ def validate(config):
   for s in config.eval.steppings:
     parse_stepping(s)
   for s in config.eval.samplers:
-    parse_sampler(s)
+    noniden.parse_sampler(s)
   if config.eval.compare_identical and config.eval.compare_identical not in config.models:
     raise ValueError(f"config.eval.compare_identical={config.eval.compare_identical!r} names no model in "
                      f"config.models ({', '.join(config.models)}).")
@@ -269,7 +258,7 @@ def evaluate(config, models, ds, log=print):
         combos += [(st, config.eval.samplers[0]) for st in config.eval.steppings[1:] if not identical]
         combos += [(first_st, sp) for sp in config.eval.samplers[1:]]
       for st, sp in combos:
-        curve = generation_nmse(model, params, mcfg, h, obs, gen_kwargs={**parse_stepping(st), **parse_sampler(sp)},
+        curve = generation_nmse(model, params, mcfg, h, obs, gen_kwargs={**parse_stepping(st), **noniden.parse_sampler(sp)},
                                 num_steps=config.eval.num_steps, T=T, batch=config.eval.batch_size,
                                 identical=identical)
         out["rows"].append(dict(model=name, pattern=pattern, stepping=st, sampler=sp,

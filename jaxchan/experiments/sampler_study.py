@@ -33,14 +33,6 @@ from tqdm import tqdm
 from jaxchan import io, noniden, oracle, schedules
 
 
-def _parse_sampler(spec: str):
-  name, _, value = spec.partition(":")
-  if name not in noniden.SAMPLERS or not value:
-    raise ValueError(f"sampler spec {spec!r} must look like 'eq9:<eps>' or 'eta:<eta>'.")
-  v = float(value)
-  return (name, dict(eps=v) if name == "eq9" else dict(eta=v))
-
-
 def _moments(x):
   m = x.mean(0)
   c = x - m
@@ -68,7 +60,7 @@ def validate(config):
     raise ValueError(f"config.tau0 has {len(config.tau0)} entries but config.dim={config.dim}; "
                      "give one initial time per element.")
   for spec in config.samplers:
-    _parse_sampler(spec)
+    noniden.parse_sampler(spec)
   if any(not 0 <= t <= config.T for t in config.tau0):
     raise ValueError(f"config.tau0={list(config.tau0)} must lie in [0, T={config.T}].")
 
@@ -110,9 +102,8 @@ def run(config, workdir: str) -> dict:
   rows = []
   grid = [(s, ng) for s in config.samplers for ng in config.num_steps]
   for spec, n_steps in tqdm(grid, desc="sampler study", disable=not config.progress):
-    sampler, kw = _parse_sampler(spec)
-    gen = jax.jit(functools.partial(noniden.generate, D, num_steps=n_steps, rule=config.rule,
-                                    sampler=sampler, T=T, **kw))
+    gen = jax.jit(functools.partial(noniden.generate, D, num_steps=n_steps, rule=config.rule, T=T,
+                                    **noniden.parse_sampler(spec)))
     t0 = time.time()
     out_prior = np.asarray(gen(g0_prior, taus, k_run), np.complex128)
     out_post = np.asarray(gen(g0_post, taus_post, jax.random.fold_in(k_run, 1)), np.complex128)
