@@ -130,7 +130,7 @@ class Trajectory(NamedTuple):
 
 def sample(eps_fn: EpsFn, x_T: jax.Array, key: jax.Array, schedule: DDPMSchedule, *,
            deterministic: bool = False, variance: str = "posterior",
-           return_trajectory: bool = False):
+           return_trajectory: bool = False, record: Callable[[Trajectory], object] | None = None):
   """Reverse diffusion from ``t = T`` to 0 as one ``lax.scan``.
 
   Args:
@@ -143,9 +143,12 @@ def sample(eps_fn: EpsFn, x_T: jax.Array, key: jax.Array, schedule: DDPMSchedule
     variance: ``"posterior"`` (``beta_tilde``) or ``"beta"``.
     return_trajectory: also return a :class:`Trajectory` (for the paper's
       reverse-trajectory study, Fig. 6).
+    record: instead of the whole trajectory, return ``record(Trajectory(x_{t-1},
+      x0_hat))`` of every step stacked over steps (e.g. per-step error sums),
+      so long chains do not hold ``T`` copies of the state.
 
   Returns:
-    ``x_0`` estimate ``[B, *event]`` (and the trajectory if requested).
+    ``x_0`` estimate ``[B, *event]`` (and the trajectory or the records if requested).
   """
   checks.choice("variance", variance, VARIANCES)
   T = schedule.num_steps
@@ -156,8 +159,11 @@ def sample(eps_fn: EpsFn, x_T: jax.Array, key: jax.Array, schedule: DDPMSchedule
     t, k = xs
     eps_hat = eps_fn(x, t)
     x_prev = ddpm_step(x, eps_hat, t, k, schedule, variance=variance, deterministic=deterministic)
-    rec = Trajectory(x_prev, x0_from_eps(x, eps_hat, t, schedule)) if return_trajectory else None
+    rec = None
+    if return_trajectory or record is not None:
+      rec = Trajectory(x_prev.astype(x.dtype), x0_from_eps(x, eps_hat, t, schedule))
+      rec = record(rec) if record is not None else rec
     return x_prev.astype(x.dtype), rec
 
   x0, traj = jax.lax.scan(body, x_T, (ts, keys))
-  return (x0, traj) if return_trajectory else x0
+  return (x0, traj) if (return_trajectory or record is not None) else x0

@@ -94,6 +94,41 @@ def precoder_from_gramian(G: jax.Array, n_streams: int) -> jax.Array:
   return _freq_last(W)
 
 
+def latent_precoder(Z: jax.Array, n_streams: int, *, eps: float = 1e-12) -> jax.Array:
+  """Dominant eigenvectors of the Gramian ``Z_k^H Z_k``, differentiable (the E2E baseline's precoder).
+
+  ``Z_k^H Z_k`` (``n_bs x n_bs``) has rank ``<= n_ue``, so its ``n_bs - n_ue``
+  zero eigenvalues are degenerate and the eigenvector derivative (which divides
+  by eigenvalue gaps) is NaN there. The same dominant eigenvectors come from the
+  small Gramian ``Z_k Z_k^H = U diag(lam) U^H``: ``W = Z_k^H U_top lam_top^{-1/2}``,
+  whose derivative only involves gaps among the ``n_ue`` nonzero eigenvalues.
+  The result equals :func:`precoder_from_gramian` of ``Z^H Z`` up to a phase per column.
+
+  Args:
+    Z: latent channels ``[..., n_ue, n_bs, n_freq]``.
+    n_streams: ``N_s <= n_ue``.
+    eps: floor on ``lam`` (a rank-deficient ``Z`` has no unique dominant subspace).
+
+  Returns:
+    ``W``: ``[..., n_bs, n_streams, n_freq]`` with orthonormal columns.
+  """
+  _check_channel("Z", Z, n_streams)
+  Zf = _freq_first(Z)                                                  # [..., F, n_ue, n_bs]
+  small = jnp.einsum("...ui,...vi->...uv", Zf, jnp.conj(Zf))           # Z Z^H, [..., F, n_ue, n_ue]
+  lam, U = jnp.linalg.eigh(0.5 * (small + jnp.conj(jnp.swapaxes(small, -1, -2))))
+  lam, U = lam[..., ::-1][..., :n_streams], U[..., ::-1][..., :n_streams]
+  W = jnp.einsum("...ui,...us->...is", jnp.conj(Zf), U) * jax.lax.rsqrt(jnp.maximum(lam, eps))[..., None, :]
+  return _freq_last(W.astype(Z.dtype))
+
+
+def received_energy(H: jax.Array, W: jax.Array) -> jax.Array:
+  """``mean_k ||H_k W_k||_F^2`` per sample, the objective of eq. (28); ``[...]``."""
+  checks.min_ndim("H", H, 3, "[..., n_ue, n_bs, n_freq]")
+  checks.min_ndim("W", W, 3, "[..., n_bs, n_streams, n_freq]")
+  M = jnp.einsum("...uif,...isf->...usf", H, W)
+  return jnp.mean(jnp.sum(jnp.abs(M) ** 2, axis=(-3, -2)), axis=-1)
+
+
 def bayesian_precoder(H_samples: jax.Array, n_streams: int) -> jax.Array:
   """Bayesian precoder from K channel samples, eq. (28) / Appendix C.
 

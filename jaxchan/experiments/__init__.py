@@ -13,6 +13,7 @@ import importlib
 REGISTRY = {
     "sampler_study": "jaxchan.experiments.sampler_study",
     "noniden": "jaxchan.experiments.noniden",
+    "perception": "jaxchan.experiments.perception",
 }
 
 

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxchan import checks, data, io, lmmse, metrics, noise_patterns, noniden, stepping, tau_patterns, train
+from jaxchan.experiments import common
 from jaxchan.models.mixer import AVERAGING, PLACEMENTS, MixerDenoiser
 
 
@@ -71,25 +72,15 @@ def validate(config):
 
 
 def dataset_path(config) -> str:
-  return config.data.path or os.path.join("data", f"{config.data.preset}_{config.data.size}.h5")
+  return common.dataset_path(config.data)
 
 
 def build_command(config) -> str:
-  return (f"python -m datagen.uma --preset={config.data.preset} --size={config.data.size} "
-          f"--seed={config.data.seed} --out={dataset_path(config)}")
+  return common.build_command(config.data)
 
 
 def ensure_dataset(config, log=print) -> str:
-  path = dataset_path(config)
-  if not os.path.exists(path):
-    if not config.data.build_if_missing:
-      data.open_dataset(path, build_command=build_command(config))  # raises with the command to run
-    log(f"dataset {path} is missing; building it once with datagen ({build_command(config)})")
-    from datagen import presets, sionna_source, store
-    cfg = presets.get(config.data.preset, config.data.size, seed=config.data.seed)
-    store.build(path, cfg, sionna_source.generate, generator=sionna_source.sionna_version(),
-                progress=config.progress)
-  return path
+  return common.ensure_dataset(config.data, progress=config.progress, log=log)
 
 
 # ---------------------------------------------------------------------------
@@ -151,7 +142,6 @@ def load_trained(model_dir: str):
     h_hat = noniden.make_generator(D, num_steps=50, T=info["T"])(g0, tau0, key)
   """
   import ml_collections
-  import orbax.checkpoint as ocp
 
   meta_path = os.path.join(model_dir, "model.json")
   if not os.path.exists(meta_path):
@@ -162,13 +152,7 @@ def load_trained(model_dir: str):
   model = make_model(mcfg, info["T"])
   shape = tuple(info["shape"])
   template = model.init(jax.random.PRNGKey(0), jnp.zeros((1,) + shape, jnp.complex64), jnp.zeros((1,) + shape))
-  manager = ocp.CheckpointManager(os.path.abspath(os.path.join(model_dir, "checkpoints")))
-  step = manager.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"no checkpoint in {model_dir}/checkpoints; train the model first.")
-  saved = manager.restore(step, args=ocp.args.StandardRestore())  # the saved TrainState as nested dicts
-  manager.close()
-  params = jax.tree.map(lambda t, v: jnp.asarray(v, t.dtype).reshape(t.shape), template, saved["params"])
+  params = common.restore_params(model_dir, template)
   return model, params, info
 
 

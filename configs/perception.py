@@ -1,0 +1,125 @@
+"""Score-based vs discriminative SRS channel prediction and precoding (jaxchan.experiments.perception).
+
+Variants (``--config=configs/perception.py:VARIANT[,VARIANT]``), combinable:
+  (none)          paper scale (100k / 5k samples per scenario, 4+4-layer d=128 transformer, T = 1000,
+                  K = 16), both scenarios; for a GPU or TPU.
+  low_mobility    only the low-mobility scenario (3 / 10 km/h).
+  high_mobility   only the high-mobility scenario (30 / 60 km/h).
+  quick           about 40 minutes per scenario on 2 CPU cores (measured figures in the README):
+                  4k / 1k samples, 2+2 layers, one token per (PRB, time) with all UE antennas, T = 100.
+  smoke           end to end on a tiny dataset it builds itself, in a few minutes on 2 CPU cores.
+
+The paper's Table IV lost its numbers; the defaults here are this project's choices, all config fields
+(see ../shared/papers/NOTES.md for the scenario defaults the datasets follow).
+"""
+
+import ml_collections
+
+SCENARIOS = ("low_mobility", "high_mobility")
+
+
+def get_config(arg: str = ""):
+  c = ml_collections.ConfigDict()
+  c.experiment = "perception"
+  c.seed = 0
+  c.progress = True
+  c.scenarios = SCENARIOS
+
+  # The dataset of each scenario: datagen preset = scenario name (datagen/presets.py).
+  c.data = ml_collections.ConfigDict()
+  c.data.size = "full"             # tiny | small | full (100k / 5k)
+  c.data.seed = 0
+  c.data.path = ""                 # default data/<scenario>_<size>.h5; set only with one scenario
+  c.data.build_if_missing = True
+  c.data.n_occ = 4                 # SRS occasions in the history
+  c.data.n_ue = 4                  # UE antennas (1 x 2 dual-pol)
+  c.data.n_bs = 32                 # BS antennas (2 x 8 dual-pol)
+  c.data.n_prb = 52
+
+  c.srs = ml_collections.ConfigDict()
+  c.srs.num_hops = 4
+  c.srs.snr_db_range = (-10.0, 10.0)   # UL SNR, uniform per sample
+
+  c.model = ml_collections.ConfigDict()
+  c.model.d_model = 128
+  c.model.num_heads = 4
+  c.model.enc_layers = 4
+  c.model.dec_layers = 4
+  c.model.mlp_ratio = 4
+  c.model.dropout = 0.0
+  c.model.ue_per_token = 1         # 1: a token per (UE antenna, PRB, time) cell, as in the paper
+
+  c.dm = ml_collections.ConfigDict()
+  c.dm.T = 1000                    # cosine schedule steps
+  c.dm.p_uncond = 0.1              # CFG training: probability of the null token
+  c.dm.variance = "posterior"      # reverse-step variance: posterior (beta_tilde) | beta
+
+  c.train = ml_collections.ConfigDict()
+  c.train.models = ("sl", "dm", "e2e")
+  c.train.batch_size = 64
+  c.train.epochs = ml_collections.ConfigDict({"sl": 100, "dm": 100, "e2e": 100})
+  c.train.lr = 1e-4
+  c.train.decay_every_epochs = 30
+  c.train.decay_factor = 0.5
+  c.train.test_loss_samples = 512
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.enabled = True
+  c.eval.num_test = 5000
+  c.eval.batch_size = 64
+  c.eval.n_streams = 2             # N_s
+  c.eval.num_samples = 16          # K posterior samples for the Bayesian precoder
+  c.eval.guidance = 1.0            # w for Tables II/III (1 = conditional sampling)
+  c.eval.allow_extrapolation = False
+  c.eval.dl_snr_offset_db = 10.0   # DL SNR = UL SNR + offset
+  c.eval.dl_snr_grid_db = (-10.0, -5.0, 0.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0)  # Fig. 7
+  c.eval.guidance_scales = (0.0, 0.25, 0.5, 0.75, 1.0)                       # Fig. 8
+  c.eval.sweep_num_test = 1000
+  c.eval.trajectory_num_test = 1000
+  c.eval.cg_num_test = 1000        # test channels for the Riemannian-CG check of eq. (27)
+  c.eval.cg_iters = 50
+  c.eval.example_index = 0         # Fig. 5
+
+  variants = [v for v in (arg or "").split(",") if v]
+  allowed = {"smoke", "quick"} | set(SCENARIOS)
+  if set(variants) - allowed or ("smoke" in variants and "quick" in variants):
+    raise ValueError(f"unknown variant {arg!r} for configs/perception.py; combine at most one of 'smoke', 'quick' "
+                     "with 'low_mobility' or 'high_mobility', e.g. configs/perception.py:quick,high_mobility.")
+  chosen = tuple(s for s in SCENARIOS if s in variants)
+  if chosen:
+    c.scenarios = chosen
+  if "quick" in variants:
+    c.data.size = "small"          # 4,000 train / 1,000 test
+    c.model.enc_layers = c.model.dec_layers = 2
+    c.model.ue_per_token = 4       # 52 tokens a side instead of 208: 1/16 of the attention cost on CPU
+    c.dm.T = 100
+    c.train.batch_size = 32
+    c.train.epochs = ml_collections.ConfigDict({"sl": 15, "dm": 30, "e2e": 15})
+    c.train.lr = 3e-4
+    c.train.decay_every_epochs = 10
+    c.train.test_loss_samples = 256
+    c.eval.num_test = 256
+    c.eval.batch_size = 32
+    c.eval.sweep_num_test = 32
+    c.eval.trajectory_num_test = 128
+    c.eval.cg_num_test = 64
+  if "smoke" in variants:
+    c.data.size = "tiny"           # 32 train / 16 test
+    c.model.d_model = 32
+    c.model.num_heads = 2
+    c.model.enc_layers = c.model.dec_layers = 1
+    c.model.mlp_ratio = 2
+    c.model.ue_per_token = 4
+    c.dm.T = 10
+    c.train.batch_size = 16
+    c.train.epochs = ml_collections.ConfigDict({"sl": 2, "dm": 2, "e2e": 2})
+    c.train.test_loss_samples = 16
+    c.eval.num_test = 16
+    c.eval.batch_size = 16
+    c.eval.num_samples = 4
+    c.eval.guidance_scales = (0.0, 1.0)
+    c.eval.sweep_num_test = 4
+    c.eval.trajectory_num_test = 8
+    c.eval.cg_num_test = 4
+    c.eval.cg_iters = 5
+  return c

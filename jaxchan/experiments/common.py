@@ -1,0 +1,61 @@
+"""What every experiment does around its science: find or build its dataset, restore trained parameters.
+
+Experiments describe their data by a ``config.data``-like ConfigDict with
+``preset``, ``size``, ``seed``, ``path`` ("" for ``data/<preset>_<size>.h5``)
+and ``build_if_missing``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+
+from jaxchan import data
+
+
+def dataset_path(dcfg, preset: str | None = None) -> str:
+  preset = preset or dcfg.preset
+  return dcfg.path or os.path.join("data", f"{preset}_{dcfg.size}.h5")
+
+
+def build_command(dcfg, preset: str | None = None) -> str:
+  """The datagen command that builds the configured dataset (quoted in every 'missing dataset' error)."""
+  preset = preset or dcfg.preset
+  return (f"python -m datagen.uma --preset={preset} --size={dcfg.size} --seed={dcfg.seed} "
+          f"--out={dataset_path(dcfg, preset)}")
+
+
+def ensure_dataset(dcfg, preset: str | None = None, *, progress: bool = True, log=print) -> str:
+  """Path of the configured dataset, built once with datagen (with a progress bar) if it is missing.
+
+  With ``build_if_missing=False`` a missing file raises :class:`jaxchan.data.DatasetError`
+  naming the command that builds it.
+  """
+  preset = preset or dcfg.preset
+  path = dataset_path(dcfg, preset)
+  if not os.path.exists(path):
+    cmd = build_command(dcfg, preset)
+    if not dcfg.build_if_missing:
+      data.open_dataset(path, build_command=cmd)  # raises with the command to run
+    log(f"dataset {path} is missing; building it once with datagen ({cmd})")
+    from datagen import presets, sionna_source, store
+    cfg = presets.get(preset, dcfg.size, seed=dcfg.seed)
+    store.build(path, cfg, sionna_source.generate, generator=sionna_source.sionna_version(), progress=progress)
+  return path
+
+
+def restore_params(model_dir: str, template):
+  """The parameters of the latest checkpoint in ``model_dir/checkpoints``, shaped like ``template``."""
+  import orbax.checkpoint as ocp
+
+  ckpt_dir = os.path.abspath(os.path.join(model_dir, "checkpoints"))
+  manager = ocp.CheckpointManager(ckpt_dir)
+  step = manager.latest_step()
+  if step is None:
+    manager.close()
+    raise FileNotFoundError(f"no checkpoint in {ckpt_dir}; train the model first (run.py with its config).")
+  saved = manager.restore(step, args=ocp.args.StandardRestore())  # the saved TrainState as nested dicts
+  manager.close()
+  return jax.tree.map(lambda t, v: jnp.asarray(v, t.dtype).reshape(t.shape), template, saved["params"])

@@ -1,0 +1,198 @@
+"""Transformer encoder/decoder for SRS-based channel prediction (perception-distortion paper, App. B).
+
+One backbone, three uses (:mod:`jaxchan.prediction`):
+
+* **SL** (discriminative, eq. 14): decoder queries are the target positional
+  encodings only; the output is the predicted channel (an approximate CME).
+* **DM** (conditional diffusion, eqs. 5-6, 12): decoder queries are the target
+  positional encodings plus the embedded noisy state ``x_t`` and the step ``t``;
+  the output is ``eps_hat``. The encoder runs once per observation and its memory
+  is reused by every reverse step.
+* **E2E**: the output is a latent channel whose Gramian gives the precoder.
+
+Tokens. A token is the real/imaginary BS-antenna vector (``2 n_bs`` real
+numbers) of one (UE antenna, PRB, time) cell, linearly embedded to
+``d_model`` with a learnable additive positional encoding for its cell. The
+encoder reads only the cells the SRS actually sounded (every occasion sounds
+``n_prb / num_hops`` PRBs, so the token count is static), which keeps the
+0-filled unsounded cells out of the attention. The decoder has one query per
+(UE antenna, PRB) cell of the target.
+
+Shapes: observations ``[B, n_occ, n_ue, n_bs, n_prb]`` with mask
+``[B, n_occ, n_prb]`` (:mod:`jaxchan.srs`); channels ``[B, n_ue, n_bs, n_prb]``.
+
+Classifier-free guidance: ``drop`` (``[B]`` bool) replaces every encoder token
+embedding of those samples by one learned null embedding, so the decoder sees
+no information about the observation (the paper's "null token").
+
+Departures we chose, since the paper's Table IV lost its numbers: pre-layer-norm
+blocks (stabler without warm-up than the original post-norm) and a sinusoidal
+step embedding followed by a two-layer MLP, added to every decoder query.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+USES = ("sl", "dm", "e2e")
+
+
+def to_tokens(cells: jax.Array, ue_per_token: int = 1) -> jax.Array:
+  """Patch channels into real tokens.
+
+  ``[..., n_ue, n_cells, n_bs]`` complex -> ``[..., n_ue / g, n_cells, g * 2 n_bs]``
+  real with ``g = ue_per_token``: each token holds the real parts then the
+  imaginary parts of the BS-antenna vector of ``g`` consecutive UE antennas.
+  """
+  g = ue_per_token
+  lead, (n_ue, n_cells, n_bs) = cells.shape[:-3], cells.shape[-3:]
+  x = jnp.concatenate([cells.real, cells.imag], axis=-1).reshape(lead + (n_ue // g, g, n_cells, 2 * n_bs))
+  return jnp.moveaxis(x, -3, -2).reshape(lead + (n_ue // g, n_cells, g * 2 * n_bs))
+
+
+def from_tokens(tokens: jax.Array, ue_per_token: int = 1) -> jax.Array:
+  """The inverse of :func:`to_tokens`: ``[..., n_ue / g, n_cells, g * 2 n_bs] -> [..., n_ue, n_cells, n_bs]``."""
+  g = ue_per_token
+  lead, (n_tok, n_cells, width) = tokens.shape[:-3], tokens.shape[-3:]
+  n_bs = width // (2 * g)
+  x = jnp.moveaxis(tokens.reshape(lead + (n_tok, n_cells, g, 2 * n_bs)), -2, -3)
+  x = x.reshape(lead + (n_tok * g, n_cells, 2 * n_bs))
+  return jax.lax.complex(x[..., :n_bs], x[..., n_bs:])
+
+
+def sinusoidal(t: jax.Array, dim: int, max_period: float = 10_000.0) -> jax.Array:
+  """``[B] -> [B, dim]`` sinusoidal embedding of a (possibly fractional) step index."""
+  half = dim // 2
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+  arg = jnp.asarray(t, jnp.float32)[:, None] * freqs[None, :]
+  return jnp.concatenate([jnp.cos(arg), jnp.sin(arg)], axis=-1)
+
+
+class _Block(nn.Module):
+  """Pre-norm transformer block: self-attention, optional cross-attention, MLP."""
+  d_model: int
+  num_heads: int
+  mlp_ratio: int
+  dropout: float
+  cross: bool
+
+  @nn.compact
+  def __call__(self, x, memory=None, *, train: bool = False):
+    drop = lambda y: nn.Dropout(self.dropout, deterministic=not train)(y)
+    h = nn.LayerNorm()(x)
+    x = x + drop(nn.MultiHeadDotProductAttention(num_heads=self.num_heads)(h, h))
+    if self.cross:
+      h = nn.LayerNorm()(x)
+      x = x + drop(nn.MultiHeadDotProductAttention(num_heads=self.num_heads)(h, memory))
+    h = nn.LayerNorm()(x)
+    h = nn.Dense(self.mlp_ratio * self.d_model)(h)
+    h = nn.Dense(self.d_model)(nn.gelu(h))
+    return x + drop(h)
+
+
+class ChannelTransformer(nn.Module):
+  """The shared encoder/decoder backbone.
+
+  Attributes:
+    n_occ, n_ue, n_bs, n_prb: the dataset's shapes.
+    num_hops: SRS sub-bands; each occasion sounds ``n_prb / num_hops`` PRBs.
+    ue_per_token: UE antennas per token (1, the paper's tokenization, makes a
+      token per (UE antenna, PRB, time) cell; ``n_ue`` makes one per (PRB, time)
+      with ``n_ue`` times longer tokens, 1/n_ue^2 of the attention cost).
+    use: ``"sl"``, ``"dm"`` or ``"e2e"`` (only ``"dm"`` reads ``x_t`` and ``t``).
+    d_model, num_heads, enc_layers, dec_layers, mlp_ratio, dropout: sizes.
+  """
+  n_occ: int
+  n_ue: int
+  n_bs: int
+  n_prb: int
+  num_hops: int = 4
+  ue_per_token: int = 1
+  use: str = "sl"
+  d_model: int = 128
+  num_heads: int = 4
+  enc_layers: int = 4
+  dec_layers: int = 4
+  mlp_ratio: int = 4
+  dropout: float = 0.0
+
+  def setup(self):
+    if self.use not in USES:
+      raise ValueError(f"use={self.use!r}; allowed: {USES}.")
+    if self.n_prb % self.num_hops:
+      raise ValueError(f"n_prb={self.n_prb} is not divisible by num_hops={self.num_hops}.")
+    if self.d_model % self.num_heads:
+      raise ValueError(f"d_model={self.d_model} must be divisible by num_heads={self.num_heads}.")
+    if self.n_ue % self.ue_per_token:
+      raise ValueError(f"ue_per_token={self.ue_per_token} must divide n_ue={self.n_ue}.")
+    init = nn.initializers.normal(0.02)
+    self.obs_embed = nn.Dense(self.d_model)
+    self.enc_pos = self.param("enc_pos", init, (self.n_occ, self.n_ue // self.ue_per_token, self.n_prb,
+                                                self.d_model))
+    self.null_embed = self.param("null_embed", init, (self.d_model,))
+    self.encoder = [_Block(self.d_model, self.num_heads, self.mlp_ratio, self.dropout, cross=False)
+                    for _ in range(self.enc_layers)]
+    self.enc_norm = nn.LayerNorm()
+    self.dec_pos = self.param("dec_pos", init, (self.n_ue // self.ue_per_token, self.n_prb, self.d_model))
+    if self.use == "dm":
+      self.state_embed = nn.Dense(self.d_model)
+      self.t_mlp = [nn.Dense(self.d_model), nn.Dense(self.d_model)]
+    self.decoder = [_Block(self.d_model, self.num_heads, self.mlp_ratio, self.dropout, cross=True)
+                    for _ in range(self.dec_layers)]
+    self.dec_norm = nn.LayerNorm()
+    self.head = nn.Dense(2 * self.n_bs * self.ue_per_token)
+
+  def encode(self, obs: jax.Array, mask: jax.Array, drop: jax.Array | None = None, *, train: bool = False):
+    """Encoder memory ``[B, n_occ * n_ue * n_prb / num_hops, d_model]`` of an SRS history.
+
+    Args:
+      obs: ``[B, n_occ, n_ue, n_bs, n_prb]`` complex, 0 where not sounded.
+      mask: ``[B, n_occ, n_prb]`` bool, exactly ``n_prb / num_hops`` True per occasion.
+      drop: optional ``[B]`` bool; True replaces the sample's tokens by the null embedding.
+    """
+    B = obs.shape[0]
+    s = self.n_prb // self.num_hops
+    # PRB indices of the sounded cells, in increasing order (stable sort puts True first).
+    idx = jnp.argsort(~mask, axis=-1, stable=True)[..., :s]                          # [B, n_occ, s]
+    cells = jnp.take_along_axis(obs, idx[:, :, None, None, :], axis=-1)              # [B, n_occ, n_ue, n_bs, s]
+    x = self.obs_embed(to_tokens(jnp.moveaxis(cells, 3, 4), self.ue_per_token))                       # [B, n_occ, n_ue/g, s, d]
+    if drop is not None:
+      x = jnp.where(drop[:, None, None, None, None], self.null_embed, x)
+    n_tok_ue = self.n_ue // self.ue_per_token
+    pos = self.enc_pos[jnp.arange(self.n_occ)[None, :, None, None], jnp.arange(n_tok_ue)[None, None, :, None],
+                       idx[:, :, None, :]]                                            # [B, n_occ, n_ue/g, s, d]
+    x = (x + pos).reshape(B, -1, self.d_model)
+    for blk in self.encoder:
+      x = blk(x, train=train)
+    return self.enc_norm(x)
+
+  def decode(self, memory: jax.Array, x_t: jax.Array | None = None, t: jax.Array | None = None, *,
+             train: bool = False) -> jax.Array:
+    """Decoder output ``[B, n_ue, n_bs, n_prb]`` complex (channel, ``eps_hat`` or latent channel).
+
+    Args:
+      memory: encoder output ``[B, S, d_model]``.
+      x_t: ``[B, n_ue, n_bs, n_prb]`` noisy state (``use="dm"`` only).
+      t: ``[B]`` diffusion step (``use="dm"`` only).
+    """
+    B = memory.shape[0]
+    q = jnp.broadcast_to(self.dec_pos, (B,) + self.dec_pos.shape)                    # [B, n_ue/g, n_prb, d]
+    if self.use == "dm":
+      if x_t is None or t is None:
+        raise ValueError("the DM decoder needs the noisy state x_t and the step t.")
+      q = q + self.state_embed(to_tokens(jnp.moveaxis(x_t, -2, -1), self.ue_per_token))
+      temb = self.t_mlp[1](nn.gelu(self.t_mlp[0](sinusoidal(t, self.d_model))))
+      q = q + temb[:, None, None, :]
+    n_tok_ue = self.n_ue // self.ue_per_token
+    x = q.reshape(B, n_tok_ue * self.n_prb, self.d_model)
+    for blk in self.decoder:
+      x = blk(x, memory, train=train)
+    out = self.head(self.dec_norm(x)).reshape(B, n_tok_ue, self.n_prb, 2 * self.n_bs * self.ue_per_token)
+    return jnp.moveaxis(from_tokens(out, self.ue_per_token), -1, -2)                  # [B, n_ue, n_bs, n_prb]
+
+  def __call__(self, obs, mask, x_t=None, t=None, drop=None, *, train: bool = False):
+    return self.decode(self.encode(obs, mask, drop, train=train), x_t, t, train=train)

@@ -1,0 +1,167 @@
+"""SRS-based channel prediction with one backbone trained three ways (perception-distortion paper).
+
+Pure functions of ``(apply_fn / params, inputs, key)`` around
+:class:`jaxchan.models.transformer.ChannelTransformer`:
+
+* :func:`sl_loss` - the discriminative model, ERM with an MSE loss (eq. 14);
+  :func:`sl_predict` its point estimate (an approximate CME, eq. 13).
+* :func:`dm_loss` - epsilon prediction on the cosine schedule (eq. 6) with the
+  conditioning dropped to the null token with probability ``p_uncond`` (CFG
+  training); :func:`sample_posterior` draws K posterior samples as one batched,
+  jitted reverse loop (eq. 5, guidance eq. 12), the encoder run once.
+* :func:`e2e_loss` - the E2E baseline: the backbone's output is a latent
+  channel, the precoder the dominant eigenvectors of its Gramian
+  (:func:`jaxchan.precoding.latent_precoder`), trained to maximize the received
+  energy of eq. (28) on the true channel.
+
+Batches are dicts with ``history`` ``[B, n_occ, n_ue, n_bs, n_prb]`` and
+``target`` ``[B, n_ue, n_bs, n_prb]`` (:mod:`jaxchan.data`); the SRS
+observation of the history is drawn inside each loss (fresh hop phase, SNR and
+noise at every step, :func:`jaxchan.srs.observe`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxchan import checks, conventions, ddpm, metrics, precoding, srs
+from jaxchan.schedules import DDPMSchedule
+
+
+class SRSConfig(NamedTuple):
+  """How the SRS history is observed (eq. 22)."""
+  num_hops: int = 4
+  snr_db_range: tuple[float, float] = (-10.0, 10.0)
+
+
+def _observe(batch, key, srs_cfg: SRSConfig):
+  return srs.observe(batch["history"], key, num_hops=srs_cfg.num_hops, snr_db_range=tuple(srs_cfg.snr_db_range))
+
+
+def _mean_sq(x):
+  return jnp.mean(jnp.abs(x) ** 2)
+
+
+def sl_loss(model, params, batch, key, srs_cfg: SRSConfig = SRSConfig()) -> jax.Array:
+  """MSE of the SL prediction, eq. (14): ``mean |h - f(y)|^2`` (channels have unit power)."""
+  k_obs, k_drop = jax.random.split(key)
+  o = _observe(batch, k_obs, srs_cfg)
+  pred = model.apply(params, o.obs, o.mask, train=True, rngs={"dropout": k_drop})
+  return _mean_sq(batch["target"] - pred)
+
+
+def dm_loss(model, params, batch, key, schedule: DDPMSchedule, *, p_uncond: float = 0.1,
+            srs_cfg: SRSConfig = SRSConfig()) -> jax.Array:
+  """Epsilon-prediction loss, eq. (6), with classifier-free-guidance conditioning dropout.
+
+  ``t`` is uniform in ``1..T`` per sample; the conditioning of each sample is
+  replaced by the null token with probability ``p_uncond``.
+  """
+  k_obs, k_t, k_eps, k_drop, k_do = jax.random.split(key, 5)
+  o = _observe(batch, k_obs, srs_cfg)
+  h = batch["target"]
+  B = h.shape[0]
+  t = jax.random.randint(k_t, (B,), 1, schedule.num_steps + 1)
+  x_t, eps = ddpm.q_sample(h, t, k_eps, schedule)
+  drop = jax.random.bernoulli(k_drop, p_uncond, (B,))
+  eps_hat = model.apply(params, o.obs, o.mask, x_t, t, drop, train=True, rngs={"dropout": k_do})
+  return _mean_sq(eps - eps_hat)
+
+
+def e2e_loss(model, params, batch, key, *, n_streams: int, srs_cfg: SRSConfig = SRSConfig()) -> jax.Array:
+  """Negative captured energy ``-sum E||H_k W_k||^2 / sum E||H_k||^2``, eq. (28) on the true channel.
+
+  Dividing by the channel energy keeps the loss in ``[-1, 0]`` and does not
+  move its maximizer (the denominator does not depend on ``W``).
+  """
+  k_obs, k_drop = jax.random.split(key)
+  o = _observe(batch, k_obs, srs_cfg)
+  Z = model.apply(params, o.obs, o.mask, train=True, rngs={"dropout": k_drop})
+  W = precoding.latent_precoder(Z, n_streams)
+  h = batch["target"]
+  return -jnp.sum(precoding.received_energy(h, W)) / jnp.sum(jnp.mean(jnp.sum(jnp.abs(h) ** 2, axis=(-3, -2)), -1))
+
+
+def sl_predict(model, params, obs: srs.SRSObservation) -> jax.Array:
+  """The SL point estimate ``[B, n_ue, n_bs, n_prb]``."""
+  return model.apply(params, obs.obs, obs.mask)
+
+
+def e2e_precoder(model, params, obs: srs.SRSObservation, n_streams: int) -> jax.Array:
+  """The E2E precoder ``[B, n_bs, n_streams, n_prb]``."""
+  return precoding.latent_precoder(model.apply(params, obs.obs, obs.mask), n_streams)
+
+
+def sample_posterior(model, params, obs: srs.SRSObservation, key: jax.Array, schedule: DDPMSchedule, *,
+                     num_samples: int = 1, guidance: float = 1.0, deterministic: bool = False,
+                     variance: str = "posterior", allow_extrapolation: bool = False,
+                     record: Callable[[ddpm.Trajectory], Any] | None = None):
+  """Draw ``K = num_samples`` posterior samples per observation, one reverse loop for all of them.
+
+  The encoder runs once per observation (twice with guidance: conditional and
+  null); its memory is tiled over the K samples and the decoder iterates
+  ``T`` times inside one ``lax.scan`` (:func:`jaxchan.ddpm.sample`).
+
+  Args:
+    model, params: a ``use="dm"`` :class:`ChannelTransformer` and its parameters.
+    obs: the SRS observation, batch ``B``.
+    key: PRNG key (start noise and the reverse-step noise).
+    schedule: the training schedule.
+    num_samples: K >= 1.
+    guidance: CFG scale ``w`` of eq. (12), a Python float; ``w = 1`` conditional
+      (one decoder pass per step), ``w = 0`` unconditional prior.
+    deterministic: propagate only the reverse mean (Fesl et al.).
+    record: per-step reduction of the trajectory (see :func:`jaxchan.ddpm.sample`).
+
+  Returns:
+    ``[K, B, n_ue, n_bs, n_prb]`` samples (and the stacked records when ``record`` is given).
+  """
+  K = checks.positive_int("num_samples (K)", num_samples)
+  if not allow_extrapolation:
+    checks.in_range("guidance scale w", guidance, 0.0, 1.0,
+                    hint="w = 1 is conditional, w = 0 unconditional; pass allow_extrapolation=True to go beyond.")
+  B = obs.obs.shape[0]
+  shape = (B,) + obs.obs.shape[2:]                                    # [B, n_ue, n_bs, n_prb]
+  tile = lambda m: jnp.broadcast_to(m[None], (K,) + m.shape).reshape((K * B,) + m.shape[1:])
+  mem_c = tile(model.apply(params, obs.obs, obs.mask, method="encode"))
+  guided = guidance != 1.0
+  if guided:
+    null = jnp.ones((B,), bool)
+    mem_u = tile(model.apply(params, obs.obs, obs.mask, null, method="encode"))
+
+  def eps_fn(x, t):
+    tt = jnp.full((x.shape[0],), t)
+    if not guided:
+      return model.apply(params, mem_c, x, tt, method="decode")
+    both = model.apply(params, jnp.concatenate([mem_c, mem_u]), jnp.concatenate([x, x]),
+                       jnp.concatenate([tt, tt]), method="decode")
+    return ddpm.cfg_eps(both[:K * B], both[K * B:], guidance, allow_extrapolation=True)
+
+  k_init, k_rev = jax.random.split(key)
+  x_T = conventions.standard_normal(k_init, (K * B,) + shape[1:], obs.obs.dtype)
+  out = ddpm.sample(eps_fn, x_T, k_rev, schedule, deterministic=deterministic, variance=variance, record=record)
+  if record is not None:
+    x0, rec = out
+    return x0.reshape((K,) + shape), rec
+  return out.reshape((K,) + shape)
+
+
+def trajectory_metrics(h: jax.Array, num_samples: int = 1):
+  """A ``record`` for :func:`sample_posterior`: per-step sums of squared error and GCS of ``x_t`` and ``x0_hat``.
+
+  Returns a function of a :class:`jaxchan.ddpm.Trajectory` (batch ``K * B``)
+  giving ``[4]``: ``sum |x_t - h|^2``, ``sum |x0_hat - h|^2``, ``sum GCS(x_t)``,
+  ``sum GCS(x0_hat)`` over samples (GCS averaged per sample over its BS-antenna
+  vectors), so Fig. 6 needs no ``T`` stored copies of the state.
+  """
+  hk = jnp.broadcast_to(h[None], (num_samples,) + h.shape).reshape((-1,) + h.shape[1:])
+
+  def rec(tr: ddpm.Trajectory):
+    err = lambda x: jnp.sum(jnp.abs(x - hk) ** 2)
+    g = lambda x: jnp.sum(jnp.mean(metrics.gcs(hk, x, reduce="none"), axis=(-2, -1)))
+    return jnp.stack([err(tr.x), err(tr.x0_hat), g(tr.x), g(tr.x0_hat)])
+
+  return rec

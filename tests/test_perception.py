@@ -1,0 +1,258 @@
+"""Perception-distortion pieces: the transformer backbone, the three objectives, posterior sampling,
+the differentiable E2E precoder and the Riemannian-CG check of eq. (27)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxchan import conventions, precoding, prediction, schedules, srs, stiefel
+from jaxchan.models.transformer import ChannelTransformer, from_tokens, to_tokens
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+B, O, U, N, P = 3, 4, 4, 8, 12
+
+
+def _batch(seed=0):
+  k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+  return dict(history=conventions.standard_normal(k1, (B, O, U, N, P)),
+              target=conventions.standard_normal(k2, (B, U, N, P)))
+
+
+def _model(use, g=1):
+  return ChannelTransformer(O, U, N, P, num_hops=4, ue_per_token=g, use=use, d_model=16, num_heads=2,
+                            enc_layers=1, dec_layers=1)
+
+
+def _init(m, obs):
+  if m.use == "dm":
+    return m.init(jax.random.PRNGKey(0), obs.obs, obs.mask, jnp.zeros((B, U, N, P), jnp.complex64),
+                  jnp.ones((B,), jnp.int32), jnp.zeros((B,), bool))
+  return m.init(jax.random.PRNGKey(0), obs.obs, obs.mask)
+
+
+@pytest.mark.parametrize("g", [1, 2, 4])
+def test_tokens_round_trip_and_layout(g):
+  cells = conventions.standard_normal(jax.random.PRNGKey(1), (2, U, 5, N))
+  tok = to_tokens(cells, g)
+  assert tok.shape == (2, U // g, 5, 2 * N * g)
+  np.testing.assert_array_equal(np.asarray(from_tokens(tok, g)), np.asarray(cells))
+  # Token (u // g, c) starts with the real part of UE antenna u = (u // g) * g.
+  np.testing.assert_array_equal(np.asarray(tok[:, 0, :, :N]), np.asarray(cells[:, 0].real))
+
+
+@pytest.mark.parametrize("g", [1, 4])
+def test_encoder_reads_only_sounded_cells(g):
+  """Values at PRBs the SRS did not sound must not influence the output (they are 0 in real data)."""
+  batch = _batch()
+  obs = srs.observe(batch["history"], jax.random.PRNGKey(2))
+  m = _model("sl", g)
+  params = _init(m, obs)
+  junk = conventions.standard_normal(jax.random.PRNGKey(3), obs.obs.shape)
+  polluted = obs._replace(obs=jnp.where(obs.mask[:, :, None, None, :], obs.obs, junk))
+  a = m.apply(params, obs.obs, obs.mask)
+  b = m.apply(params, polluted.obs, polluted.mask)
+  np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+  # ...while the sounded cells do matter.
+  c = m.apply(params, obs.obs * 2.0, obs.mask)
+  assert float(jnp.max(jnp.abs(c - a))) > 1e-3
+
+
+def test_null_token_removes_the_observation():
+  batch = _batch()
+  obs = srs.observe(batch["history"], jax.random.PRNGKey(2))
+  m = _model("dm")
+  params = _init(m, obs)
+  x = conventions.standard_normal(jax.random.PRNGKey(4), (B, U, N, P))
+  t = jnp.full((B,), 3)
+  drop = jnp.array([True, False, True])
+  a = m.apply(params, obs.obs, obs.mask, x, t, drop)
+  b = m.apply(params, 5.0 * obs.obs + 1.0, obs.mask, x, t, drop)
+  np.testing.assert_allclose(np.asarray(a[drop]), np.asarray(b[drop]), atol=1e-5)
+  assert float(jnp.max(jnp.abs(a[1] - b[1]))) > 1e-3
+
+
+class _Oracle:
+  """A stand-in model whose ``apply`` returns a fixed channel (for the closed-form loss checks)."""
+
+  def __init__(self, out):
+    self.out = out
+
+  def apply(self, params, *args, **kwargs):
+    return self.out
+
+
+def test_sl_and_e2e_losses_closed_form():
+  batch = _batch()
+  h = batch["target"]
+  # Perfect prediction: zero MSE; predicting 0: the mean power of h.
+  assert float(prediction.sl_loss(_Oracle(h), None, batch, jax.random.PRNGKey(0))) == pytest.approx(0.0, abs=1e-7)
+  assert float(prediction.sl_loss(_Oracle(0 * h), None, batch, jax.random.PRNGKey(0))) == pytest.approx(
+      float(jnp.mean(jnp.abs(h) ** 2)), rel=1e-5)
+  # A latent channel equal to the truth captures the top-N_s singular energies (Eckart-Young).
+  s = np.linalg.svd(np.moveaxis(np.asarray(h), -1, -3), compute_uv=False)   # [B, P, min(U, N)]
+  want = -s[..., :2].__pow__(2).sum() / (s ** 2).sum()
+  got = float(prediction.e2e_loss(_Oracle(h), None, batch, jax.random.PRNGKey(0), n_streams=2))
+  assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_latent_precoder_matches_gramian_eigenvectors_and_has_finite_gradient():
+  Z = conventions.standard_normal(jax.random.PRNGKey(5), (2, U, 16, 3))
+  H = conventions.standard_normal(jax.random.PRNGKey(6), (2, U, 16, 3))
+  W1 = precoding.latent_precoder(Z, 2)
+  W2 = precoding.precoder_from_gramian(precoding.gramian(Z[None]), 2)
+  overlap = jnp.abs(jnp.einsum("bisf,bisf->bsf", jnp.conj(W1), W2))    # |<w1, w2>| = 1 up to a phase
+  np.testing.assert_allclose(np.asarray(overlap), 1.0, atol=1e-5)
+
+  def energy(Zr, Zi):
+    return jnp.sum(precoding.received_energy(H, precoding.latent_precoder(jax.lax.complex(Zr, Zi), 2)))
+
+  g = jax.grad(energy, argnums=(0, 1))(Z.real, Z.imag)
+  assert all(bool(jnp.all(jnp.isfinite(x))) for x in g)
+  # Directional derivative against a central difference (float32: step 1e-3, 2 % tolerance).
+  V = conventions.standard_normal(jax.random.PRNGKey(7), Z.shape)
+  d = 1e-3
+  fd = (energy((Z + d * V).real, (Z + d * V).imag) - energy((Z - d * V).real, (Z - d * V).imag)) / (2 * d)
+  an = jnp.sum(g[0] * V.real) + jnp.sum(g[1] * V.imag)
+  assert float(an) == pytest.approx(float(fd), rel=2e-2)
+
+
+def test_sample_posterior_tiles_the_encoder_k_major():
+  """K samples of B observations equal one sample of the K-times repeated batch (same keys)."""
+  batch = _batch()
+  obs = srs.observe(batch["history"], jax.random.PRNGKey(2))
+  m = _model("dm")
+  params = _init(m, obs)
+  sch = schedules.cosine_schedule(6)
+  K = 3
+  a = prediction.sample_posterior(m, params, obs, jax.random.PRNGKey(9), sch, num_samples=K)
+  rep = srs.SRSObservation(*(jnp.concatenate([x] * K) for x in obs))
+  b = prediction.sample_posterior(m, params, rep, jax.random.PRNGKey(9), sch, num_samples=1)[0]
+  assert a.shape == (K, B, U, N, P)
+  # Same arithmetic in a different batch layout: float32 rounding only (relative 1e-4).
+  np.testing.assert_allclose(np.asarray(a.reshape(b.shape)), np.asarray(b), rtol=1e-4, atol=1e-4)
+  # Guidance w = 1 takes the single-pass path; w = 1 through the guided path gives the same samples.
+  g = prediction.sample_posterior(m, params, obs, jax.random.PRNGKey(9), sch, num_samples=K, guidance=1.0 - 1e-9)
+  np.testing.assert_allclose(np.asarray(g), np.asarray(a), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(num_samples=0), "num_samples"),
+    (dict(guidance=1.5), "guidance scale w must lie in"),
+])
+def test_sample_posterior_rejects_bad_arguments(kwargs, match):
+  batch = _batch()
+  obs = srs.observe(batch["history"], jax.random.PRNGKey(2))
+  m = _model("dm")
+  with pytest.raises(ValueError, match=match):
+    prediction.sample_posterior(m, _init(m, obs), obs, jax.random.PRNGKey(0), schedules.cosine_schedule(4), **kwargs)
+
+
+def test_trajectory_record_matches_the_final_sample():
+  batch = _batch()
+  obs = srs.observe(batch["history"], jax.random.PRNGKey(2))
+  m = _model("dm")
+  params = _init(m, obs)
+  sch = schedules.cosine_schedule(5)
+  h = batch["target"]
+  x0, rec = prediction.sample_posterior(m, params, obs, jax.random.PRNGKey(1), sch, num_samples=2,
+                                        record=prediction.trajectory_metrics(h, 2))
+  assert rec.shape == (5, 4)
+  # The last recorded x_t is the returned x_0.
+  assert float(rec[-1, 0]) == pytest.approx(float(jnp.sum(jnp.abs(x0 - h[None]) ** 2)), rel=1e-5)
+
+
+def test_riemannian_cg_reaches_the_svd_optimum_for_one_channel():
+  """K = 1: with equal power per layer, the top right singular vectors maximize eq. (27) (Poincare separation)."""
+  H = conventions.standard_normal(jax.random.PRNGKey(0), (3, 4, 8, 5))
+  snr = 10.0
+  W0 = precoding.random_precoder(jax.random.PRNGKey(1), (3,), 8, 2, 5)
+  W = stiefel.capacity_precoder(H[None], W0, snr, num_iters=100)
+  Wf = jnp.moveaxis(W, -1, -3)
+  gram = np.asarray(jnp.conj(jnp.swapaxes(Wf, -1, -2)) @ Wf)
+  np.testing.assert_allclose(gram, np.broadcast_to(np.eye(2), gram.shape), atol=1e-5)
+  se_svd = precoding.spectral_efficiency(H, precoding.svd_precoder(H, 2), snr)
+  se_cg = precoding.spectral_efficiency(H, W, snr)
+  se_0 = precoding.spectral_efficiency(H, W0, snr)
+  assert float(jnp.min(se_svd - se_0)) > 1.0          # the start is far from optimal
+  np.testing.assert_allclose(np.asarray(se_cg), np.asarray(se_svd), atol=1e-3)
+
+
+def test_riemannian_cg_never_decreases_the_monte_carlo_capacity():
+  Hs = conventions.standard_normal(jax.random.PRNGKey(3), (8, 2, 4, 8, 3))
+  snr = jnp.array([3.0, 30.0])
+  Wb = precoding.bayesian_precoder(Hs, 2)
+  Wc = stiefel.capacity_precoder(Hs, Wb, snr, num_iters=20)
+  obj = lambda W: jnp.mean(jax.vmap(lambda h: precoding.spectral_efficiency(h, W, snr))(Hs), 0)
+  assert bool(jnp.all(obj(Wc) >= obj(Wb) - 1e-5))
+  assert float(jnp.max(obj(Wc) - obj(Wb))) > 1e-3    # i.i.d. samples: the energy surrogate is not capacity-optimal
+
+
+def _run(args, cwd):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, os.path.join(ROOT, "run.py"), *args], cwd=cwd, env=env,
+                        capture_output=True, text=True, timeout=1200)
+
+
+@pytest.mark.slow
+def test_perception_smoke_end_to_end_and_resume(tmp_path):
+  pytest.importorskip("sionna", reason="the smoke job builds its tiny dataset with datagen")
+  cfg = os.path.join(ROOT, "configs", "perception.py")
+  args = [f"--config={cfg}:smoke,high_mobility", f"--workdir={tmp_path}/wd",
+          f"--config.data.path={tmp_path}/hm_tiny.h5", "--config.progress=False"]
+  proc = _run(args, tmp_path)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  res = json.load(open(tmp_path / "wd" / "results.json"))
+  r = res["scenarios"]["high_mobility"]
+  assert set(r["training"]) == {"sl", "dm", "e2e"}
+  t3 = r["eval"]["table3"]
+  # Perfect-CSI SVD precoding maximizes SE for every channel (K = 1 optimum, see the CG test above).
+  assert all(t3["perfect_csi"] >= t3[k] - 1e-4 for k in t3)
+  assert len(r["trajectory"]["stochastic"]["nmse_xt"]) == 10        # T = 10 in :smoke
+  assert r["guidance"]["w"] == [0.0, 1.0]
+  assert r["eval"]["cg_check"]["num_test"] > 0
+  for f in ("fig5_examples.png", "fig6_trajectory.png", "fig7_se_snr.png", "fig8_guidance.png"):
+    assert (tmp_path / "wd" / f).stat().st_size > 1000
+  assert "Table III" in (tmp_path / "wd" / "tables.md").read_text()
+  # A trained model loads back for library use.
+  from jaxchan.experiments.perception import load_trained
+  model, params, cfg_ = load_trained(str(tmp_path / "wd" / "high_mobility" / "models" / "dm"))
+  import h5py
+  with h5py.File(tmp_path / "hm_tiny.h5") as f:
+    hist = jnp.asarray(f["test/history"][:2])
+  obs = srs.observe(hist, jax.random.PRNGKey(0), num_hops=cfg_.srs.num_hops)
+  s = prediction.sample_posterior(model, params, obs, jax.random.PRNGKey(1), schedules.cosine_schedule(cfg_.dm.T),
+                                  num_samples=3)
+  assert s.shape == (3, 2, 4, 32, 52) and bool(jnp.all(jnp.isfinite(s.real)))
+  # Rerunning resumes: nothing is trained again.
+  proc = _run(args, tmp_path)
+  assert proc.returncode == 0
+  assert proc.stdout.count("resumed from") == 3
+  # A dataset whose shapes do not match the config stops before any training.
+  proc = _run([f"--config={cfg}:smoke,high_mobility", f"--workdir={tmp_path}/wd2",
+               f"--config.data.path={tmp_path}/hm_tiny.h5", "--config.data.n_bs=16"], tmp_path)
+  assert proc.returncode != 0
+  assert "per-sample shape (4, 4, 32, 52)" in proc.stderr and "expects (4, 4, 16, 52)" in proc.stderr
+  assert not os.path.exists(tmp_path / "wd2" / "high_mobility" / "models")
+
+
+@pytest.mark.parametrize("override, match", [
+    ("--config.eval.num_samples=0", "config.eval.num_samples (K) = 0"),
+    ("--config.eval.guidance=1.5", "must lie in [0.0, 1.0]"),
+    ("--config.eval.guidance_scales=(0.0,2.0)", "set config.eval.allow_extrapolation=True"),
+    ("--config.eval.n_streams=5", "config.eval.n_streams (N_s) = 5 must be an integer in [1, n_ue = 4]"),
+    ("--config.train.models=('sl','gan')", "config.train.models entry='gan' is not supported"),
+    ("--config.scenarios=('city',)", "config.scenarios entry='city' is not supported"),
+])
+def test_perception_bad_config_stops_before_work(tmp_path, override, match):
+  cfg = os.path.join(ROOT, "configs", "perception.py")
+  proc = _run([f"--config={cfg}:smoke,low_mobility", override, f"--config.data.path={tmp_path}/never.h5",
+               f"--workdir={tmp_path}/wd"], tmp_path)
+  assert proc.returncode != 0
+  assert match in proc.stderr, proc.stderr[-2000:]
+  assert not os.path.exists(tmp_path / "never.h5") and not os.path.exists(tmp_path / "wd" / "low_mobility")
