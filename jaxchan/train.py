@@ -2,17 +2,21 @@
 
 The loop is model-agnostic: an experiment supplies ``loss_fn(params, batch, key)
 -> scalar`` and a batch iterator that is a pure function of ``(seed, epoch)``.
-Checkpoints are written at every epoch end to ``workdir/checkpoints`` with the
-parameters, optimizer state, step, epoch and PRNG key, so rerunning the same
-command resumes exactly where the last completed epoch left off (same data
-order, same random numbers). ``metrics.jsonl`` gets one JSON line per epoch and
+Checkpoints are written at every epoch end, and on SIGTERM/SIGINT mid-epoch,
+to ``workdir/checkpoints`` with the parameters, optimizer state, step, epoch,
+position in the epoch and PRNG key, so rerunning the same command resumes
+exactly where it stopped (same data order, same random numbers). Training is
+data-parallel over a :mod:`jaxchan.parallel` mesh when one is given. ``metrics.jsonl`` gets one JSON line per epoch and
 is rewritten atomically.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import signal
+import threading
 import time
 from typing import Any, Callable, Iterable
 
@@ -31,8 +35,10 @@ class TrainState:
   params: Any
   opt_state: Any
   step: jax.Array
-  epoch: jax.Array
-  key: jax.Array  # raw uint32 key data, so orbax stores it as a plain array
+  epoch: jax.Array        # completed epochs
+  epoch_step: jax.Array   # batches of the current epoch already trained on (> 0 only in a preemption checkpoint)
+  loss_sum: jax.Array     # sum of those batches' losses, so the epoch's mean survives a preemption
+  key: jax.Array          # raw uint32 key data, so orbax stores it as a plain array
 
 
 def step_decay_adam(lr: float, *, steps_per_epoch: int, decay_every_epochs: int, decay_factor: float):
@@ -46,39 +52,99 @@ def step_decay_adam(lr: float, *, steps_per_epoch: int, decay_every_epochs: int,
 
 
 def init_state(params, optimizer, key) -> TrainState:
-  return TrainState(params=params, opt_state=optimizer.init(params), step=jnp.zeros((), jnp.int32),
-                    epoch=jnp.zeros((), jnp.int32), key=jax.random.key_data(key))
+  zero = jnp.zeros((), jnp.int32)
+  return TrainState(params=params, opt_state=optimizer.init(params), step=zero, epoch=zero, epoch_step=zero,
+                    loss_sum=jnp.zeros((), jnp.float32), key=jax.random.key_data(key))
 
 
-def make_train_step(loss_fn: Callable, optimizer):
-  """``train_step(state, batch) -> (state, loss)``, jitted; the step's key is folded from the state."""
+def make_train_step(loss_fn: Callable, optimizer, mesh=None):
+  """``train_step(state, batch) -> (state, loss)``, jitted; the step's key is folded from the state.
 
-  @jax.jit
+  With a :func:`jaxchan.parallel.mesh`, the state is replicated and the batch
+  split over its devices (data parallelism; XLA inserts the gradient all-reduce).
+  """
+
   def train_step(state: TrainState, batch):
     key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
     loss, grads = jax.value_and_grad(loss_fn)(state.params, batch, key)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    return state.replace(params=params, opt_state=opt_state, step=state.step + 1), loss
+    return state.replace(params=params, opt_state=opt_state, step=state.step + 1,
+                         epoch_step=state.epoch_step + 1, loss_sum=state.loss_sum + loss), loss
 
-  return train_step
+  if mesh is None:
+    return jax.jit(train_step)
+  from jaxchan import parallel
+  rep, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+  return jax.jit(train_step, in_shardings=(rep, data), out_shardings=(rep, rep))
 
 
 class NonFiniteLoss(RuntimeError):
   pass
 
 
+class CheckpointError(RuntimeError):
+  """A checkpoint that cannot be restored (truncated, corrupted, or from another model)."""
+
+
+class Preempted(SystemExit):
+  """Raised after a SIGTERM/SIGINT checkpoint; exits the process with ``128 + signal``."""
+
+
+class _StopFlag:
+  """Turns SIGTERM/SIGINT into a flag checked between steps (restored on exit)."""
+
+  def __init__(self):
+    self.signum = None
+    self._old = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._old[sig] = signal.signal(sig, self._handler)
+    return self
+
+  def _handler(self, signum, frame):
+    if self.signum is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt  # a second Ctrl-C stops at once
+    self.signum = signum
+
+  def __exit__(self, *exc):
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
+
+
+def _restore(manager, step, state, ckpt_dir):
+  try:
+    return manager.restore(step, args=ocp.args.StandardRestore(state))
+  except Exception as e:  # orbax raises many types for damaged or mismatched files
+    raise CheckpointError(
+        f"checkpoint {os.path.join(ckpt_dir, str(step))} cannot be restored ({type(e).__name__}: "
+        f"{str(e)[:300]}). It is truncated, corrupted, or was written by a different model. Delete that folder "
+        f"to resume from the previous checkpoint (others: {sorted(manager.all_steps())}), or delete {ckpt_dir} "
+        "to train from scratch.") from e
+
+
 def fit(state: TrainState, train_step, batches: Callable[[int], Iterable], *, num_epochs: int, workdir: str,
-        eval_fn: Callable[[Any], dict] | None = None, progress: bool = True, log: Callable = print):
+        eval_fn: Callable[[Any], dict] | None = None, progress: bool = True, log: Callable = print, mesh=None):
   """Train from ``state`` (or the latest checkpoint in ``workdir``) to ``num_epochs``.
 
   Args:
     state: freshly initialized state (its structure is the restore template).
-    train_step: from :func:`make_train_step`.
-    batches: ``epoch -> iterable of batches``; must be deterministic in ``epoch``.
+    train_step: from :func:`make_train_step` (with the same ``mesh``).
+    batches: ``epoch -> iterable of global batches``; must be deterministic in ``epoch``.
     num_epochs: total epochs.
     workdir: checkpoints and ``metrics.jsonl`` go here.
     eval_fn: ``params -> {name: float}`` run at each epoch end (e.g. test loss).
+    mesh: data-parallel mesh (:mod:`jaxchan.parallel`); ``None`` runs on the default device.
+
+  A checkpoint (orbax, numbered by global step) is written at every epoch end,
+  and also mid-epoch when SIGTERM or SIGINT arrives, after which :class:`Preempted`
+  exits the process. Rerunning resumes at the same step: the epoch's batch order
+  is regenerated and the batches already trained on are skipped; the PRNG key
+  is folded from the step. A corrupted checkpoint raises :class:`CheckpointError`
+  at start-up; a NaN/Inf loss raises :class:`NonFiniteLoss`, keeping the last
+  good checkpoint.
 
   Returns:
     ``(state, history)`` with one metrics dict per epoch.
@@ -91,31 +157,59 @@ def fit(state: TrainState, train_step, batches: Callable[[int], Iterable], *, nu
   history = []
   latest = manager.latest_step()
   if latest is not None:
-    state = manager.restore(latest, args=ocp.args.StandardRestore(state))
+    state = _restore(manager, latest, state, ckpt_dir)
     if os.path.exists(metrics_path):
       history = [json.loads(l) for l in open(metrics_path) if l.strip()][:int(state.epoch)]
-    log(f"resumed from {ckpt_dir} at epoch {int(state.epoch)} (step {int(state.step)})")
-  start = int(state.epoch)
-  for epoch in range(start, num_epochs):
-    t0 = time.time()
-    losses = []
-    for batch in tqdm(batches(epoch), desc=f"epoch {epoch + 1}/{num_epochs}", leave=False, disable=not progress):
-      state, loss = train_step(state, batch)
-      losses.append(loss)
-    losses = np.asarray(jax.device_get(losses), np.float64)
-    if not np.all(np.isfinite(losses)):
-      raise NonFiniteLoss(f"training loss became NaN/Inf in epoch {epoch + 1}; the last good checkpoint "
-                          f"(epoch {start if not history else history[-1]['epoch']}) is kept in {ckpt_dir}. "
-                          "Lower the learning rate or check the data.")
-    state = state.replace(epoch=jnp.asarray(epoch + 1, jnp.int32))
-    record = dict(epoch=epoch + 1, step=int(state.step), train_loss=float(losses.mean()),
-                  seconds=round(time.time() - t0, 3))
-    if eval_fn is not None:
-      record.update({k: float(v) for k, v in eval_fn(state.params).items()})
-    history.append(record)
-    manager.save(epoch + 1, args=ocp.args.StandardSave(state))
+    log(f"resumed from {ckpt_dir} at epoch {int(state.epoch)}, batch {int(state.epoch_step)} "
+        f"(step {int(state.step)})")
+  if mesh is not None:
+    from jaxchan import parallel
+    state = parallel.replicate(state, mesh)
+  is_main = jax.process_index() == 0
+
+  def save(state):
+    manager.save(int(state.step), args=ocp.args.StandardSave(state), force=True)
     manager.wait_until_finished()
-    io.atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in history))
-    log(json.dumps(record))
+
+  start = int(state.epoch)
+  with _StopFlag() as stop:
+    for epoch in range(start, num_epochs):
+      t0 = time.time()
+      skip = int(state.epoch_step)
+      losses = []
+      it = itertools.islice(batches(epoch), skip, None)
+      for batch in tqdm(it, desc=f"epoch {epoch + 1}/{num_epochs}", leave=False, disable=not progress,
+                        initial=skip):
+        if mesh is not None:
+          batch = parallel.shard_batch(batch, mesh)
+        state, loss = train_step(state, batch)
+        losses.append(loss)
+        if stop.signum is not None:
+          if not np.all(np.isfinite(np.asarray(jax.device_get(losses), np.float64))):
+            break  # reported below; a NaN state is never checkpointed
+          save(state)
+          manager.close()
+          name = signal.Signals(stop.signum).name
+          log(f"{name}: checkpoint written at step {int(state.step)} (epoch {epoch + 1}, batch "
+              f"{int(state.epoch_step)}) in {ckpt_dir}; rerun the same command to resume.")
+          raise Preempted(128 + stop.signum)
+      losses = np.asarray(jax.device_get(losses), np.float64)
+      if not np.all(np.isfinite(losses)):
+        manager.close()
+        raise NonFiniteLoss(f"training loss became NaN/Inf in epoch {epoch + 1}; the last good checkpoint "
+                            f"(step {manager.latest_step()}) is kept in {ckpt_dir}. "
+                            "Lower the learning rate or check the data.")
+      n_steps = int(state.epoch_step)
+      record = dict(epoch=epoch + 1, step=int(state.step), train_loss=float(state.loss_sum) / max(n_steps, 1),
+                    seconds=round(time.time() - t0, 3))
+      state = state.replace(epoch=jnp.asarray(epoch + 1, jnp.int32), epoch_step=jnp.zeros((), jnp.int32),
+                            loss_sum=jnp.zeros((), jnp.float32))
+      if eval_fn is not None:
+        record.update({k: float(v) for k, v in eval_fn(state.params).items()})
+      history.append(record)
+      save(state)
+      if is_main:
+        io.atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in history))
+      log(json.dumps(record))
   manager.close()
   return state, history

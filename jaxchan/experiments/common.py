@@ -59,3 +59,14 @@ def restore_params(model_dir: str, template):
   saved = manager.restore(step, args=ocp.args.StandardRestore())  # the saved TrainState as nested dicts
   manager.close()
   return jax.tree.map(lambda t, v: jnp.asarray(v, t.dtype).reshape(t.shape), template, saved["params"])
+
+
+def train_mesh(batch_size: int):
+  """The data-parallel mesh over all devices (None on a single device); checks the global batch splits evenly."""
+  from jaxchan import parallel
+
+  if jax.device_count() == 1:
+    return None
+  m = parallel.mesh()
+  parallel.check_batch(batch_size, m)
+  return m

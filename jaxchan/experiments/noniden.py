@@ -111,7 +111,8 @@ def train_one(name, mcfg, config, ds, workdir, log=print):
     return noniden.velocity_loss(functools.partial(model.apply, params), h, tau, k_xi,
                                  input_norm=mcfg.input_norm, T=T)
 
-  step = train.make_train_step(loss_fn, opt)
+  mesh = common.train_mesh(bs)
+  step = train.make_train_step(loss_fn, opt, mesh)
   test_h = jnp.asarray(ds.load("test")["h"][:config.train.test_loss_samples])
   test_loss = jax.jit(lambda p: loss_fn(p, test_h, jax.random.PRNGKey(12345)))
 
@@ -126,7 +127,8 @@ def train_one(name, mcfg, config, ds, workdir, log=print):
   state = train.init_state(params, opt, jax.random.PRNGKey(config.seed + 1))
   state, history = train.fit(state, step, batches, num_epochs=config.train.num_epochs,
                              workdir=model_dir,
-                             eval_fn=lambda p: {"test_loss": test_loss(p)}, progress=config.progress, log=log)
+                             eval_fn=lambda p: {"test_loss": test_loss(p)}, progress=config.progress, log=log,
+                             mesh=mesh)
   return model, state.params, history
 
 

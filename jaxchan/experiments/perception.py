@@ -143,7 +143,8 @@ def train_one(config, use, ds, model_dir, log=print):
                               decay_factor=config.train.decay_factor)
   params = init_params(model, jax.random.PRNGKey(config.seed))
   lf = loss_fn(config, model, use)
-  step = train.make_train_step(lf, opt)
+  mesh = common.train_mesh(bs)
+  step = train.make_train_step(lf, opt, mesh)
   test = {k: jnp.asarray(v[:config.train.test_loss_samples]) for k, v in ds.load("test").items()
           if k in ("history", "target")}
   test_loss = jax.jit(lambda p: lf(p, test, jax.random.PRNGKey(12345)))
@@ -158,7 +159,8 @@ def train_one(config, use, ds, model_dir, log=print):
                             srs=config.srs.to_dict(), dm=config.dm.to_dict()))
   state = train.init_state(params, opt, jax.random.PRNGKey(config.seed + 1))
   state, history = train.fit(state, step, batches, num_epochs=epochs, workdir=model_dir,
-                             eval_fn=lambda p: {"test_loss": test_loss(p)}, progress=config.progress, log=log)
+                             eval_fn=lambda p: {"test_loss": test_loss(p)}, progress=config.progress, log=log,
+                             mesh=mesh)
   return model, state.params, history
 
 
