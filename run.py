@@ -1,6 +1,8 @@
 """jaxchan entry point: one job per config.
 
   python run.py --config=configs/sampler_study.py[:variant] --workdir=DIR [--config.a.b=value ...]
+  # multi-host: the same command on every host, plus
+  #   --coordinator=HOST0:1234 --num_processes=N --process_id=I
 
 The config's ``experiment`` field names a module registered in
 :mod:`jaxchan.experiments`; it receives the config and the work directory.
@@ -14,6 +16,9 @@ from ml_collections import config_flags
 config_flags.DEFINE_config_file("config", None, "Config file, optionally FILE:variant.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, results, tables and figures "
                     "(default: workdir/<config name>[_<variant>]).")
+flags.DEFINE_string("coordinator", None, "Multi-host runs: address:port of process 0 (jax.distributed).")
+flags.DEFINE_integer("num_processes", None, "Multi-host runs: number of processes (one per host).")
+flags.DEFINE_integer("process_id", None, "Multi-host runs: this process's index, 0 .. num_processes - 1.")
 flags.mark_flags_as_required(["config"])
 FLAGS = flags.FLAGS
 
@@ -26,7 +31,10 @@ def default_workdir(config_arg: str) -> str:
 
 def main(argv):
   del argv
-  from jaxchan import experiments  # imported after flag parsing so --help stays fast
+  from jaxchan import experiments, parallel  # imported after flag parsing so --help stays fast
+
+  # Before any other JAX call: join the other hosts (no-op for a single process).
+  parallel.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
 
   if not FLAGS["verbosity"].present:
     # Orbax and JAX log every checkpoint write at INFO; keep the console for progress bars.

@@ -18,15 +18,8 @@ import time
 from datagen import presets, sionna_source, store
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--preset", default="low_mobility")
-  p.add_argument("--num", type=int, default=256, help="training samples (test set: a quarter)")
-  p.add_argument("--batch_size", type=int, default=64)
-  p.add_argument("--out", default=None, help="JSON file for the results")
-  args = p.parse_args()
-  cfg = presets.get(args.preset, "small", num_train=args.num, num_test=max(1, args.num // 4),
-                    batch_size=args.batch_size)
+def run(preset="low_mobility", num=256, batch_size=64) -> dict:
+  cfg = presets.get(preset, "small", num_train=num, num_test=max(1, num // 4), batch_size=batch_size)
   # Warm-up outside the measurement: imports, first-call initialization.
   sionna_source.generate(cfg, 0, 2)
   sionna_source._TIMER["sionna_s"] = 0.0
@@ -38,11 +31,21 @@ def main():
     size = os.path.getsize(out)
   n = cfg["num_train"] + cfg["num_test"]
   inside = sionna_source._TIMER["sionna_s"]
-  res = dict(benchmark="datagen", preset=args.preset, samples=n, batch_size=args.batch_size, wall_s=round(wall, 3),
-             sionna_s=round(inside, 3), samples_per_s=round(n / wall, 2),
-             overhead_share=round(1 - inside / wall, 4), file_mb=round(size / 2**20, 1),
-             machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-             generator=sionna_source.sionna_version())
+  return dict(benchmark="datagen", preset=preset, samples=n, batch_size=batch_size, wall_s=round(wall, 3),
+              sionna_s=round(inside, 3), samples_per_s=round(n / wall, 2),
+              overhead_share=round(1 - inside / wall, 4), file_mb=round(size / 2**20, 1),
+              machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+              generator=sionna_source.sionna_version())
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--preset", default="low_mobility")
+  p.add_argument("--num", type=int, default=256, help="training samples (test set: a quarter)")
+  p.add_argument("--batch_size", type=int, default=64)
+  p.add_argument("--out", default=None, help="JSON file for the results")
+  args = p.parse_args()
+  res = run(args.preset, args.num, args.batch_size)
   print(json.dumps(res, indent=2))
   if args.out:
     from jaxchan import io

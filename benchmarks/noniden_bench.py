@@ -26,10 +26,10 @@ from jaxchan.models.mixer import MixerDenoiser
 SHAPE = (32, 64)
 
 
-def run(train_batch=64, gen_batch=256, num_steps=50):
+def run(train_batch=64, gen_batch=256, num_steps=50, peak=None):
   model = MixerDenoiser()
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1,) + SHAPE, jnp.complex64), jnp.zeros((1,) + SHAPE))
-  peak = matmul_peak(2048, jnp.float32)
+  peak = peak or matmul_peak(2048, jnp.float32)
   peak_c = matmul_peak(1024, jnp.complex64)
 
   def fwd_flops(b):

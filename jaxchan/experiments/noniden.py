@@ -196,7 +196,7 @@ def generation_nmse(model, params, mcfg, h, obs, *, gen_kwargs, num_steps, T, ba
   den = 0.0
   for i in range(0, h.shape[0], batch):
     sl = slice(i, i + batch)
-    num += np.asarray(run(params, obs.g0[sl], obs.tau0[sl], h[sl], jax.random.PRNGKey(i)))
+    num += np.asarray(run(params, *common.shard_eval(obs.g0[sl], obs.tau0[sl], h[sl]), jax.random.PRNGKey(i)))
     den += float(jnp.sum(jnp.abs(h[sl]) ** 2))
   return num / den
 

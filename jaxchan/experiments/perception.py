@@ -231,8 +231,9 @@ def make_eval_batch(config, models):
 
 
 def _batches(h_all, hist_all, batch):
+  """``(offset, history, target)`` of consecutive test batches, split over the devices when there are several."""
   for i in range(0, h_all.shape[0], batch):
-    yield i, jnp.asarray(hist_all[i:i + batch]), jnp.asarray(h_all[i:i + batch])
+    yield (i,) + common.shard_eval(jnp.asarray(hist_all[i:i + batch]), jnp.asarray(h_all[i:i + batch]))
 
 
 def evaluate(config, models, ds, log=print):

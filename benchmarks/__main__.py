@@ -1,0 +1,74 @@
+"""Every benchmark in one command: one table on stdout, one JSON file.
+
+  python -m benchmarks [--out=FILE.json] [--perception_size=auto|paper|quick] [--skip_datagen]
+
+Runs, on the default JAX device: non-identical diffusion training and generation
+(paper-size mixer), perception training (SL and DM), K = 16 posterior sampling
+and Bayesian precoding, and datagen (Sionna, CPU). Every model figure carries
+its achieved FLOP/s as a fraction of a float32 2048^3 matmul timed once at the
+start of the same run. ``--perception_size=auto`` uses the paper-size
+transformer on a GPU/TPU and the ``:quick`` one on a CPU (the paper-size reverse
+loop, T = 1000, takes many minutes there). Each module's docstring says how its
+FLOPs are counted.
+"""
+
+import argparse
+import json
+import os
+import platform
+
+import jax
+import jax.numpy as jnp
+
+
+def table(res) -> str:
+  rows = [("noniden training (batch 64)", res["noniden"]["train"], "samples_per_s"),
+          ("noniden generation (batch 256, 50 steps)", res["noniden"]["generation"], "samples_per_s"),
+          ("perception SL training (batch 64)", res["perception"]["train_sl"], "samples_per_s"),
+          ("perception DM training (batch 64)", res["perception"]["train_dm"], "samples_per_s"),
+          (f"posterior sampling (K = 16, T = {res['perception']['posterior_sampling']['T']})",
+           res["perception"]["posterior_sampling"], "channels_per_s"),
+          ("Bayesian precoding (K = 16, 32 x 32 eigh)", res["perception"]["bayesian_precoding"],
+           "eigendecompositions_per_s")]
+  lines = [f"device: {res['device']} ({res['machine']}); float32 matmul peak {res['matmul_peak_gflops']} GFLOP/s",
+           f"{'benchmark':<46} {'throughput':>22} {'GFLOP/s':>9} {'of peak':>8}"]
+  for name, r, key in rows:
+    lines.append(f"{name:<46} {r[key]:>12} {key.split('_per_s')[0] + '/s':>9} {r['gflops']:>9} "
+                 f"{100 * r['fraction_of_peak']:>7.1f}%")
+  if "datagen" in res:
+    d = res["datagen"]
+    lines.append(f"{'datagen ' + d['preset'] + ' (Sionna, CPU)':<46} {d['samples_per_s']:>12} {'samples/s':>9} "
+                 f"{'n/a':>9} {'n/a':>8}   ({100 * d['overhead_share']:.1f}% of the time outside Sionna)")
+  return "\n".join(lines)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--out", default=os.path.join("workdir", "benchmarks.json"))
+  p.add_argument("--perception_size", default="auto", choices=("auto", "paper", "quick"))
+  p.add_argument("--skip_datagen", action="store_true", help="skip the Sionna benchmark (no datagen extra)")
+  args = p.parse_args()
+
+  from benchmarks import noniden_bench, perception_bench
+  from benchmarks.common import matmul_peak
+
+  peak = matmul_peak(2048, jnp.float32)
+  size = args.perception_size
+  if size == "auto":
+    size = "quick" if jax.devices()[0].platform == "cpu" else "paper"
+  res = dict(device=str(jax.devices()[0]), platform=jax.devices()[0].platform,
+             machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+             matmul_peak_gflops=round(peak["flops_per_s"] / 1e9, 1))
+  res["noniden"] = noniden_bench.run(peak=peak)
+  res["perception"] = perception_bench.run(size, peak=peak)
+  if not args.skip_datagen:
+    from benchmarks import datagen_bench
+    res["datagen"] = datagen_bench.run()
+  print(table(res))
+  from jaxchan import io
+  io.atomic_write_json(args.out, res)
+  print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+  main()

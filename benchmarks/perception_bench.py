@@ -1,0 +1,139 @@
+"""Perception-distortion throughput: training, K = 16 posterior sampling and Bayesian precoding.
+
+  python -m benchmarks.perception_bench [--size=paper|quick] [--out=FILE.json]
+
+Channels of the paper's shape (4 SRS occasions, 4 UE x 32 BS antennas, 52 PRBs).
+``paper``: the default config's transformer (d_model 128, 4 heads, 4 + 4 layers, a
+token per (UE antenna, PRB, time) cell); ``quick``: the ``:quick`` variant's
+(2 + 2 layers, a token per (PRB, time)).
+
+* training: one SL step and one DM step (SRS observation, forward, backward,
+  Adam), batch 64;
+* posterior sampling: K = 16 samples for each of ``B`` observations, the full
+  reverse loop of ``T`` steps (encoder once, decoder ``T`` times on ``K B``);
+* Bayesian precoding: the expected Gramian of K = 16 samples and its
+  eigendecomposition, per PRB, for a batch of observations (eq. 28).
+
+FLOPs: XLA's own cost analysis of the compiled, loop-free pieces (a training
+step; one encoder call plus one decoder call, the latter times ``T``; the
+Gramian), i.e. the real arithmetic of every dot and element-wise op. XLA does
+not count inside the eigensolver's custom call, so the eigendecomposition is
+counted by convention as ``36 n^3`` real FLOPs per ``n x n`` Hermitian matrix
+(the ``9 n^3`` of the symmetric QR algorithm with vectors, Golub & Van Loan
+8.3, times 4 for complex arithmetic). The peak is a float32 2048^3 matmul timed
+in the same run.
+"""
+
+import argparse
+import functools
+import json
+import os
+import platform
+
+import jax
+import jax.numpy as jnp
+
+from benchmarks.common import matmul_peak, timeit
+from jaxchan import conventions, precoding, prediction, schedules, srs, train
+from jaxchan.models.transformer import ChannelTransformer
+
+SHAPE = dict(n_occ=4, n_ue=4, n_bs=32, n_prb=52)
+SIZES = {"paper": dict(d_model=128, num_heads=4, enc_layers=4, dec_layers=4, ue_per_token=1, T=1000),
+         "quick": dict(d_model=128, num_heads=4, enc_layers=2, dec_layers=2, ue_per_token=4, T=100)}
+
+
+def xla_flops(fn, *args) -> float:
+  """Real FLOPs of ``jax.jit(fn)(*args)`` by XLA's cost analysis (loop bodies count once)."""
+  cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get("flops", 0.0))
+
+
+def _model(use, size):
+  s = SIZES[size]
+  return ChannelTransformer(**SHAPE, num_hops=4, use=use, d_model=s["d_model"], num_heads=s["num_heads"],
+                            enc_layers=s["enc_layers"], dec_layers=s["dec_layers"], ue_per_token=s["ue_per_token"])
+
+
+def _batch(B, seed=0):
+  k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+  d = SHAPE
+  return dict(history=conventions.standard_normal(k1, (B, d["n_occ"], d["n_ue"], d["n_bs"], d["n_prb"])),
+              target=conventions.standard_normal(k2, (B, d["n_ue"], d["n_bs"], d["n_prb"])))
+
+
+def run(size="paper", train_batch=64, sample_batch=None, K=16, precode_batch=256, peak=None) -> dict:
+  T = SIZES[size]["T"]
+  sample_batch = sample_batch or (4 if size == "paper" else 16)
+  peak = peak or matmul_peak(2048, jnp.float32)
+  sch = schedules.cosine_schedule(T)
+  out = dict(device=str(jax.devices()[0]), machine=f"{platform.machine()}, {os.cpu_count()} cores", size=size,
+             model=SIZES[size], matmul_peak_gflops=round(peak["flops_per_s"] / 1e9, 1))
+  frac = lambda flops, t: round(flops / t / peak["flops_per_s"], 3)  # noqa: E731
+
+  # Training steps.
+  batch = _batch(train_batch)
+  obs = srs.observe(batch["history"][:1], jax.random.PRNGKey(0))
+  for use in ("sl", "dm"):
+    model = _model(use, size)
+    if use == "dm":
+      params = model.init(jax.random.PRNGKey(0), obs.obs, obs.mask, batch["target"][:1], jnp.ones((1,), jnp.int32),
+                          jnp.zeros((1,), bool))
+      lf = functools.partial(prediction.dm_loss, model, schedule=sch)
+    else:
+      params = model.init(jax.random.PRNGKey(0), obs.obs, obs.mask)
+      lf = functools.partial(prediction.sl_loss, model)
+    opt = train.step_decay_adam(1e-4, steps_per_epoch=100, decay_every_epochs=0, decay_factor=1.0)
+    step = train.make_train_step(lf, opt)
+    state = train.init_state(params, opt, jax.random.PRNGKey(1))
+    t = timeit(lambda s, b: step(s, b)[1], state, batch, repeats=3)
+    flops = xla_flops(step, state, batch)
+    out[f"train_{use}"] = dict(batch=train_batch, step_s=t, samples_per_s=round(train_batch / t, 1),
+                               gflops=round(flops / t / 1e9, 1), fraction_of_peak=frac(flops, t))
+    if use == "dm":
+      dm_model, dm_params = model, params
+
+  # Posterior sampling: K samples per observation, the whole reverse loop.
+  sb = _batch(sample_batch, 1)
+  o = srs.observe(sb["history"], jax.random.PRNGKey(2))
+  sample = jax.jit(lambda p, o, k: prediction.sample_posterior(dm_model, p, o, k, sch, num_samples=K))
+  t = timeit(sample, dm_params, o, jax.random.PRNGKey(3), repeats=1, min_time=0.0)
+  mem = dm_model.apply(dm_params, o.obs, o.mask, method="encode")
+  memK = jnp.concatenate([mem] * K)
+  x = jnp.zeros((K * sample_batch,) + sb["target"].shape[1:], jnp.complex64)
+  flops = (xla_flops(lambda p: dm_model.apply(p, o.obs, o.mask, method="encode"), dm_params)
+           + T * xla_flops(lambda p, m, x: dm_model.apply(p, m, x, jnp.full((x.shape[0],), 5), method="decode"),
+                           dm_params, memK, x))
+  out["posterior_sampling"] = dict(observations=sample_batch, K=K, T=T, run_s=t,
+                                   channels_per_s=round(K * sample_batch / t, 2),
+                                   observations_per_s=round(sample_batch / t, 3),
+                                   gflops=round(flops / t / 1e9, 1), fraction_of_peak=frac(flops, t))
+
+  # Bayesian precoding: Gramian of K samples + eigendecomposition per PRB.
+  Hs = conventions.standard_normal(jax.random.PRNGKey(4), (K, precode_batch, SHAPE["n_ue"], SHAPE["n_bs"],
+                                                           SHAPE["n_prb"]))
+  bp = jax.jit(functools.partial(precoding.bayesian_precoder, n_streams=2))
+  t = timeit(bp, Hs)
+  n, n_eig = SHAPE["n_bs"], precode_batch * SHAPE["n_prb"]
+  flops = xla_flops(precoding.gramian, Hs) + 36 * n**3 * n_eig
+  out["bayesian_precoding"] = dict(batch=precode_batch, K=K, eigendecompositions=n_eig, run_s=t,
+                                   eigendecompositions_per_s=round(n_eig / t, 1),
+                                   channels_per_s=round(precode_batch / t, 1),
+                                   gflops=round(flops / t / 1e9, 1), fraction_of_peak=frac(flops, t))
+  return out
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--size", default="paper", choices=sorted(SIZES))
+  p.add_argument("--out")
+  args = p.parse_args()
+  res = run(args.size)
+  print(json.dumps(res, indent=2))
+  if args.out:
+    from jaxchan import io
+    io.atomic_write_json(args.out, res)
+
+
+if __name__ == "__main__":
+  main()

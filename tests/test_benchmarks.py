@@ -1,0 +1,24 @@
+"""The benchmark harness counts FLOPs correctly (the timings themselves are never asserted)."""
+
+import jax.numpy as jnp
+import pytest
+
+from benchmarks.perception_bench import xla_flops
+
+
+def test_xla_flop_count_of_a_matmul_is_2mnk():
+  m, n, k = 48, 40, 24
+  assert xla_flops(jnp.matmul, jnp.ones((m, k)), jnp.ones((k, n))) == pytest.approx(2 * m * n * k, rel=0.01)
+
+
+def test_table_lists_every_benchmark():
+  from benchmarks.__main__ import table
+  r = lambda key: {key: 1.0, "gflops": 2.0, "fraction_of_peak": 0.5}  # noqa: E731
+  res = dict(device="cpu", machine="x", matmul_peak_gflops=4.0,
+             noniden={"train": r("samples_per_s"), "generation": r("samples_per_s")},
+             perception={"train_sl": r("samples_per_s"), "train_dm": r("samples_per_s"),
+                         "posterior_sampling": dict(r("channels_per_s"), T=100),
+                         "bayesian_precoding": r("eigendecompositions_per_s")},
+             datagen=dict(preset="low_mobility", samples_per_s=3.0, overhead_share=0.1))
+  text = table(res)
+  assert len(text.splitlines()) == 2 + 6 + 1 and "50.0%" in text
