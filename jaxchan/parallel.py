@@ -25,6 +25,8 @@ AXIS = "data"
 def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None):
   """``jax.distributed.initialize`` when a multi-process run is asked for; a no-op otherwise."""
   if coordinator or (num_processes or 1) > 1:
+    # CPU devices of different processes talk through gloo (accelerators use their own collectives).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
 
 

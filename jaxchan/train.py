@@ -167,6 +167,12 @@ def fit(state: TrainState, train_step, batches: Callable[[int], Iterable], *, nu
     state = parallel.replicate(state, mesh)
   is_main = jax.process_index() == 0
 
+  def scalar(v, dtype):
+    # Under a mesh every leaf of the state must stay a global (replicated) array: orbax refuses
+    # host-local arrays in multi-process runs.
+    x = np.asarray(v, dtype)
+    return parallel.replicate(x, mesh) if mesh is not None else jnp.asarray(x)
+
   def save(state):
     manager.save(int(state.step), args=ocp.args.StandardSave(state), force=True)
     manager.wait_until_finished()
@@ -202,8 +208,8 @@ def fit(state: TrainState, train_step, batches: Callable[[int], Iterable], *, nu
       n_steps = int(state.epoch_step)
       record = dict(epoch=epoch + 1, step=int(state.step), train_loss=float(state.loss_sum) / max(n_steps, 1),
                     seconds=round(time.time() - t0, 3))
-      state = state.replace(epoch=jnp.asarray(epoch + 1, jnp.int32), epoch_step=jnp.zeros((), jnp.int32),
-                            loss_sum=jnp.zeros((), jnp.float32))
+      state = state.replace(epoch=scalar(epoch + 1, np.int32), epoch_step=scalar(0, np.int32),
+                            loss_sum=scalar(0.0, np.float32))
       if eval_fn is not None:
         record.update({k: float(v) for k, v in eval_fn(state.params).items()})
       history.append(record)

@@ -157,3 +157,27 @@ def test_corrupted_checkpoint_is_detected_at_start(tmp_path):
   biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 3])   # truncated, as by a full disk
   with pytest.raises(train.CheckpointError, match=r"cannot be restored .*Delete that folder"):
     train.fit(fresh(), step, batches, num_epochs=3, workdir=str(tmp_path), progress=False, log=lambda m: None)
+
+
+@pytest.mark.slow
+def test_two_processes_with_jax_distributed_match_one_device(tmp_path):
+  """Multi-host on one machine: 2 processes x 2 CPU devices over gloo, as on 2 hosts (run.py's --coordinator)."""
+  import socket
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  flags = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  procs = []
+  for i in range(2):
+    cmd, env = _job([str(tmp_path / "mh"), "--epochs", "2", "--devices", "-1", "--out", str(tmp_path / "mh.npz"),
+                     "--coordinator", f"localhost:{port}", "--num_processes", "2", "--process_id", str(i)], flags)
+    procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+  outs = [p.communicate(timeout=300) for p in procs]
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-2000:]
+    assert "devices 4 processes 2" in out
+  cmd, env = _job([str(tmp_path / "one"), "--epochs", "2", "--out", str(tmp_path / "one.npz")])
+  subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=300)
+  one, multi = _params(tmp_path / "one.npz"), _params(tmp_path / "mh.npz")
+  for k in one:
+    np.testing.assert_allclose(multi[k], one[k], rtol=1e-4, atol=1e-5)   # as in the 4-device test
