@@ -42,6 +42,7 @@ def get_config(arg: str = ""):
   c.experiment = "noniden"
   c.seed = 0
   c.T = 100
+  c.beta_max = 0.2               # eq. (10)
   c.progress = True
 
   c.data = ml_collections.ConfigDict()
@@ -82,6 +83,10 @@ def get_config(arg: str = ""):
   c.eval.num_test = 10860
   c.eval.batch_size = 256
   c.eval.variance_consistent = False
+  c.eval.background = 0.1        # share of the noise energy spread evenly over all elements (Sec. V-C)
+  # Per-pattern SNR over the kept elements, dB (the paper's values; jaxchan.noise_patterns.DEFAULT_SNR_DB).
+  c.eval.snr_db = ml_collections.ConfigDict(dict(white=-10.0, exp=-5.0, salt=0.0, salt_rec=0.0, pilot=10.0,
+                                                 pilot_car=10.0))
 
   # Table III: one model per training tau-pattern (the main model is "all").
   for pattern in ("same", "independent", "periodical", "car_only", "non_directional"):

@@ -131,3 +131,13 @@ def test_noniden_bad_config_stops_before_work(tmp_path, override, match):
   assert proc.returncode != 0
   assert match in proc.stderr, proc.stderr[-2000:]
   assert not os.path.exists(tmp_path / "never.h5") and not os.path.exists(tmp_path / "wd" / "models")
+
+
+def test_noniden_config_snrs_are_the_library_defaults():
+  import importlib.util
+
+  from jaxchan.noise_patterns import DEFAULT_SNR_DB
+  spec = importlib.util.spec_from_file_location("noniden_cfg", os.path.join(ROOT, "configs", "noniden.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  assert dict(mod.get_config().eval.snr_db) == DEFAULT_SNR_DB

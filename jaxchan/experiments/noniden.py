@@ -52,6 +52,11 @@ def validate(config):
     checks.choice(f"config.models.{name}.input_norm", m.input_norm, noniden.INPUT_NORMS)
   for p in config.eval.patterns:
     checks.choice("config.eval.patterns entry", p, noise_patterns.PATTERNS)
+    if p not in config.eval.snr_db:
+      raise ValueError(f"config.eval.snr_db has no SNR for pattern {p!r}; add --config.eval.snr_db.{p}=DB.")
+  if not config.beta_max > 0:
+    raise ValueError(f"config.beta_max={config.beta_max!r} must be positive (the paper's eq. (10) uses 0.2).")
+  checks.in_range("config.eval.background", config.eval.background, 0.0, 1.0)
   for s in config.eval.steppings:
     parse_stepping(s)
   for s in config.eval.samplers:
@@ -87,14 +92,14 @@ def ensure_dataset(config, log=print) -> str:
 # Training (Algorithm 1).
 
 
-def make_model(mcfg, T) -> MixerDenoiser:
+def make_model(mcfg, T, beta_max: float = 0.2) -> MixerDenoiser:
   return MixerDenoiser(num_layers=mcfg.num_layers, expansion=mcfg.expansion, embed_dim=mcfg.embed_dim,
-                       placement=mcfg.placement, averaging=mcfg.averaging, T=T)
+                       placement=mcfg.placement, averaging=mcfg.averaging, T=T, beta_max=beta_max)
 
 
 def train_one(name, mcfg, config, ds, workdir, log=print):
   T = config.T
-  model = make_model(mcfg, T)
+  model = make_model(mcfg, T, config.beta_max)
   shape = ds.shape("h")
   n_train = ds.size("train")
   bs = config.train.batch_size
@@ -109,7 +114,7 @@ def train_one(name, mcfg, config, ds, workdir, log=print):
     k_tau, k_xi = jax.random.split(key)
     tau = tau_patterns.sample(k_tau, mcfg.tau_pattern, h.shape[0], shape, T)
     return noniden.velocity_loss(functools.partial(model.apply, params), h, tau, k_xi,
-                                 input_norm=mcfg.input_norm, T=T)
+                                 input_norm=mcfg.input_norm, T=T, beta_max=config.beta_max)
 
   mesh = common.train_mesh(bs)
   step = train.make_train_step(loss_fn, opt, mesh)
@@ -123,7 +128,7 @@ def train_one(name, mcfg, config, ds, workdir, log=print):
   model_dir = os.path.join(workdir, "models", name)
   os.makedirs(model_dir, exist_ok=True)
   io.atomic_write_json(os.path.join(model_dir, "model.json"),
-                       dict(model=mcfg.to_dict(), T=T, shape=list(shape)))
+                       dict(model=mcfg.to_dict(), T=T, beta_max=config.beta_max, shape=list(shape)))
   state = train.init_state(params, opt, jax.random.PRNGKey(config.seed + 1))
   state, history = train.fit(state, step, batches, num_epochs=config.train.num_epochs,
                              workdir=model_dir,
@@ -139,9 +144,9 @@ def load_trained(model_dir: str):
 
     model, params, info = load_trained("workdir/noniden/models/nonid")
     D = noniden.velocity_denoiser(functools.partial(model.apply, params),
-                                  input_norm=info["model"]["input_norm"], T=info["T"])
-    g0, tau0 = noniden.initial_state(h_bar, m, T=info["T"])
-    h_hat = noniden.make_generator(D, num_steps=50, T=info["T"])(g0, tau0, key)
+                                  input_norm=info["model"]["input_norm"], T=info["T"], beta_max=info["beta_max"])
+    g0, tau0 = noniden.initial_state(h_bar, m, T=info["T"], beta_max=info["beta_max"])
+    h_hat = noniden.make_generator(D, num_steps=50, T=info["T"], beta_max=info["beta_max"])(g0, tau0, key)
   """
   import ml_collections
 
@@ -151,7 +156,8 @@ def load_trained(model_dir: str):
                             "(expected WORKDIR/models/NAME written by run.py).")
   info = json.load(open(meta_path))
   mcfg = ml_collections.ConfigDict(info["model"])
-  model = make_model(mcfg, info["T"])
+  info.setdefault("beta_max", 0.2)
+  model = make_model(mcfg, info["T"], info["beta_max"])
   shape = tuple(info["shape"])
   template = model.init(jax.random.PRNGKey(0), jnp.zeros((1,) + shape, jnp.complex64), jnp.zeros((1,) + shape))
   params = common.restore_params(model_dir, template)
@@ -176,12 +182,15 @@ def _runner(model, input_norm, gen_kwargs, num_steps, T, identical):
     from jaxchan import schedules
 
     def run(params, g0, tau0, hb, key):
-      denoiser = noniden.velocity_denoiser(functools.partial(model.apply, params), input_norm=input_norm, T=T)
+      bm = model.beta_max
+      denoiser = noniden.velocity_denoiser(functools.partial(model.apply, params), input_norm=input_norm, T=T,
+                                           beta_max=bm)
       if identical:
         # Scalar time: the alpha-averaged level of the whole start, for every element.
-        a = schedules.gamma(tau0, T).mean(axis=(-2, -1), keepdims=True)
-        tau0 = jnp.broadcast_to(schedules.gamma_inv(a, T), tau0.shape)
-      _, traj = noniden.generate(denoiser, g0, tau0, key, num_steps=num_steps, T=T, return_trajectory=True,
+        a = schedules.gamma(tau0, T, bm).mean(axis=(-2, -1), keepdims=True)
+        tau0 = jnp.broadcast_to(schedules.gamma_inv(a, T, bm), tau0.shape)
+      _, traj = noniden.generate(denoiser, g0, tau0, key, num_steps=num_steps, T=T, beta_max=bm,
+                                 return_trajectory=True,
                                  **gen_kwargs)
       return jnp.sum(jnp.abs(traj.g - hb[None]) ** 2, axis=(1, 2, 3))
 
@@ -203,7 +212,8 @@ def generation_nmse(model, params, mcfg, h, obs, *, gen_kwargs, num_steps, T, ba
 
 def one_shot_nmse(model, params, mcfg, h, obs, *, T, batch):
   """NMSE of the single denoising step ``D(g0, tau0)`` (no iteration)."""
-  D = jax.jit(noniden.velocity_denoiser(functools.partial(model.apply, params), input_norm=mcfg.input_norm, T=T))
+  D = jax.jit(noniden.velocity_denoiser(functools.partial(model.apply, params), input_norm=mcfg.input_norm, T=T,
+                                        beta_max=model.beta_max))
   num = den = 0.0
   for i in range(0, h.shape[0], batch):
     sl = slice(i, i + batch)
@@ -221,7 +231,8 @@ def evaluate(config, models, ds, log=print):
     mu, cov = lmmse.sample_moments(jnp.asarray(ds.load("train")["h"][:config.eval.lmmse_train_samples]))
     lmmse_fn = jax.jit(lmmse.estimate)
   for p_i, pattern in enumerate(config.eval.patterns):
-    obs = noise_patterns.observe(h, jax.random.PRNGKey(1000 + p_i), pattern, T=T,
+    obs = noise_patterns.observe(h, jax.random.PRNGKey(1000 + p_i), pattern, T=T, beta_max=config.beta_max,
+                                 background=config.eval.background, snr_db=config.eval.snr_db[pattern],
                                  variance_consistent=config.eval.variance_consistent)
     out["raw_start_nmse"][pattern] = float(metrics.nmse(h, obs.g0))
     if config.eval.lmmse:
