@@ -22,6 +22,7 @@ def test_ci_runs_the_readme_test_command():
               if l and not l.startswith("#") and "pytest" in l]
   assert len(ci_lines) == 1, ci_lines
   blocks = [b.strip() for b in _readme_commands()]
+  assert len(blocks) == 2, "the README carries exactly two copy-paste commands: the main job and the tests"
   assert ci_lines[0].strip() in blocks, "the README must show the exact test command that .ci/run executes"
 
 
