@@ -53,6 +53,7 @@ def get_config(arg: str = ""):
   c.dm.T = 1000                    # cosine schedule steps
   c.dm.p_uncond = 0.1              # CFG training: probability of the null token
   c.dm.variance = "posterior"      # reverse-step variance: posterior (beta_tilde) | beta
+  c.dm.clip_x0 = 4.0               # clip |x0_hat| per element during sampling (unit-power channels); 0: eq. (5) as is
 
   c.train = ml_collections.ConfigDict()
   c.train.models = ("sl", "dm", "e2e")

@@ -70,6 +70,27 @@ def reverse_mean(x_t: jax.Array, eps_hat: jax.Array, t, schedule: DDPMSchedule) 
   return (x_t - beta / jnp.sqrt(1.0 - abar) * eps_hat) / jnp.sqrt(1.0 - beta)
 
 
+def clip_magnitude(x: jax.Array, limit: float) -> jax.Array:
+  """Scale every element with ``|x| > limit`` back to magnitude ``limit`` (phase kept)."""
+  mag = jnp.abs(x)
+  return x * jnp.where(mag > limit, limit / jnp.where(mag > 0, mag, 1.0), 1.0).astype(x.dtype)
+
+
+def reverse_mean_from_x0(x_t: jax.Array, x0: jax.Array, t, schedule: DDPMSchedule) -> jax.Array:
+  """The reverse mean written through the clean estimate (DDPM eq. 7 of Ho et al.):
+  ``mu = sqrt(abar_{t-1}) beta_t / (1 - abar_t) x0 + sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t) x_t``.
+
+  With ``x0`` from eq. (7) this equals :func:`reverse_mean` (eq. 5) exactly; it
+  differs only when ``x0`` is modified, e.g. clipped.
+  """
+  checks.same_shape("x_t", x_t, "x0", x0)
+  abar = schedule.alpha_bars
+  prev = jnp.concatenate([jnp.ones((1,), abar.dtype), abar[:-1]])
+  c0 = _coef(jnp.sqrt(prev) * schedule.betas / jnp.maximum(1.0 - abar, 1e-20), t, x_t)
+  ct = _coef(jnp.sqrt(schedule.alphas) * (1.0 - prev) / jnp.maximum(1.0 - abar, 1e-20), t, x_t)
+  return c0 * x0 + ct * x_t
+
+
 def reverse_std(t, schedule: DDPMSchedule, variance: str = "posterior", like: jax.Array | None = None):
   """Std of the reverse step: ``sqrt(beta_t)`` or the posterior ``sqrt(beta_tilde_t)``.
 
@@ -87,13 +108,22 @@ def reverse_std(t, schedule: DDPMSchedule, variance: str = "posterior", like: ja
 
 
 def ddpm_step(x_t: jax.Array, eps_hat: jax.Array, t, key: jax.Array, schedule: DDPMSchedule, *,
-              variance: str = "posterior", deterministic: bool = False) -> jax.Array:
+              variance: str = "posterior", deterministic: bool = False, clip_x0: float | None = None) -> jax.Array:
   """One ancestral step ``x_{t-1} = mu + sigma_t z`` (eq. 5); no noise at ``t = 1``.
 
   ``deterministic=True`` is the Fesl et al. variant: ``x_{t-1} = mu``.
+  ``clip_x0``: clip the jump-to-clean estimate (eq. 7) to this element magnitude
+  and form ``mu`` from it (:func:`reverse_mean_from_x0`). Near ``t = T`` the
+  cosine schedule's ``beta_t -> 0.999`` multiplies any error of ``eps_hat`` by up
+  to ``1/sqrt(1 - beta_t) ~ 30`` per step; the clip keeps a partly trained
+  model's chain bounded (the image-diffusion practice of clipping ``x0`` to the
+  data range). ``None`` is eq. (5) as written.
   """
   checks.choice("variance", variance, VARIANCES)
-  mu = reverse_mean(x_t, eps_hat, t, schedule)
+  if clip_x0 is None:
+    mu = reverse_mean(x_t, eps_hat, t, schedule)
+  else:
+    mu = reverse_mean_from_x0(x_t, clip_magnitude(x0_from_eps(x_t, eps_hat, t, schedule), clip_x0), t, schedule)
   if deterministic:
     return mu
   sigma = reverse_std(t, schedule, variance, like=x_t)
@@ -130,7 +160,8 @@ class Trajectory(NamedTuple):
 
 def sample(eps_fn: EpsFn, x_T: jax.Array, key: jax.Array, schedule: DDPMSchedule, *,
            deterministic: bool = False, variance: str = "posterior",
-           return_trajectory: bool = False, record: Callable[[Trajectory], object] | None = None):
+           return_trajectory: bool = False, record: Callable[[Trajectory], object] | None = None,
+           clip_x0: float | None = None):
   """Reverse diffusion from ``t = T`` to 0 as one ``lax.scan``.
 
   Args:
@@ -143,6 +174,7 @@ def sample(eps_fn: EpsFn, x_T: jax.Array, key: jax.Array, schedule: DDPMSchedule
     variance: ``"posterior"`` (``beta_tilde``) or ``"beta"``.
     return_trajectory: also return a :class:`Trajectory` (for the paper's
       reverse-trajectory study, Fig. 6).
+    clip_x0: clip ``x0_hat`` to this element magnitude (see :func:`ddpm_step`).
     record: instead of the whole trajectory, return ``record(Trajectory(x_{t-1},
       x0_hat))`` of every step stacked over steps (e.g. per-step error sums),
       so long chains do not hold ``T`` copies of the state.
@@ -158,10 +190,12 @@ def sample(eps_fn: EpsFn, x_T: jax.Array, key: jax.Array, schedule: DDPMSchedule
   def body(x, xs):
     t, k = xs
     eps_hat = eps_fn(x, t)
-    x_prev = ddpm_step(x, eps_hat, t, k, schedule, variance=variance, deterministic=deterministic)
+    x_prev = ddpm_step(x, eps_hat, t, k, schedule, variance=variance, deterministic=deterministic,
+                       clip_x0=clip_x0)
     rec = None
     if return_trajectory or record is not None:
-      rec = Trajectory(x_prev.astype(x.dtype), x0_from_eps(x, eps_hat, t, schedule))
+      x0_hat = x0_from_eps(x, eps_hat, t, schedule)
+      rec = Trajectory(x_prev.astype(x.dtype), x0_hat if clip_x0 is None else clip_magnitude(x0_hat, clip_x0))
       rec = record(rec) if record is not None else rec
     return x_prev.astype(x.dtype), rec
 

@@ -97,12 +97,12 @@ def e2e_precoder(model, params, obs: srs.SRSObservation, n_streams: int) -> jax.
 
 def sample_posterior(model, params, obs: srs.SRSObservation, key: jax.Array, schedule: DDPMSchedule, *,
                      num_samples: int = 1, guidance: float = 1.0, deterministic: bool = False,
-                     variance: str = "posterior", allow_extrapolation: bool = False,
+                     variance: str = "posterior", allow_extrapolation: bool = False, clip_x0: float | None = None,
                      record: Callable[[ddpm.Trajectory], Any] | None = None):
   """Draw ``K = num_samples`` posterior samples per observation, one reverse loop for all of them.
 
   The encoder runs once per observation (twice with guidance: conditional and
-  null); its memory is tiled over the K samples and the decoder iterates
+  null); its memory is repeated for the K samples and the decoder iterates
   ``T`` times inside one ``lax.scan`` (:func:`jaxchan.ddpm.sample`).
 
   Args:
@@ -114,6 +114,7 @@ def sample_posterior(model, params, obs: srs.SRSObservation, key: jax.Array, sch
     guidance: CFG scale ``w`` of eq. (12), a Python float; ``w = 1`` conditional
       (one decoder pass per step), ``w = 0`` unconditional prior.
     deterministic: propagate only the reverse mean (Fesl et al.).
+    clip_x0: clip the jump-to-clean estimate to this element magnitude (:func:`jaxchan.ddpm.ddpm_step`).
     record: per-step reduction of the trajectory (see :func:`jaxchan.ddpm.sample`).
 
   Returns:
@@ -125,7 +126,9 @@ def sample_posterior(model, params, obs: srs.SRSObservation, key: jax.Array, sch
                     hint="w = 1 is conditional, w = 0 unconditional; pass allow_extrapolation=True to go beyond.")
   B = obs.obs.shape[0]
   shape = (B,) + obs.obs.shape[2:]                                    # [B, n_ue, n_bs, n_prb]
-  tile = lambda m: jnp.broadcast_to(m[None], (K,) + m.shape).reshape((K * B,) + m.shape[1:])
+  # Observation-major order (row b * K + k): a batch split over devices keeps each observation's
+  # K samples on the device that holds the observation, so the reverse loop needs no communication.
+  tile = lambda m: jnp.repeat(m, K, axis=0)                           # noqa: E731
   mem_c = tile(model.apply(params, obs.obs, obs.mask, method="encode"))
   guided = guidance != 1.0
   if guided:
@@ -141,23 +144,25 @@ def sample_posterior(model, params, obs: srs.SRSObservation, key: jax.Array, sch
     return ddpm.cfg_eps(both[:K * B], both[K * B:], guidance, allow_extrapolation=True)
 
   k_init, k_rev = jax.random.split(key)
-  x_T = conventions.standard_normal(k_init, (K * B,) + shape[1:], obs.obs.dtype)
-  out = ddpm.sample(eps_fn, x_T, k_rev, schedule, deterministic=deterministic, variance=variance, record=record)
+  x_T = conventions.standard_normal(k_init, (B * K,) + shape[1:], obs.obs.dtype)
+  out = ddpm.sample(eps_fn, x_T, k_rev, schedule, deterministic=deterministic, variance=variance, record=record,
+                    clip_x0=clip_x0)
+  to_kb = lambda x: jnp.swapaxes(x.reshape((B, K) + shape[1:]), 0, 1)  # noqa: E731
   if record is not None:
     x0, rec = out
-    return x0.reshape((K,) + shape), rec
-  return out.reshape((K,) + shape)
+    return to_kb(x0), rec
+  return to_kb(out)
 
 
 def trajectory_metrics(h: jax.Array, num_samples: int = 1):
   """A ``record`` for :func:`sample_posterior`: per-step sums of squared error and GCS of ``x_t`` and ``x0_hat``.
 
-  Returns a function of a :class:`jaxchan.ddpm.Trajectory` (batch ``K * B``)
+  Returns a function of a :class:`jaxchan.ddpm.Trajectory` (batch ``B * K``, observation-major)
   giving ``[4]``: ``sum |x_t - h|^2``, ``sum |x0_hat - h|^2``, ``sum GCS(x_t)``,
   ``sum GCS(x0_hat)`` over samples (GCS averaged per sample over its BS-antenna
   vectors), so Fig. 6 needs no ``T`` stored copies of the state.
   """
-  hk = jnp.broadcast_to(h[None], (num_samples,) + h.shape).reshape((-1,) + h.shape[1:])
+  hk = jnp.repeat(h, num_samples, axis=0)
 
   def rec(tr: ddpm.Trajectory):
     err = lambda x: jnp.sum(jnp.abs(x - hk) ** 2)

@@ -77,3 +77,20 @@ def test_ancestral_sampling_with_exact_eps_reproduces_gmm():
   det = jax.jit(functools.partial(ddpm.sample, eps_fn, schedule=SCH, deterministic=True))(xT, jax.random.PRNGKey(4))
   spread = float(jnp.mean(jnp.abs(det - jnp.mean(det, 0)) ** 2))
   assert spread < 0.5 * float(jnp.real(jnp.trace(cov))) / 3
+
+
+def test_reverse_mean_through_x0_equals_eq5_and_the_clip_bounds_it():
+  from jaxchan import conventions, ddpm, schedules
+  sch = schedules.cosine_schedule(50)
+  x = conventions.standard_normal(jax.random.PRNGKey(0), (6, 5))
+  eps = 3.0 * conventions.standard_normal(jax.random.PRNGKey(1), (6, 5))
+  for t in (1, 7, 49, 50):
+    a = ddpm.reverse_mean(x, eps, t, sch)
+    b = ddpm.reverse_mean_from_x0(x, ddpm.x0_from_eps(x, eps, t, sch), t, sch)
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-4, atol=2e-4)
+  c = ddpm.clip_magnitude(jnp.array([3 + 4j, 0.3 - 0.4j, 0j]), 2.0)
+  np.testing.assert_allclose(np.asarray(c), [1.2 + 1.6j, 0.3 - 0.4j, 0j], rtol=1e-6)
+  # At t = T the unclipped step amplifies a wrong eps by 1/sqrt(1 - beta_T); the clipped one stays bounded.
+  wild = ddpm.ddpm_step(x, eps, 50, jax.random.PRNGKey(2), sch, deterministic=True)
+  tame = ddpm.ddpm_step(x, eps, 50, jax.random.PRNGKey(2), sch, deterministic=True, clip_x0=4.0)
+  assert float(jnp.max(jnp.abs(wild))) > 20 and float(jnp.max(jnp.abs(tame))) < 5

@@ -122,8 +122,8 @@ def test_latent_precoder_matches_gramian_eigenvectors_and_has_finite_gradient():
   assert float(an) == pytest.approx(float(fd), rel=2e-2)
 
 
-def test_sample_posterior_tiles_the_encoder_k_major():
-  """K samples of B observations equal one sample of the K-times repeated batch (same keys)."""
+def test_sample_posterior_repeats_the_encoder_memory_per_observation():
+  """K samples of B observations equal one sample of each observation repeated K times (same keys)."""
   batch = _batch()
   obs = srs.observe(batch["history"], jax.random.PRNGKey(2))
   m = _model("dm")
@@ -131,11 +131,12 @@ def test_sample_posterior_tiles_the_encoder_k_major():
   sch = schedules.cosine_schedule(6)
   K = 3
   a = prediction.sample_posterior(m, params, obs, jax.random.PRNGKey(9), sch, num_samples=K)
-  rep = srs.SRSObservation(*(jnp.concatenate([x] * K) for x in obs))
+  rep = srs.SRSObservation(*(jnp.repeat(x, K, axis=0) for x in obs))
   b = prediction.sample_posterior(m, params, rep, jax.random.PRNGKey(9), sch, num_samples=1)[0]
   assert a.shape == (K, B, U, N, P)
   # Same arithmetic in a different batch layout: float32 rounding only (relative 1e-4).
-  np.testing.assert_allclose(np.asarray(a.reshape(b.shape)), np.asarray(b), rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(np.asarray(jnp.swapaxes(a, 0, 1).reshape(b.shape)), np.asarray(b), rtol=1e-4,
+                             atol=1e-4)
   # Guidance w = 1 takes the single-pass path; w = 1 through the guided path gives the same samples.
   g = prediction.sample_posterior(m, params, obs, jax.random.PRNGKey(9), sch, num_samples=K, guidance=1.0 - 1e-9)
   np.testing.assert_allclose(np.asarray(g), np.asarray(a), rtol=1e-3, atol=1e-3)
@@ -256,3 +257,41 @@ def test_perception_bad_config_stops_before_work(tmp_path, override, match):
   assert proc.returncode != 0
   assert match in proc.stderr, proc.stderr[-2000:]
   assert not os.path.exists(tmp_path / "never.h5") and not os.path.exists(tmp_path / "wd" / "low_mobility")
+
+
+_SHARDED_EVAL = r"""
+import importlib.util, sys
+import jax, jax.numpy as jnp, numpy as np
+from jaxchan.experiments import common, perception
+spec = importlib.util.spec_from_file_location("cfg", sys.argv[1]); mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+config = mod.get_config("smoke")
+assert jax.device_count() == 4
+models = {}
+for i, use in enumerate(("sl", "dm", "e2e")):
+  m = perception.make_model(config, use)
+  models[use] = (m, perception.init_params(m, jax.random.PRNGKey(i)))
+run = perception.make_eval_batch(config, models)
+k1, k2 = jax.random.split(jax.random.PRNGKey(5))
+from jaxchan import conventions
+d = config.data
+hist = conventions.standard_normal(k1, (8, d.n_occ, d.n_ue, d.n_bs, d.n_prb))
+h = conventions.standard_normal(k2, (8, d.n_ue, d.n_bs, d.n_prb))
+params = tuple(models[u][1] for u in ("sl", "dm", "e2e"))
+a = run(params, hist, h, jax.random.PRNGKey(0))[0]
+hs, ts = common.shard_eval(hist, h)
+assert len(ts.sharding.device_set) == 4
+b = run(params, hs, ts, jax.random.PRNGKey(0))[0]
+for k in a:
+  np.testing.assert_allclose(np.asarray(b[k]), np.asarray(a[k]), rtol=1e-4, err_msg=k)
+print("ok", len(a))
+"""
+
+
+@pytest.mark.slow
+def test_evaluation_split_over_four_devices_gives_the_same_numbers(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  proc = subprocess.run([sys.executable, "-c", _SHARDED_EVAL, os.path.join(ROOT, "configs", "perception.py")],
+                        env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.startswith("ok")

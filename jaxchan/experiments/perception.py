@@ -74,6 +74,8 @@ def validate(config):
                      f"{config.model.num_heads}.")
   checks.in_range("config.dm.p_uncond", config.dm.p_uncond, 0.0, 1.0)
   checks.choice("config.dm.variance", config.dm.variance, ddpm.VARIANCES)
+  if not config.dm.clip_x0 >= 0:
+    raise ValueError(f"config.dm.clip_x0={config.dm.clip_x0!r} must be >= 0 (0 disables the clip).")
   needed = {"dm"} if config.eval.enabled else set()
   if config.eval.enabled:
     needed |= {"sl", "e2e"}
@@ -192,6 +194,11 @@ def load_trained(model_dir: str):
 # Evaluation.
 
 
+def _dm_kw(config) -> dict:
+  """Sampler settings of the DM shared by every evaluation."""
+  return dict(variance=config.dm.variance, clip_x0=config.dm.clip_x0 or None)
+
+
 def _svd(H, n_s):
   return precoding.svd_precoder(H, n_s)
 
@@ -212,7 +219,7 @@ def make_eval_batch(config, models):
     dl_snr = metrics.from_db(obs.snr_db + config.eval.dl_snr_offset_db)
     est = {"srs_baseline": srs.baseline(obs), "sl": prediction.sl_predict(m_sl, p_sl, obs)}
     samples = prediction.sample_posterior(m_dm, p_dm, obs, k_dm, sch, num_samples=K,
-                                          guidance=float(config.eval.guidance), variance=config.dm.variance,
+                                          guidance=float(config.eval.guidance), **_dm_kw(config),
                                           allow_extrapolation=config.eval.allow_extrapolation)
     est["dm"] = samples[0]
     W = {"perfect_csi": _svd(h, n_s), "e2e": prediction.e2e_precoder(m_e2e, p_e2e, obs, n_s),
@@ -287,7 +294,7 @@ def trajectories(config, models, ds):
     k_obs, k_dm = jax.random.split(key)
     obs = srs.observe(hist, k_obs, num_hops=scfg.num_hops, snr_db_range=scfg.snr_db_range)
     _, rec = prediction.sample_posterior(m_dm, p_dm, obs, k_dm, sch, deterministic=deterministic,
-                                         variance=config.dm.variance, record=prediction.trajectory_metrics(h))
+                                         **_dm_kw(config), record=prediction.trajectory_metrics(h))
     sl = prediction.sl_predict(m_sl, p_sl, obs)
     return rec, jnp.stack([jnp.sum(jnp.abs(sl - h) ** 2),
                            jnp.sum(jnp.mean(metrics.gcs(h, sl, reduce="none"), axis=(-2, -1)))])
@@ -320,7 +327,7 @@ def guidance_sweep(config, models, ds):
     k_obs, k_dm = jax.random.split(key)
     obs = srs.observe(hist, k_obs, num_hops=scfg.num_hops, snr_db_range=scfg.snr_db_range)
     dl_snr = metrics.from_db(obs.snr_db + config.eval.dl_snr_offset_db)
-    kw = dict(guidance=w, variance=config.dm.variance, allow_extrapolation=config.eval.allow_extrapolation)
+    kw = dict(guidance=w, **_dm_kw(config), allow_extrapolation=config.eval.allow_extrapolation)
     ens = prediction.sample_posterior(m_dm, p_dm, obs, k_dm, sch, num_samples=K, **kw)
     det = prediction.sample_posterior(m_dm, p_dm, obs, k_dm, sch, deterministic=True, **kw)[0]
     return jnp.stack([jnp.sum(precoding.spectral_efficiency(h, precoding.bayesian_precoder(ens, n_s), dl_snr)),
@@ -347,7 +354,7 @@ def example(config, models, ds):
   m_dm, p_dm = models["dm"]
   m_sl, p_sl = models["sl"]
   dm = jax.jit(lambda o, k: prediction.sample_posterior(m_dm, p_dm, o, k, schedules.cosine_schedule(config.dm.T),
-                                                        variance=config.dm.variance))(obs, jax.random.PRNGKey(1))[0]
+                                                        **_dm_kw(config)))(obs, jax.random.PRNGKey(1))[0]
   sl = prediction.sl_predict(m_sl, p_sl, obs)
   mag = lambda x: np.abs(np.asarray(x[0, 0])).tolist()                 # [n_bs, n_prb]
   return {"index": i, "ul_snr_db": float(obs.snr_db[0]), "truth": mag(h), "dm": mag(dm), "sl": mag(sl)}
