@@ -73,3 +73,18 @@ def shard_batch(tree, m: Mesh):
     return jax.make_array_from_process_local_data(sharding, rows, x.shape)
 
   return jax.tree.map(local, tree)
+
+
+def constrain_batch(x, axis: int = 0):
+  """Inside ``jit``: pin ``x``'s batch ``axis`` to the data axis of the all-device mesh (a no-op on one device).
+
+  Without it the partitioner may leave a reshaped or sliced batch in a layout
+  that XLA's CPU linear-algebra custom calls (SVD, eigh) cannot run split, and
+  they stall; pinning keeps every sample's linear algebra on one device.
+  """
+  n = jax.device_count()
+  if n == 1 or x.shape[axis] % n:
+    return x
+  spec = [None] * x.ndim
+  spec[axis] = AXIS
+  return jax.lax.with_sharding_constraint(x, NamedSharding(mesh(), PartitionSpec(*spec)))

@@ -211,8 +211,10 @@ def make_eval_batch(config, models):
   snr_grid = jnp.asarray(metrics.from_db(jnp.asarray(config.eval.dl_snr_grid_db, jnp.float32)))
   (m_sl, _), (m_dm, _), (m_e2e, _) = models["sl"], models["dm"], models["e2e"]
 
+  # Two programs, networks then linear algebra: with several CPU devices XLA stalls when the LAPACK
+  # custom calls (SVD, eigh) share one program with the split sampling loop; apart, both run split.
   @jax.jit
-  def run(params, history, h, key):
+  def predict(params, history, key):
     p_sl, p_dm, p_e2e = params
     k_obs, k_dm = jax.random.split(key)
     obs = srs.observe(history, k_obs, num_hops=scfg.num_hops, snr_db_range=scfg.snr_db_range)
@@ -221,8 +223,13 @@ def make_eval_batch(config, models):
     samples = prediction.sample_posterior(m_dm, p_dm, obs, k_dm, sch, num_samples=K,
                                           guidance=float(config.eval.guidance), **_dm_kw(config),
                                           allow_extrapolation=config.eval.allow_extrapolation)
-    est["dm"] = samples[0]
-    W = {"perfect_csi": _svd(h, n_s), "e2e": prediction.e2e_precoder(m_e2e, p_e2e, obs, n_s),
+    latent = m_e2e.apply(p_e2e, obs.obs, obs.mask)
+    return est, samples, latent, dl_snr
+
+  @jax.jit
+  def score(est, samples, latent, h, dl_snr):
+    est = dict(est, dm=samples[0])
+    W = {"perfect_csi": _svd(h, n_s), "e2e": precoding.latent_precoder(latent, n_s),
          "srs_baseline": _svd(est["srs_baseline"], n_s), "sl": _svd(est["sl"], n_s), "dm_k1": _svd(samples[0], n_s),
          "dm_bayes": precoding.bayesian_precoder(samples, n_s)}
     out = {"energy": jnp.sum(jnp.abs(h) ** 2)}
@@ -232,7 +239,12 @@ def make_eval_batch(config, models):
     for name, w in W.items():
       out[f"se/{name}"] = jnp.sum(precoding.spectral_efficiency(h, w, dl_snr))
       out[f"se_grid/{name}"] = jnp.sum(jax.vmap(lambda s: precoding.spectral_efficiency(h, w, s))(snr_grid), -1)
-    return out, samples, W["dm_bayes"], dl_snr
+    return out, W["dm_bayes"]
+
+  def run(params, history, h, key):
+    est, samples, latent, dl_snr = predict(params, history, key)
+    out, W_bayes = score(est, samples, latent, h, dl_snr)
+    return out, samples, W_bayes, dl_snr
 
   return run
 
@@ -323,15 +335,23 @@ def guidance_sweep(config, models, ds):
   scfg, n_s, K = srs_cfg(config), config.eval.n_streams, config.eval.num_samples
 
   @functools.partial(jax.jit, static_argnames="w")
-  def run(hist, h, key, w):
+  def sample(hist, key, w):
     k_obs, k_dm = jax.random.split(key)
     obs = srs.observe(hist, k_obs, num_hops=scfg.num_hops, snr_db_range=scfg.snr_db_range)
     dl_snr = metrics.from_db(obs.snr_db + config.eval.dl_snr_offset_db)
     kw = dict(guidance=w, **_dm_kw(config), allow_extrapolation=config.eval.allow_extrapolation)
     ens = prediction.sample_posterior(m_dm, p_dm, obs, k_dm, sch, num_samples=K, **kw)
     det = prediction.sample_posterior(m_dm, p_dm, obs, k_dm, sch, deterministic=True, **kw)[0]
+    return ens, det, dl_snr
+
+  @jax.jit
+  def score(ens, det, h, dl_snr):   # a separate program: see make_eval_batch
     return jnp.stack([jnp.sum(precoding.spectral_efficiency(h, precoding.bayesian_precoder(ens, n_s), dl_snr)),
                       jnp.sum(precoding.spectral_efficiency(h, _svd(det, n_s), dl_snr))])
+
+  def run(hist, h, key, w):
+    ens, det, dl_snr = sample(hist, key, w)
+    return score(ens, det, h, dl_snr)
 
   ws = [float(w) for w in config.eval.guidance_scales]
   ens, det = [], []
