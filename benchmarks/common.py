@@ -57,8 +57,7 @@ def count_complex_dense_flops(fn, *args) -> int:
     if isinstance(context.module, ComplexDense) and context.method_name == "__call__":
       x = args_[0]
       rows = int(np.prod(x.shape[:-1]))
-      fan_in = x.shape[-1] // 2 if kwargs_.get("real_layout") else x.shape[-1]
-      total[0] += 8 * rows * fan_in * context.module.features
+      total[0] += 8 * rows * x.shape[-1] * context.module.features
     return next_fun(*args_, **kwargs_)
 
   with nn.intercept_methods(interceptor):

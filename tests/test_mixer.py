@@ -27,7 +27,7 @@ def _init(model, key=0):
   # the tests below see the time embedding at work.
   params = jax.tree_util.tree_map_with_path(
       lambda p, v: 0.3 * jax.random.normal(jax.random.PRNGKey(zlib.crc32(str(p).encode())), v.shape)
-      if "modulation" in str(p) else v, params)
+      if "_p" in str(p) else v, params)
   return x, tau, params
 
 

@@ -65,10 +65,8 @@ class ComplexDense(nn.Module):
   init_scale: float = 1.0
 
   @nn.compact
-  def __call__(self, x, *, real_layout: bool = False):
-    """``x`` complex ``[..., fan_in]``; or, with ``real_layout``, real ``[..., 2 fan_in]`` holding
-    ``[Re x, Im x]``, and then the output is real ``[..., 2 features]`` in the same layout."""
-    fan_in = x.shape[-1] // 2 if real_layout else x.shape[-1]
+  def __call__(self, x):
+    fan_in = x.shape[-1]
     # Each part gets half the variance so that Var[W_ij] = scale^2 / fan_in (complex He-like).
     std = self.init_scale * math.sqrt(0.5 / fan_in)
     init = nn.initializers.zeros if self.zero_init else nn.initializers.normal(std)
@@ -78,14 +76,13 @@ class ComplexDense(nn.Module):
     # 8 FLOPs per complex multiply-add, but on the real GEMM, which XLA runs ~2.6x
     # faster than its complex one on CPU (benchmarks/noniden_bench.py measures both).
     w = jnp.concatenate([jnp.concatenate([wr, wi], axis=1), jnp.concatenate([-wi, wr], axis=1)], axis=0)
-    x2 = x if real_layout else jnp.concatenate([x.real, x.imag], axis=-1)
-    y2 = x2 @ w
+    y2 = jnp.concatenate([x.real, x.imag], axis=-1) @ w
+    y = jax.lax.complex(y2[..., :self.features], y2[..., self.features:])
     if self.use_bias:
-      y2 = y2 + jnp.concatenate([self.param("bias_re", nn.initializers.zeros, (self.features,)),
-                                 self.param("bias_im", nn.initializers.zeros, (self.features,))])
-    if real_layout:
-      return y2
-    return jax.lax.complex(y2[..., :self.features], y2[..., self.features:])
+      br = self.param("bias_re", nn.initializers.zeros, (self.features,))
+      bi = self.param("bias_im", nn.initializers.zeros, (self.features,))
+      y = y + jax.lax.complex(br, bi)
+    return y
 
 
 class ComplexMLP(nn.Module):
@@ -96,12 +93,7 @@ class ComplexMLP(nn.Module):
   @nn.compact
   def __call__(self, x):
     n = x.shape[-1]
-    # The hidden layer stays in the real [Re, Im] layout: split GELU is then a plain GELU,
-    # and no complex array is assembled between the two matmuls.
-    x2 = jnp.concatenate([x.real, x.imag], axis=-1)
-    hidden = nn.gelu(ComplexDense(self.expansion * n)(x2, real_layout=True))
-    y2 = ComplexDense(n, init_scale=self.out_scale)(hidden, real_layout=True)
-    return jax.lax.complex(y2[..., :n], y2[..., n:])
+    return ComplexDense(n, init_scale=self.out_scale)(split_gelu(ComplexDense(self.expansion * n)(x)))
 
 
 class TimeEmbedding(nn.Module):
@@ -127,6 +119,24 @@ def axis_times(tau, *, averaging: str, T: float, beta_max: float = 0.2):
     inv = lambda x: schedules.tau_from_log_alpha(jnp.log(x), T, beta_max)  # noqa: E731
     ant, sub, whole = inv(a.mean(-1)), inv(a.mean(-2)), inv(a.mean((-2, -1)))
   return jnp.round(ant), jnp.round(sub), jnp.round(whole)
+
+
+class Modulation(nn.Module):
+  """Map an embedding along one axis to a ``[B, N_a, N_c]`` complex modulation.
+
+  ``axis="ant"``: embedding ``[B, N_a, E]`` -> one ``N_c``-vector per antenna.
+  ``axis="sub"``: embedding ``[B, N_c, E]`` -> one ``N_a``-vector per subcarrier.
+  Zero-initialized, so every block starts unmodulated.
+  """
+  axis: str
+  n_ant: int
+  n_sub: int
+
+  @nn.compact
+  def __call__(self, emb):
+    if self.axis == "ant":
+      return ComplexDense(self.n_sub, zero_init=True)(emb)
+    return jnp.swapaxes(ComplexDense(self.n_ant, zero_init=True)(emb), -1, -2)
 
 
 class MixerDenoiser(nn.Module):
@@ -161,49 +171,35 @@ class MixerDenoiser(nn.Module):
       sub_t = jnp.broadcast_to(all_t[:, None], sub_t.shape)
     embed = TimeEmbedding(self.embed_dim, max_period=self.T)
     emb = {"ant": embed(ant_t), "sub": embed(sub_t)}
-    mods = self._modulations(emb, n_a, n_c)
-    zero = jnp.zeros((), x.dtype)
-    get = lambda layer, point, kind: mods.get((layer, point, kind), zero)  # noqa: E731
+    sources = self._sources()
 
     h = x
     # Residual branches start small so the stream's power stays O(1) through all blocks.
     out_scale = 1.0 / math.sqrt(2 * self.num_layers)
     for layer in range(self.num_layers):
       # Subcarrier block: MLP over the last axis (subcarriers), per antenna.
-      u = rms_norm(h) * (1 + get(layer, 0, "scale")) + get(layer, 0, "shift")
-      y = ComplexMLP(self.expansion, out_scale, name=f"sub_mlp{layer}")(u)
-      h = h + (1 + get(layer, 1, "gate")) * y
+      scale, shift = self._scale_shift(emb, sources[0], layer, 0, n_a, n_c, h)
+      gate = self._gate(emb, sources[1], layer, 1, n_a, n_c, h)
+      y = ComplexMLP(self.expansion, out_scale, name=f"sub_mlp{layer}")(rms_norm(h) * (1 + scale) + shift)
+      h = h + (1 + gate) * y
       # Antenna block: MLP over antennas, per subcarrier.
-      u = jnp.swapaxes(rms_norm(jnp.swapaxes(h, -1, -2)), -1, -2) * (1 + get(layer, 2, "scale")) + get(layer, 2, "shift")
+      scale, shift = self._scale_shift(emb, sources[2], layer, 2, n_a, n_c, h)
+      gate = self._gate(emb, sources[3], layer, 3, n_a, n_c, h)
+      u = jnp.swapaxes(rms_norm(jnp.swapaxes(h, -1, -2)), -1, -2) * (1 + scale) + shift
       y = ComplexMLP(self.expansion, out_scale, name=f"ant_mlp{layer}")(jnp.swapaxes(u, -1, -2))
-      h = h + (1 + get(layer, 3, "gate")) * jnp.swapaxes(y, -1, -2)
+      h = h + (1 + gate) * jnp.swapaxes(y, -1, -2)
     return ComplexDense(n_c, name="head")(h)
 
-  def _modulations(self, emb, n_a, n_c):
-    """Every scale, shift and gate map, ``{(layer, point, kind): [B, N_a, N_c]}``.
+  def _scale_shift(self, emb, srcs, layer, point, n_a, n_c, like):
+    scale = jnp.zeros_like(like)
+    shift = jnp.zeros_like(like)
+    for src in srcs:
+      scale = scale + Modulation(src, n_a, n_c, name=f"l{layer}_p{point + 1}_{src}_scale")(emb[src])
+      shift = shift + Modulation(src, n_a, n_c, name=f"l{layer}_p{point + 1}_{src}_shift")(emb[src])
+    return scale, shift
 
-    Each map is a per-point complex linear map of one axis embedding
-    (``[B, N_a, E]`` -> an ``N_c``-vector per antenna, or ``[B, N_c, E]`` -> an
-    ``N_a``-vector per subcarrier), zero-initialized so every block starts
-    unmodulated. All maps that read the same embedding are one matmul with the
-    maps side by side (the same arithmetic as separate maps, as one large GEMM
-    instead of up to 30 small ones).
-    """
-    sources = self._sources()
-    plan = {"ant": [], "sub": []}
-    for layer in range(self.num_layers):
-      for point, srcs in enumerate(sources):
-        for src in srcs:
-          for kind in (("scale", "shift") if point in (0, 2) else ("gate",)):
-            plan[src].append((layer, point, kind))
-    mods = {}
-    for src, entries in plan.items():
-      if not entries:
-        continue
-      other = n_c if src == "ant" else n_a
-      m = ComplexDense(len(entries) * other, zero_init=True, name=f"modulation_{src}")(emb[src])
-      m = m.reshape(m.shape[:-1] + (len(entries), other))            # [B, N_src, maps, other]
-      for i, key in enumerate(entries):
-        v = m[..., i, :] if src == "ant" else jnp.swapaxes(m[..., i, :], -1, -2)
-        mods[key] = mods[key] + v if key in mods else v
-    return mods
+  def _gate(self, emb, srcs, layer, point, n_a, n_c, like):
+    gate = jnp.zeros_like(like)
+    for src in srcs:
+      gate = gate + Modulation(src, n_a, n_c, name=f"l{layer}_p{point + 1}_{src}_gate")(emb[src])
+    return gate
