@@ -18,6 +18,18 @@ import ml_collections
 SCENARIOS = ("low_mobility", "high_mobility")
 
 
+def scale(c, *, size, batch, epochs, test_loss, num_test, sweep, trajectory, cg):
+  """The size knobs a variant changes together; ``epochs`` is (SL, DM, E2E)."""
+  c.data.size = size
+  c.train.batch_size = c.eval.batch_size = batch
+  c.train.epochs = ml_collections.ConfigDict(dict(zip(("sl", "dm", "e2e"), epochs)))
+  c.train.test_loss_samples = test_loss
+  c.eval.num_test = num_test
+  c.eval.sweep_num_test = sweep
+  c.eval.trajectory_num_test = trajectory
+  c.eval.cg_num_test = cg
+
+
 def get_config(arg: str = ""):
   c = ml_collections.ConfigDict()
   c.experiment = "perception"
@@ -90,37 +102,23 @@ def get_config(arg: str = ""):
   if chosen:
     c.scenarios = chosen
   if "quick" in variants:
-    c.data.size = "small"          # 4,000 train / 1,000 test
     c.model.enc_layers = c.model.dec_layers = 2
     c.model.ue_per_token = 4       # 52 tokens a side instead of 208: 1/16 of the attention cost on CPU
     c.dm.T = 100
-    c.train.batch_size = 32
-    c.train.epochs = ml_collections.ConfigDict({"sl": 15, "dm": 30, "e2e": 15})
     c.train.lr = 3e-4
     c.train.decay_every_epochs = 10
-    c.train.test_loss_samples = 256
-    c.eval.num_test = 256
-    c.eval.batch_size = 32
-    c.eval.sweep_num_test = 32
-    c.eval.trajectory_num_test = 128
-    c.eval.cg_num_test = 64
+    scale(c, size="small", batch=32, epochs=(15, 30, 15), test_loss=256, num_test=256, sweep=32, trajectory=128,
+          cg=64)                   # 4,000 train / 1,000 test
   if "smoke" in variants:
-    c.data.size = "tiny"           # 32 train / 16 test
     c.model.d_model = 32
     c.model.num_heads = 2
     c.model.enc_layers = c.model.dec_layers = 1
     c.model.mlp_ratio = 2
     c.model.ue_per_token = 4
     c.dm.T = 10
-    c.train.batch_size = 16
-    c.train.epochs = ml_collections.ConfigDict({"sl": 2, "dm": 2, "e2e": 2})
-    c.train.test_loss_samples = 16
-    c.eval.num_test = 16
-    c.eval.batch_size = 16
     c.eval.num_samples = 4
     c.eval.guidance_scales = (0.0, 1.0)
-    c.eval.sweep_num_test = 4
-    c.eval.trajectory_num_test = 8
-    c.eval.cg_num_test = 4
     c.eval.cg_iters = 5
+    scale(c, size="tiny", batch=16, epochs=(2, 2, 2), test_loss=16, num_test=16, sweep=4, trajectory=8,
+          cg=4)                    # 32 train / 16 test
   return c

@@ -36,6 +36,14 @@ def _init(m, obs):
   return m.init(jax.random.PRNGKey(0), obs.obs, obs.mask)
 
 
+def _setup(use, g=1):
+  """A batch, its SRS observation, a tiny model of ``use`` and its initial parameters."""
+  batch = _batch()
+  obs = srs.observe(batch["history"], jax.random.PRNGKey(2))
+  m = _model(use, g)
+  return batch, obs, m, _init(m, obs)
+
+
 @pytest.mark.parametrize("g", [1, 2, 4])
 def test_tokens_round_trip_and_layout(g):
   cells = conventions.standard_normal(jax.random.PRNGKey(1), (2, U, 5, N))
@@ -49,10 +57,7 @@ def test_tokens_round_trip_and_layout(g):
 @pytest.mark.parametrize("g", [1, 4])
 def test_encoder_reads_only_sounded_cells(g):
   """Values at PRBs the SRS did not sound must not influence the output (they are 0 in real data)."""
-  batch = _batch()
-  obs = srs.observe(batch["history"], jax.random.PRNGKey(2))
-  m = _model("sl", g)
-  params = _init(m, obs)
+  batch, obs, m, params = _setup("sl", g)
   junk = conventions.standard_normal(jax.random.PRNGKey(3), obs.obs.shape)
   polluted = obs._replace(obs=jnp.where(obs.mask[:, :, None, None, :], obs.obs, junk))
   a = m.apply(params, obs.obs, obs.mask)
@@ -64,10 +69,7 @@ def test_encoder_reads_only_sounded_cells(g):
 
 
 def test_null_token_removes_the_observation():
-  batch = _batch()
-  obs = srs.observe(batch["history"], jax.random.PRNGKey(2))
-  m = _model("dm")
-  params = _init(m, obs)
+  batch, obs, m, params = _setup("dm")
   x = conventions.standard_normal(jax.random.PRNGKey(4), (B, U, N, P))
   t = jnp.full((B,), 3)
   drop = jnp.array([True, False, True])
@@ -124,10 +126,7 @@ def test_latent_precoder_matches_gramian_eigenvectors_and_has_finite_gradient():
 
 def test_sample_posterior_repeats_the_encoder_memory_per_observation():
   """K samples of B observations equal one sample of each observation repeated K times (same keys)."""
-  batch = _batch()
-  obs = srs.observe(batch["history"], jax.random.PRNGKey(2))
-  m = _model("dm")
-  params = _init(m, obs)
+  batch, obs, m, params = _setup("dm")
   sch = schedules.cosine_schedule(6)
   K = 3
   a = prediction.sample_posterior(m, params, obs, jax.random.PRNGKey(9), sch, num_samples=K)
@@ -147,18 +146,13 @@ def test_sample_posterior_repeats_the_encoder_memory_per_observation():
     (dict(guidance=1.5), "guidance scale w must lie in"),
 ])
 def test_sample_posterior_rejects_bad_arguments(kwargs, match):
-  batch = _batch()
-  obs = srs.observe(batch["history"], jax.random.PRNGKey(2))
-  m = _model("dm")
+  _, obs, m, params = _setup("dm")
   with pytest.raises(ValueError, match=match):
-    prediction.sample_posterior(m, _init(m, obs), obs, jax.random.PRNGKey(0), schedules.cosine_schedule(4), **kwargs)
+    prediction.sample_posterior(m, params, obs, jax.random.PRNGKey(0), schedules.cosine_schedule(4), **kwargs)
 
 
 def test_trajectory_record_matches_the_final_sample():
-  batch = _batch()
-  obs = srs.observe(batch["history"], jax.random.PRNGKey(2))
-  m = _model("dm")
-  params = _init(m, obs)
+  batch, obs, m, params = _setup("dm")
   sch = schedules.cosine_schedule(5)
   h = batch["target"]
   x0, rec = prediction.sample_posterior(m, params, obs, jax.random.PRNGKey(1), sch, num_samples=2,
@@ -249,6 +243,7 @@ def test_perception_smoke_end_to_end_and_resume(tmp_path):
     ("--config.eval.n_streams=5", "config.eval.n_streams (N_s) = 5 must be an integer in [1, n_ue = 4]"),
     ("--config.train.models=('sl','gan')", "config.train.models entry='gan' is not supported"),
     ("--config.scenarios=('city',)", "config.scenarios entry='city' is not supported"),
+    ("--config.dm.clip_x0=-1.0", "config.dm.clip_x0=-1.0 must be >= 0"),
 ])
 def test_perception_bad_config_stops_before_work(tmp_path, override, match):
   cfg = os.path.join(ROOT, "configs", "perception.py")

@@ -76,13 +76,13 @@ def validate(config):
   checks.choice("config.dm.variance", config.dm.variance, ddpm.VARIANCES)
   if not config.dm.clip_x0 >= 0:
     raise ValueError(f"config.dm.clip_x0={config.dm.clip_x0!r} must be >= 0 (0 disables the clip).")
-  needed = {"dm"} if config.eval.enabled else set()
-  if config.eval.enabled:
-    needed |= {"sl", "e2e"}
-  missing = needed - set(config.train.models)
+  missing = {"sl", "dm", "e2e"} - set(config.train.models) if config.eval.enabled else set()
   if missing:
     raise ValueError(f"config.train.models={tuple(config.train.models)} lacks {sorted(missing)}, which the "
                      "evaluation needs; add them or set config.eval.enabled=False.")
+  for u in config.train.models:
+    if u not in config.train.epochs:
+      raise ValueError(f"config.train.epochs has no entry for model {u!r}; add --config.train.epochs.{u}=N.")
 
 
 def shapes(config) -> dict:
