@@ -45,9 +45,11 @@ def matmul_peak(n: int = 2048, dtype=jnp.float32) -> dict:
 def count_complex_dense_flops(fn, *args) -> int:
   """Real FLOPs of all ``ComplexDense`` calls made by ``fn(*args)`` (a Flax apply).
 
-  Counts ``8 * rows * fan_in * features`` per call (complex multiply-adds of the
-  matrix product); element-wise work (activations, modulation, norms, bias) is
-  not counted, so the figure is a lower bound on the arithmetic done.
+  Counts ``8 * ComplexDense.macs(x)`` per call (complex multiply-adds of the
+  matrix product, in whichever layout the layer holds its input). Work done once
+  per call, such as the mixer's modulation tables, is counted once; element-wise
+  work (activations, modulation, norms, bias, table lookups) is not counted, so
+  the figure is a lower bound on the arithmetic done.
   """
   from jaxchan.models.mixer import ComplexDense
 
@@ -55,9 +57,7 @@ def count_complex_dense_flops(fn, *args) -> int:
 
   def interceptor(next_fun, args_, kwargs_, context):
     if isinstance(context.module, ComplexDense) and context.method_name == "__call__":
-      x = args_[0]
-      rows = int(np.prod(x.shape[:-1]))
-      total[0] += 8 * rows * x.shape[-1] * context.module.features
+      total[0] += 8 * context.module.macs(args_[0])
     return next_fun(*args_, **kwargs_)
 
   with nn.intercept_methods(interceptor):

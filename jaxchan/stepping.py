@@ -35,7 +35,7 @@ RULES = ("uniform", "hybrid", "waterfilling")
 DOMAINS = ("tau", "alpha")
 
 
-def waterfill(x: jax.Array, budget: jax.Array) -> jax.Array:
+def waterfill(x: jax.Array, budget: jax.Array, *, presorted: bool = False) -> jax.Array:
   """Water-filling decrement: lower the largest entries of ``x`` to a common level.
 
   Returns ``x_next = min(x, level)`` with the level chosen so that
@@ -47,12 +47,13 @@ def waterfill(x: jax.Array, budget: jax.Array) -> jax.Array:
   Args:
     x: non-negative array of any shape (one sample).
     budget: non-negative scalar, the L1 amount to remove.
+    presorted: ``x`` is 1-D and already in non-increasing order (skips the sort).
 
   Returns:
     ``x_next`` with the shape of ``x``.
   """
   flat = x.reshape(-1)
-  s = jnp.sort(flat)[::-1]
+  s = flat if presorted else jnp.sort(flat)[::-1]
   c = jnp.cumsum(s)
   k = jnp.arange(1, s.shape[0] + 1, dtype=s.dtype)
   # Level if the k largest entries are lowered together: sum_{j<=k} (s_j - lam) = budget.
@@ -72,11 +73,11 @@ def _check(rule, domain, mix, num_steps):
     checks.in_range("mix (the epsilon of eq. 13)", mix, 0.0, 1.0)
 
 
-def _rule_step(x, x0, num_steps, rule, mix):
+def _rule_step(x, x0, num_steps, rule, mix, presorted=False):
   uniform = jnp.maximum(x - x0 / num_steps, 0.0)
   if rule == "uniform":
     return uniform
-  wf = waterfill(x, jnp.sum(x0) / num_steps)
+  wf = waterfill(x, jnp.sum(x0) / num_steps, presorted=presorted)
   if rule == "waterfilling":
     return wf
   return mix * uniform + (1.0 - mix) * wf
@@ -102,13 +103,18 @@ def next_tau(tau: jax.Array, tau0: jax.Array, step: jax.Array, *, num_steps: int
   """
   _check(rule, domain, mix, num_steps)
   checks.same_shape("tau", tau, "tau0", tau0)
+  return _next_tau(tau, tau0, step, num_steps=num_steps, rule=rule, domain=domain, mix=mix, T=T,
+                   beta_max=beta_max)
+
+
+def _next_tau(tau, tau0, step, *, num_steps, rule, domain, mix, T, beta_max, presorted=False):
   if domain == "tau":
-    nxt = _rule_step(tau, tau0, num_steps, rule, mix)
+    nxt = _rule_step(tau, tau0, num_steps, rule, mix, presorted)
   else:
     # u = 1 - alpha via expm1 to keep precision where alpha rounds to 1.
     u = -jnp.expm1(schedules.log_gamma(tau, T, beta_max))
     u0 = -jnp.expm1(schedules.log_gamma(tau0, T, beta_max))
-    u_next = _rule_step(u, u0, num_steps, rule, mix)
+    u_next = _rule_step(u, u0, num_steps, rule, mix, presorted)
     nxt = schedules.tau_from_log_alpha(jnp.log1p(-u_next), T, beta_max)
   nxt = jnp.minimum(nxt, tau)
   return jnp.where(step >= num_steps - 1, jnp.zeros_like(nxt), nxt)
@@ -125,12 +131,23 @@ def tau_trajectory(tau0: jax.Array, *, num_steps: int, rule: str = "waterfilling
   _check(rule, domain, mix, num_steps)
   checks.in_range("tau0", tau0, 0.0, T, hint=f"initial times must lie in [0, T={T}].")
   tau0 = jnp.asarray(tau0, jnp.result_type(float))
-  step_fn = functools.partial(next_tau, num_steps=num_steps, rule=rule, domain=domain,
-                              mix=mix, T=T, beta_max=beta_max)
+  # Water-filling keeps the order of the entries (x_next = min(x, level), and the
+  # alpha-domain maps are monotone), so one sort of tau0 serves all N_G steps: the
+  # path is computed on the sorted entries and put back in place at the end.
+  # (Hybrid steps can reorder entries and sort at every step.)
+  presorted = rule == "waterfilling"
+  x0 = tau0
+  if presorted:
+    order = jnp.argsort(-tau0.reshape(-1))
+    x0 = tau0.reshape(-1)[order]
+  step_fn = functools.partial(_next_tau, num_steps=num_steps, rule=rule, domain=domain,
+                              mix=mix, T=T, beta_max=beta_max, presorted=presorted)
 
   def body(tau, step):
-    nxt = step_fn(tau, tau0, step)
+    nxt = step_fn(tau, x0, step)
     return nxt, nxt
 
-  _, path = jax.lax.scan(body, tau0, jnp.arange(num_steps))
+  _, path = jax.lax.scan(body, x0, jnp.arange(num_steps))
+  if presorted:
+    path = jnp.zeros_like(path).at[:, order].set(path).reshape(num_steps, *tau0.shape)
   return jnp.concatenate([tau0[None], path], axis=0)

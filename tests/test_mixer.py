@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxchan import conventions, noniden
-from jaxchan.models.mixer import MixerDenoiser, axis_times
+from jaxchan.models.mixer import MixerDenoiser, axis_times, split_gelu
 
 SHAPE = (2, 8, 16)
 
@@ -43,6 +43,82 @@ def test_axis_times_match_eqs_17_to_20():
   expect = np.round(np.asarray(schedules.gamma_inv(jnp.asarray(g.mean(-1)), 100)))  # eq. 19
   np.testing.assert_allclose(ant_a, expect)
   np.testing.assert_allclose(sub_a, np.round(np.asarray(schedules.gamma_inv(jnp.asarray(g.mean(-2)), 100))))
+
+
+def _reference_apply(model, params, x, tau):
+  """The mixer evaluated directly from its equations in complex arithmetic, row by row.
+
+  Every antenna row and every subcarrier column gets its own time embedding and
+  modulation products (no tables, no planar layout): the definition the fast
+  implementation in ``jaxchan/models/mixer.py`` must reproduce.
+  """
+  p = params["params"]
+
+  def dense(q, v):
+    y = v @ (q["kernel_re"] + 1j * q["kernel_im"])
+    return y + (q["bias_re"] + 1j * q["bias_im"]) if "bias_re" in q else y
+
+  def mlp(q, v):  # ComplexDense_1 expands, ComplexDense_0 projects back (creation order in the module)
+    return dense(q["ComplexDense_0"], split_gelu(dense(q["ComplexDense_1"], v)))
+
+  def norm(v):  # unit mean complex power along the last axis
+    return v / jnp.sqrt(jnp.mean(jnp.abs(v) ** 2, axis=-1, keepdims=True) + 1e-6)
+
+  def embed(t):
+    e = model.embed_dim
+    freqs = jnp.exp(-jnp.log(model.T) * jnp.arange(e) / e) * (2 * jnp.pi / 4)
+    q = p["TimeEmbedding_0"]
+    return mlp(q, jnp.exp(1j * t[..., None] * freqs))
+
+  identical = model.placement == "identical"
+  ant_t, sub_t, all_t = axis_times(tau, averaging="alpha" if identical else model.averaging, T=model.T)
+  if identical:
+    ant_t, sub_t = (jnp.broadcast_to(all_t[:, None], t.shape) for t in (ant_t, sub_t))
+  emb = {"ant": embed(ant_t), "sub": embed(sub_t)}                    # [B, N_a, E], [B, N_c, E]
+  swap = lambda v: jnp.swapaxes(v, -1, -2)  # noqa: E731
+
+  def modulation(name, srcs):
+    out = 0.0
+    for src in srcs:
+      m = dense(p[f"{name.format(src=src)}"]["ComplexDense_0"], emb[src])
+      out = out + (m if src == "ant" else swap(m))                       # [B, N_a, N_c]
+    return out
+
+  sources = model._sources()
+  h = x
+  for layer in range(model.num_layers):
+    for block, pt in (("sub", 0), ("ant", 2)):
+      scale = modulation(f"l{layer}_p{pt + 1}_{{src}}_scale", sources[pt])
+      shift = modulation(f"l{layer}_p{pt + 1}_{{src}}_shift", sources[pt])
+      gate = modulation(f"l{layer}_p{pt + 2}_{{src}}_gate", sources[pt + 1])
+      if block == "sub":
+        y = mlp(p[f"sub_mlp{layer}"], norm(h) * (1 + scale) + shift)
+      else:
+        y = swap(mlp(p[f"ant_mlp{layer}"], swap(swap(norm(swap(h))) * (1 + scale) + shift)))
+      h = h + (1 + gate) * y
+  return dense(p["head"], h)
+
+
+@pytest.mark.parametrize("placement,averaging", [("col", "alpha"), ("row", "tau"), ("both", "alpha"),
+                                                 ("identical", "alpha")])
+def test_tables_and_planar_layout_reproduce_the_direct_equations(placement, averaging):
+  model = _model(placement=placement, averaging=averaging, num_layers=2)
+  x, tau, params = _init(model)
+  tau = jax.random.uniform(jax.random.PRNGKey(7), SHAPE, maxval=100.0)  # not rounded: the model rounds
+  fast = jax.jit(model.apply)(params, x, tau)
+  ref = _reference_apply(model, params, x, tau)
+  # float32 GEMMs in a different order: relative error ~1e-6 per product; 1e-4 of the
+  # output scale leaves room for two layers of accumulation and nothing more.
+  scale = float(jnp.max(jnp.abs(ref)))
+  assert scale > 0.1
+  np.testing.assert_allclose(np.asarray(fast), np.asarray(ref), atol=1e-4 * scale)
+
+
+def test_times_outside_the_schedule_are_refused():
+  model = _model()
+  x = jnp.zeros(SHAPE, jnp.complex64)
+  with pytest.raises(ValueError, match=r"tau must lie in \[0.0, 100.0\]"):
+    model.init(jax.random.PRNGKey(0), x, jnp.full(SHAPE, 101.0))
 
 
 @pytest.mark.parametrize("placement", ["row", "col", "both"])
@@ -126,14 +202,15 @@ def test_flop_counter_matches_closed_form():
   from benchmarks.common import count_complex_dense_flops
 
   m = MixerDenoiser()
-  x, t = jnp.zeros((2, 32, 64), jnp.complex64), jnp.zeros((2, 32, 64))
-  params = m.init(jax.random.PRNGKey(0), x, t)
-  n_a, n_c, e, layers = 32, 64, 64, 5
-  cmac = layers * (n_a * (n_c * 2 * n_c * 2) + n_c * (n_a * 2 * n_a * 2))   # sub + antenna MLPs
-  cmac += layers * 3 * (n_a * e * n_c + n_c * e * n_a)                       # col modulations: 3 maps per block
-  cmac += (n_a + n_c) * 2 * e * e                                             # time-embedding MLPs
-  cmac += n_a * n_c * n_c                                                     # head
-  assert count_complex_dense_flops(m.apply, params, x, t) == 2 * 8 * cmac    # batch of 2, 8 FLOPs per CMAC
+  n_a, n_c, e, layers, n_times = 32, 64, 64, 5, 101
+  per_sample = layers * (n_a * (n_c * 2 * n_c * 2) + n_c * (n_a * 2 * n_a * 2))   # sub + antenna MLPs
+  per_sample += n_a * n_c * n_c                                                   # head
+  per_call = layers * 3 * (n_times * e * n_c + n_times * e * n_a)                # col modulation tables
+  per_call += n_times * 2 * e * e                                                # time-embedding MLP
+  for batch in (1, 3):
+    x, t = jnp.zeros((batch, 32, 64), jnp.complex64), jnp.zeros((batch, 32, 64))
+    params = m.init(jax.random.PRNGKey(0), x, t)
+    assert count_complex_dense_flops(m.apply, params, x, t) == 8 * (batch * per_sample + per_call)
 
 
 def test_embedding_figure_from_results(tmp_path):

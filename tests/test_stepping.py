@@ -116,3 +116,16 @@ def test_bad_stepping_arguments(kw, match):
 def test_tau0_out_of_range():
   with pytest.raises(ValueError, match=r"tau0 must lie in \[0.0, 100\]"):
     stepping.tau_trajectory(jnp.array([150.0]), num_steps=3, T=T)
+
+
+@pytest.mark.parametrize("domain", ["tau", "alpha"])
+def test_waterfilling_path_sorted_once_equals_step_by_step(domain):
+  # tau_trajectory sorts tau0 once and keeps the order; next_tau sorts at every step.
+  tau0 = jax.random.uniform(jax.random.PRNGKey(3), (6, 10), maxval=T)
+  n = 7
+  p = stepping.tau_trajectory(tau0, num_steps=n, rule="waterfilling", domain=domain, T=T)
+  tau = tau0
+  for k in range(n):
+    tau = stepping.next_tau(tau, tau0, jnp.asarray(k), num_steps=n, rule="waterfilling", domain=domain, T=T)
+    # float32 times of size <= T = 100: 1e-4 is a few ulps of T plus Newton's tolerance in the alpha domain.
+    np.testing.assert_allclose(np.asarray(p[k + 1]), np.asarray(tau), atol=1e-4)

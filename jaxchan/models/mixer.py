@@ -31,6 +31,21 @@ output. Placements:
 whole matrix drives every point (standard diffusion with the same backbone).
 
 Input ``x`` and output (the velocity) are complex ``[B, N_a, N_c]``.
+
+How it is computed (same function, fewer FLOPs; ``tests/test_mixer.py`` checks it
+against a direct complex evaluation of the equations above):
+
+* The rounded times are integers in ``[0, T]``, and every modulation is a
+  row-wise linear map of the embedding of one such time. So each modulation is
+  a table of ``T + 1`` complex vectors, computed once per call, and a block's
+  scale, shift and gate are row lookups, not ``B * N_a`` embedding products.
+  (Times are clipped to ``[0, T]``, the schedule's domain; concrete times
+  outside it raise.)
+* The stream is real and planar, ``[B, N_a, 2, N_c]`` (real part, then
+  imaginary part, along axis 2), so each complex linear map is one real GEMM on
+  ``[Re, Im]`` with the ``[[W_r, W_i], [-W_i, W_r]]`` kernel, and no split or
+  concatenation happens between layers. The antenna block contracts the
+  ``(antenna, part)`` axes of the same array.
 """
 
 from __future__ import annotations
@@ -40,11 +55,13 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxchan import checks, schedules
 
 PLACEMENTS = ("row", "col", "both", "identical")
 AVERAGING = ("tau", "alpha")
+LAYOUTS = ("complex", "planar", "interleaved")
 
 
 def split_gelu(x):
@@ -52,52 +69,112 @@ def split_gelu(x):
   return jax.lax.complex(nn.gelu(x.real), nn.gelu(x.imag))
 
 
-def rms_norm(x, eps: float = 1e-6):
-  """Scale each vector along the last axis to unit mean power (no parameters)."""
-  return x * jax.lax.rsqrt(jnp.mean(jnp.abs(x) ** 2, axis=-1, keepdims=True) + eps).astype(x.dtype)
+def to_planar(x):
+  """Complex ``[B, N_a, N_c]`` -> real planar ``[B, N_a, 2, N_c]`` (real part first)."""
+  return jnp.stack([x.real, x.imag], axis=-2)
+
+
+def from_planar(h):
+  """Real planar ``[B, N_a, 2, N_c]`` -> complex ``[B, N_a, N_c]``."""
+  return jax.lax.complex(h[..., 0, :], h[..., 1, :])
+
+
+def realified_kernel(wr, wi, layout: str):
+  """The real matrix of the complex map ``y = x W`` (``W = wr + i wi``, ``[n, f]``) for a planar layout.
+
+  ``planar``: input features ordered (part, n), output (part, f);
+  ``interleaved``: input (n, part), output (f, part). Either way the product is the
+  same 8 real FLOPs per complex multiply-add, done by one real GEMM.
+  """
+  blk = jnp.stack([jnp.stack([wr, wi]), jnp.stack([-wi, wr])])  # [p, q, n, f]: Re/Im in -> Re/Im out
+  n, f = wr.shape
+  order = (0, 2, 1, 3) if layout == "planar" else (2, 0, 3, 1)
+  return blk.transpose(order).reshape(2 * n, 2 * f)
+
+
+def rms_norm_planar(h, axes, eps: float = 1e-6):
+  """Scale ``h`` to unit mean complex power over ``axes`` (which include the part axis); no parameters."""
+  n_complex = math.prod(h.shape[a] for a in axes) // 2
+  power = jnp.sum(h * h, axis=axes, keepdims=True) / n_complex
+  return h * jax.lax.rsqrt(power + eps)
+
+
+def complex_affine(u, scale, shift):
+  """Planar ``(1 + scale) * u + shift`` (complex product along axis -2); ``None`` terms are absent."""
+  if scale is not None:
+    sr, si = scale[..., 0:1, :], scale[..., 1:2, :]
+    ur, ui = u[..., 0:1, :], u[..., 1:2, :]
+    u = u + jnp.concatenate([sr * ur - si * ui, sr * ui + si * ur], axis=-2)
+  return u if shift is None else u + shift
 
 
 class ComplexDense(nn.Module):
-  """``y = x W + b`` with complex ``W``, ``b`` stored as real and imaginary parts."""
+  """``y = x W + b`` with complex ``W``, ``b`` stored as real and imaginary parts.
+
+  ``layout`` says how ``x`` holds the complex features (same parameters for all):
+
+  * ``complex``: a complex array, features on the last axis;
+  * ``planar``: real ``[..., 2, n]`` (real part, imaginary part), features on the last axis;
+  * ``interleaved``: real ``[..., n, 2]`` (each feature's real and imaginary part side by side).
+  """
   features: int
   use_bias: bool = True
   zero_init: bool = False
   init_scale: float = 1.0
+  layout: str = "complex"
+
+  def fan_in(self, x) -> int:
+    return x.shape[-2] if self.layout == "interleaved" else x.shape[-1]
+
+  def macs(self, x) -> int:
+    """Complex multiply-adds of one call on ``x`` (the FLOP counter's unit: 8 real FLOPs each)."""
+    rows = np.prod(x.shape[:-1]) if self.layout == "complex" else np.prod(x.shape[:-2])
+    return int(rows) * self.fan_in(x) * self.features
 
   @nn.compact
   def __call__(self, x):
-    fan_in = x.shape[-1]
+    checks.choice("layout", self.layout, LAYOUTS)
+    fan_in = self.fan_in(x)
     # Each part gets half the variance so that Var[W_ij] = scale^2 / fan_in (complex He-like).
     std = self.init_scale * math.sqrt(0.5 / fan_in)
     init = nn.initializers.zeros if self.zero_init else nn.initializers.normal(std)
     wr = self.param("kernel_re", init, (fan_in, self.features))
     wi = self.param("kernel_im", init, (fan_in, self.features))
-    # One real matmul [xr, xi] @ [[Wr, Wi], [-Wi, Wr]] = [Re(xW), Im(xW)]: the same
-    # 8 FLOPs per complex multiply-add, but on the real GEMM, which XLA runs ~2.6x
-    # faster than its complex one on CPU (benchmarks/noniden_bench.py measures both).
-    w = jnp.concatenate([jnp.concatenate([wr, wi], axis=1), jnp.concatenate([-wi, wr], axis=1)], axis=0)
-    y2 = jnp.concatenate([x.real, x.imag], axis=-1) @ w
-    y = jax.lax.complex(y2[..., :self.features], y2[..., self.features:])
     if self.use_bias:
       br = self.param("bias_re", nn.initializers.zeros, (self.features,))
       bi = self.param("bias_im", nn.initializers.zeros, (self.features,))
-      y = y + jax.lax.complex(br, bi)
-    return y
+    if self.layout == "complex":
+      # A real GEMM on [Re, Im]: XLA's real GEMM on CPU is ~2.6x faster than its complex one.
+      y2 = jnp.concatenate([x.real, x.imag], axis=-1) @ realified_kernel(wr, wi, "planar")
+      y = jax.lax.complex(y2[..., :self.features], y2[..., self.features:])
+      return y + jax.lax.complex(br, bi) if self.use_bias else y
+    lead = x.shape[:-2]
+    y = x.reshape(*lead, 2 * fan_in) @ realified_kernel(wr, wi, self.layout)
+    if self.layout == "planar":
+      y = y.reshape(*lead, 2, self.features)
+      return y + jnp.stack([br, bi]) if self.use_bias else y
+    y = y.reshape(*lead, self.features, 2)
+    return y + jnp.stack([br, bi], axis=-1) if self.use_bias else y
 
 
 class ComplexMLP(nn.Module):
-  """Complex linear (expansion) -> split GELU -> complex linear, on the last axis."""
+  """Complex linear (expansion) -> split GELU -> complex linear, on the features of ``layout``."""
   expansion: int = 2
   out_scale: float = 1.0
+  layout: str = "complex"
 
   @nn.compact
   def __call__(self, x):
-    n = x.shape[-1]
-    return ComplexDense(n, init_scale=self.out_scale)(split_gelu(ComplexDense(self.expansion * n)(x)))
+    n = x.shape[-2] if self.layout == "interleaved" else x.shape[-1]
+    act = split_gelu if self.layout == "complex" else nn.gelu  # real layouts: GELU on each part is split GELU
+    # Created output layer first, so it is ComplexDense_0 and the expansion ComplexDense_1
+    # (the parameter names every checkpoint of this network carries).
+    out = ComplexDense(n, init_scale=self.out_scale, layout=self.layout)
+    return out(act(ComplexDense(self.expansion * n, layout=self.layout)(x)))
 
 
 class TimeEmbedding(nn.Module):
-  """Complex sinusoidal embedding of a time vector and a complex MLP: ``[B, L] -> [B, L, E]``."""
+  """Complex sinusoidal embedding of a time vector and a complex MLP: ``[..., L] -> [..., L, E]``."""
   dim: int = 64
   max_period: float = 100.0
 
@@ -106,7 +183,7 @@ class TimeEmbedding(nn.Module):
     half = jnp.arange(self.dim)
     freqs = jnp.exp(-math.log(self.max_period) * half / self.dim) * (2 * math.pi / 4)
     e = jnp.exp(1j * t[..., None] * freqs).astype(jnp.complex64)
-    return ComplexDense(self.dim)(split_gelu(ComplexDense(self.dim)(e)))
+    return ComplexDense(self.dim)(split_gelu(ComplexDense(self.dim)(e)))  # ComplexDense_1 is applied first
 
 
 def axis_times(tau, *, averaging: str, T: float, beta_max: float = 0.2):
@@ -122,21 +199,25 @@ def axis_times(tau, *, averaging: str, T: float, beta_max: float = 0.2):
 
 
 class Modulation(nn.Module):
-  """Map an embedding along one axis to a ``[B, N_a, N_c]`` complex modulation.
+  """One modulation of Fig. 2 as a table over the integer times, looked up per row.
 
-  ``axis="ant"``: embedding ``[B, N_a, E]`` -> one ``N_c``-vector per antenna.
-  ``axis="sub"``: embedding ``[B, N_c, E]`` -> one ``N_a``-vector per subcarrier.
-  Zero-initialized, so every block starts unmodulated.
+  ``axis="ant"``: the table holds one ``N_c``-vector per time; row ``(b, a)`` of the
+  result is the entry of ``tau_ant[b, a]``. ``axis="sub"``: one ``N_a``-vector per
+  time, looked up by ``tau_sub[b, c]`` and laid along antennas. Either way the
+  result is planar ``[B, N_a, 2, N_c]``; zero-initialized, so every block starts
+  unmodulated.
   """
   axis: str
   n_ant: int
   n_sub: int
 
   @nn.compact
-  def __call__(self, emb):
+  def __call__(self, emb_table, index):
+    """``emb_table [n_times, E]`` complex, ``index [B, N_a]`` (ant) or ``[B, N_c]`` (sub) int32."""
     if self.axis == "ant":
-      return ComplexDense(self.n_sub, zero_init=True)(emb)
-    return jnp.swapaxes(ComplexDense(self.n_ant, zero_init=True)(emb), -1, -2)
+      return to_planar(ComplexDense(self.n_sub, zero_init=True)(emb_table))[index]
+    table = to_planar(ComplexDense(self.n_ant, zero_init=True)(emb_table))  # [n_times, 2, N_a]
+    return jnp.transpose(table[index], (0, 3, 2, 1))
 
 
 class MixerDenoiser(nn.Module):
@@ -163,43 +244,41 @@ class MixerDenoiser(nn.Module):
     checks.choice("placement", self.placement, PLACEMENTS)
     checks.same_shape("x", x, "tau", tau)
     checks.min_ndim("x", x, 3, "[B, N_a, N_c]")
+    checks.in_range("tau", tau, 0.0, self.T, hint="The network is defined on the schedule's times [0, T].")
     _, n_a, n_c = x.shape
     ant_t, sub_t, all_t = axis_times(tau, averaging="alpha" if self.placement == "identical" else self.averaging,
                                      T=self.T, beta_max=self.beta_max)
     if self.placement == "identical":
       ant_t = jnp.broadcast_to(all_t[:, None], ant_t.shape)
       sub_t = jnp.broadcast_to(all_t[:, None], sub_t.shape)
-    embed = TimeEmbedding(self.embed_dim, max_period=self.T)
-    emb = {"ant": embed(ant_t), "sub": embed(sub_t)}
+    n_times = int(round(self.T)) + 1
+    index = {"ant": jnp.clip(ant_t, 0, n_times - 1).astype(jnp.int32),
+             "sub": jnp.clip(sub_t, 0, n_times - 1).astype(jnp.int32)}
+    emb = TimeEmbedding(self.embed_dim, max_period=self.T)(jnp.arange(n_times, dtype=jnp.float32))
     sources = self._sources()
 
-    h = x
+    h = to_planar(x)
     # Residual branches start small so the stream's power stays O(1) through all blocks.
     out_scale = 1.0 / math.sqrt(2 * self.num_layers)
     for layer in range(self.num_layers):
-      # Subcarrier block: MLP over the last axis (subcarriers), per antenna.
-      scale, shift = self._scale_shift(emb, sources[0], layer, 0, n_a, n_c, h)
-      gate = self._gate(emb, sources[1], layer, 1, n_a, n_c, h)
-      y = ComplexMLP(self.expansion, out_scale, name=f"sub_mlp{layer}")(rms_norm(h) * (1 + scale) + shift)
-      h = h + (1 + gate) * y
-      # Antenna block: MLP over antennas, per subcarrier.
-      scale, shift = self._scale_shift(emb, sources[2], layer, 2, n_a, n_c, h)
-      gate = self._gate(emb, sources[3], layer, 3, n_a, n_c, h)
-      u = jnp.swapaxes(rms_norm(jnp.swapaxes(h, -1, -2)), -1, -2) * (1 + scale) + shift
-      y = ComplexMLP(self.expansion, out_scale, name=f"ant_mlp{layer}")(jnp.swapaxes(u, -1, -2))
-      h = h + (1 + gate) * jnp.swapaxes(y, -1, -2)
-    return ComplexDense(n_c, name="head")(h)
+      # Subcarrier block: MLP over subcarriers, per antenna (features on axes 2-3).
+      mods = self._modulations(emb, index, sources, layer, 0, n_a, n_c)
+      u = complex_affine(rms_norm_planar(h, (2, 3)), mods["scale"], mods["shift"])
+      y = ComplexMLP(self.expansion, out_scale, layout="planar", name=f"sub_mlp{layer}")(u)
+      h = h + complex_affine(y, mods["gate"], None)
+      # Antenna block: MLP over antennas, per subcarrier (features on axes 1-2).
+      mods = self._modulations(emb, index, sources, layer, 2, n_a, n_c)
+      u = complex_affine(rms_norm_planar(h, (1, 2)), mods["scale"], mods["shift"])
+      y = ComplexMLP(self.expansion, out_scale, layout="interleaved", name=f"ant_mlp{layer}")(
+          jnp.transpose(u, (0, 3, 1, 2)))                              # [B, N_c, N_a, 2]
+      h = h + complex_affine(jnp.transpose(y, (0, 2, 3, 1)), mods["gate"], None)
+    return from_planar(ComplexDense(n_c, layout="planar", name="head")(h))
 
-  def _scale_shift(self, emb, srcs, layer, point, n_a, n_c, like):
-    scale = jnp.zeros_like(like)
-    shift = jnp.zeros_like(like)
-    for src in srcs:
-      scale = scale + Modulation(src, n_a, n_c, name=f"l{layer}_p{point + 1}_{src}_scale")(emb[src])
-      shift = shift + Modulation(src, n_a, n_c, name=f"l{layer}_p{point + 1}_{src}_shift")(emb[src])
-    return scale, shift
-
-  def _gate(self, emb, srcs, layer, point, n_a, n_c, like):
-    gate = jnp.zeros_like(like)
-    for src in srcs:
-      gate = gate + Modulation(src, n_a, n_c, name=f"l{layer}_p{point + 1}_{src}_gate")(emb[src])
-    return gate
+  def _modulations(self, emb, index, sources, layer, point, n_a, n_c):
+    """Scale and shift at ``point`` (0 or 2), gate at ``point + 1``; sums over the sources, ``None`` if none."""
+    out = {}
+    for kind, pt, srcs in (("scale", point, sources[point]), ("shift", point, sources[point]),
+                           ("gate", point + 1, sources[point + 1])):
+      terms = [Modulation(src, n_a, n_c, name=f"l{layer}_p{pt + 1}_{src}_{kind}")(emb, index[src]) for src in srcs]
+      out[kind] = sum(terms[1:], terms[0]) if terms else None
+    return out
