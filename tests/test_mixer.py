@@ -233,3 +233,22 @@ def test_embedding_figure_from_results(tmp_path):
   assert (tmp_path / "fig.png").stat().st_size > 1000
   md = exp.tables(results, config)
   assert "Embedding schemes" in md and "row / alpha avg" in md
+
+
+def test_complex_dense_layouts_compute_the_same_map():
+  from jaxchan.models.mixer import ComplexDense
+
+  x = conventions.standard_normal(jax.random.PRNGKey(0), (3, 5, 6))
+  params = ComplexDense(4).init(jax.random.PRNGKey(1), x)
+  params = jax.tree_util.tree_map(lambda v: v + 0.1, params)  # non-zero bias too
+  ref = x @ (params["params"]["kernel_re"] + 1j * params["params"]["kernel_im"]) + (
+      params["params"]["bias_re"] + 1j * params["params"]["bias_im"])
+  x_planar, x_inter = jnp.stack([x.real, x.imag], axis=-2), jnp.stack([x.real, x.imag], -1).reshape(3, 5, 12)
+  planar = ComplexDense(4, layout="planar").apply(params, x_planar)
+  inter = ComplexDense(4, layout="interleaved").apply(params, x_inter)
+  # float32 sums of 6 products: 1e-5 is a few ulps of the O(1) outputs.
+  np.testing.assert_allclose(ComplexDense(4).apply(params, x), ref, atol=1e-5)
+  np.testing.assert_allclose(planar[..., 0, :] + 1j * planar[..., 1, :], ref, atol=1e-5)
+  np.testing.assert_allclose(inter[..., 0::2] + 1j * inter[..., 1::2], ref, atol=1e-5)
+  layouts = (("complex", x), ("planar", x_planar), ("interleaved", x_inter))
+  assert {ComplexDense(4, layout=name).macs(v) for name, v in layouts} == {15 * 6 * 4}

@@ -44,8 +44,9 @@ against a direct complex evaluation of the equations above):
 * The stream is real and planar, ``[B, N_a, 2, N_c]`` (real part, then
   imaginary part, along axis 2), so each complex linear map is one real GEMM on
   ``[Re, Im]`` with the ``[[W_r, W_i], [-W_i, W_r]]`` kernel, and no split or
-  concatenation happens between layers. The antenna block contracts the
-  ``(antenna, part)`` axes of the same array.
+  concatenation happens between layers. The antenna block works on the
+  transposed ``[B, N_c, (N_a, part)]`` and transposes back; XLA fuses both
+  transposes into the element-wise work around them.
 """
 
 from __future__ import annotations
@@ -115,7 +116,9 @@ class ComplexDense(nn.Module):
 
   * ``complex``: a complex array, features on the last axis;
   * ``planar``: real ``[..., 2, n]`` (real part, imaginary part), features on the last axis;
-  * ``interleaved``: real ``[..., n, 2]`` (each feature's real and imaginary part side by side).
+  * ``interleaved``: real ``[..., 2 n]``, feature ``k``'s real and imaginary parts at ``2k`` and
+    ``2k + 1`` (a complex64 array's memory order, kept flat so element-wise work that follows runs
+    along a long last axis).
   """
   features: int
   use_bias: bool = True
@@ -124,11 +127,11 @@ class ComplexDense(nn.Module):
   layout: str = "complex"
 
   def fan_in(self, x) -> int:
-    return x.shape[-2] if self.layout == "interleaved" else x.shape[-1]
+    return x.shape[-1] // 2 if self.layout == "interleaved" else x.shape[-1]
 
   def macs(self, x) -> int:
     """Complex multiply-adds of one call on ``x`` (the FLOP counter's unit: 8 real FLOPs each)."""
-    rows = np.prod(x.shape[:-1]) if self.layout == "complex" else np.prod(x.shape[:-2])
+    rows = np.prod(x.shape[:-2]) if self.layout == "planar" else np.prod(x.shape[:-1])
     return int(rows) * self.fan_in(x) * self.features
 
   @nn.compact
@@ -148,13 +151,12 @@ class ComplexDense(nn.Module):
       y2 = jnp.concatenate([x.real, x.imag], axis=-1) @ realified_kernel(wr, wi, "planar")
       y = jax.lax.complex(y2[..., :self.features], y2[..., self.features:])
       return y + jax.lax.complex(br, bi) if self.use_bias else y
-    lead = x.shape[:-2]
-    y = x.reshape(*lead, 2 * fan_in) @ realified_kernel(wr, wi, self.layout)
     if self.layout == "planar":
-      y = y.reshape(*lead, 2, self.features)
+      lead = x.shape[:-2]
+      y = (x.reshape(*lead, 2 * fan_in) @ realified_kernel(wr, wi, "planar")).reshape(*lead, 2, self.features)
       return y + jnp.stack([br, bi]) if self.use_bias else y
-    y = y.reshape(*lead, self.features, 2)
-    return y + jnp.stack([br, bi], axis=-1) if self.use_bias else y
+    y = x @ realified_kernel(wr, wi, "interleaved")
+    return y + jnp.stack([br, bi], axis=-1).reshape(-1) if self.use_bias else y
 
 
 class ComplexMLP(nn.Module):
@@ -165,7 +167,7 @@ class ComplexMLP(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    n = x.shape[-2] if self.layout == "interleaved" else x.shape[-1]
+    n = x.shape[-1] // 2 if self.layout == "interleaved" else x.shape[-1]
     act = split_gelu if self.layout == "complex" else nn.gelu  # real layouts: GELU on each part is split GELU
     # Created output layer first, so it is ComplexDense_0 and the expansion ComplexDense_1
     # (the parameter names every checkpoint of this network carries).
@@ -269,9 +271,10 @@ class MixerDenoiser(nn.Module):
       # Antenna block: MLP over antennas, per subcarrier (features on axes 1-2).
       mods = self._modulations(emb, index, sources, layer, 2, n_a, n_c)
       u = complex_affine(rms_norm_planar(h, (1, 2)), mods["scale"], mods["shift"])
-      y = ComplexMLP(self.expansion, out_scale, layout="interleaved", name=f"ant_mlp{layer}")(
-          jnp.transpose(u, (0, 3, 1, 2)))                              # [B, N_c, N_a, 2]
-      h = h + complex_affine(jnp.transpose(y, (0, 2, 3, 1)), mods["gate"], None)
+      u = jnp.transpose(u, (0, 3, 1, 2)).reshape(-1, n_c, 2 * n_a)   # [B, N_c, (N_a, part)]
+      y = ComplexMLP(self.expansion, out_scale, layout="interleaved", name=f"ant_mlp{layer}")(u)
+      y = jnp.transpose(y.reshape(-1, n_c, n_a, 2), (0, 2, 3, 1))      # back to [B, N_a, 2, N_c]
+      h = h + complex_affine(y, mods["gate"], None)
     return from_planar(ComplexDense(n_c, layout="planar", name="head")(h))
 
   def _modulations(self, emb, index, sources, layer, point, n_a, n_c):
