@@ -54,13 +54,9 @@ def run(train_batch=64, gen_batch=256, num_steps=50, peak=None):
   train_flops = 3 * fwd_flops(train_batch)
 
   # Generation.
-  # Parameters are an argument of the compiled program, as in the experiments (closed over,
-  # they become HLO constants, which XLA:CPU compiles into a slower loop body).
-  def generate(p, g0, tau0, key):
-    D = noniden.velocity_denoiser(functools.partial(model.apply, p))
-    return noniden.generate(D, g0, tau0, key, num_steps=num_steps, rule="waterfilling")
-
-  gen = jax.jit(generate)
+  # Parameters are an argument of the compiled program (closed over, they become HLO
+  # constants, which XLA:CPU compiles into a slower loop body).
+  gen = noniden.make_network_generator(model.apply, num_steps=num_steps, rule="waterfilling")
   g0 = conventions.standard_normal(jax.random.PRNGKey(3), (gen_batch,) + SHAPE)
   tau0 = jax.random.uniform(jax.random.PRNGKey(4), g0.shape, minval=5.0, maxval=100.0)
   t_gen = timeit(gen, params, g0, tau0, jax.random.PRNGKey(5), repeats=3)

@@ -325,24 +325,58 @@ def generate(denoiser: Denoiser, g0: jax.Array, tau0: jax.Array, key: jax.Array,
   return (g, traj) if return_trajectory else g
 
 
+def _check_generator_kwargs(kwargs):
+  _check_sampler(kwargs.get("sampler", "eq9"), kwargs.get("eps", 0.4), kwargs.get("eta", 0.0))
+  stepping._check(kwargs.get("rule", "waterfilling"), kwargs.get("domain", "tau"),
+                  kwargs.get("mix", 0.5), kwargs.get("num_steps", 50))
+
+
+def _checked(jitted, T, n_lead: int = 0):
+  """Wrap ``jitted(*lead, g0, tau0, key)`` with eager shape and range checks of ``g0``, ``tau0``."""
+  def run(*args):
+    g0, tau0, _ = args[n_lead:]
+    checks.same_shape("g0", g0, "tau0", tau0)
+    checks.in_range("tau0", tau0, 0.0, T, hint=f"initial times must lie in [0, T={T}].")
+    return jitted(*args)
+
+  return run
+
+
 def make_generator(denoiser: Denoiser, **kwargs):
   """``jit``-compiled :func:`generate` for a fixed denoiser and settings.
 
   Returns ``fn(g0, tau0, key)``. Arguments are checked eagerly (names, ranges,
   and ``tau0`` values when concrete) before the compiled function runs.
+  Whatever ``denoiser`` closes over (a network's parameters) is compiled in as
+  constants; for a trained network prefer :func:`make_network_generator`.
   """
-  T = kwargs.get("T", 100)
-  _check_sampler(kwargs.get("sampler", "eq9"), kwargs.get("eps", 0.4), kwargs.get("eta", 0.0))
-  stepping._check(kwargs.get("rule", "waterfilling"), kwargs.get("domain", "tau"),
-                  kwargs.get("mix", 0.5), kwargs.get("num_steps", 50))
-  jitted = jax.jit(functools.partial(generate, denoiser, **kwargs))
+  _check_generator_kwargs(kwargs)
+  return _checked(jax.jit(functools.partial(generate, denoiser, **kwargs)), kwargs.get("T", 100))
 
-  def run(g0, tau0, key):
-    checks.same_shape("g0", g0, "tau0", tau0)
-    checks.in_range("tau0", tau0, 0.0, T, hint=f"initial times must lie in [0, T={T}].")
-    return jitted(g0, tau0, key)
 
-  return run
+def make_network_generator(apply_fn: Callable, *, input_norm: str = "noise", min_beta: float = 1e-3, **kwargs):
+  """Algorithm 2 for a velocity network, compiled once for any parameters.
+
+  Args:
+    apply_fn: ``apply_fn(params, x, tau) -> v`` (e.g. ``model.apply``).
+    input_norm, min_beta: as in :func:`velocity_denoiser`.
+    **kwargs: the settings of :func:`generate` (``num_steps``, ``rule``, ``sampler``, ``T`` ...).
+
+  Returns:
+    ``fn(params, g0, tau0, key) -> H_hat``: a pure function of its arguments.
+    The parameters are an argument of the compiled program (not constants), so
+    one compilation serves every checkpoint, and XLA:CPU compiles a faster loop.
+  """
+  checks.choice("input_norm", input_norm, INPUT_NORMS)
+  _check_generator_kwargs(kwargs)
+  T, beta_max = kwargs.get("T", 100), kwargs.get("beta_max", 0.2)
+
+  def run(params, g0, tau0, key):
+    D = velocity_denoiser(functools.partial(apply_fn, params), input_norm=input_norm, T=T, beta_max=beta_max,
+                          min_beta=min_beta)
+    return generate(D, g0, tau0, key, **kwargs)
+
+  return _checked(jax.jit(run), T, n_lead=1)
 
 
 # ---------------------------------------------------------------------------

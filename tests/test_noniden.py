@@ -221,3 +221,25 @@ def test_parse_sampler_spec():
   for bad in ("eq9:1.5", "ddpm:0.5", "eta", "eta:x"):
     with pytest.raises(ValueError, match="must be 'eq9:EPS' or 'eta:ETA'"):
       noniden.parse_sampler(bad)
+
+
+def test_network_generator_takes_params_as_an_argument():
+  from jaxchan.models.mixer import MixerDenoiser
+
+  model = MixerDenoiser(num_layers=1, embed_dim=8)
+  g0 = conventions.standard_normal(jax.random.PRNGKey(0), (2, 8, 16))
+  tau0 = jax.random.uniform(jax.random.PRNGKey(1), g0.shape, minval=5.0, maxval=T)
+  p1 = model.init(jax.random.PRNGKey(2), g0, tau0)
+  p2 = jax.tree_util.tree_map(lambda v: v + 0.05, p1)
+  kw = dict(num_steps=4, rule="waterfilling", sampler="eta", eta=1.0, T=T)
+  gen = noniden.make_network_generator(model.apply, input_norm="noise", **kw)
+  key = jax.random.PRNGKey(3)
+  for params in (p1, p2):  # one compiled program, two parameter sets
+    D = noniden.velocity_denoiser(functools.partial(model.apply, params), input_norm="noise", T=T)
+    # Same computation as the closed-over form; only XLA's constant folding differs (float32 round-off).
+    np.testing.assert_allclose(gen(params, g0, tau0, key), noniden.make_generator(D, **kw)(g0, tau0, key),
+                               atol=1e-4)
+  with pytest.raises(ValueError, match=r"tau0 must lie in \[0.0, 100\]"):
+    gen(p1, g0, tau0 + T, key)
+  with pytest.raises(ValueError, match="input_norm='unit' is not supported"):
+    noniden.make_network_generator(model.apply, input_norm="unit", **kw)

@@ -92,8 +92,6 @@ def test_noniden_smoke_end_to_end_and_resume(tmp_path):
   assert (tmp_path / "wd" / "fig_steps.png").stat().st_size > 1000
   assert "raw start" in (tmp_path / "wd" / "tables.md").read_text()
   # A trained model loads back and generates from a user's own (H_bar, M).
-  import functools
-
   import jax
   import jax.numpy as jnp
   from jaxchan import noniden
@@ -101,10 +99,12 @@ def test_noniden_smoke_end_to_end_and_resume(tmp_path):
   model, params, info = load_trained(str(tmp_path / "wd" / "models" / "nonid"))
   m = jnp.zeros((3, 32, 64)).at[:, ::2, ::4].set(3.0)
   h_bar = m * jnp.ones((3, 32, 64), jnp.complex64)
-  g0, tau0 = noniden.initial_state(h_bar, m, T=info["T"])
-  D = noniden.velocity_denoiser(functools.partial(model.apply, params), input_norm=info["model"]["input_norm"],
-                                T=info["T"])
-  out = noniden.make_generator(D, num_steps=4, T=info["T"])(g0, tau0, jax.random.PRNGKey(0))
+  g0, tau0 = noniden.initial_state(h_bar, m, T=info["T"], beta_max=info["beta_max"])
+  # The README's library example, with 4 steps.
+  generate = noniden.make_network_generator(model.apply, input_norm=info["model"]["input_norm"], num_steps=4,
+                                            rule="waterfilling", sampler="eq9", eps=0.4, T=info["T"],
+                                            beta_max=info["beta_max"])
+  out = generate(params, g0, tau0, jax.random.PRNGKey(0))
   assert out.shape == (3, 32, 64) and bool(jnp.all(jnp.isfinite(out.real)))
   # Rerunning resumes from the checkpoints: no epoch is trained again.
   proc = _run(args, tmp_path)
