@@ -213,11 +213,11 @@ def test_flop_counter_matches_closed_form():
     assert count_complex_dense_flops(m.apply, params, x, t) == 8 * (batch * per_sample + per_call)
 
 
-def test_embedding_figure_from_results(tmp_path):
+def _embedding_results():
+  """A ``:smoke,embeddings`` config and a results dict shaped like the experiment's (made-up numbers)."""
   import sys
   sys.path.insert(0, __import__("os").path.join(__import__("os").path.dirname(__file__), "..", "configs"))
   import noniden as cfgmod
-  from jaxchan.experiments import noniden as exp
 
   config = cfgmod.get_config("smoke,embeddings")
   training = {n: (m.to_dict(), [{"epoch": 1, "train_loss": 1.0, "test_loss": 1.0}]) for n, m in config.models.items()}
@@ -227,12 +227,31 @@ def test_embedding_figure_from_results(tmp_path):
   results = dict(training=training, dataset="x.h5", device="cpu",
                  generation=dict(num_test=4, raw_start_nmse={p: 1.0 for p in config.eval.patterns},
                                  lmmse_nmse={}, one_shot_nmse={}, rows=rows))
+  return config, results
+
+
+def test_embedding_figure_from_results(tmp_path):
+  from jaxchan.experiments import noniden as exp
+
+  config, results = _embedding_results()
   names = exp.embedding_models(results, config)
   assert set(names) == {"nonid", "emb_row", "emb_both", "emb_col_tau"}
   assert exp.plot_embeddings(results, config, str(tmp_path / "fig.png"))
   assert (tmp_path / "fig.png").stat().st_size > 1000
   md = exp.tables(results, config)
   assert "Embedding schemes" in md and "row / alpha avg" in md
+
+
+def test_only_process_zero_writes_the_outputs(tmp_path, monkeypatch):
+  from jaxchan.experiments import noniden as exp
+
+  config, results = _embedding_results()
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  assert not exp.write_outputs(results, config, str(tmp_path))
+  assert list(tmp_path.iterdir()) == []
+  monkeypatch.setattr(jax, "process_index", lambda: 0)
+  assert exp.write_outputs(results, config, str(tmp_path))
+  assert {p.name for p in tmp_path.iterdir()} == {"results.json", "tables.md", "fig_steps.png", "fig_embeddings.png"}
 
 
 def test_complex_dense_layouts_compute_the_same_map():

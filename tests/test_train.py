@@ -181,3 +181,32 @@ def test_two_processes_with_jax_distributed_match_one_device(tmp_path):
   one, multi = _params(tmp_path / "one.npz"), _params(tmp_path / "mh.npz")
   for k in one:
     np.testing.assert_allclose(multi[k], one[k], rtol=1e-4, atol=1e-5)   # as in the 4-device test
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_multi_process_dataset_is_built_once_by_process_zero(tmp_path, shared):
+  """Process 0 builds a missing dataset, the others wait; without a shared filesystem they say how to fix it."""
+  import socket
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  markers = tmp_path / "markers"
+  markers.mkdir()
+  procs = []
+  for i in range(2):
+    # Separate folders per process stand in for hosts that do not share a filesystem.
+    path = tmp_path / ("shared" if shared else f"host{i}") / "ds.h5"
+    cmd = [sys.executable, os.path.join(ROOT, "tests", "dataset_job.py"), str(path), str(markers),
+           "--coordinator", f"localhost:{port}", "--num_processes", "2", "--process_id", str(i)]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+    procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+  outs = [p.communicate(timeout=120) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-2000:]
+  assert [m.name for m in markers.iterdir()] == ["built_by_0"]
+  last = [out.strip().splitlines()[-1] for out, _ in outs]  # gloo prints its own lines first
+  assert last[0].startswith("ok ")
+  if shared:
+    assert last[1].startswith("ok ")
+  else:
+    assert "do not share a filesystem" in last[1] and "python -m datagen.uma" in last[1]

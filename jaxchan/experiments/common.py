@@ -35,15 +35,30 @@ def ensure_dataset(dcfg, preset: str | None = None, *, progress: bool = True, lo
   """
   preset = preset or dcfg.preset
   path = dataset_path(dcfg, preset)
-  if not os.path.exists(path):
-    cmd = build_command(dcfg, preset)
-    if not dcfg.build_if_missing:
-      data.open_dataset(path, build_command=cmd)  # raises with the command to run
+  cmd = build_command(dcfg, preset)
+  # In a multi-process run only process 0 builds (the others would write the same file at
+  # once); the rest wait for it, then need the file on their own filesystem.
+  if not os.path.exists(path) and not dcfg.build_if_missing:
+    data.open_dataset(path, build_command=cmd)  # raises with the command to run (on every process)
+  if not os.path.exists(path) and is_main_process():
     log(f"dataset {path} is missing; building it once with datagen ({cmd})")
     from datagen import presets, sionna_source, store
     cfg = presets.get(preset, dcfg.size, seed=dcfg.seed)
     store.build(path, cfg, sionna_source.generate, generator=sionna_source.sionna_version(), progress=progress)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(f"ensure_dataset {preset} {dcfg.size}")
+    if not os.path.exists(path):
+      raise data.DatasetError(
+          f"dataset {path!r} is missing on process {jax.process_index()} after process 0 built it: the processes "
+          f"do not share a filesystem. Build it on every host first: `{cmd}` (datagen is deterministic, so every "
+          "copy is identical).")
   return path
+
+
+def is_main_process() -> bool:
+  """True on process 0, the one that writes shared outputs (results, tables, figures) in a multi-process run."""
+  return jax.process_index() == 0
 
 
 def restore_params(model_dir: str, template):

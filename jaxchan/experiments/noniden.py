@@ -127,8 +127,9 @@ def train_one(name, mcfg, config, ds, workdir, log=print):
 
   model_dir = os.path.join(workdir, "models", name)
   os.makedirs(model_dir, exist_ok=True)
-  io.atomic_write_json(os.path.join(model_dir, "model.json"),
-                       dict(model=mcfg.to_dict(), T=T, beta_max=config.beta_max, shape=list(shape)))
+  if common.is_main_process():
+    io.atomic_write_json(os.path.join(model_dir, "model.json"),
+                         dict(model=mcfg.to_dict(), T=T, beta_max=config.beta_max, shape=list(shape)))
   state = train.init_state(params, opt, jax.random.PRNGKey(config.seed + 1))
   state, history = train.fit(state, step, batches, num_epochs=config.train.num_epochs,
                              workdir=model_dir,
@@ -436,8 +437,16 @@ def run(config, workdir: str) -> dict:
     generation = evaluate(config, models, ds, log=log)
   results = dict(config=json.loads(config.to_json()), dataset=path, device=str(jax.devices()[0]),
                  training={n: (m, h) for n, (m, h) in training.items()}, generation=generation)
+  write_outputs(results, config, workdir)
+  return results
+
+
+def write_outputs(results, config, workdir: str) -> bool:
+  """``results.json``, ``tables.md`` and the figures, written by process 0 only; True if written."""
+  if not common.is_main_process():
+    return False
   io.atomic_write_json(os.path.join(workdir, "results.json"), results)
   io.atomic_write_text(os.path.join(workdir, "tables.md"), tables(results, config))
   plot_steps(results, config, os.path.join(workdir, "fig_steps.png"))
   plot_embeddings(results, config, os.path.join(workdir, "fig_embeddings.png"))
-  return results
+  return True

@@ -156,9 +156,10 @@ def train_one(config, use, ds, model_dir, log=print):
       yield {"history": jnp.asarray(b["history"]), "target": jnp.asarray(b["target"])}
 
   os.makedirs(model_dir, exist_ok=True)
-  io.atomic_write_json(os.path.join(model_dir, "model.json"),
-                       dict(use=use, model=config.model.to_dict(), data=config.data.to_dict(),
-                            srs=config.srs.to_dict(), dm=config.dm.to_dict()))
+  if common.is_main_process():
+    io.atomic_write_json(os.path.join(model_dir, "model.json"),
+                         dict(use=use, model=config.model.to_dict(), data=config.data.to_dict(),
+                              srs=config.srs.to_dict(), dm=config.dm.to_dict()))
   state = train.init_state(params, opt, jax.random.PRNGKey(config.seed + 1))
   state, history = train.fit(state, step, batches, num_epochs=epochs, workdir=model_dir,
                              eval_fn=lambda p: {"test_loss": test_loss(p)}, progress=config.progress, log=log,
@@ -526,9 +527,10 @@ def run(config, workdir: str) -> dict:
         res["guidance"] = guidance_sweep(config, models, ds)
         res["example"] = example(config, models, ds)
       results["scenarios"][sc] = res
-    # Written after every scenario, so a long run's finished scenarios are on disk early.
-    io.atomic_write_json(os.path.join(workdir, "results.json"), results)
-    if config.eval.enabled:
-      io.atomic_write_text(os.path.join(workdir, "tables.md"), tables(results, config))
-      plot_all(results, config, workdir)
+    # Written after every scenario (by process 0), so a long run's finished scenarios are on disk early.
+    if common.is_main_process():
+      io.atomic_write_json(os.path.join(workdir, "results.json"), results)
+      if config.eval.enabled:
+        io.atomic_write_text(os.path.join(workdir, "tables.md"), tables(results, config))
+        plot_all(results, config, workdir)
   return results
