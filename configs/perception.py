@@ -63,6 +63,8 @@ def get_config(arg: str = ""):
 
   c.dm = ml_collections.ConfigDict()
   c.dm.T = 1000                    # cosine schedule steps
+  c.dm.cosine_s = 0.008            # cosine schedule offset s (Nichol & Dhariwal)
+  c.dm.max_beta = 0.999            # per-step beta clip; it sets how stiff the chain is near t = T
   c.dm.p_uncond = 0.1              # CFG training: probability of the null token
   c.dm.variance = "posterior"      # reverse-step variance: posterior (beta_tilde) | beta
   c.dm.clip_x0 = 4.0               # clip |x0_hat| per element during sampling (unit-power channels); 0: eq. (5) as is

@@ -244,6 +244,7 @@ def test_perception_smoke_end_to_end_and_resume(tmp_path):
     ("--config.train.models=('sl','gan')", "config.train.models entry='gan' is not supported"),
     ("--config.scenarios=('city',)", "config.scenarios entry='city' is not supported"),
     ("--config.dm.clip_x0=-1.0", "config.dm.clip_x0=-1.0 must be >= 0"),
+    ("--config.dm.max_beta=1.0", "config.dm.max_beta=1.0 must lie in (0, 1)"),
 ])
 def test_perception_bad_config_stops_before_work(tmp_path, override, match):
   cfg = os.path.join(ROOT, "configs", "perception.py")
@@ -290,3 +291,16 @@ def test_evaluation_split_over_four_devices_gives_the_same_numbers(tmp_path):
                         env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stdout.startswith("ok")
+
+
+def test_dm_schedule_comes_from_the_config():
+  import ml_collections
+
+  from jaxchan.experiments import perception
+
+  cfg = ml_collections.ConfigDict(dict(dm=dict(T=50, cosine_s=0.02, max_beta=0.5)))
+  sch = perception.dm_schedule(cfg)
+  ref = schedules.cosine_schedule(50, s=0.02, max_beta=0.5)
+  np.testing.assert_array_equal(sch.betas, ref.betas)
+  # The clip binds at t = T (the cosine's unclipped beta_T is 1), so the last step is exactly max_beta.
+  assert float(sch.betas[-1]) == pytest.approx(0.5) and float(jnp.max(sch.betas)) <= 0.5 + 1e-7

@@ -76,6 +76,10 @@ def validate(config):
   checks.choice("config.dm.variance", config.dm.variance, ddpm.VARIANCES)
   if not config.dm.clip_x0 >= 0:
     raise ValueError(f"config.dm.clip_x0={config.dm.clip_x0!r} must be >= 0 (0 disables the clip).")
+  if not 0 < config.dm.cosine_s < 1:
+    raise ValueError(f"config.dm.cosine_s={config.dm.cosine_s!r} must lie in (0, 1) (the standard value is 0.008).")
+  if not 0 < config.dm.max_beta < 1:
+    raise ValueError(f"config.dm.max_beta={config.dm.max_beta!r} must lie in (0, 1) (the standard value is 0.999).")
   missing = {"sl", "dm", "e2e"} - set(config.train.models) if config.eval.enabled else set()
   if missing:
     raise ValueError(f"config.train.models={tuple(config.train.models)} lacks {sorted(missing)}, which the "
@@ -128,7 +132,7 @@ def loss_fn(config, model, use):
   if use == "sl":
     return functools.partial(prediction.sl_loss, model, srs_cfg=scfg)
   if use == "dm":
-    return functools.partial(prediction.dm_loss, model, schedule=schedules.cosine_schedule(config.dm.T),
+    return functools.partial(prediction.dm_loss, model, schedule=dm_schedule(config),
                              p_uncond=config.dm.p_uncond, srs_cfg=scfg)
   return functools.partial(prediction.e2e_loss, model, n_streams=config.eval.n_streams, srs_cfg=scfg)
 
@@ -175,8 +179,7 @@ def load_trained(model_dir: str):
   observation ``obs = jaxchan.srs.observe(history, key)``)::
 
     model, params, cfg = load_trained("workdir/perception/high_mobility/models/dm")
-    samples = prediction.sample_posterior(model, params, obs, key, schedules.cosine_schedule(cfg.dm.T),
-                                          num_samples=16)
+    samples = prediction.sample_posterior(model, params, obs, key, dm_schedule(cfg), num_samples=16)
   """
   import ml_collections
 
@@ -200,6 +203,12 @@ def _dm_kw(config) -> dict:
   return dict(variance=config.dm.variance, clip_x0=config.dm.clip_x0 or None)
 
 
+def dm_schedule(config):
+  """The DM's cosine schedule from ``config.dm`` (``T``, ``cosine_s``, ``max_beta``)."""
+  return schedules.cosine_schedule(config.dm.T, s=config.dm.get("cosine_s", 0.008),
+                                   max_beta=config.dm.get("max_beta", 0.999))
+
+
 def _svd(H, n_s):
   return precoding.svd_precoder(H, n_s)
 
@@ -207,7 +216,7 @@ def _svd(H, n_s):
 def make_eval_batch(config, models):
   """Jitted ``(params, history, target, key) -> dict of per-batch sums`` for Tables II/III and Fig. 7."""
   n_s, K = config.eval.n_streams, config.eval.num_samples
-  sch = schedules.cosine_schedule(config.dm.T)
+  sch = dm_schedule(config)
   scfg = srs_cfg(config)
   snr_grid = jnp.asarray(metrics.from_db(jnp.asarray(config.eval.dl_snr_grid_db, jnp.float32)))
   (m_sl, _), (m_dm, _), (m_e2e, _) = models["sl"], models["dm"], models["e2e"]
@@ -299,7 +308,7 @@ def trajectories(config, models, ds):
   test = ds.load("test")
   m_dm, p_dm = models["dm"]
   m_sl, p_sl = models["sl"]
-  sch = schedules.cosine_schedule(config.dm.T)
+  sch = dm_schedule(config)
   scfg = srs_cfg(config)
 
   @functools.partial(jax.jit, static_argnames="deterministic")
@@ -332,7 +341,7 @@ def guidance_sweep(config, models, ds):
   n = min(config.eval.sweep_num_test, ds.size("test"))
   test = ds.load("test")
   m_dm, p_dm = models["dm"]
-  sch = schedules.cosine_schedule(config.dm.T)
+  sch = dm_schedule(config)
   scfg, n_s, K = srs_cfg(config), config.eval.n_streams, config.eval.num_samples
 
   @functools.partial(jax.jit, static_argnames="w")
@@ -374,7 +383,7 @@ def example(config, models, ds):
   obs = srs.observe(hist, jax.random.PRNGKey(40_000), num_hops=scfg.num_hops, snr_db_range=scfg.snr_db_range)
   m_dm, p_dm = models["dm"]
   m_sl, p_sl = models["sl"]
-  dm = jax.jit(lambda o, k: prediction.sample_posterior(m_dm, p_dm, o, k, schedules.cosine_schedule(config.dm.T),
+  dm = jax.jit(lambda o, k: prediction.sample_posterior(m_dm, p_dm, o, k, dm_schedule(config),
                                                         **_dm_kw(config)))(obs, jax.random.PRNGKey(1))[0]
   sl = prediction.sl_predict(m_sl, p_sl, obs)
   mag = lambda x: np.abs(np.asarray(x[0, 0])).tolist()                 # [n_bs, n_prb]
