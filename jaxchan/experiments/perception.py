@@ -449,13 +449,30 @@ def _plt():
   return plt
 
 
+def _scenario_figure(plt, scenarios, panels, panel_size, draw, path):
+  """One figure with a group of ``panels`` axes per scenario, drawn by ``draw(scenario, axes)``, saved to ``path``.
+
+  Several panels per scenario: one row per scenario. One panel: the scenarios side by side.
+  """
+  rows, cols = (len(scenarios), panels) if panels > 1 else (1, len(scenarios))
+  fig, axes = plt.subplots(rows, cols, figsize=(panel_size[0] * cols, panel_size[1] * rows), squeeze=False)
+  groups = axes if panels > 1 else [[ax] for ax in axes[0]]
+  for group, sc in zip(groups, scenarios):
+    draw(sc, group)
+  if groups[0][0].get_legend_handles_labels()[0]:
+    groups[0][0].legend(fontsize=7)
+  fig.tight_layout()
+  io.atomic_save_figure(fig, path, dpi=110)
+  plt.close(fig)
+
+
 def plot_all(results, config, workdir):
+  """Figs. 5-8 of the perception paper from ``results``, one panel group per scenario."""
   plt = _plt()
   scs = list(results["scenarios"])
   K = config.eval.num_samples
-  # Fig. 5: example magnitudes.
-  fig, axes = plt.subplots(len(scs), 3, figsize=(10, 2.8 * len(scs)), squeeze=False)
-  for row, sc in zip(axes, scs):
+
+  def fig5_examples(sc, row):
     ex = results["scenarios"][sc]["example"]
     vmax = max(np.max(ex[k]) for k in ("truth", "dm", "sl"))
     for ax, k, title in zip(row, ("truth", "dm", "sl"), ("ground truth", "DM sample", "SL estimate")):
@@ -463,15 +480,10 @@ def plot_all(results, config, workdir):
       ax.set_title(f"{sc}: {title}", fontsize=9)
       ax.set_xlabel("PRB")
     row[0].set_ylabel("BS antenna")
-  fig.tight_layout()
-  io.atomic_save_figure(fig, os.path.join(workdir, "fig5_examples.png"), dpi=110)
-  plt.close(fig)
-  # Fig. 6: trajectories.
-  fig, axes = plt.subplots(len(scs), 2, figsize=(9, 3.0 * len(scs)), squeeze=False)
-  for row, sc in zip(axes, scs):
+
+  def fig6_trajectory(sc, row):
     tr = results["scenarios"][sc]["trajectory"]
-    T = len(tr["stochastic"]["nmse_xt"])
-    steps = np.arange(T, 0, -1)
+    steps = np.arange(len(tr["stochastic"]["nmse_xt"]), 0, -1)
     for var, color in (("stochastic", "tab:red"), ("deterministic", "tab:blue")):
       row[0].plot(steps, 10 * np.log10(tr[var]["nmse_xt"]), color=color, label=f"{var} x_t")
       row[0].plot(steps, 10 * np.log10(tr[var]["nmse_x0"]), "--", color=color, label=f"{var} x0_hat")
@@ -484,36 +496,22 @@ def plot_all(results, config, workdir):
     for ax in row:
       ax.invert_xaxis()
       ax.set_xlabel("reverse step t")
-  axes[0][0].legend(fontsize=7)
-  fig.tight_layout()
-  io.atomic_save_figure(fig, os.path.join(workdir, "fig6_trajectory.png"), dpi=110)
-  plt.close(fig)
-  # Fig. 7: SE vs DL SNR.
-  fig, axes = plt.subplots(1, len(scs), figsize=(5 * len(scs), 3.6), squeeze=False)
-  for ax, sc in zip(axes[0], scs):
+
+  def fig7_se_snr(sc, axes):
     se = results["scenarios"][sc]["eval"]["se_vs_snr"]
     for name in SE_ROWS:
-      ax.plot(se["dl_snr_db"], se[name], marker=".", label=LABELS[name].format(K=K))
-    ax.set_title(sc)
-    ax.set_xlabel("DL SNR [dB]")
-    ax.set_ylabel("SE [bps/Hz]")
-  axes[0][0].legend(fontsize=7)
-  fig.tight_layout()
-  io.atomic_save_figure(fig, os.path.join(workdir, "fig7_se_snr.png"), dpi=110)
-  plt.close(fig)
-  # Fig. 8: SE vs guidance.
-  fig, axes = plt.subplots(1, len(scs), figsize=(5 * len(scs), 3.4), squeeze=False)
-  for ax, sc in zip(axes[0], scs):
+      axes[0].plot(se["dl_snr_db"], se[name], marker=".", label=LABELS[name].format(K=K))
+    axes[0].set(title=sc, xlabel="DL SNR [dB]", ylabel="SE [bps/Hz]")
+
+  def fig8_guidance(sc, axes):
     g = results["scenarios"][sc]["guidance"]
-    ax.plot(g["w"], g["dm_bayes"], marker="o", label=f"DM ensemble (K = {K})")
-    ax.plot(g["w"], g["dm_deterministic"], marker="s", label="deterministic DM")
-    ax.set_title(sc)
-    ax.set_xlabel("guidance scale w")
-    ax.set_ylabel("SE [bps/Hz]")
-    ax.legend(fontsize=7)
-  fig.tight_layout()
-  io.atomic_save_figure(fig, os.path.join(workdir, "fig8_guidance.png"), dpi=110)
-  plt.close(fig)
+    axes[0].plot(g["w"], g["dm_bayes"], marker="o", label=f"DM ensemble (K = {K})")
+    axes[0].plot(g["w"], g["dm_deterministic"], marker="s", label="deterministic DM")
+    axes[0].set(title=sc, xlabel="guidance scale w", ylabel="SE [bps/Hz]")
+
+  for draw, panels, size in ((fig5_examples, 3, (10 / 3, 2.8)), (fig6_trajectory, 2, (4.5, 3.0)),
+                             (fig7_se_snr, 1, (5, 3.6)), (fig8_guidance, 1, (5, 3.4))):
+    _scenario_figure(plt, scs, panels, size, draw, os.path.join(workdir, f"{draw.__name__}.png"))
 
 
 def run(config, workdir: str) -> dict:
