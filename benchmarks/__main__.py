@@ -13,7 +13,6 @@ FLOPs are counted.
 """
 
 import argparse
-import json
 import os
 import platform
 

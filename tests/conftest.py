@@ -42,3 +42,27 @@ def complex_moment_zscores(samples, mean, cov):
 @pytest.fixture
 def rng():
   return np.random.default_rng(0)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_py(args, cwd, timeout=600):
+  """``python run.py ARGS`` in a subprocess on the CPU, output captured."""
+  import subprocess
+  import sys
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, os.path.join(ROOT, "run.py"), *args], cwd=cwd, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def assert_stops_before_work(config: str, override: str, match: str, tmp_path, made: str):
+  """``run.py --config=CONFIG OVERRIDE`` must fail with ``match`` in its message before any work:
+
+  no dataset built (the configured path does not exist and must stay so) and nothing at ``workdir/made``.
+  """
+  proc = run_py([f"--config={config}", override, f"--config.data.path={tmp_path}/never.h5",
+                 f"--workdir={tmp_path}/wd"], tmp_path)
+  assert proc.returncode != 0
+  assert match in proc.stderr, proc.stderr[-2000:]
+  assert not (tmp_path / "never.h5").exists() and not (tmp_path / "wd" / made).exists()

@@ -11,10 +11,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import ROOT, assert_stops_before_work, run_py
 from jaxchan import conventions, precoding, prediction, schedules, srs, stiefel
 from jaxchan.models.transformer import ChannelTransformer, from_tokens, to_tokens
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 B, O, U, N, P = 3, 4, 4, 8, 12
 
 
@@ -188,11 +188,6 @@ def test_riemannian_cg_never_decreases_the_monte_carlo_capacity():
   assert float(jnp.max(obj(Wc) - obj(Wb))) > 1e-3    # i.i.d. samples: the energy surrogate is not capacity-optimal
 
 
-def _run(args, cwd):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, os.path.join(ROOT, "run.py"), *args], cwd=cwd, env=env,
-                        capture_output=True, text=True, timeout=1200)
-
 
 @pytest.mark.slow
 def test_perception_smoke_end_to_end_and_resume(tmp_path):
@@ -200,7 +195,7 @@ def test_perception_smoke_end_to_end_and_resume(tmp_path):
   cfg = os.path.join(ROOT, "configs", "perception.py")
   args = [f"--config={cfg}:smoke,high_mobility", f"--workdir={tmp_path}/wd",
           f"--config.data.path={tmp_path}/hm_tiny.h5", "--config.progress=False"]
-  proc = _run(args, tmp_path)
+  proc = run_py(args, tmp_path, timeout=1200)
   assert proc.returncode == 0, proc.stderr[-3000:]
   res = json.load(open(tmp_path / "wd" / "results.json"))
   r = res["scenarios"]["high_mobility"]
@@ -225,12 +220,12 @@ def test_perception_smoke_end_to_end_and_resume(tmp_path):
                                   num_samples=3)
   assert s.shape == (3, 2, 4, 32, 52) and bool(jnp.all(jnp.isfinite(s.real)))
   # Rerunning resumes: nothing is trained again.
-  proc = _run(args, tmp_path)
+  proc = run_py(args, tmp_path, timeout=1200)
   assert proc.returncode == 0
   assert proc.stdout.count("resumed from") == 3
   # A dataset whose shapes do not match the config stops before any training.
-  proc = _run([f"--config={cfg}:smoke,high_mobility", f"--workdir={tmp_path}/wd2",
-               f"--config.data.path={tmp_path}/hm_tiny.h5", "--config.data.n_bs=16"], tmp_path)
+  proc = run_py([f"--config={cfg}:smoke,high_mobility", f"--workdir={tmp_path}/wd2",
+                 f"--config.data.path={tmp_path}/hm_tiny.h5", "--config.data.n_bs=16"], tmp_path)
   assert proc.returncode != 0
   assert "per-sample shape (4, 4, 32, 52)" in proc.stderr and "expects (4, 4, 16, 52)" in proc.stderr
   assert not os.path.exists(tmp_path / "wd2" / "high_mobility" / "models")
@@ -247,12 +242,8 @@ def test_perception_smoke_end_to_end_and_resume(tmp_path):
     ("--config.dm.max_beta=1.0", "config.dm.max_beta=1.0 must lie in (0, 1)"),
 ])
 def test_perception_bad_config_stops_before_work(tmp_path, override, match):
-  cfg = os.path.join(ROOT, "configs", "perception.py")
-  proc = _run([f"--config={cfg}:smoke,low_mobility", override, f"--config.data.path={tmp_path}/never.h5",
-               f"--workdir={tmp_path}/wd"], tmp_path)
-  assert proc.returncode != 0
-  assert match in proc.stderr, proc.stderr[-2000:]
-  assert not os.path.exists(tmp_path / "never.h5") and not os.path.exists(tmp_path / "wd" / "low_mobility")
+  assert_stops_before_work(os.path.join(ROOT, "configs", "perception.py") + ":smoke,low_mobility", override, match,
+                           tmp_path, made="low_mobility")
 
 
 _SHARDED_EVAL = r"""

@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT, assert_stops_before_work, run_py
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _readme_commands():
@@ -26,16 +26,11 @@ def test_ci_runs_the_readme_test_command():
   assert ci_lines[0].strip() in blocks, "the README must show the exact test command that .ci/run executes"
 
 
-def _run(args, tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, os.path.join(ROOT, "run.py"), *args], cwd=tmp_path, env=env,
-                        capture_output=True, text=True, timeout=600)
-
 
 def test_run_py_smoke_end_to_end(tmp_path):
   wd = tmp_path / "wd"
   cfg = os.path.join(ROOT, "configs", "sampler_study.py")
-  proc = _run([f"--config={cfg}:smoke", f"--workdir={wd}", "--config.num_samples=300"], tmp_path)
+  proc = run_py([f"--config={cfg}:smoke", f"--workdir={wd}", "--config.num_samples=300"], tmp_path)
   assert proc.returncode == 0, proc.stderr[-3000:]
   res = json.load(open(wd / "results.json"))
   assert res["config"]["num_samples"] == 300  # the command-line override reached the job
@@ -54,7 +49,7 @@ def test_run_py_smoke_end_to_end(tmp_path):
 ])
 def test_run_py_bad_config(tmp_path, args, match):
   cfg = os.path.join(ROOT, "configs", "sampler_study.py")
-  proc = _run([a.format(cfg=cfg) for a in args] + [f"--workdir={tmp_path}/wd"], tmp_path)
+  proc = run_py([a.format(cfg=cfg) for a in args] + [f"--workdir={tmp_path}/wd"], tmp_path)
   assert proc.returncode != 0
   assert match in proc.stderr
 
@@ -81,7 +76,7 @@ def test_noniden_smoke_end_to_end_and_resume(tmp_path):
   cfg = os.path.join(ROOT, "configs", "noniden.py")
   args = [f"--config={cfg}:smoke", f"--workdir={tmp_path}/wd", f"--config.data.path={tmp_path}/simo_tiny.h5",
           "--config.progress=False"]
-  proc = _run(args, tmp_path)
+  proc = run_py(args, tmp_path)
   assert proc.returncode == 0, proc.stderr[-3000:]
   res = json.load(open(tmp_path / "wd" / "results.json"))
   assert set(res["training"]) == {"nonid", "identical"}
@@ -107,12 +102,12 @@ def test_noniden_smoke_end_to_end_and_resume(tmp_path):
   out = generate(params, g0, tau0, jax.random.PRNGKey(0))
   assert out.shape == (3, 32, 64) and bool(jnp.all(jnp.isfinite(out.real)))
   # Rerunning resumes from the checkpoints: no epoch is trained again.
-  proc = _run(args, tmp_path)
+  proc = run_py(args, tmp_path)
   assert proc.returncode == 0
   assert "resumed from" in proc.stdout and "epoch 2/2" not in proc.stderr
   # A dataset whose shape does not match the config stops the job before any training.
-  proc = _run([f"--config={cfg}:smoke", f"--workdir={tmp_path}/wd2", f"--config.data.path={tmp_path}/simo_tiny.h5",
-               "--config.data.n_bs=16"], tmp_path)
+  proc = run_py([f"--config={cfg}:smoke", f"--workdir={tmp_path}/wd2", f"--config.data.path={tmp_path}/simo_tiny.h5",
+                 "--config.data.n_bs=16"], tmp_path)
   assert proc.returncode != 0
   assert "per-sample shape (32, 64)" in proc.stderr and "expects (16, 64)" in proc.stderr
   assert not os.path.exists(tmp_path / "wd2" / "models")
@@ -126,12 +121,8 @@ def test_noniden_smoke_end_to_end_and_resume(tmp_path):
     ("--config.eval.patterns=('pink',)", "config.eval.patterns entry='pink' is not supported"),
 ])
 def test_noniden_bad_config_stops_before_work(tmp_path, override, match):
-  cfg = os.path.join(ROOT, "configs", "noniden.py")
-  proc = _run([f"--config={cfg}:smoke", override, f"--config.data.path={tmp_path}/never.h5",
-               f"--workdir={tmp_path}/wd"], tmp_path)
-  assert proc.returncode != 0
-  assert match in proc.stderr, proc.stderr[-2000:]
-  assert not os.path.exists(tmp_path / "never.h5") and not os.path.exists(tmp_path / "wd" / "models")
+  assert_stops_before_work(os.path.join(ROOT, "configs", "noniden.py") + ":smoke", override, match, tmp_path,
+                           made="models")
 
 
 def test_noniden_config_snrs_are_the_library_defaults():
