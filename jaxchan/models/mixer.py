@@ -81,7 +81,7 @@ def from_planar(h):
 
 
 def realified_kernel(wr, wi, layout: str):
-  """The real matrix of the complex map ``y = x W`` (``W = wr + i wi``, ``[n, f]``) for a planar layout.
+  """The real matrix of the complex map ``y = x W`` (``W = wr + i wi``, ``[n, f]``) in a real layout.
 
   ``planar``: input features ordered (part, n), output (part, f);
   ``interleaved``: input (n, part), output (f, part). Either way the product is the
