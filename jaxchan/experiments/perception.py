@@ -205,8 +205,9 @@ def _dm_kw(config) -> dict:
 
 def dm_schedule(config):
   """The DM's cosine schedule from ``config.dm`` (``T``, ``cosine_s``, ``max_beta``)."""
-  return schedules.cosine_schedule(config.dm.T, s=config.dm.get("cosine_s", 0.008),
-                                   max_beta=config.dm.get("max_beta", 0.999))
+  # Configs saved before these fields existed fall back to cosine_schedule's own defaults.
+  kw = {k: config.dm[f] for k, f in (("s", "cosine_s"), ("max_beta", "max_beta")) if f in config.dm}
+  return schedules.cosine_schedule(config.dm.T, **kw)
 
 
 def _svd(H, n_s):
