@@ -22,8 +22,8 @@ noise variance is ``10^(-SNR/10)``.
 An element with noise variance ``s^2`` is observed as ``H_bar = H / s + CN(0, 1)``,
 i.e. reliability ``M = 1 / s`` in the convention of eq. (14),
 ``H_bar - M o H ~ CN(0, I)``; an element not kept has ``M = 0`` (pure noise).
-The diffusion start then follows eqs. (15)-(16) (or the variance-consistent
-variant) through :func:`jaxchan.noniden.initial_state`.
+The diffusion start then follows :func:`jaxchan.noniden.initial_state`: by
+default the variance-consistent start, or eqs. (15)-(16) as printed (``start="paper"``).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class Observation(NamedTuple):
   """Attributes (all ``[B, N_a, N_c]``):
     h_bar: the observation of eq. (14).
     m: reliability map ``M >= 0`` (0 where not observed).
-    g0: diffusion start ``H_tilde^(0)`` (eq. 15, or variance-consistent).
+    g0: diffusion start ``H_tilde^(0)`` (variance-consistent, or eq. 15).
     tau0: initial element-wise time ``tau^(0)`` (eq. 16).
   """
   h_bar: jax.Array
@@ -99,7 +99,7 @@ def power_map(pattern: str, key: jax.Array, shape: tuple[int, int], *, keep_frac
 
 
 def observe(h: jax.Array, key: jax.Array, pattern: str, *, snr_db: float | None = None,
-            background: float = 0.1, variance_consistent: bool = False, T: float = 100,
+            background: float = 0.1, start: str = "consistent", T: float = 100,
             beta_max: float = 0.2, **map_kwargs) -> Observation:
   """Observe a batch of channels through an initial-noise pattern and build the diffusion start.
 
@@ -109,13 +109,15 @@ def observe(h: jax.Array, key: jax.Array, pattern: str, *, snr_db: float | None 
     pattern: one of :data:`PATTERNS`.
     snr_db: SNR over the kept elements (default: the paper's, :data:`DEFAULT_SNR_DB`).
     background: share of the noise energy spread evenly (0.1 in the paper).
-    variance_consistent: use ``alpha0 = M / sqrt(M^2 + 1)`` instead of eq. (15)-(16).
+    start: ``"consistent"`` (``alpha0 = M / sqrt(M^2 + 1)``, a forward-process sample) or
+      ``"paper"`` (eqs. 15-16 as printed); see :func:`jaxchan.noniden.initial_state`.
     T, beta_max: the gamma schedule.
     **map_kwargs: ``keep_fraction``, ``tile``, ``exp_rate`` of :func:`power_map`.
   """
   checks.choice("noise pattern", pattern, PATTERNS)
   checks.min_ndim("h", h, 3, "[B, N_a, N_c]")
   checks.in_range("background", background, 0.0, 1.0)
+  checks.choice("start", start, noniden.STARTS)
   snr = DEFAULT_SNR_DB[pattern] if snr_db is None else snr_db
   B = h.shape[0]
   k_map, k_noise = jax.random.split(key)
@@ -124,5 +126,5 @@ def observe(h: jax.Array, key: jax.Array, pattern: str, *, snr_db: float | None 
   var = mean_var * (background + (1.0 - background) * w)
   m = jnp.where(kept, jax.lax.rsqrt(jnp.where(kept, var, 1.0)), 0.0)
   h_bar = m.astype(h.dtype) * h + conventions.standard_normal(k_noise, h.shape, h.dtype)
-  g0, tau0 = noniden.initial_state(h_bar, m, variance_consistent=variance_consistent, T=T, beta_max=beta_max)
+  g0, tau0 = noniden.initial_state(h_bar, m, start=start, T=T, beta_max=beta_max)
   return Observation(h_bar, m, g0, tau0)

@@ -11,17 +11,22 @@ generation loop takes a batch ``[B, *event]``.
 
 Two stochastic samplers are offered:
 
-* ``sampler="eq9"``: the paper's eq. (9) with mixing ``eps`` in ``[0, 1]``
-  (``eps = 1`` is the deterministic eq. 8; the paper uses ``eps = 0.4``). It is
-  DDIM with noise level ``sigma = sqrt(1 - eps^2) * beta_next``, which does not
-  shrink with the step size, so for ``eps < 1`` it does not sample the data
-  distribution (or the posterior) even with an exact denoiser and many steps.
-* ``sampler="eta"``: element-wise DDIM with ``sigma = eta * sigma_DDPM``,
+* ``sampler="eta"`` (the default): element-wise DDIM with ``sigma = eta * sigma_DDPM``,
   ``sigma_DDPM = (beta_next / beta) sqrt(1 - (alpha / alpha_next)^2)``;
   ``eta = 0`` is eq. (8), ``eta = 1`` ancestral sampling. Consistent for every
-  ``eta`` as the step count grows.
+  ``eta`` as the step count grows; the default ``eta`` (:data:`DEFAULT_ETA`)
+  was picked by the sweep of ``configs/noniden.py:quick`` (README).
+* ``sampler="eq9"``: the paper's eq. (9) as printed, with mixing ``eps`` in
+  ``[0, 1]`` (``eps = 1`` is the deterministic eq. 8; the paper uses
+  ``eps = 0.4``). It is DDIM with noise level ``sigma = sqrt(1 - eps^2) * beta_next``,
+  which does not shrink with the step size, so for ``eps < 1`` it does not
+  sample the data distribution (or the posterior) even with an exact denoiser
+  and many steps. Kept as a labelled ablation.
 
-``examples/sampler_study.py`` measures the difference with an exact denoiser.
+Two starts from an observation are offered (:func:`initial_state`):
+``"consistent"`` (the default) is a genuine forward-process sample at ``tau0``;
+``"paper"`` is eqs. (15)-(16) as printed, which holds less noise than ``tau0``
+claims. ``examples/sampler_study.py`` measures both choices with an exact denoiser.
 """
 
 from __future__ import annotations
@@ -37,8 +42,11 @@ from jaxchan import conventions
 from jaxchan import schedules
 from jaxchan import stepping
 
-SAMPLERS = ("eq9", "eta")
+SAMPLERS = ("eta", "eq9")
+STARTS = ("consistent", "paper")
 INPUT_NORMS = ("noise", "power")
+# The eta of the default sampler, picked by the eta sweep on configs/noniden.py:quick (README).
+DEFAULT_ETA = 1.0
 
 Denoiser = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -86,12 +94,45 @@ def denoised_from_velocity(g: jax.Array, v: jax.Array, alpha: jax.Array, beta: j
   return alpha * g - beta * v
 
 
-def noise_power_input(g: jax.Array, beta: jax.Array, *, min_beta: float = 1e-3) -> jax.Array:
+def input_floor(T: float, beta_max: float, min_beta: float | None = None) -> float:
+  """The floor of ``beta`` in the identical-noise-power input: ``min_beta``, or ``beta(1)`` if None.
+
+  ``beta(1)`` is the noise level of the smallest time that training draws and that
+  generation evaluates the network at (:mod:`jaxchan.tau_patterns`), so training
+  and generation inputs share one range of scales; generation times in ``(0, 1)``
+  are weighted as ``tau = 1``.
+  """
+  if min_beta is not None and min_beta > 0:
+    if not min_beta < 1:
+      raise ValueError(f"min_beta={min_beta!r} must lie in (0, 1), or be None/0 for beta(1) of the schedule.")
+    return float(min_beta)
+  with jax.ensure_compile_time_eval():  # a Python float even when called while tracing
+    return float(schedules.alpha_beta(jnp.asarray(1.0), T, beta_max)[1])
+
+
+def check_training_times(tau_min: int, min_beta: float | None, T: float, beta_max: float):
+  """Refuse training times that include ``tau = 0`` while the input floor lies below ``beta(1)``.
+
+  An element at ``tau = 0`` then weighs ``1 / min_beta`` in the normalizer of
+  :func:`noise_power_input`, far above any element generation ever shows the
+  network, and a few such elements carry almost all of a sample's normalizer.
+  """
+  floor, beta1 = input_floor(T, beta_max, min_beta), input_floor(T, beta_max)
+  if tau_min not in (0, 1):
+    raise ValueError(f"tau_min={tau_min!r} must be 1 (the default: training times 1..T) or 0 (times 0..T).")
+  if tau_min == 0 and floor < beta1 * (1 - 1e-6):
+    raise ValueError(f"training times include tau = 0 (tau_min=0) while the input normalizer is floored at "
+                     f"min_beta={floor:.3g} < beta(1)={beta1:.4g}: clean elements would dominate the input. "
+                     "Use tau_min=1 (the default), or min_beta=0 (floor at beta(1)).")
+
+
+def noise_power_input(g: jax.Array, beta: jax.Array, *, min_beta: float) -> jax.Array:
   """Identical-noise-power network input ``sqrt(d) ||beta^-1||^-1 beta^-1 g`` (Sec. III-A).
 
   Reduces over all axes but the first (``g``: ``[B, *event]``), so each sample
-  has ``||x||^2 ~ d``. ``beta`` is floored at ``min_beta`` so a clean element
-  (``tau = 0``) gives a large finite weight instead of infinity.
+  has ``||x||^2 ~ d``. ``beta`` is floored at ``min_beta`` (usually
+  :func:`input_floor`, ``beta(1)``) so a clean element (``tau = 0``) gives a
+  finite weight, no larger than the one training has seen.
   """
   checks.same_shape("g", g, "beta", beta)
   inv = 1.0 / jnp.maximum(beta, min_beta)
@@ -105,7 +146,7 @@ def noise_power_input(g: jax.Array, beta: jax.Array, *, min_beta: float = 1e-3) 
 
 def velocity_denoiser(velocity_fn: Callable[[jax.Array, jax.Array], jax.Array], *,
                       input_norm: str = "noise", T: float = 100, beta_max: float = 0.2,
-                      min_beta: float = 1e-3) -> Denoiser:
+                      min_beta: float | None = None) -> Denoiser:
   """Turn a velocity network ``f(x, tau)`` into a denoiser ``D(g, tau)`` (Algorithm 2).
 
   Args:
@@ -115,6 +156,8 @@ def velocity_denoiser(velocity_fn: Callable[[jax.Array, jax.Array], jax.Array], 
       (:func:`noise_power_input`), ``"power"`` feeds ``g`` itself (identical
       total power).
     T, beta_max: the gamma schedule.
+    min_beta: floor of ``beta`` in the noise-power input; None: ``beta(1)``
+      (:func:`input_floor`), as in training.
 
   Returns:
     ``D(g, tau) = alpha * g - beta * f(x(g), tau)``. The network sees the
@@ -122,10 +165,11 @@ def velocity_denoiser(velocity_fn: Callable[[jax.Array, jax.Array], jax.Array], 
     ``g``, matching how Algorithm 1 builds its targets.
   """
   checks.choice("input_norm", input_norm, INPUT_NORMS)
+  floor = input_floor(T, beta_max, min_beta)
 
   def denoise(g, tau):
     alpha, beta = schedules.alpha_beta(tau, T, beta_max)
-    x = noise_power_input(g, beta, min_beta=min_beta) if input_norm == "noise" else g
+    x = noise_power_input(g, beta, min_beta=floor) if input_norm == "noise" else g
     return denoised_from_velocity(g, velocity_fn(x, tau), alpha, beta)
 
   return denoise
@@ -170,15 +214,16 @@ def _sigma_eta_from_log(log_alpha, log_alpha_next, beta, beta_next, eta):
 
 
 def parse_sampler(spec: str) -> dict:
-  """``"eq9:0.4"`` or ``"eta:1.0"`` (as written in configs) -> keyword arguments of :func:`generate`."""
+  """``"eta:1.0"`` or ``"eq9:0.4"`` (as written in configs) -> keyword arguments of :func:`generate`."""
   name, _, value = str(spec).partition(":")
   try:
     v = float(value)
   except ValueError:
     v = None
   if name not in SAMPLERS or v is None or not 0 <= v <= 1:
-    raise ValueError(f"sampler spec {spec!r} must be 'eq9:EPS' or 'eta:ETA' with a value in [0, 1] "
-                     "(eq9:1.0 and eta:0.0 are the deterministic eq. 8; the paper uses eq9:0.4).")
+    raise ValueError(f"sampler spec {spec!r} must be 'eta:ETA' or 'eq9:EPS' with a value in [0, 1] "
+                     "(eta:0.0 and eq9:1.0 are the deterministic eq. 8, eta:1.0 ancestral sampling; "
+                     "eq9:0.4 is the paper's eq. (9) as printed).")
   return dict(sampler=name, **({"eps": v} if name == "eq9" else {"eta": v}))
 
 
@@ -193,7 +238,7 @@ def _check_sampler(sampler, eps, eta):
 
 
 def ddim_step(g: jax.Array, denoised: jax.Array, tau: jax.Array, tau_next: jax.Array,
-              key: jax.Array, *, sampler: str = "eq9", eps: float = 0.4, eta: float = 0.0,
+              key: jax.Array, *, sampler: str = "eta", eps: float = 0.4, eta: float = DEFAULT_ETA,
               T: float = 100, beta_max: float = 0.2) -> jax.Array:
   """One non-identical DDIM step, eq. (9) (``sampler="eq9"``) or the eta family.
 
@@ -231,36 +276,79 @@ def ddim_step(g: jax.Array, denoised: jax.Array, tau: jax.Array, tau_next: jax.A
 # Initialization from an observation (eqs. 14-16).
 
 
-def initial_state(h_bar: jax.Array, m: jax.Array, *, variance_consistent: bool = False,
+def initial_state(h_bar: jax.Array, m: jax.Array, *, start: str = "consistent",
                   T: float = 100, beta_max: float = 0.2):
   """Diffusion start ``(g0, tau0)`` from an observation ``H_bar = M o H + CN(0, I)`` (eq. 14).
 
-  Paper (eqs. 15-16): ``g0 = H_bar / (M + 1)``, ``tau0 = gamma^{-1}(M / (M + 1))``.
-  That start holds noise of std ``1 / (M + 1)``, less than the
-  ``beta = sqrt(1 - alpha^2)`` the schedule assumes, so the sampler removes more
-  noise than there is.
-
-  ``variance_consistent=True`` instead scales by ``1 / sqrt(M^2 + 1)``:
+  ``start="consistent"`` (the default) scales by ``1 / sqrt(M^2 + 1)``:
   ``alpha0 = M / sqrt(M^2 + 1)`` and the noise std is exactly ``beta0``, i.e.
-  ``g0`` is a genuine sample of the forward process at ``tau0``.
+  ``g0`` is a genuine sample of the forward process at ``tau0``, the input
+  every sampler (and Theorem 2) assumes.
+
+  ``start="paper"`` is eqs. (15)-(16) as printed: ``g0 = H_bar / (M + 1)``,
+  ``tau0 = gamma^{-1}(M / (M + 1))``. That start holds noise of std
+  ``1 / (M + 1)``, less than the ``beta0 = sqrt(2M + 1) / (M + 1)`` the schedule
+  assumes, so the sampler removes more noise than there is (an ablation).
 
   Args:
     h_bar: observation, any shape (complex).
     m: reliability map ``M >= 0``, same shape (0 = unobserved).
+    start: ``"consistent"`` or ``"paper"``.
 
   Returns:
     ``(g0, tau0)``, shapes of ``h_bar``.
   """
+  checks.choice("start", start, STARTS)
   checks.same_shape("h_bar", h_bar, "m", m)
   checks.in_range("m (reliability map)", m, 0.0, float("inf"))
   m = jnp.asarray(m, jnp.result_type(float))
-  if variance_consistent:
+  if start == "consistent":
     scale = jax.lax.rsqrt(m * m + 1.0)
   else:
     scale = 1.0 / (m + 1.0)
   alpha0 = m * scale
   tau0 = schedules.gamma_inv(alpha0, T, beta_max)
   return (h_bar * scale).astype(h_bar.dtype), tau0
+
+
+def identical_start(h_bar: jax.Array, m: jax.Array, key: jax.Array, *, T: float = 100, beta_max: float = 0.2):
+  """Start of the identical (scalar-time) baseline from the same observation as :func:`initial_state`.
+
+  Standard diffusion has one time per sample. It is taken from the average
+  reliability: ``alpha* = mean_i alpha0_i`` with ``alpha0_i = M_i / sqrt(M_i^2 + 1)``
+  (the consistent start's amplitudes). Every element whose observation is at
+  least that reliable (``alpha0_i >= alpha*``) becomes an exact forward-process
+  sample at ``alpha*``: ``g0_i = (alpha* / M_i) H_bar_i + sqrt(beta*^2 - (alpha* / M_i)^2) z_i``
+  has signal ``alpha* H_i`` and noise std ``beta*``. An element observed less
+  reliably cannot be brought to ``alpha*`` (its missing signal is not in the
+  observation); it keeps the consistent start's unit-power ``H_bar_i / sqrt(M_i^2 + 1)``.
+  For an observation of uniform reliability (white noise) this equals the
+  consistent non-identical start, so "identical vs non-identical" compares the
+  time model alone.
+
+  Args:
+    h_bar, m: ``[B, *event]`` observation and reliability map (eq. 14).
+    key: PRNG key for the noise ``z`` that lowers reliable elements to ``alpha*``.
+
+  Returns:
+    ``(g0, tau0)``, ``[B, *event]``; ``tau0`` is constant within each sample.
+  """
+  checks.same_shape("h_bar", h_bar, "m", m)
+  checks.min_ndim("h_bar", h_bar, 1, "[B, *event]")
+  checks.in_range("m (reliability map)", m, 0.0, float("inf"))
+  m = jnp.asarray(m, jnp.result_type(float))
+  axes = tuple(range(1, m.ndim))
+  alpha0 = m * jax.lax.rsqrt(m * m + 1.0)
+  a_star = jnp.mean(alpha0, axis=axes, keepdims=True)
+  b_star = jnp.sqrt(1.0 - a_star**2)
+  reliable = alpha0 >= a_star
+  c = _safe_div(a_star, m)                       # alpha* / M_i (only used where reliable, M_i > 0)
+  add = jnp.sqrt(jnp.maximum(b_star**2 - c**2, 0.0))
+  z = conventions.standard_normal(key, h_bar.shape, h_bar.dtype)
+  exact = c * h_bar + add * z
+  g0 = jnp.where(reliable, exact, h_bar * jax.lax.rsqrt(m * m + 1.0))
+  tau0 = jnp.broadcast_to(schedules.gamma_inv(a_star, T, beta_max), m.shape)
+  return g0.astype(h_bar.dtype), tau0
 
 
 # ---------------------------------------------------------------------------
@@ -280,7 +368,7 @@ class Trajectory(NamedTuple):
 
 def generate(denoiser: Denoiser, g0: jax.Array, tau0: jax.Array, key: jax.Array, *,
              num_steps: int = 50, rule: str = "waterfilling", domain: str = "tau",
-             mix: float = 0.5, sampler: str = "eq9", eps: float = 0.4, eta: float = 0.0,
+             mix: float = 0.5, sampler: str = "eta", eps: float = 0.4, eta: float = DEFAULT_ETA,
              T: float = 100, beta_max: float = 0.2, return_trajectory: bool = False):
   """Non-identical DDIM generation, Algorithm 2, as one ``lax.scan`` over ``N_G`` steps.
 
@@ -326,7 +414,7 @@ def generate(denoiser: Denoiser, g0: jax.Array, tau0: jax.Array, key: jax.Array,
 
 
 def _check_generator_kwargs(kwargs):
-  _check_sampler(kwargs.get("sampler", "eq9"), kwargs.get("eps", 0.4), kwargs.get("eta", 0.0))
+  _check_sampler(kwargs.get("sampler", "eta"), kwargs.get("eps", 0.4), kwargs.get("eta", DEFAULT_ETA))
   stepping._check(kwargs.get("rule", "waterfilling"), kwargs.get("domain", "tau"),
                   kwargs.get("mix", 0.5), kwargs.get("num_steps", 50))
 
@@ -354,7 +442,8 @@ def make_generator(denoiser: Denoiser, **kwargs):
   return _checked(jax.jit(functools.partial(generate, denoiser, **kwargs)), kwargs.get("T", 100))
 
 
-def make_network_generator(apply_fn: Callable, *, input_norm: str = "noise", min_beta: float = 1e-3, **kwargs):
+def make_network_generator(apply_fn: Callable, *, input_norm: str = "noise", min_beta: float | None = None,
+                           **kwargs):
   """Algorithm 2 for a velocity network, compiled once for any parameters.
 
   Args:
@@ -385,7 +474,7 @@ def make_network_generator(apply_fn: Callable, *, input_norm: str = "noise", min
 
 def velocity_loss(velocity_fn: Callable[[jax.Array, jax.Array], jax.Array], h0: jax.Array, tau: jax.Array,
                   key: jax.Array, *, input_norm: str = "noise", T: float = 100, beta_max: float = 0.2,
-                  min_beta: float = 1e-3) -> jax.Array:
+                  min_beta: float | None = None) -> jax.Array:
   """Velocity-parameterized loss of Algorithm 1 / eq. (12), averaged per element.
 
   ``h_tau = alpha h0 + beta xi``; the network sees the identical-noise-power
@@ -398,12 +487,14 @@ def velocity_loss(velocity_fn: Callable[[jax.Array, jax.Array], jax.Array], h0: 
     h0: clean batch ``[B, *event]``.
     tau: element-wise times, same shape (e.g. from :mod:`jaxchan.tau_patterns`).
     key: PRNG key for ``xi``.
+    min_beta: floor of ``beta`` in the noise-power input; None: ``beta(1)``, as in generation.
   """
   checks.choice("input_norm", input_norm, INPUT_NORMS)
   checks.same_shape("h0", h0, "tau", tau)
+  floor = input_floor(T, beta_max, min_beta)
   alpha, beta = schedules.alpha_beta(tau, T, beta_max)
   xi = conventions.standard_normal(key, h0.shape, h0.dtype)
   h_tau = alpha * h0 + beta * xi
-  x = noise_power_input(h_tau, beta, min_beta=min_beta) if input_norm == "noise" else h_tau
+  x = noise_power_input(h_tau, beta, min_beta=floor) if input_norm == "noise" else h_tau
   v = velocity_target(h0, xi, alpha, beta)
   return jnp.mean(jnp.abs(velocity_fn(x, tau) - v) ** 2)

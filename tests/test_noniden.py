@@ -86,7 +86,7 @@ def test_noise_power_input_has_power_d():
   beta = jax.random.uniform(k2, (64, 16, 32), minval=0.05, maxval=1.0)
   # With |g| = 1 everywhere, ||x||^2 = Z^2 sum beta^-2 = d exactly.
   g = jnp.exp(1j * jax.random.uniform(k1, beta.shape, maxval=2 * np.pi)).astype(jnp.complex64)
-  x = noniden.noise_power_input(g, beta)
+  x = noniden.noise_power_input(g, beta, min_beta=0.01)  # below every beta here: no floor active
   np.testing.assert_allclose(jnp.sum(jnp.abs(x) ** 2, axis=(1, 2)), 16 * 32, rtol=1e-5)
   # Relative weights are beta^-1: the reliable elements are the loud ones.
   wb = np.asarray(jnp.abs(x) / jnp.abs(g) * beta)
@@ -101,13 +101,13 @@ def test_initial_state_variance_consistent_is_a_forward_sample():
   h = conventions.standard_normal(k1, (n, 3))
   m = jnp.broadcast_to(jnp.array([0.3, 1.0, 4.0]), h.shape)
   h_bar = m * h + conventions.standard_normal(k2, h.shape)
-  g0, tau0 = noniden.initial_state(h_bar, m, variance_consistent=True, T=T)
+  g0, tau0 = noniden.initial_state(h_bar, m, T=T)  # default: consistent
   alpha0, beta0 = schedules.alpha_beta(tau0, T)
   resid = np.asarray(g0 - alpha0 * h)
   # Noise power per element 1/(M^2+1) = beta0^2, to 3 standard errors of a
   # variance estimate from n samples (relative SE sqrt(1/n) for |CN|^2).
   np.testing.assert_allclose(np.mean(np.abs(resid) ** 2, 0), np.asarray(beta0[0]) ** 2, rtol=3 / np.sqrt(n))
-  g0p, tau0p = noniden.initial_state(h_bar, m, T=T)
+  g0p, tau0p = noniden.initial_state(h_bar, m, start="paper", T=T)
   alpha0p = schedules.gamma(tau0p, T)
   np.testing.assert_allclose(alpha0p[0], np.array([0.3, 1.0, 4.0]) / np.array([1.3, 2.0, 5.0]), rtol=1e-5)
   resid_p = np.asarray(g0p - alpha0p * h)
@@ -194,7 +194,7 @@ def test_generate_trajectory_and_jit_vmap_shapes():
 
 
 @pytest.mark.parametrize("kw, match", [
-    (dict(eps=1.5), r"eps \(eq. 9 mixing\) must lie in \[0.0, 1.0\]"),
+    (dict(sampler="eq9", eps=1.5), r"eps \(eq. 9 mixing\) must lie in \[0.0, 1.0\]"),
     (dict(sampler="eta", eta=-0.1), "eta must lie in"),
     (dict(sampler="ddpm"), "sampler='ddpm' is not supported"),
     (dict(rule="linear"), "stepping rule='linear'"),
@@ -219,7 +219,7 @@ def test_parse_sampler_spec():
   assert noniden.parse_sampler("eq9:0.4") == dict(sampler="eq9", eps=0.4)
   assert noniden.parse_sampler("eta:1") == dict(sampler="eta", eta=1.0)
   for bad in ("eq9:1.5", "ddpm:0.5", "eta", "eta:x"):
-    with pytest.raises(ValueError, match="must be 'eq9:EPS' or 'eta:ETA'"):
+    with pytest.raises(ValueError, match="must be 'eta:ETA' or 'eq9:EPS'"):
       noniden.parse_sampler(bad)
 
 

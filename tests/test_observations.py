@@ -29,10 +29,14 @@ def test_noise_pattern_snr_kept_fraction_and_start(pattern):
   # 10 % background: no kept element is quieter than 0.1 x the mean noise power.
   var = 1 / m[kept] ** 2
   assert var.min() >= 0.1 * 10 ** (-noise_patterns.DEFAULT_SNR_DB[pattern] / 10) * (1 - 1e-5)
-  # Start of eqs. (15)-(16); unobserved elements start from pure noise at tau = T.
-  np.testing.assert_allclose(obs.g0, np.asarray(obs.h_bar) / (m + 1), rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(schedules.gamma(obs.tau0, T)[kept], (m / (m + 1))[kept], rtol=1e-4)
+  # Default (variance-consistent) start; unobserved elements start from pure noise at tau = T.
+  np.testing.assert_allclose(obs.g0, np.asarray(obs.h_bar) / np.sqrt(m**2 + 1), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(schedules.gamma(obs.tau0, T)[kept], (m / np.sqrt(m**2 + 1))[kept], rtol=1e-4)
   assert np.all(np.asarray(obs.tau0)[~kept] == T)
+  # The paper's start, eqs. (15)-(16), from the same observation.
+  paper = noise_patterns.observe(h, jax.random.PRNGKey(1), pattern, T=T, start="paper")
+  np.testing.assert_allclose(paper.g0, np.asarray(obs.h_bar) / (m + 1), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(schedules.gamma(paper.tau0, T)[kept], (m / (m + 1))[kept], rtol=1e-4)
 
 
 def test_pilot_grids_are_where_the_paper_puts_them():
@@ -47,7 +51,7 @@ def test_pilot_grids_are_where_the_paper_puts_them():
 
 def test_variance_consistent_start():
   h = conventions.standard_normal(jax.random.PRNGKey(2), (4, 32, 64))
-  obs = noise_patterns.observe(h, jax.random.PRNGKey(3), "exp", variance_consistent=True, T=T)
+  obs = noise_patterns.observe(h, jax.random.PRNGKey(3), "exp", T=T)  # default start
   m = np.asarray(obs.m)
   np.testing.assert_allclose(schedules.gamma(obs.tau0, T), m / np.sqrt(m**2 + 1), rtol=1e-4)
 
@@ -74,7 +78,8 @@ def _classify(tau):
 @pytest.mark.parametrize("pattern", tau_patterns.SIMPLE)
 def test_simple_tau_patterns_have_their_structure(pattern):
   taus = np.asarray(tau_patterns.sample(jax.random.PRNGKey(0), pattern, 20, (32, 64), T))
-  assert taus.shape == (20, 32, 64) and taus.min() >= 0 and taus.max() <= T - 1
+  # Training times are the integers 1..T that generation evaluates the network at.
+  assert taus.shape == (20, 32, 64) and taus.min() >= 1 and taus.max() <= T
   assert np.all(taus == np.round(taus))
   assert all(_classify(t) == pattern for t in taus)
 

@@ -56,6 +56,16 @@ def validate(config):
       raise ValueError(f"config.eval.snr_db has no SNR for pattern {p!r}; add --config.eval.snr_db.{p}=DB.")
   if not config.beta_max > 0:
     raise ValueError(f"config.beta_max={config.beta_max!r} must be positive (the paper's eq. (10) uses 0.2).")
+  checks.choice("config.eval.start", config.eval.start, noniden.STARTS)
+  for name, m in config.models.items():
+    tau_min, min_beta = m.get("tau_min", config.train.tau_min), config.min_beta
+    if tau_min not in (0, 1):
+      raise ValueError(f"config.models.{name}.tau_min / config.train.tau_min={tau_min!r} must be 1 (training "
+                       "times 1..T, the times generation uses; the default) or 0 (times 0..T).")
+    try:
+      noniden.check_training_times(tau_min, min_beta or None, config.T, config.beta_max)
+    except ValueError as e:
+      raise ValueError(f"config.train.tau_min / config.min_beta: {e}") from None
   checks.in_range("config.eval.background", config.eval.background, 0.0, 1.0)
   for s in config.eval.steppings:
     parse_stepping(s)
@@ -100,6 +110,7 @@ def make_model(mcfg, T, beta_max: float = 0.2) -> MixerDenoiser:
 def train_one(name, mcfg, config, ds, workdir, log=print):
   T = config.T
   model = make_model(mcfg, T, config.beta_max)
+  tau_min, min_beta = mcfg.get("tau_min", config.train.tau_min), config.min_beta or None
   shape = ds.shape("h")
   n_train = ds.size("train")
   bs = config.train.batch_size
@@ -112,9 +123,9 @@ def train_one(name, mcfg, config, ds, workdir, log=print):
 
   def loss_fn(params, h, key):
     k_tau, k_xi = jax.random.split(key)
-    tau = tau_patterns.sample(k_tau, mcfg.tau_pattern, h.shape[0], shape, T)
+    tau = tau_patterns.sample(k_tau, mcfg.tau_pattern, h.shape[0], shape, T, tau_min=tau_min)
     return noniden.velocity_loss(functools.partial(model.apply, params), h, tau, k_xi,
-                                 input_norm=mcfg.input_norm, T=T, beta_max=config.beta_max)
+                                 input_norm=mcfg.input_norm, T=T, beta_max=config.beta_max, min_beta=min_beta)
 
   mesh = common.train_mesh(bs)
   step = train.make_train_step(loss_fn, opt, mesh)
@@ -129,7 +140,8 @@ def train_one(name, mcfg, config, ds, workdir, log=print):
   os.makedirs(model_dir, exist_ok=True)
   if common.is_main_process():
     io.atomic_write_json(os.path.join(model_dir, "model.json"),
-                         dict(model=mcfg.to_dict(), T=T, beta_max=config.beta_max, shape=list(shape)))
+                         dict(model=mcfg.to_dict(), T=T, beta_max=config.beta_max, shape=list(shape),
+                              tau_min=tau_min, min_beta=noniden.input_floor(T, config.beta_max, min_beta)))
   state = train.init_state(params, opt, jax.random.PRNGKey(config.seed + 1))
   state, history = train.fit(state, step, batches, num_epochs=config.train.num_epochs,
                              workdir=model_dir,
@@ -141,11 +153,12 @@ def train_one(name, mcfg, config, ds, workdir, log=print):
 def load_trained(model_dir: str):
   """Load a trained model from ``WORKDIR/models/NAME``: ``(model, params, info)``.
 
-  ``info`` holds the model config, ``T`` and the channel shape. Use it as::
+  ``info`` holds the model config, ``T``, ``beta_max``, the input floor
+  ``min_beta`` it was trained with, and the channel shape. Use it as::
 
     model, params, info = load_trained("workdir/noniden/models/nonid")
-    D = noniden.velocity_denoiser(functools.partial(model.apply, params),
-                                  input_norm=info["model"]["input_norm"], T=info["T"], beta_max=info["beta_max"])
+    D = noniden.velocity_denoiser(functools.partial(model.apply, params), input_norm=info["model"]["input_norm"],
+                                  T=info["T"], beta_max=info["beta_max"], min_beta=info["min_beta"])
     g0, tau0 = noniden.initial_state(h_bar, m, T=info["T"], beta_max=info["beta_max"])
     h_hat = noniden.make_generator(D, num_steps=50, T=info["T"], beta_max=info["beta_max"])(g0, tau0, key)
   """
@@ -158,6 +171,8 @@ def load_trained(model_dir: str):
   info = json.load(open(meta_path))
   mcfg = ml_collections.ConfigDict(info["model"])
   info.setdefault("beta_max", 0.2)
+  info.setdefault("tau_min", 0)        # written before training times became 1..T
+  info.setdefault("min_beta", 1e-3)    # ... with the old fixed floor
   model = make_model(mcfg, info["T"], info["beta_max"])
   shape = tuple(info["shape"])
   template = model.init(jax.random.PRNGKey(0), jnp.zeros((1,) + shape, jnp.complex64), jnp.zeros((1,) + shape))
@@ -172,24 +187,19 @@ def load_trained(model_dir: str):
 _RUNNERS = {}
 
 
-def _runner(model, input_norm, gen_kwargs, num_steps, T, identical):
+def _runner(model, input_norm, min_beta, gen_kwargs, num_steps, T):
   """A jitted ``(params, g0, tau0, h, key) -> per-step squared error [N_G]``, cached by its static settings.
 
   Models with the same architecture share compiled code (Flax modules compare by
   their fields), so a sweep compiles each stepping x sampler once.
   """
-  cache_key = (model, input_norm, tuple(sorted(gen_kwargs.items())), num_steps, T, identical)
+  cache_key = (model, input_norm, min_beta, tuple(sorted(gen_kwargs.items())), num_steps, T)
   if cache_key not in _RUNNERS:
-    from jaxchan import schedules
 
     def run(params, g0, tau0, hb, key):
       bm = model.beta_max
       denoiser = noniden.velocity_denoiser(functools.partial(model.apply, params), input_norm=input_norm, T=T,
-                                           beta_max=bm)
-      if identical:
-        # Scalar time: the alpha-averaged level of the whole start, for every element.
-        a = schedules.gamma(tau0, T, bm).mean(axis=(-2, -1), keepdims=True)
-        tau0 = jnp.broadcast_to(schedules.gamma_inv(a, T, bm), tau0.shape)
+                                           beta_max=bm, min_beta=min_beta)
       _, traj = noniden.generate(denoiser, g0, tau0, key, num_steps=num_steps, T=T, beta_max=bm,
                                  return_trajectory=True,
                                  **gen_kwargs)
@@ -199,42 +209,75 @@ def _runner(model, input_norm, gen_kwargs, num_steps, T, identical):
   return _RUNNERS[cache_key]
 
 
-def generation_nmse(model, params, mcfg, h, obs, *, gen_kwargs, num_steps, T, batch, identical=False):
-  """Dataset-level NMSE after each of the ``num_steps`` generation steps, ``[num_steps]``."""
-  run = _runner(model, mcfg.input_norm, gen_kwargs, num_steps, T, identical)
+def generation_nmse(model, params, mcfg, h, start, *, gen_kwargs, num_steps, T, batch, min_beta, key):
+  """Dataset-level NMSE after each of the ``num_steps`` generation steps, ``[num_steps]``.
+
+  ``start``: ``(g0, tau0)``, each ``[N, N_a, N_c]``.
+  """
+  run = _runner(model, mcfg.input_norm, min_beta, gen_kwargs, num_steps, T)
+  g0, tau0 = start
   num = np.zeros(num_steps)
   den = 0.0
   for i in range(0, h.shape[0], batch):
     sl = slice(i, i + batch)
-    num += np.asarray(run(params, *common.shard_eval(obs.g0[sl], obs.tau0[sl], h[sl]), jax.random.PRNGKey(i)))
+    num += np.asarray(run(params, *common.shard_eval(g0[sl], tau0[sl], h[sl]), jax.random.fold_in(key, i)))
     den += float(jnp.sum(jnp.abs(h[sl]) ** 2))
   return num / den
 
 
-def one_shot_nmse(model, params, mcfg, h, obs, *, T, batch):
-  """NMSE of the single denoising step ``D(g0, tau0)`` (no iteration)."""
+def one_shot_nmse(model, params, mcfg, h, start, *, T, batch, min_beta):
+  """NMSE of the single denoising step ``D(g0, tau0)`` (no iteration); ``start = (g0, tau0)``."""
+  g0, tau0 = start
   D = jax.jit(noniden.velocity_denoiser(functools.partial(model.apply, params), input_norm=mcfg.input_norm, T=T,
-                                        beta_max=model.beta_max))
+                                        beta_max=model.beta_max, min_beta=min_beta))
   num = den = 0.0
   for i in range(0, h.shape[0], batch):
     sl = slice(i, i + batch)
-    num += float(jnp.sum(jnp.abs(D(obs.g0[sl], obs.tau0[sl]) - h[sl]) ** 2))
+    num += float(jnp.sum(jnp.abs(D(g0[sl], tau0[sl]) - h[sl]) ** 2))
     den += float(jnp.sum(jnp.abs(h[sl]) ** 2))
   return num / den
+
+
+def _combos(config, name, mcfg):
+  """``(stepping, sampler, start)`` triples evaluated for one model.
+
+  Every model: the first stepping and sampler from its own start (the identical
+  baseline: :func:`jaxchan.noniden.identical_start` with uniform steps). Full-grid
+  models add every stepping, every sampler, and the ablations of the start: the
+  paper's eqs. (15)-(16) start with the default sampler and with each ``eq9``
+  sampler (``eq9:0.4`` from the paper's start is the paper as printed).
+  """
+  if mcfg.placement == "identical":
+    return [("tau-uniform", config.eval.samplers[0], "identical")]
+  st0, s0, start = config.eval.steppings[0], config.eval.samplers[0], config.eval.start
+  combos = [(st0, s0, start)]
+  if name in config.eval.full_grid_models:
+    combos += [(st, s0, start) for st in config.eval.steppings[1:]]
+    combos += [(st0, sp, start) for sp in config.eval.samplers[1:]]
+    other = [x for x in noniden.STARTS if x != start][0]
+    combos += [(st0, sp, other) for sp in config.eval.samplers if sp == s0 or sp.startswith("eq9")]
+  return combos
 
 
 def evaluate(config, models, ds, log=print):
   T = config.T
+  min_beta = config.min_beta or None
   n = min(config.eval.num_test, ds.size("test"))
   h = jnp.asarray(ds.load("test")["h"][:n])
-  out = {"num_test": n, "raw_start_nmse": {}, "lmmse_nmse": {}, "one_shot_nmse": {}, "rows": []}
+  out = {"num_test": n, "start": config.eval.start, "raw_start_nmse": {}, "lmmse_nmse": {}, "one_shot_nmse": {},
+         "one_shot_nmse_by_start": {}, "rows": []}
   if config.eval.lmmse:
     mu, cov = lmmse.sample_moments(jnp.asarray(ds.load("train")["h"][:config.eval.lmmse_train_samples]))
     lmmse_fn = jax.jit(lmmse.estimate)
+  eval_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1000)
   for p_i, pattern in enumerate(config.eval.patterns):
-    obs = noise_patterns.observe(h, jax.random.PRNGKey(1000 + p_i), pattern, T=T, beta_max=config.beta_max,
+    k_obs, k_ident, k_gen = jax.random.split(jax.random.fold_in(eval_key, p_i), 3)
+    obs = noise_patterns.observe(h, k_obs, pattern, T=T, beta_max=config.beta_max,
                                  background=config.eval.background, snr_db=config.eval.snr_db[pattern],
-                                 variance_consistent=config.eval.variance_consistent)
+                                 start=config.eval.start)
+    starts = {s: noniden.initial_state(obs.h_bar, obs.m, start=s, T=T, beta_max=config.beta_max)
+              for s in noniden.STARTS}
+    starts["identical"] = noniden.identical_start(obs.h_bar, obs.m, k_ident, T=T, beta_max=config.beta_max)
     out["raw_start_nmse"][pattern] = float(metrics.nmse(h, obs.g0))
     if config.eval.lmmse:
       out["lmmse_nmse"][pattern] = float(metrics.nmse(h, lmmse_fn(obs.h_bar, obs.m, mu, cov)))
@@ -242,26 +285,23 @@ def evaluate(config, models, ds, log=print):
     for name, (model, params, mcfg) in models.items():
       if name not in config.eval.models:
         continue
-      identical = mcfg.placement == "identical"
       if name == config.eval.main_model:
         # One denoiser call at the start, D(g0, tau0): the network's jump-to-clean estimate
         # (the CME it approximates), against which the iterative generation can be judged.
-        out["one_shot_nmse"][pattern] = one_shot_nmse(model, params, mcfg, h, obs, T=T, batch=config.eval.batch_size)
-        log(f"{name} {pattern} one-shot D(g0, tau0): NMSE {out['one_shot_nmse'][pattern]:.4f}")
-      full = name in config.eval.full_grid_models
-      first_st = "tau-uniform" if identical else config.eval.steppings[0]
-      # Full grid: every stepping with the first sampler, and every sampler with the first stepping.
-      combos = [(first_st, config.eval.samplers[0])]
-      if full:
-        combos += [(st, config.eval.samplers[0]) for st in config.eval.steppings[1:] if not identical]
-        combos += [(first_st, sp) for sp in config.eval.samplers[1:]]
-      for st, sp in combos:
-        curve = generation_nmse(model, params, mcfg, h, obs, gen_kwargs={**parse_stepping(st), **noniden.parse_sampler(sp)},
+        by_start = {s: one_shot_nmse(model, params, mcfg, h, starts[s], T=T, batch=config.eval.batch_size,
+                                     min_beta=min_beta) for s in noniden.STARTS}
+        out["one_shot_nmse"][pattern] = by_start[config.eval.start]
+        out["one_shot_nmse_by_start"][pattern] = by_start
+        log(f"{name} {pattern} one-shot D(g0, tau0): NMSE {by_start[config.eval.start]:.4f} "
+            f"({', '.join(f'{s} start {v:.4f}' for s, v in by_start.items())})")
+      for st, sp, start in _combos(config, name, mcfg):
+        curve = generation_nmse(model, params, mcfg, h, starts[start],
+                                gen_kwargs={**parse_stepping(st), **noniden.parse_sampler(sp)},
                                 num_steps=config.eval.num_steps, T=T, batch=config.eval.batch_size,
-                                identical=identical)
-        out["rows"].append(dict(model=name, pattern=pattern, stepping=st, sampler=sp,
+                                min_beta=min_beta, key=k_gen)
+        out["rows"].append(dict(model=name, pattern=pattern, stepping=st, sampler=sp, start=start,
                                 final_nmse=float(curve[-1]), nmse_per_step=curve.tolist()))
-        log(f"{name} {pattern} {st} {sp}: final NMSE {curve[-1]:.4f}")
+        log(f"{name} {pattern} {st} {sp} {start} start: final NMSE {curve[-1]:.4f}")
   return out
 
 
@@ -310,12 +350,20 @@ def tables(results, config) -> str:
                                 h[-1]["epoch"], h[-1]["train_loss"], h[-1]["test_loss"]]
                                for n, (m, h) in results["training"].items()]))
   md.append(table1(results, config))
-  rows_by = {(r["model"], r["stepping"], r["sampler"], r["pattern"]): r["final_nmse"] for r in gen["rows"]}
+  start = gen.get("start", config.eval.start)
+  # Main tables: every model from its own default start (non-identical: config.eval.start; the
+  # identical baseline: its scalar-time start). The other start appears in the ablation table only.
+  rows_by = {(r["model"], r["stepping"], r["sampler"], r["pattern"]): r["final_nmse"] for r in gen["rows"]
+             if r.get("start", start) in (start, "identical")}
+  ablation = {(r["stepping"], r["sampler"], r.get("start", start), r["pattern"]): r["final_nmse"]
+              for r in gen["rows"] if r["model"] == config.eval.main_model}
   if not gen["rows"]:
     return "".join(md)
   main = config.eval.main_model
   s0, st0 = config.eval.samplers[0], config.eval.steppings[0]
-  baseline_rows = [["raw start H_tilde^(0)"] + [gen["raw_start_nmse"][p] for p in pats]]
+  md.append(f"\nDefaults: sampler `{s0}`, `{start}` start, stepping `{st0}` (Table II varies the stepping, "
+            "the sampler table the sampler); the ablation table holds the paper's literal choices.\n")
+  baseline_rows = [[f"raw start H_tilde^(0) ({start})"] + [gen["raw_start_nmse"][p] for p in pats]]
   if gen.get("one_shot_nmse"):
     baseline_rows.append([f"one-shot D(g0, tau0) of `{main}`"] + [gen["one_shot_nmse"].get(p, float("nan"))
                                                                   for p in pats])
@@ -331,6 +379,22 @@ def tables(results, config) -> str:
          if (main, st0, sp, pats[0]) in rows_by]
   md.append(f"\n## Samplers: final NMSE of `{main}` ({st0}) x initial pattern\n\n")
   md.append(io.markdown_table(["sampler"] + pats, t_s))
+  # Ablations: the paper's literal sampler (eq. 9 at eps = 0.4) and start (eqs. 15-16).
+  labels = {"consistent": "variance-consistent start", "paper": "paper start, eqs. (15)-(16)"}
+  t_a = []
+  for (st, sp, stt) in dict.fromkeys(k[:3] for k in ablation):
+    if st != st0:
+      continue
+    what = "eq. (9) as printed" if sp.startswith("eq9") else "eta family"
+    t_a.append([f"{sp} ({what}), {labels.get(stt, stt)}"] + [ablation.get((st, sp, stt, p), float("nan"))
+                                                             for p in pats])
+  if any(r.get("start", start) != start for r in gen["rows"] if r["model"] == main):
+    by_start = gen.get("one_shot_nmse_by_start", {})
+    for stt in noniden.STARTS:
+      if all(stt in by_start.get(p, {}) for p in pats):
+        t_a.append([f"one-shot D(g0, tau0), {labels[stt]}"] + [by_start[p][stt] for p in pats])
+    md.append(f"\n## Ablations: final NMSE of `{main}` ({st0}) by sampler and start\n\n")
+    md.append(io.markdown_table(["sampler, start"] + pats, t_a))
   # Table III: training patterns (models that differ from the main model only in tau_pattern).
   ref = results["training"][main][0]
   same_arch = [n for n, (m, _) in results["training"].items()
@@ -343,8 +407,9 @@ def tables(results, config) -> str:
   # Identical vs non-identical (Fig. 7's last step).
   ident = config.eval.compare_identical
   if ident and (ident, "tau-uniform", s0, pats[0]) in rows_by:
-    t7 = [[f"non-identical `{main}` ({st0})"] + [rows_by[(main, st0, s0, p)] for p in pats],
-          [f"identical `{ident}`"] + [rows_by[(ident, "tau-uniform", s0, p)] for p in pats]]
+    t7 = [[f"non-identical `{main}` ({st0}, {start} start)"] + [rows_by[(main, st0, s0, p)] for p in pats],
+          [f"identical `{ident}` (scalar time, identical_start)"] + [rows_by[(ident, "tau-uniform", s0, p)]
+                                                                      for p in pats]]
     md.append(f"\n## Identical vs non-identical diffusion: final NMSE ({s0})\n\n")
     md.append(io.markdown_table(["model"] + pats, t7 + baseline_rows))
   # Embedding schemes (Fig. 8).
@@ -358,26 +423,45 @@ def tables(results, config) -> str:
 
 
 def plot_steps(results, config, path):
+  """NMSE (dB) after every generation step, non-identical vs identical, one panel per initial pattern.
+
+  Dotted lines: the raw start, the one-shot estimate D(g0, tau0) and LMMSE, so a reader
+  sees at once whether iterating helps.
+  """
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   gen = results["generation"]
   pats = list(config.eval.patterns)
-  fig, axes = plt.subplots(1, len(pats), figsize=(3.6 * len(pats), 3.2), squeeze=False)
+  start = gen.get("start", config.eval.start)
+  ncol = min(3, len(pats))
+  nrow = -(-len(pats) // ncol)
+  fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.3 * nrow), squeeze=False)
   main, ident = config.eval.main_model, config.eval.compare_identical
-  for ax, p in zip(axes[0], pats):
+  s0, st0 = config.eval.samplers[0], config.eval.steppings[0]
+  db = lambda x: 10 * np.log10(np.asarray(x))  # noqa: E731
+  for ax, p in zip(axes.flat, pats):
     for r in gen["rows"]:
-      if r["pattern"] != p or r["sampler"] != config.eval.samplers[0]:
+      if r["pattern"] != p or r["sampler"] != s0:
         continue
-      if r["model"] == main and r["stepping"] == config.eval.steppings[0]:
-        ax.plot(np.arange(1, len(r["nmse_per_step"]) + 1), r["nmse_per_step"], label=f"non-identical ({main})")
+      steps = np.arange(1, len(r["nmse_per_step"]) + 1)
+      if r["model"] == main and r["stepping"] == st0 and r.get("start", start) == start:
+        ax.plot(steps, db(r["nmse_per_step"]), "C0-", label=f"non-identical, {st0}")
       if ident and r["model"] == ident:
-        ax.plot(np.arange(1, len(r["nmse_per_step"]) + 1), r["nmse_per_step"], "--", label=f"identical ({ident})")
-    ax.set_yscale("log")
-    ax.set_title(p)
+        ax.plot(steps, db(r["nmse_per_step"]), "C1--", label="identical (scalar time)")
+    refs = [("raw_start_nmse", "raw start", "C7"), ("one_shot_nmse", "one-shot D(g0, tau0)", "C2"),
+            ("lmmse_nmse", "LMMSE", "C3")]
+    for k, label, color in refs:
+      if p in gen.get(k, {}):
+        ax.axhline(db(gen[k][p]), color=color, ls=":", lw=1.2, label=label)
+    ax.set_title(f"{p} ({config.eval.snr_db[p]:+g} dB)")
     ax.set_xlabel("generation step")
-  axes[0][0].set_ylabel("NMSE")
-  axes[0][0].legend(fontsize=7)
+    ax.set_ylabel("NMSE (dB)")
+    ax.grid(alpha=0.3)
+  for ax in list(axes.flat)[len(pats):]:
+    ax.axis("off")
+  axes.flat[0].legend(fontsize=7)
+  fig.suptitle(f"Generation NMSE per step ({s0}, {start} start, {gen['num_test']} test channels)", fontsize=10)
   fig.tight_layout()
   io.atomic_save_figure(fig, path, dpi=110)
   plt.close(fig)
@@ -387,7 +471,9 @@ def embedding_models(results, config):
   """Models that differ from the main model only in embedding placement/averaging and were evaluated."""
   ref = results["training"][config.eval.main_model][0]
   s0, st0 = config.eval.samplers[0], config.eval.steppings[0]
-  done = {(r["model"], r["stepping"], r["sampler"]) for r in results["generation"]["rows"]}
+  start = results["generation"].get("start", config.eval.start)
+  done = {(r["model"], r["stepping"], r["sampler"]) for r in results["generation"]["rows"]
+          if r.get("start", start) == start}
   return [n for n, (m, _) in results["training"].items()
           if m["tau_pattern"] == ref["tau_pattern"] and m["input_norm"] == ref["input_norm"]
           and m["placement"] != "identical" and (n, st0, s0) in done]
@@ -403,8 +489,9 @@ def plot_embeddings(results, config, path) -> bool:
   import matplotlib.pyplot as plt
   pats = list(config.eval.patterns)
   s0, st0 = config.eval.samplers[0], config.eval.steppings[0]
+  start = results["generation"].get("start", config.eval.start)
   val = {(r["model"], r["pattern"]): r["final_nmse"] for r in results["generation"]["rows"]
-         if r["stepping"] == st0 and r["sampler"] == s0}
+         if r["stepping"] == st0 and r["sampler"] == s0 and r.get("start", start) == start}
   fig, ax = plt.subplots(figsize=(1.4 * len(pats) * len(names) / 2 + 3, 3.4))
   width = 0.8 / len(names)
   for i, n in enumerate(names):
