@@ -2,7 +2,7 @@
 
 Variants (``--config=configs/noniden.py:VARIANT[,VARIANT]``):
   (none)      paper scale: simo_ofdm full dataset (43,440 / 10,860), 100 epochs; for a GPU or TPU.
-  quick       paper-size network, small dataset (8,000 / 2,000), 14 epochs; ~35 min on 2 CPU cores.
+  quick       paper-size network, small dataset (8,000 / 2,000), 22 epochs; ~40 min on 2 CPU cores.
   smoke       end to end on a tiny dataset it builds itself, in about a minute on 2 CPU cores.
   table1      the 48 training runs of Table I (3 placements x 2 averagings x 2 inputs x 4 patterns);
               finished runs are skipped on rerun, and the table is assembled from all of them.
@@ -110,11 +110,11 @@ def get_config(arg: str = ""):
     raise ValueError(f"unknown variant {arg!r} for configs/noniden.py; combine at most one of 'smoke', 'quick' "
                      "with 'table1' and/or 'embeddings', e.g. configs/noniden.py:quick,embeddings.")
   if "quick" in variants:
-    # About 35 minutes on 2 CPU cores: the paper-size network on a small dataset,
+    # About 40 minutes on 2 CPU cores: the paper-size network on a small dataset,
     # the identical baseline, and one model per training tau-pattern (Table III).
     c.data.size = "small"                      # 8,000 train / 2,000 test
-    c.train.decay_every_epochs = 11
-    scale(c, epochs=14, test_loss_samples=256, num_test=128, eval_batch=128, lmmse_train=8000, last_epochs=4)
+    c.train.decay_every_epochs = 8
+    scale(c, epochs=22, test_loss_samples=256, num_test=128, eval_batch=128, lmmse_train=8000, last_epochs=4)
   if "smoke" in variants:
     c.data.size = "tiny"
     c.train.batch_size = 16

@@ -243,3 +243,107 @@ def test_network_generator_takes_params_as_an_argument():
     gen(p1, g0, tau0 + T, key)
   with pytest.raises(ValueError, match="input_norm='unit' is not supported"):
     noniden.make_network_generator(model.apply, input_norm="unit", **kw)
+
+
+# --- Defaults: the eta sampler from the variance-consistent start ---------------------------
+
+
+@pytest.mark.slow
+def test_default_sampler_from_default_start_samples_the_exact_posterior():
+  # One observation H_bar = M o H + CN(0, I) with element-wise reliabilities (0 = unobserved).
+  # The default start turns it into (g0, tau0); the default sampler (eta family, water-filling)
+  # must then draw from the exact posterior p(h | H_bar), computed in closed form for the GMM.
+  gmm = _gmm()
+  m = jnp.array([0.0, 0.7, 2.0, 6.0])
+  k_h, k_n, k_run = jax.random.split(jax.random.PRNGKey(21), 3)
+  h = oracle.sample(gmm, k_h, 1)[0]
+  h_bar = m * h + conventions.standard_normal(k_n, h.shape, h.dtype)
+  g0, tau0 = noniden.initial_state(h_bar, m, T=T)
+  post_mean, post_cov = oracle.moments(oracle.posterior(gmm, h_bar, jnp.diag(m), jnp.eye(DIM)))
+  n = 3000
+  G0, TAU = jnp.broadcast_to(g0, (n, DIM)), jnp.broadcast_to(tau0, (n, DIM))
+  D = oracle.denoiser(gmm, T=T)
+  z = {}
+  for n_steps in (10, 400):
+    out = jax.jit(functools.partial(noniden.generate, D, T=T, num_steps=n_steps))(G0, TAU, k_run)
+    z[n_steps] = complex_moment_zscores(np.asarray(out), post_mean, post_cov)
+  # 5-sigma Bonferroni criterion from n = 3000 draws (see complex_moment_zscores): the defaults
+  # pass at 400 steps, and the same check rejects 10 steps, so it has the power to see a bias.
+  assert z[400] < 5.0, z
+  assert z[10] > 5.0, z
+  # The paper's start from the same observation claims more noise than it holds: the same
+  # sampler then misses the posterior by far more than sampling noise.
+  g0p, tau0p = noniden.initial_state(h_bar, m, start="paper", T=T)
+  out = jax.jit(functools.partial(noniden.generate, D, T=T, num_steps=400))(
+      jnp.broadcast_to(g0p, (n, DIM)), jnp.broadcast_to(tau0p, (n, DIM)), k_run)
+  assert complex_moment_zscores(np.asarray(out), post_mean, post_cov) > 5.0
+
+
+def test_identical_start_is_a_forward_sample_where_the_observation_allows():
+  # Reliabilities: two unobserved, the rest at several levels. alpha* is the mean of the
+  # consistent amplitudes M / sqrt(M^2 + 1); elements at least that reliable must be exact
+  # forward samples alpha* h + beta* xi, the others keep the consistent unit-power start.
+  n = 40000
+  m = jnp.array([0.0, 0.0, 0.5, 1.0, 3.0, 10.0])
+  k1, k2, k3 = jax.random.split(jax.random.PRNGKey(31), 3)
+  h = conventions.standard_normal(k1, (n, 6))
+  h_bar = m * h + conventions.standard_normal(k2, h.shape)
+  g0, tau0 = noniden.identical_start(h_bar, jnp.broadcast_to(m, h.shape), k3, T=T)
+  a0 = np.asarray(m / jnp.sqrt(m**2 + 1))
+  a_star = a0.mean()
+  np.testing.assert_allclose(schedules.gamma(tau0, T), a_star, rtol=1e-4)   # one scalar time per sample
+  g, hh = np.asarray(g0), np.asarray(h)
+  reliable = a0 >= a_star
+  assert reliable.tolist() == [False, False, False, True, True, True]
+  # Regression of g0 on h recovers the signal amplitude; the residual power is the noise
+  # variance. Both to 5 standard errors of n = 40000 samples (relative SE ~ 1/sqrt(n)).
+  amp = (np.mean(g * hh.conj(), 0) / np.mean(np.abs(hh) ** 2, 0)).real
+  resid = np.mean(np.abs(g - amp * hh) ** 2, 0)
+  tol = 5 / np.sqrt(n)
+  np.testing.assert_allclose(amp[reliable], a_star, atol=tol)
+  np.testing.assert_allclose(resid[reliable], 1 - a_star**2, atol=tol)
+  np.testing.assert_allclose(amp[~reliable], a0[~reliable], atol=tol)
+  # White observation (uniform reliability): identical to the consistent non-identical start.
+  mw = jnp.full((3, 5), 2.0)
+  hb = conventions.standard_normal(k1, (3, 5))
+  gi, ti = noniden.identical_start(hb, mw, k3, T=T)
+  gc, tc = noniden.initial_state(hb, mw, T=T)
+  np.testing.assert_allclose(gi, gc, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(ti, tc, rtol=1e-5)
+
+
+def test_training_and_generation_inputs_share_one_range_of_scales():
+  # The identical-noise-power input weighs element i by 1 / max(beta_i, floor). Training draws
+  # tau in {1..T} and generation evaluates tau in (0, T] (never 0 before the final, unevaluated
+  # step); with the default floor beta(1) the per-element weights of both lie in the same
+  # interval [1 / beta(T), 1 / beta(1)], so no element can dominate a sample's normalizer in one
+  # and not the other.
+  from jaxchan import noise_patterns, stepping, tau_patterns
+  floor = noniden.input_floor(T, 0.2)
+  beta1 = float(schedules.alpha_beta(jnp.asarray(1.0), T)[1])
+  assert floor == pytest.approx(beta1)
+  w_max, w_min = 1 / beta1, 1 / float(schedules.alpha_beta(jnp.asarray(float(T)), T)[1])
+  taus = tau_patterns.sample(jax.random.PRNGKey(0), "all", 64, (32, 64), T)
+  assert float(taus.min()) >= 1 and float(taus.max()) <= T
+  w_train = 1 / np.maximum(np.asarray(schedules.alpha_beta(taus, T)[1]), floor)
+  h = conventions.standard_normal(jax.random.PRNGKey(1), (8, 32, 64))
+  obs = noise_patterns.observe(h, jax.random.PRNGKey(2), "pilot", T=T)
+  path = jax.vmap(functools.partial(stepping.tau_trajectory, num_steps=50, T=T))(obs.tau0)[:, :-1]
+  w_gen = 1 / np.maximum(np.asarray(schedules.alpha_beta(path, T)[1]), floor)
+  for w in (w_train, w_gen):
+    assert w.max() <= w_max * (1 + 1e-5) and w.min() >= w_min * (1 - 1e-5)
+  # Training covers the top of the range (elements at tau = 1), so late generation steps are seen.
+  assert w_train.max() == pytest.approx(w_max, rel=1e-5)
+  # The paper's literal range (tau = 0 with the old 1e-3 floor) would leave it by a factor of 20.
+  assert 1 / 1e-3 > 20 * w_max
+
+
+def test_training_times_with_tau_zero_need_the_floor():
+  with pytest.raises(ValueError, match=r"tau_min=0.*min_beta=0.001 < beta\(1\)"):
+    noniden.check_training_times(0, 1e-3, T, 0.2)
+  noniden.check_training_times(0, None, T, 0.2)    # floored at beta(1): allowed
+  noniden.check_training_times(1, 1e-3, T, 0.2)    # tau >= 1 never reaches the floor
+  with pytest.raises(ValueError, match="tau_min=2"):
+    noniden.check_training_times(2, None, T, 0.2)
+  with pytest.raises(ValueError, match="start='eq15' is not supported"):
+    noniden.initial_state(jnp.ones(3, jnp.complex64), jnp.ones(3), start="eq15", T=T)
