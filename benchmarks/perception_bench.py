@@ -98,10 +98,10 @@ def run(size="paper", train_batch=64, sample_batch=None, K=16, precode_batch=256
   o = srs.observe(sb["history"], jax.random.PRNGKey(2))
   sample = jax.jit(lambda p, o, k: prediction.sample_posterior(dm_model, p, o, k, sch, num_samples=K))
   t = timeit(sample, dm_params, o, jax.random.PRNGKey(3), repeats=1, min_time=0.0)
-  mem = dm_model.apply(dm_params, o.obs, o.mask, method="encode")
-  memK = jnp.concatenate([mem] * K)
+  mem = dm_model.apply(dm_params, o.obs, o.mask, o.noise_var, method="encode")
+  memK = jax.tree.map(lambda a: jnp.concatenate([a] * K), mem)
   x = jnp.zeros((K * sample_batch,) + sb["target"].shape[1:], jnp.complex64)
-  flops = (xla_flops(lambda p: dm_model.apply(p, o.obs, o.mask, method="encode"), dm_params)
+  flops = (xla_flops(lambda p: dm_model.apply(p, o.obs, o.mask, o.noise_var, method="encode"), dm_params)
            + T * xla_flops(lambda p, m, x: dm_model.apply(p, m, x, jnp.full((x.shape[0],), 5), method="decode"),
                            dm_params, memK, x))
   out["posterior_sampling"] = dict(observations=sample_batch, K=K, T=T, run_s=t,

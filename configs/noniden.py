@@ -79,6 +79,7 @@ def get_config(arg: str = ""):
   c.eval.full_grid_models = ("nonid",)  # every stepping (first sampler) and every sampler (first stepping)
   c.eval.lmmse = True                             # LMMSE baseline with the training-set sample covariance
   c.eval.lmmse_train_samples = 20000
+  c.eval.bound_samples = 16                       # tau draws for the Gaussian bound on each training loss
   c.eval.compare_identical = "identical"
   c.eval.patterns = ("white", "exp", "salt", "salt_rec", "pilot", "pilot_car")
   c.eval.steppings = ("tau-waterfilling", "tau-uniform", "tau-hybrid0.7", "tau-hybrid0.5", "tau-hybrid0.3",
@@ -119,6 +120,7 @@ def get_config(arg: str = ""):
     c.data.size = "tiny"
     c.train.batch_size = 16
     scale(c, epochs=2, test_loss_samples=32, num_test=16, eval_batch=16, lmmse_train=64, last_epochs=1)
+    c.eval.bound_samples = 2
     c.models = ml_collections.ConfigDict({"nonid": model(), "identical": model("identical", tau_pattern="same")})
     c.eval.models = ("nonid", "identical")
     c.eval.patterns = ("salt", "pilot_car")

@@ -17,8 +17,11 @@ def get_config(arg: str = ""):
   c.num_components = 3
   # Non-identical initial times: one element nearly clean, one almost pure noise.
   c.tau0 = (60.0, 20.0, 40.0, 5.0)
+  # Observation experiment: H_bar = M o H + CN(0, I) (eq. 14), one unobserved element.
+  c.reliability = (0.0, 0.7, 2.0, 6.0)
+  c.starts = ("consistent", "paper")
   c.rule = "waterfilling"
-  c.samplers = ("eq9:0.4", "eq9:1.0", "eta:0.0", "eta:1.0")
+  c.samplers = ("eta:1.0", "eta:0.0", "eq9:0.4", "eq9:1.0")
   c.num_steps = (10, 50, 200, 800)
   c.num_samples = 10000
   c.num_obs = 4
@@ -28,7 +31,7 @@ def get_config(arg: str = ""):
   if variant == "smoke":
     c.num_steps = (2, 8)
     c.num_samples = 400
-    c.samplers = ("eq9:0.4", "eta:1.0")
+    c.samplers = ("eta:1.0", "eq9:0.4")
   elif variant != "default":
     raise ValueError(f"unknown variant {variant!r} for configs/sampler_study.py; choose '' or 'smoke'.")
   return c

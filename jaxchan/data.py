@@ -232,3 +232,47 @@ class Dataset:
     rest = next(iter(pending.values()))[0].shape[0] if pending[self.arrays[0]] else 0
     if rest and not drop_remainder:
       yield {k: v[0] for k, v in pending.items()}
+
+
+class BSAntennaSubset:
+  """A read-only view of an ``srs_prediction`` :class:`Dataset` that keeps the first ``n_bs`` BS antennas.
+
+  Every array of that kind has the BS-antenna axis second to last (``history``
+  ``[n_occ, n_ue, n_bs, n_prb]``, ``target`` ``[n_ue, n_bs, n_prb]``), so the view
+  slices ``[..., :n_bs, :]``. It serves reduced-geometry runs (fewer BS antennas,
+  narrower tokens) from the same file; ``load`` and ``batches`` behave as the
+  wrapped dataset's.
+  """
+
+  def __init__(self, ds: Dataset, n_bs: int):
+    full = ds.shape(ds.arrays[0])[-2]
+    if not 1 <= n_bs <= full:
+      raise ValueError(f"n_bs={n_bs} BS antennas requested from {ds.path}, which has {full}; choose 1..{full}.")
+    self.ds, self.n_bs = ds, int(n_bs)
+    self.path, self.kind, self.arrays, self.config = ds.path, ds.kind, ds.arrays, ds.config
+
+  def _cut(self, arrays: dict) -> dict:
+    return {k: v[..., :self.n_bs, :] for k, v in arrays.items()}
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.ds.close()
+
+  def close(self):
+    self.ds.close()
+
+  def size(self, split: str) -> int:
+    return self.ds.size(split)
+
+  def shape(self, name: str) -> tuple:
+    s = self.ds.shape(name)
+    return s[:-2] + (self.n_bs, s[-1])
+
+  def load(self, split: str) -> dict:
+    return self._cut(self.ds.load(split))
+
+  def batches(self, split: str, batch_size: int, **kwargs) -> Iterator[dict]:
+    for b in self.ds.batches(split, batch_size, **kwargs):
+      yield self._cut(b)

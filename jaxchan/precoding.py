@@ -12,6 +12,12 @@ Equations (perception-distortion paper, ``../shared/papers/NOTES.md``):
 * (28)/App. C: the Bayesian precoder maximizes ``E ||H_k W_k||_F^2``; its columns
   are the ``N_s`` dominant eigenvectors of ``G_k = (1/K) sum_j H_kj^H H_kj``.
   With ``K = 1`` this is the SVD precoder of that single channel.
+
+Classical precoders that need no learning, the baselines a reviewer asks for: a
+wideband precoder from a sample covariance (:func:`wideband_precoder` of
+:func:`jaxchan.srs.history_gramian`), the eigenvectors of the training set's
+average Gramian (:func:`average_gramian`; no observation at all), and
+Haar-uniform precoders (:func:`random_precoder`; zero information).
 """
 
 from __future__ import annotations
@@ -92,6 +98,36 @@ def precoder_from_gramian(G: jax.Array, n_streams: int) -> jax.Array:
   _, vecs = jnp.linalg.eigh(_freq_first(G))  # ascending eigenvalues
   W = vecs[..., ::-1][..., :n_streams]
   return _freq_last(W)
+
+
+def wideband_precoder(G: jax.Array, n_streams: int, n_freq: int) -> jax.Array:
+  """One precoder for the whole band: the ``n_streams`` dominant eigenvectors of a wideband Gramian.
+
+  Args:
+    G: ``[..., n_bs, n_bs]`` Hermitian (e.g. a sample covariance, :func:`jaxchan.srs.history_gramian`).
+    n_streams: ``N_s <= n_bs``.
+    n_freq: subcarriers (PRBs) to repeat the precoder over.
+
+  Returns:
+    ``W``: ``[..., n_bs, n_streams, n_freq]``, the same columns on every subcarrier.
+  """
+  checks.min_ndim("G", G, 2, "[..., n_bs, n_bs]")
+  W = precoder_from_gramian(G[..., None], n_streams)         # [..., n_bs, n_streams, 1]
+  return jnp.broadcast_to(W, W.shape[:-1] + (checks.positive_int("n_freq", n_freq),))
+
+
+def average_gramian(H: jax.Array) -> jax.Array:
+  """Per-subcarrier Gramian averaged over a set of channels, ``mean_b H_bk^H H_bk``; ``[n_bs, n_bs, n_freq]``.
+
+  The "statistics only" precoder (no observation) takes its eigenvectors
+  (:func:`precoder_from_gramian`); built from training channels it is what a
+  base station knows from long-term averages alone.
+
+  Args:
+    H: ``[B, n_ue, n_bs, n_freq]`` channels.
+  """
+  checks.min_ndim("H", H, 4, "[B, n_ue, n_bs, n_freq]")
+  return gramian(H)
 
 
 def latent_precoder(Z: jax.Array, n_streams: int, *, eps: float = 1e-12) -> jax.Array:

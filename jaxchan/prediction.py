@@ -49,7 +49,7 @@ def sl_loss(model, params, batch, key, srs_cfg: SRSConfig = SRSConfig()) -> jax.
   """MSE of the SL prediction, eq. (14): ``mean |h - f(y)|^2`` (channels have unit power)."""
   k_obs, k_drop = jax.random.split(key)
   o = _observe(batch, k_obs, srs_cfg)
-  pred = model.apply(params, o.obs, o.mask, train=True, rngs={"dropout": k_drop})
+  pred = model.apply(params, o.obs, o.mask, o.noise_var, train=True, rngs={"dropout": k_drop})
   return _mean_sq(batch["target"] - pred)
 
 
@@ -67,7 +67,7 @@ def dm_loss(model, params, batch, key, schedule: DDPMSchedule, *, p_uncond: floa
   t = jax.random.randint(k_t, (B,), 1, schedule.num_steps + 1)
   x_t, eps = ddpm.q_sample(h, t, k_eps, schedule)
   drop = jax.random.bernoulli(k_drop, p_uncond, (B,))
-  eps_hat = model.apply(params, o.obs, o.mask, x_t, t, drop, train=True, rngs={"dropout": k_do})
+  eps_hat = model.apply(params, o.obs, o.mask, o.noise_var, x_t, t, drop, train=True, rngs={"dropout": k_do})
   return _mean_sq(eps - eps_hat)
 
 
@@ -79,7 +79,7 @@ def e2e_loss(model, params, batch, key, *, n_streams: int, srs_cfg: SRSConfig = 
   """
   k_obs, k_drop = jax.random.split(key)
   o = _observe(batch, k_obs, srs_cfg)
-  Z = model.apply(params, o.obs, o.mask, train=True, rngs={"dropout": k_drop})
+  Z = model.apply(params, o.obs, o.mask, o.noise_var, train=True, rngs={"dropout": k_drop})
   W = precoding.latent_precoder(Z, n_streams)
   h = batch["target"]
   return -jnp.sum(precoding.received_energy(h, W)) / jnp.sum(jnp.mean(jnp.sum(jnp.abs(h) ** 2, axis=(-3, -2)), -1))
@@ -87,12 +87,12 @@ def e2e_loss(model, params, batch, key, *, n_streams: int, srs_cfg: SRSConfig = 
 
 def sl_predict(model, params, obs: srs.SRSObservation) -> jax.Array:
   """The SL point estimate ``[B, n_ue, n_bs, n_prb]``."""
-  return model.apply(params, obs.obs, obs.mask)
+  return model.apply(params, obs.obs, obs.mask, obs.noise_var)
 
 
 def e2e_precoder(model, params, obs: srs.SRSObservation, n_streams: int) -> jax.Array:
   """The E2E precoder ``[B, n_bs, n_streams, n_prb]``."""
-  return precoding.latent_precoder(model.apply(params, obs.obs, obs.mask), n_streams)
+  return precoding.latent_precoder(model.apply(params, obs.obs, obs.mask, obs.noise_var), n_streams)
 
 
 def sample_posterior(model, params, obs: srs.SRSObservation, key: jax.Array, schedule: DDPMSchedule, *,
@@ -128,18 +128,19 @@ def sample_posterior(model, params, obs: srs.SRSObservation, key: jax.Array, sch
   shape = (B,) + obs.obs.shape[2:]                                    # [B, n_ue, n_bs, n_prb]
   # Observation-major order (row b * K + k): a batch split over devices keeps each observation's
   # K samples on the device that holds the observation, so the reverse loop needs no communication.
-  tile = lambda m: jnp.repeat(m, K, axis=0)                           # noqa: E731
-  mem_c = tile(model.apply(params, obs.obs, obs.mask, method="encode"))
+  tile = lambda enc: jax.tree.map(lambda m: jnp.repeat(m, K, axis=0), enc)  # noqa: E731
+  mem_c = tile(model.apply(params, obs.obs, obs.mask, obs.noise_var, method="encode"))
   guided = guidance != 1.0
   if guided:
     null = jnp.ones((B,), bool)
-    mem_u = tile(model.apply(params, obs.obs, obs.mask, null, method="encode"))
+    mem_u = tile(model.apply(params, obs.obs, obs.mask, obs.noise_var, null, method="encode"))
 
   def eps_fn(x, t):
     tt = jnp.full((x.shape[0],), t)
     if not guided:
       return model.apply(params, mem_c, x, tt, method="decode")
-    both = model.apply(params, jnp.concatenate([mem_c, mem_u]), jnp.concatenate([x, x]),
+    both = model.apply(params, jax.tree.map(lambda a, b: jnp.concatenate([a, b]), mem_c, mem_u),
+                       jnp.concatenate([x, x]),
                        jnp.concatenate([tt, tt]), method="decode")
     return ddpm.cfg_eps(both[:K * B], both[K * B:], guidance, allow_extrapolation=True)
 

@@ -10,7 +10,9 @@ this is the per-element SNR). The hop phase (which sub-band the oldest
 occasion sounded) is random per sample.
 
 The "SRS baseline" wideband estimate takes, for every PRB, the most recent
-observation of it, without any processing.
+observation of it, without any processing. :func:`history_gramian` is the
+wideband sample covariance of the whole history, the input of the
+sample-covariance precoder (:func:`jaxchan.precoding.wideband_precoder`).
 
 Shapes: ``history`` is ``[B, n_occasions, n_ue, n_bs, n_prb]`` (oldest first),
 as stored by ``datagen`` (:mod:`jaxchan.data`).
@@ -76,14 +78,41 @@ def observe(history: jax.Array, key: jax.Array, *, num_hops: int = 4,
   return SRSObservation(obs, mask, snr_db, noise_var)
 
 
+def latest_observation(obs: jax.Array, mask: jax.Array):
+  """Per PRB, the latest observation of it and the occasion it came from.
+
+  Args:
+    obs: ``[B, n_occ, n_ue, n_bs, n_prb]``; mask: ``[B, n_occ, n_prb]`` (oldest occasion first).
+
+  Returns:
+    ``(latest [B, n_ue, n_bs, n_prb], occasion [B, n_prb] int32, seen [B, n_prb] bool)``; a PRB never
+    sounded has ``latest = 0``, ``occasion = 0`` and ``seen = False``.
+  """
+  n_occ = mask.shape[1]
+  idx = jnp.where(mask, jnp.arange(n_occ)[None, :, None], -1).max(axis=1)          # [B, n_prb]
+  picked = jnp.take_along_axis(obs, jnp.maximum(idx, 0)[:, None, None, None, :], axis=1)[:, 0]
+  seen = idx >= 0
+  return jnp.where(seen[:, None, None, :], picked, 0), jnp.maximum(idx, 0).astype(jnp.int32), seen
+
+
 def baseline(observation: SRSObservation) -> jax.Array:
   """The SRS baseline: per PRB, the latest observation of it; ``[B, n_ue, n_bs, n_prb]``.
 
   PRBs never sounded in the history are 0.
   """
+  return latest_observation(observation.obs, observation.mask)[0]
+
+
+def history_gramian(observation: SRSObservation) -> jax.Array:
+  """Wideband sample covariance of the BS-side channel over the whole SRS history, ``[B, n_bs, n_bs]``.
+
+  ``G = (1 / n) sum_{occasions, UE antennas, sounded PRBs} y^* y^T`` over the ``n``
+  sounded rows ``y`` (``n_bs``-vectors). Its expectation is the channel's spatial
+  covariance plus ``noise_var I``; the identity does not move the eigenvectors,
+  so its dominant eigenvectors estimate the long-term beam without any learning.
+  Unsounded PRBs are 0 in ``obs`` and add nothing.
+  """
   obs, mask = observation.obs, observation.mask
-  n_occ = mask.shape[1]
-  # Index of the latest occasion that sounded each PRB (n_occ if none).
-  idx = jnp.where(mask, jnp.arange(n_occ)[None, :, None], -1).max(axis=1)          # [B, n_prb]
-  picked = jnp.take_along_axis(obs, jnp.maximum(idx, 0)[:, None, None, None, :], axis=1)[:, 0]
-  return jnp.where((idx >= 0)[:, None, None, :], picked, 0)
+  G = jnp.einsum("bouif,bouj f->bij".replace(" ", ""), jnp.conj(obs), obs)
+  n = jnp.sum(mask, axis=(1, 2)) * obs.shape[2]
+  return G / jnp.maximum(n, 1).reshape(-1, 1, 1).astype(G.dtype)

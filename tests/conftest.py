@@ -56,12 +56,13 @@ def run_py(args, cwd, timeout=600):
                         capture_output=True, text=True, timeout=timeout)
 
 
-def assert_stops_before_work(config: str, override: str, match: str, tmp_path, made: str):
-  """``run.py --config=CONFIG OVERRIDE`` must fail with ``match`` in its message before any work:
+def assert_stops_before_work(config: str, override, match: str, tmp_path, made: str):
+  """``run.py --config=CONFIG OVERRIDE...`` (one flag or a tuple of flags) must fail with ``match`` in its message before any work:
 
   no dataset built (the configured path does not exist and must stay so) and nothing at ``workdir/made``.
   """
-  proc = run_py([f"--config={config}", override, f"--config.data.path={tmp_path}/never.h5",
+  overrides = [override] if isinstance(override, str) else list(override)
+  proc = run_py([f"--config={config}", *overrides, f"--config.data.path={tmp_path}/never.h5",
                  f"--workdir={tmp_path}/wd"], tmp_path)
   assert proc.returncode != 0
   assert match in proc.stderr, proc.stderr[-2000:]

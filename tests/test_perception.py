@@ -25,15 +25,16 @@ def _batch(seed=0):
 
 
 def _model(use, g=1):
-  return ChannelTransformer(O, U, N, P, num_hops=4, ue_per_token=g, use=use, d_model=16, num_heads=2,
+  # d_model = the token width 2 N g (the narrowest full-rank read-in).
+  return ChannelTransformer(O, U, N, P, num_hops=4, ue_per_token=g, use=use, d_model=2 * N * g, num_heads=2,
                             enc_layers=1, dec_layers=1)
 
 
 def _init(m, obs):
   if m.use == "dm":
-    return m.init(jax.random.PRNGKey(0), obs.obs, obs.mask, jnp.zeros((B, U, N, P), jnp.complex64),
+    return m.init(jax.random.PRNGKey(0), obs.obs, obs.mask, obs.noise_var, jnp.zeros((B, U, N, P), jnp.complex64),
                   jnp.ones((B,), jnp.int32), jnp.zeros((B,), bool))
-  return m.init(jax.random.PRNGKey(0), obs.obs, obs.mask)
+  return m.init(jax.random.PRNGKey(0), obs.obs, obs.mask, obs.noise_var)
 
 
 def _setup(use, g=1):
@@ -60,11 +61,11 @@ def test_encoder_reads_only_sounded_cells(g):
   batch, obs, m, params = _setup("sl", g)
   junk = conventions.standard_normal(jax.random.PRNGKey(3), obs.obs.shape)
   polluted = obs._replace(obs=jnp.where(obs.mask[:, :, None, None, :], obs.obs, junk))
-  a = m.apply(params, obs.obs, obs.mask)
-  b = m.apply(params, polluted.obs, polluted.mask)
+  a = m.apply(params, obs.obs, obs.mask, obs.noise_var)
+  b = m.apply(params, polluted.obs, polluted.mask, obs.noise_var)
   np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
   # ...while the sounded cells do matter.
-  c = m.apply(params, obs.obs * 2.0, obs.mask)
+  c = m.apply(params, obs.obs * 2.0, obs.mask, obs.noise_var)
   assert float(jnp.max(jnp.abs(c - a))) > 1e-3
 
 
@@ -73,10 +74,61 @@ def test_null_token_removes_the_observation():
   x = conventions.standard_normal(jax.random.PRNGKey(4), (B, U, N, P))
   t = jnp.full((B,), 3)
   drop = jnp.array([True, False, True])
-  a = m.apply(params, obs.obs, obs.mask, x, t, drop)
-  b = m.apply(params, 5.0 * obs.obs + 1.0, obs.mask, x, t, drop)
+  a = m.apply(params, obs.obs, obs.mask, obs.noise_var, x, t, drop)
+  b = m.apply(params, 5.0 * obs.obs + 1.0, obs.mask, obs.noise_var, x, t, drop)
   np.testing.assert_allclose(np.asarray(a[drop]), np.asarray(b[drop]), atol=1e-5)
   assert float(jnp.max(jnp.abs(a[1] - b[1]))) > 1e-3
+
+
+def test_token_wider_than_d_model_is_refused():
+  # 2 x N x g reals into d_model: g = 2 with N = 8 makes 32 > 16, a rank-deficient read-in of x_t.
+  m = ChannelTransformer(O, U, N, P, num_hops=4, ue_per_token=2, use="dm", d_model=16, num_heads=2,
+                         enc_layers=1, dec_layers=1)
+  obs = srs.observe(_batch()["history"], jax.random.PRNGKey(2))
+  with pytest.raises(ValueError, match=r"ue_per_token=2 makes tokens of .* = 32 reals, wider than d_model=16"):
+    _init(m, obs)
+
+
+def test_latest_observation_path_is_the_wiener_shrinkage_of_the_srs_baseline():
+  # With the decoder's head zeroed, the SL output is exactly g[age] * y_latest / (1 + noise_var):
+  # at g = 1 on every age it is the per-element Wiener estimate from the latest observation of each PRB.
+  batch, obs, m, params = _setup("sl")
+  p = jax.tree_util.tree_map(lambda x: x, params)
+  p["params"]["head"] = jax.tree_util.tree_map(jnp.zeros_like, p["params"]["head"])
+  p["params"]["skip_gain"] = jnp.stack([jnp.ones(O), jnp.zeros(O)], -1)
+  out = m.apply(p, obs.obs, obs.mask, obs.noise_var)
+  want = srs.baseline(obs) / (1.0 + obs.noise_var)[:, None, None, None]
+  np.testing.assert_allclose(np.asarray(out), np.asarray(want), rtol=1e-5, atol=1e-6)
+  # Initialized at g = 0, the path starts closed; the SNR enters the network (different output).
+  a = m.apply(params, obs.obs, obs.mask, obs.noise_var)
+  b = m.apply(params, obs.obs, obs.mask, obs.noise_var * 10.0)
+  assert float(jnp.max(jnp.abs(a - b))) > 1e-4
+
+
+def test_sample_covariance_average_gramian_and_uniform_precoders():
+  # Rank-one channels H = u v^H with one v for every cell: the wideband sample covariance of the SRS
+  # history, and the average Gramian of such channels, both have v as dominant eigenvector, so each
+  # precoder captures the whole energy (|<w, v>| = 1); Haar-uniform precoders capture N_s / n_bs of it
+  # in expectation (E|<w, v>|^2 = 1 / n_bs per column).
+  k = jax.random.split(jax.random.PRNGKey(8), 4)
+  v = conventions.standard_normal(k[0], (N,))
+  v = v / jnp.linalg.norm(v)
+  u = conventions.standard_normal(k[1], (B, O, U, 1, P))
+  hist = u * jnp.conj(v)[None, None, None, :, None]                    # [B, O, U, N, P]
+  obs = srs.observe(hist, k[2], snr_db_range=(60.0, 60.0))            # essentially noiseless
+  W = precoding.wideband_precoder(srs.history_gramian(obs), 1, P)     # [B, N, 1, P]
+  np.testing.assert_allclose(np.abs(np.einsum("bnsf,n->bsf", np.asarray(W).conj(), np.asarray(v))), 1.0, atol=1e-4)
+  G = precoding.average_gramian(hist[:, 0])
+  Wa = precoding.precoder_from_gramian(G, 1)                          # [N, 1, P]
+  np.testing.assert_allclose(np.abs(np.einsum("nsf,n->sf", np.asarray(Wa).conj(), np.asarray(v))), 1.0, atol=1e-4)
+  # The Gramian's trace is the mean channel energy per PRB; noise adds noise_var * I to the history one.
+  np.testing.assert_allclose(np.trace(np.asarray(G), axis1=0, axis2=1),
+                             np.mean(np.sum(np.abs(np.asarray(hist[:, 0])) ** 2, axis=(1, 2)), 0), rtol=1e-4)
+  n = 4000
+  Wu = precoding.random_precoder(k[3], (n,), N, 2, 1)
+  cap = np.sum(np.abs(np.einsum("bnsf,n->bsf", np.asarray(Wu).conj(), np.asarray(v))) ** 2, axis=(1, 2))
+  # Mean of n draws of a Beta(2, N - 2) variable (mean 2 / N, std < 0.2): 5 standard errors.
+  assert abs(cap.mean() - 2 / N) < 5 * 0.2 / np.sqrt(n)
 
 
 class _Oracle:
@@ -240,6 +292,9 @@ def test_perception_smoke_end_to_end_and_resume(tmp_path):
     ("--config.scenarios=('city',)", "config.scenarios entry='city' is not supported"),
     ("--config.dm.clip_x0=-1.0", "config.dm.clip_x0=-1.0 must be >= 0"),
     ("--config.dm.max_beta=1.0", "config.dm.max_beta=1.0 must lie in (0, 1)"),
+    ("--config.data.bs_antennas=8", "config.model.ue_per_token=4 makes tokens of 2 x n_bs x ue_per_token = 64 "
+                                    "reals, wider than d_model=32"),
+    ("--config.data.bs_antennas=40", "config.data.bs_antennas=40 must be an integer in [0, n_bs=32]"),
 ])
 def test_perception_bad_config_stops_before_work(tmp_path, override, match):
   assert_stops_before_work(os.path.join(ROOT, "configs", "perception.py") + ":smoke,low_mobility", override, match,

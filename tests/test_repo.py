@@ -117,7 +117,11 @@ def test_noniden_smoke_end_to_end_and_resume(tmp_path):
     ("--config.models.nonid.tau_pattern=diagonal", "config.models.nonid.tau_pattern='diagonal' is not supported"),
     ("--config.models.nonid.placement=diag", "config.models.nonid.placement='diag' is not supported"),
     ("--config.eval.steppings=('tau-zigzag',)", "config.eval.steppings entry 'tau-zigzag'"),
-    ("--config.eval.samplers=('eq9:1.5',)", "'eq9:EPS' or 'eta:ETA' with a value in [0, 1]"),
+    ("--config.eval.samplers=('eq9:1.5',)", "'eta:ETA' or 'eq9:EPS' with a value in [0, 1]"),
+    ("--config.eval.samplers=('eta:1.2',)", "'eta:ETA' or 'eq9:EPS' with a value in [0, 1]"),
+    ("--config.eval.start=eq15", "config.eval.start='eq15' is not supported"),
+    (("--config.train.tau_min=0", "--config.min_beta=0.001"), "training times include tau = 0 (tau_min=0)"),
+    ("--config.eval.num_steps=-3", "config.eval.num_steps must be a positive integer; got -3"),
     ("--config.eval.patterns=('pink',)", "config.eval.patterns entry='pink' is not supported"),
 ])
 def test_noniden_bad_config_stops_before_work(tmp_path, override, match):

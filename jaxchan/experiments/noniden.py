@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxchan import checks, data, io, lmmse, metrics, noise_patterns, noniden, stepping, tau_patterns, train
+from jaxchan import (checks, data, io, lmmse, metrics, noise_patterns, noniden, schedules, stepping, tau_patterns,
+                     train)
 from jaxchan.experiments import common
 from jaxchan.models.mixer import AVERAGING, PLACEMENTS, MixerDenoiser
 
@@ -57,6 +58,8 @@ def validate(config):
   if not config.beta_max > 0:
     raise ValueError(f"config.beta_max={config.beta_max!r} must be positive (the paper's eq. (10) uses 0.2).")
   checks.choice("config.eval.start", config.eval.start, noniden.STARTS)
+  for field in ("num_steps", "num_test", "batch_size", "bound_samples"):
+    checks.positive_int(f"config.eval.{field}", config.eval.get(field, 1))
   for name, m in config.models.items():
     tau_min, min_beta = m.get("tau_min", config.train.tau_min), config.min_beta
     if tau_min not in (0, 1):
@@ -259,6 +262,26 @@ def _combos(config, name, mcfg):
   return combos
 
 
+def velocity_bounds(config, models, cov, key, log=print) -> dict:
+  """Per model: the velocity loss a Gaussian prior with the training covariance reaches on its tau pattern.
+
+  ``{name: {"mean": ..., "sem": ...}}`` over ``config.eval.bound_samples`` tau draws
+  (:func:`jaxchan.lmmse.velocity_error`); the README reports training losses against it.
+  """
+  out = {}
+  shape = (config.data.n_bs, config.data.n_freq)
+  for i, (name, (_, _, mcfg)) in enumerate(models.items()):
+    tau_min = mcfg.get("tau_min", config.train.tau_min)
+    tau = tau_patterns.sample(jax.random.fold_in(key, i), mcfg.tau_pattern, config.eval.bound_samples, shape,
+                              config.T, tau_min=tau_min)
+    alpha, beta = schedules.alpha_beta(tau, config.T, config.beta_max)
+    e = np.asarray(lmmse.velocity_error(cov, alpha, beta))
+    out[name] = {"mean": float(e.mean()), "sem": float(e.std(ddof=1) / np.sqrt(len(e))) if len(e) > 1 else 0.0}
+    log(f"{name}: Gaussian (LMMSE) bound on the velocity loss, {mcfg.tau_pattern} pattern: "
+        f"{out[name]['mean']:.4f} ± {out[name]['sem']:.4f}")
+  return out
+
+
 def evaluate(config, models, ds, log=print):
   T = config.T
   min_beta = config.min_beta or None
@@ -266,10 +289,11 @@ def evaluate(config, models, ds, log=print):
   h = jnp.asarray(ds.load("test")["h"][:n])
   out = {"num_test": n, "start": config.eval.start, "raw_start_nmse": {}, "lmmse_nmse": {}, "one_shot_nmse": {},
          "one_shot_nmse_by_start": {}, "rows": []}
+  eval_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1000)
   if config.eval.lmmse:
     mu, cov = lmmse.sample_moments(jnp.asarray(ds.load("train")["h"][:config.eval.lmmse_train_samples]))
     lmmse_fn = jax.jit(lmmse.estimate)
-  eval_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1000)
+    out["velocity_bound"] = velocity_bounds(config, models, cov, jax.random.fold_in(eval_key, 999), log=log)
   for p_i, pattern in enumerate(config.eval.patterns):
     k_obs, k_ident, k_gen = jax.random.split(jax.random.fold_in(eval_key, p_i), 3)
     obs = noise_patterns.observe(h, k_obs, pattern, T=T, beta_max=config.beta_max,
@@ -344,10 +368,17 @@ def tables(results, config) -> str:
         f"Dataset `{results['dataset']}`, device {results['device']}. Generation: {gen['num_test']} test channels, "
         f"N_G = {config.eval.num_steps}; NMSE is linear and dataset level (ratio of sums).\n"]
   md.append("\n## Training\n\n")
+  bounds = gen.get("velocity_bound", {})
+  if bounds:
+    md.append("Gaussian bound: the velocity loss (eq. 12) of the exact estimator for a Gaussian prior with the "
+              "training covariance, on the model's tau pattern (mean ± standard error over "
+              f"{config.eval.bound_samples} tau draws). A loss above it means the network has not learned even "
+              "the channel's second-order statistics.\n\n")
+  fmt_b = lambda n: f"{bounds[n]['mean']:.4f} ± {bounds[n]['sem']:.4f}" if n in bounds else "-"  # noqa: E731
   md.append(io.markdown_table(["model", "placement", "averaging", "input", "tau pattern", "epochs", "train loss",
-                               "test loss"],
+                               "test loss", "Gaussian bound"],
                               [[n, m["placement"], m["averaging"], m["input_norm"], m["tau_pattern"],
-                                h[-1]["epoch"], h[-1]["train_loss"], h[-1]["test_loss"]]
+                                h[-1]["epoch"], h[-1]["train_loss"], h[-1]["test_loss"], fmt_b(n)]
                                for n, (m, h) in results["training"].items()]))
   md.append(table1(results, config))
   start = gen.get("start", config.eval.start)

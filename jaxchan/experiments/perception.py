@@ -29,10 +29,12 @@ import numpy as np
 
 from jaxchan import checks, data, ddpm, io, metrics, precoding, prediction, schedules, srs, stiefel, train
 from jaxchan.experiments import common
-from jaxchan.models.transformer import USES, ChannelTransformer
+from jaxchan.models.transformer import USES, ChannelTransformer, check_token_width
 
 SCENARIOS = ("low_mobility", "high_mobility")
-SE_ROWS = ("perfect_csi", "e2e", "srs_baseline", "sl", "dm_k1", "dm_bayes")
+SE_ROWS = ("perfect_csi", "e2e", "srs_baseline", "sample_cov", "avg_gramian", "uniform", "sl", "dm_k1", "dm_bayes")
+# Precoders that need no learning (precoding.py): the strongest classical baselines.
+CLASSICAL = ("srs_baseline", "sample_cov", "avg_gramian", "uniform")
 
 
 # ---------------------------------------------------------------------------
@@ -69,6 +71,12 @@ def validate(config):
   if config.data.n_ue % config.model.ue_per_token:
     raise ValueError(f"config.model.ue_per_token={config.model.ue_per_token} must divide config.data.n_ue="
                      f"{config.data.n_ue}.")
+  bs = config.data.get("bs_antennas", 0)
+  if not isinstance(bs, int) or not 0 <= bs <= config.data.n_bs:
+    raise ValueError(f"config.data.bs_antennas={bs!r} must be an integer in [0, n_bs={config.data.n_bs}] "
+                     "(0: all BS antennas of the file).")
+  check_token_width(n_bs_used(config), config.model.ue_per_token, config.model.d_model,
+                    where="config.model.ue_per_token")
   if config.model.d_model % config.model.num_heads:
     raise ValueError(f"config.model.d_model={config.model.d_model} must be divisible by config.model.num_heads="
                      f"{config.model.num_heads}.")
@@ -89,7 +97,13 @@ def validate(config):
       raise ValueError(f"config.train.epochs has no entry for model {u!r}; add --config.train.epochs.{u}=N.")
 
 
+def n_bs_used(config) -> int:
+  """BS antennas the models see: ``config.data.bs_antennas`` (the first ones of the file), or all (0)."""
+  return config.data.get("bs_antennas", 0) or config.data.n_bs
+
+
 def shapes(config) -> dict:
+  """Per-sample shapes of the dataset file (all ``n_bs`` antennas)."""
   d = config.data
   return {"history": (d.n_occ, d.n_ue, d.n_bs, d.n_prb), "target": (d.n_ue, d.n_bs, d.n_prb)}
 
@@ -98,10 +112,13 @@ def srs_cfg(config) -> prediction.SRSConfig:
   return prediction.SRSConfig(config.srs.num_hops, tuple(config.srs.snr_db_range))
 
 
-def open_scenario(config, scenario, log=print) -> data.Dataset:
+def open_scenario(config, scenario, log=print):
+  """The scenario's dataset, built once if missing; a :class:`~jaxchan.data.BSAntennaSubset` view when
+  ``config.data.bs_antennas`` keeps fewer antennas than the file holds."""
   path = common.ensure_dataset(config.data, scenario, progress=config.progress, log=log)
-  return data.Dataset(path, build_command=common.build_command(config.data, scenario), kind="srs_prediction",
-                      shapes=shapes(config))
+  ds = data.Dataset(path, build_command=common.build_command(config.data, scenario), kind="srs_prediction",
+                    shapes=shapes(config))
+  return ds if n_bs_used(config) == config.data.n_bs else data.BSAntennaSubset(ds, n_bs_used(config))
 
 
 # ---------------------------------------------------------------------------
@@ -110,7 +127,8 @@ def open_scenario(config, scenario, log=print) -> data.Dataset:
 
 def make_model(config, use: str) -> ChannelTransformer:
   d, m = config.data, config.model
-  return ChannelTransformer(n_occ=d.n_occ, n_ue=d.n_ue, n_bs=d.n_bs, n_prb=d.n_prb, num_hops=config.srs.num_hops,
+  return ChannelTransformer(n_occ=d.n_occ, n_ue=d.n_ue, n_bs=n_bs_used(config), n_prb=d.n_prb,
+                            num_hops=config.srs.num_hops,
                             ue_per_token=m.ue_per_token, use=use, d_model=m.d_model, num_heads=m.num_heads,
                             enc_layers=m.enc_layers, dec_layers=m.dec_layers, mlp_ratio=m.mlp_ratio,
                             dropout=m.dropout)
@@ -122,8 +140,8 @@ def init_params(model: ChannelTransformer, key):
   mask = srs.hop_masks(model.n_prb, model.num_hops)[jnp.arange(model.n_occ) % model.num_hops][None]
   if model.use == "dm":
     x = jnp.zeros((B, model.n_ue, model.n_bs, model.n_prb), jnp.complex64)
-    return model.init(key, obs, mask, x, jnp.ones((B,), jnp.int32), jnp.zeros((B,), bool))
-  return model.init(key, obs, mask)
+    return model.init(key, obs, mask, jnp.ones((B,)), x, jnp.ones((B,), jnp.int32), jnp.zeros((B,), bool))
+  return model.init(key, obs, mask, jnp.ones((B,)))
 
 
 def loss_fn(config, model, use):
@@ -234,14 +252,20 @@ def make_eval_batch(config, models):
     samples = prediction.sample_posterior(m_dm, p_dm, obs, k_dm, sch, num_samples=K,
                                           guidance=float(config.eval.guidance), **_dm_kw(config),
                                           allow_extrapolation=config.eval.allow_extrapolation)
-    latent = m_e2e.apply(p_e2e, obs.obs, obs.mask)
-    return est, samples, latent, dl_snr
+    latent = m_e2e.apply(p_e2e, obs.obs, obs.mask, obs.noise_var)
+    return est, samples, latent, dl_snr, srs.history_gramian(obs)
 
   @jax.jit
-  def score(est, samples, latent, h, dl_snr):
+  def score(est, samples, latent, h, dl_snr, G_hist, G_avg, key):
     est = dict(est, dm=samples[0])
+    B, n_prb = h.shape[0], h.shape[-1]
     W = {"perfect_csi": _svd(h, n_s), "e2e": precoding.latent_precoder(latent, n_s),
-         "srs_baseline": _svd(est["srs_baseline"], n_s), "sl": _svd(est["sl"], n_s), "dm_k1": _svd(samples[0], n_s),
+         "srs_baseline": _svd(est["srs_baseline"], n_s),
+         "sample_cov": precoding.wideband_precoder(G_hist, n_s, n_prb),
+         "avg_gramian": jnp.broadcast_to(precoding.precoder_from_gramian(G_avg, n_s), (B,) + G_avg.shape[:1]
+                                         + (n_s, n_prb)),
+         "uniform": precoding.random_precoder(key, (B,), h.shape[-2], n_s, n_prb, h.dtype),
+         "sl": _svd(est["sl"], n_s), "dm_k1": _svd(samples[0], n_s),
          "dm_bayes": precoding.bayesian_precoder(samples, n_s)}
     out = {"energy": jnp.sum(jnp.abs(h) ** 2)}
     for name, e in est.items():
@@ -252,12 +276,23 @@ def make_eval_batch(config, models):
       out[f"se_grid/{name}"] = jnp.sum(jax.vmap(lambda s: precoding.spectral_efficiency(h, w, s))(snr_grid), -1)
     return out, W["dm_bayes"]
 
-  def run(params, history, h, key):
-    est, samples, latent, dl_snr = predict(params, history, key)
-    out, W_bayes = score(est, samples, latent, h, dl_snr)
+  def run(params, history, h, key, G_avg):
+    """``G_avg``: ``[n_bs, n_bs, n_prb]`` average Gramian of training targets (:func:`average_gramian`)."""
+    k_pred, k_uniform = jax.random.split(key)
+    est, samples, latent, dl_snr, G_hist = predict(params, history, k_pred)
+    out, W_bayes = score(est, samples, latent, h, dl_snr, G_hist, G_avg, k_uniform)
     return out, samples, W_bayes, dl_snr
 
   return run
+
+
+def average_gramian(config, ds, max_samples: int = 20_000) -> jax.Array:
+  """``[n_bs, n_bs, n_prb]`` per-PRB Gramian averaged over (up to ``max_samples``) training targets."""
+  h = ds.load("train")["target"][:max_samples]
+  G = 0.0
+  for i in range(0, h.shape[0], 1024):
+    G = G + precoding.average_gramian(jnp.asarray(h[i:i + 1024])) * min(1024, h.shape[0] - i)
+  return G / h.shape[0]
 
 
 def _batches(h_all, hist_all, batch):
@@ -273,12 +308,14 @@ def evaluate(config, models, ds, log=print):
   hist_all, h_all = test["history"][:n], test["target"][:n]
   params = tuple(models[u][1] for u in ("sl", "dm", "e2e"))
   run = make_eval_batch(config, models)
+  G_avg = average_gramian(config, ds)
   cg = jax.jit(functools.partial(stiefel.capacity_precoder, num_iters=config.eval.cg_iters))
   sums, cg_sums, n_cg = {}, {"eig": 0.0, "cg": 0.0}, 0
+  eval_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 10_000)
   from tqdm import tqdm
   for i, hist, h in tqdm(list(_batches(h_all, hist_all, config.eval.batch_size)), desc="evaluate",
                          disable=not config.progress, leave=False):
-    out, samples, W_bayes, dl_snr = run(params, hist, h, jax.random.PRNGKey(10_000 + i))
+    out, samples, W_bayes, dl_snr = run(params, hist, h, jax.random.fold_in(eval_key, i), G_avg)
     for k, v in out.items():
       sums[k] = sums.get(k, 0.0) + np.asarray(v, np.float64)
     if n_cg < config.eval.cg_num_test:
@@ -395,7 +432,9 @@ def example(config, models, ds):
 # Outputs.
 
 
-LABELS = {"perfect_csi": "Perfect CSI", "e2e": "End-to-end model", "srs_baseline": "SRS baseline", "sl": "SL model",
+LABELS = {"perfect_csi": "Perfect CSI", "e2e": "End-to-end model", "srs_baseline": "SRS baseline",
+          "sample_cov": "Sample-covariance precoder (SRS history)", "avg_gramian": "Average-Gramian precoder (no obs.)",
+          "uniform": "Uniform precoder (no CSI)", "sl": "SL model",
           "dm_k1": "DM model (K = 1)", "dm_bayes": "DM model (K = {K}, Bayesian)", "dm": "DM model (one sample)"}
 
 
@@ -418,7 +457,9 @@ def tables(results, config) -> str:
   for sc, r in results["scenarios"].items():
     t3 = r["eval"]["table3"]
     for name in SE_ROWS:
-      gap = "ref." if name == "e2e" else ("-" if name in ("perfect_csi", "srs_baseline")
+      if name not in t3:          # results written before the classical baselines existed
+        continue
+      gap = "ref." if name == "e2e" else ("-" if name == "perfect_csi" or name in CLASSICAL
                                            else f"{t3[name] - t3['e2e']:+.3f}")
       rows.append([sc, LABELS[name].format(K=K), f"{t3[name]:.3f}", gap])
     c = r["eval"]["cg_check"]
@@ -500,8 +541,11 @@ def plot_all(results, config, workdir):
 
   def fig7_se_snr(sc, axes):
     se = results["scenarios"][sc]["eval"]["se_vs_snr"]
-    for name in SE_ROWS:
-      axes[0].plot(se["dl_snr_db"], se[name], marker=".", label=LABELS[name].format(K=K))
+    styles = {"perfect_csi": "k-", "uniform": "k:", "avg_gramian": "C7-.", "sample_cov": "C5--",
+              "srs_baseline": "C1--"}
+    for i, name in enumerate(n for n in SE_ROWS if n in se):
+      axes[0].plot(se["dl_snr_db"], se[name], styles.get(name, f"C{i % 10}-"), marker="osD^v<>ph*"[i % 10],
+                   ms=4, mfc="none", label=LABELS[name].format(K=K))
     axes[0].set(title=sc, xlabel="DL SNR [dB]", ylabel="SE [bps/Hz]")
 
   def fig8_guidance(sc, axes):

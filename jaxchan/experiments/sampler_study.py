@@ -15,6 +15,13 @@ denoiser (:mod:`jaxchan.oracle`) and measures, as ``N_G`` grows:
   covariance error, mean error in posterior std units, and the ratio of sample
   to exact posterior variance (trace). Averaged over a few observations.
 
+* **observation**: the whole estimation problem. An observation
+  ``H_bar = M o H + CN(0, I)`` with element-wise reliabilities ``M`` (eq. 14) is
+  turned into a start by :func:`jaxchan.noniden.initial_state`, either the
+  variance-consistent one (the default) or the paper's eqs. (15)-(16); the
+  output should match the exact posterior ``p(h | H_bar)``. Reported per start:
+  relative covariance error and mean error in posterior std units.
+
 The "floor" rows are the same statistics for exact samples of the same size:
 an error at the floor is indistinguishable from sampling noise.
 """
@@ -30,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from jaxchan import io, noniden, oracle, schedules
+from jaxchan import conventions, io, noniden, oracle, schedules
 
 
 def _moments(x):
@@ -63,6 +70,12 @@ def validate(config):
     noniden.parse_sampler(spec)
   if any(not 0 <= t <= config.T for t in config.tau0):
     raise ValueError(f"config.tau0={list(config.tau0)} must lie in [0, T={config.T}].")
+  if len(config.reliability) != config.dim or any(not (r >= 0 and np.isfinite(r)) for r in config.reliability):
+    raise ValueError(f"config.reliability={list(config.reliability)} must hold dim={config.dim} finite values >= 0 "
+                     "(the M of eq. 14; 0 = unobserved).")
+  for start in config.starts:
+    if start not in noniden.STARTS:
+      raise ValueError(f"config.starts entry {start!r} must be one of {noniden.STARTS}.")
 
 
 def run(config, workdir: str) -> dict:
@@ -91,13 +104,27 @@ def run(config, workdir: str) -> dict:
   post_mom = [tuple(np.asarray(a, np.complex128) for a in oracle.moments(p)) for p in posts]
   g0_post = jnp.repeat(g_obs, reps, axis=0)
   taus_post = jnp.broadcast_to(tau0, g0_post.shape)
+  # Observation experiment: H_bar = M o H + CN(0, I), started by each start rule.
+  k_hb, k_hn = jax.random.split(jax.random.fold_in(k_obs, 2))
+  m = jnp.asarray(config.reliability, jnp.float32)
+  h_o = oracle.sample(gmm, k_hb, config.num_obs)
+  hbar = m * h_o + conventions.standard_normal(k_hn, h_o.shape, h_o.dtype)
+  A_obs, N_obs = jnp.diag(m).astype(h_o.dtype), jnp.eye(config.dim)
+  obs_mom = [tuple(np.asarray(a, np.complex128) for a in oracle.moments(oracle.posterior(gmm, y, A_obs, N_obs)))
+             for y in hbar]
+  hbar_rep, m_rep = jnp.repeat(hbar, reps, axis=0), jnp.broadcast_to(m, (reps * config.num_obs, config.dim))
+  obs_starts = {s: noniden.initial_state(hbar_rep, m_rep, start=s, T=T) for s in config.starts}
 
   floor = dict(
       prior=_prior_stats(np.asarray(oracle.sample(gmm, k_floor, n), np.complex128), prior_mean, prior_cov),
       posterior=_posterior_stats(
           [np.asarray(oracle.posterior_sample(gmm, g, A, N, jax.random.fold_in(k_floor, j), reps), np.complex128)
            for j, g in enumerate(g_obs)],
-          [m for m, _ in post_mom], [c for _, c in post_mom]))
+          [m for m, _ in post_mom], [c for _, c in post_mom]),
+      observation=_posterior_stats(
+          [np.asarray(oracle.posterior_sample(gmm, y, A_obs, N_obs, jax.random.fold_in(k_floor, 100 + j), reps),
+                      np.complex128) for j, y in enumerate(hbar)],
+          [a for a, _ in obs_mom], [c for _, c in obs_mom]))
 
   rows = []
   grid = [(s, ng) for s in config.samplers for ng in config.num_steps]
@@ -107,10 +134,16 @@ def run(config, workdir: str) -> dict:
     t0 = time.time()
     out_prior = np.asarray(gen(g0_prior, taus, k_run), np.complex128)
     out_post = np.asarray(gen(g0_post, taus_post, jax.random.fold_in(k_run, 1)), np.complex128)
+    observation = {}
+    for start, (g0s, tau0s) in obs_starts.items():
+      out_obs = np.asarray(gen(g0s, tau0s, jax.random.fold_in(k_run, 2)), np.complex128)
+      observation[start] = _posterior_stats(out_obs.reshape(config.num_obs, reps, -1),
+                                            [a for a, _ in obs_mom], [c for _, c in obs_mom])
     rows.append(dict(sampler=spec, num_steps=n_steps, seconds=round(time.time() - t0, 2),
                      prior=_prior_stats(out_prior, prior_mean, prior_cov),
                      posterior=_posterior_stats(out_post.reshape(config.num_obs, reps, -1),
-                                                [m for m, _ in post_mom], [c for _, c in post_mom])))
+                                                [m for m, _ in post_mom], [c for _, c in post_mom]),
+                     observation=observation))
     if config.progress:
       tqdm.write(f"{spec} N_G={n_steps}: prior cov err {rows[-1]['prior']['cov_err']:.4f}, "
                  f"posterior cov err {rows[-1]['posterior']['cov_err']:.4f}")
@@ -136,23 +169,39 @@ def to_markdown(results) -> str:
            f"tau0={c['tau0']}, {c['rule']} stepping, {c['num_samples']} samples. "
            "Errors are relative Frobenius (covariance) and in units of the std (mean); "
            "var ratio = trace of sample / exact posterior covariance (1 is right).\n\n")
-  return intro + io.markdown_table(header, body)
+  md = intro + io.markdown_table(header, body)
+  starts = [s for s in noniden.STARTS if all(s in r.get("observation", {}) for r in results["rows"])]
+  if starts:
+    keys = ("cov_err", "mean_err", "var_ratio")
+    head = ["sampler", "N_G"] + [f"{s} start: {k.replace('_', ' ')}" for s in starts for k in keys]
+    rows = [[r["sampler"], r["num_steps"]] + [r["observation"][s][k] for s in starts for k in keys]
+            for r in results["rows"]]
+    fo = f["observation"]
+    rows.append(["exact posterior samples (floor)", "-"] + [fo[k] for _ in starts for k in keys])
+    md += (f"\n\n### From an observation H_bar = M o H + CN(0, I), M = {list(c['reliability'])}\n\n"
+           "Against the exact posterior p(h | H_bar); `consistent` is the default start, `paper` eqs. (15)-(16).\n\n"
+           + io.markdown_table(head, rows))
+  return md
 
 
 def _plot(results, path):
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-  panels = [("prior", "cov_err", "prior: covariance error"),
-            ("posterior", "cov_err", "posterior: covariance error"),
-            ("posterior", "var_ratio", "posterior: variance ratio")]
-  for ax, (exp, stat, title) in zip(axes, panels):
+  panels = [("prior", "cov_err", "prior: covariance error", None),
+            ("posterior", "cov_err", "posterior: covariance error", None),
+            ("posterior", "var_ratio", "posterior: variance ratio", None)]
+  if all("observation" in r for r in results["rows"]):
+    panels += [("observation", "cov_err", "from H_bar, consistent start", "consistent"),
+               ("observation", "cov_err", "from H_bar, paper start", "paper")]
+  fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.8))
+  for ax, (exp, stat, title, start) in zip(axes, panels):
     specs = list(dict.fromkeys(r["sampler"] for r in results["rows"]))
+    get = (lambda r: r[exp][stat]) if start is None else (lambda r: r[exp][start][stat])  # noqa: E731
     for i, spec in enumerate(specs):
-      rs = [r for r in results["rows"] if r["sampler"] == spec]
+      rs = [r for r in results["rows"] if r["sampler"] == spec and (start is None or start in r[exp])]
       # Distinct markers and dashes: eq9:1.0 and eta:0.0 are the same sampler (eq. 8) and overlap.
-      ax.plot([r["num_steps"] for r in rs], [r[exp][stat] for r in rs], marker="osD^v<>"[i % 7],
+      ax.plot([r["num_steps"] for r in rs], [get(r) for r in rs], marker="osD^v<>"[i % 7],
               ls=["-", "--", ":", "-."][i % 4], mfc="none", label=spec)
     ax.axhline(results["floor"][exp][stat], color="k", ls="--", lw=1, label="exact samples")
     ax.set_xscale("log")

@@ -21,9 +21,29 @@ encoder reads only the cells the SRS actually sounded (every occasion sounds
 Shapes: observations ``[B, n_occ, n_ue, n_bs, n_prb]`` with mask
 ``[B, n_occ, n_prb]`` (:mod:`jaxchan.srs`); channels ``[B, n_ue, n_bs, n_prb]``.
 
+SNR conditioning. The least-squares SRS estimates carry noise of variance
+``noise_var`` (0.1 to 10 over the UL SNR range), so a raw token's power says
+little about the channel. Every observed token is scaled to unit power,
+``y / sqrt(1 + noise_var)``, and an embedding of ``log10(noise_var)`` is added to
+it: the network knows how much to trust each history.
+
+Latest-observation path. Each decoder query also receives the embedding of the
+latest observation of its own cell (the SRS baseline), and for ``sl`` and
+``e2e`` the output adds ``g[age] * y_latest / (1 + noise_var)``: the per-element
+Wiener shrinkage of that observation with a learned complex gain per age
+(``g``, one per SRS occasion, initialized at 0). The CME of a channel that has
+not aged is then one gain away, where before the network had to rebuild it
+through attention.
+
+Token width. A token of ``2 n_bs ue_per_token`` reals enters through a linear
+map to ``d_model``; wider tokens would make that map (and the DM's read-in of
+``x_t``) rank-deficient, so the epsilon prediction could not depend on part of
+the state. Such configs are refused.
+
 Classifier-free guidance: ``drop`` (``[B]`` bool) replaces every encoder token
-embedding of those samples by one learned null embedding, so the decoder sees
-no information about the observation (the paper's "null token").
+embedding of those samples by one learned null embedding, and zeroes their
+latest-observation path, so the decoder sees no information about the
+observation (the paper's "null token").
 
 Departures we chose, since the paper's Table IV lost its numbers: pre-layer-norm
 blocks (stabler without warm-up than the original post-norm) and a sinusoidal
@@ -38,7 +58,26 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxchan import srs
+
 USES = ("sl", "dm", "e2e")
+
+
+def token_width(n_bs: int, ue_per_token: int) -> int:
+  """Reals per token: ``2 n_bs`` (real and imaginary BS-antenna vector) per UE antenna in the token."""
+  return 2 * n_bs * ue_per_token
+
+
+def check_token_width(n_bs: int, ue_per_token: int, d_model: int, where: str = "ue_per_token"):
+  """Refuse tokens wider than ``d_model``: their linear read-in would be rank-deficient."""
+  width = token_width(n_bs, ue_per_token)
+  if width > d_model:
+    fits = [g for g in range(1, ue_per_token + 1) if token_width(n_bs, g) <= d_model]
+    raise ValueError(
+        f"{where}={ue_per_token} makes tokens of 2 x n_bs x ue_per_token = {width} reals, wider than "
+        f"d_model={d_model}: the read-in of the observation and of the DM's state x_t would have rank "
+        f"<= {d_model} < {width}, so part of x_t could never be seen. Use ue_per_token in "
+        f"{fits or '(none: raise d_model)'} or d_model >= {width}.")
 
 
 def to_tokens(cells: jax.Array, ue_per_token: int = 1) -> jax.Array:
@@ -129,8 +168,13 @@ class ChannelTransformer(nn.Module):
       raise ValueError(f"d_model={self.d_model} must be divisible by num_heads={self.num_heads}.")
     if self.n_ue % self.ue_per_token:
       raise ValueError(f"ue_per_token={self.ue_per_token} must divide n_ue={self.n_ue}.")
+    check_token_width(self.n_bs, self.ue_per_token, self.d_model)
     init = nn.initializers.normal(0.02)
     self.obs_embed = nn.Dense(self.d_model)
+    self.snr_embed = nn.Dense(self.d_model)
+    self.latest_embed = nn.Dense(self.d_model)
+    if self.use != "dm":
+      self.skip_gain = self.param("skip_gain", nn.initializers.zeros, (self.n_occ, 2))
     self.enc_pos = self.param("enc_pos", init, (self.n_occ, self.n_ue // self.ue_per_token, self.n_prb,
                                                 self.d_model))
     self.null_embed = self.param("null_embed", init, (self.d_model,))
@@ -146,20 +190,46 @@ class ChannelTransformer(nn.Module):
     self.dec_norm = nn.LayerNorm()
     self.head = nn.Dense(2 * self.n_bs * self.ue_per_token)
 
-  def encode(self, obs: jax.Array, mask: jax.Array, drop: jax.Array | None = None, *, train: bool = False):
-    """Encoder memory ``[B, n_occ * n_ue * n_prb / num_hops, d_model]`` of an SRS history.
+  def encode(self, obs: jax.Array, mask: jax.Array, noise_var: jax.Array, drop: jax.Array | None = None, *,
+             train: bool = False) -> dict:
+    """Encode an SRS history once; every decoder call (all reverse steps) reuses the result.
 
     Args:
       obs: ``[B, n_occ, n_ue, n_bs, n_prb]`` complex, 0 where not sounded.
       mask: ``[B, n_occ, n_prb]`` bool, exactly ``n_prb / num_hops`` True per occasion.
+      noise_var: ``[B]`` per-element noise variance of the LS estimates (``10^(-SNR/10)``).
       drop: optional ``[B]`` bool; True replaces the sample's tokens by the null embedding.
+
+    Returns:
+      ``{"memory": [B, n_occ * n_ue/g * n_prb/num_hops, d_model], "query": [B, n_ue/g, n_prb, d_model],
+      "skip": [B, n_ue, n_bs, n_prb]}``: the encoder memory, the per-cell query term of the latest
+      observation and the latest-observation output path (zero for ``dm``).
     """
     B = obs.shape[0]
     s = self.n_prb // self.num_hops
+    noise_var = jnp.broadcast_to(jnp.asarray(noise_var, jnp.float32), (B,))
+    # Unit-power tokens: y / sqrt(1 + noise_var) for a unit-power channel.
+    unit = jax.lax.rsqrt(1.0 + noise_var).astype(obs.dtype)
+    snr_feat = jnp.stack([jnp.log10(noise_var), 1.0 / (1.0 + noise_var)], axis=-1)      # [B, 2]
+    snr_emb = self.snr_embed(snr_feat)                                                    # [B, d]
     # PRB indices of the sounded cells, in increasing order (stable sort puts True first).
     idx = jnp.argsort(~mask, axis=-1, stable=True)[..., :s]                          # [B, n_occ, s]
     cells = jnp.take_along_axis(obs, idx[:, :, None, None, :], axis=-1)              # [B, n_occ, n_ue, n_bs, s]
+    cells = cells * unit[:, None, None, None, None]
     x = self.obs_embed(to_tokens(jnp.moveaxis(cells, 3, 4), self.ue_per_token))                       # [B, n_occ, n_ue/g, s, d]
+    x = x + snr_emb[:, None, None, None, :]
+    latest, occ, seen = srs.latest_observation(obs, mask)
+    keep = seen if drop is None else seen & ~drop[:, None]                                # [B, n_prb]
+    latest = jnp.where(keep[:, None, None, :], latest, 0)
+    query = self.latest_embed(to_tokens(jnp.moveaxis(latest * unit[:, None, None, None], -2, -1),
+                                        self.ue_per_token))                               # [B, n_ue/g, n_prb, d]
+    query = query + jnp.where(keep[:, None, :, None], snr_emb[:, None, None, :], 0.0)
+    if self.use == "dm":
+      skip = jnp.zeros_like(latest)
+    else:
+      g = jax.lax.complex(self.skip_gain[:, 0], self.skip_gain[:, 1])[occ]                # [B, n_prb]
+      shrink = (1.0 / (1.0 + noise_var)).astype(obs.dtype)
+      skip = (g * shrink[:, None])[:, None, None, :] * latest
     if drop is not None:
       x = jnp.where(drop[:, None, None, None, None], self.null_embed, x)
     n_tok_ue = self.n_ue // self.ue_per_token
@@ -168,19 +238,20 @@ class ChannelTransformer(nn.Module):
     x = (x + pos).reshape(B, -1, self.d_model)
     for blk in self.encoder:
       x = blk(x, train=train)
-    return self.enc_norm(x)
+    return {"memory": self.enc_norm(x), "query": query, "skip": skip}
 
-  def decode(self, memory: jax.Array, x_t: jax.Array | None = None, t: jax.Array | None = None, *,
+  def decode(self, enc: dict, x_t: jax.Array | None = None, t: jax.Array | None = None, *,
              train: bool = False) -> jax.Array:
     """Decoder output ``[B, n_ue, n_bs, n_prb]`` complex (channel, ``eps_hat`` or latent channel).
 
     Args:
-      memory: encoder output ``[B, S, d_model]``.
+      enc: the output of :meth:`encode` (any batch ``B``, e.g. repeated for K samples).
       x_t: ``[B, n_ue, n_bs, n_prb]`` noisy state (``use="dm"`` only).
       t: ``[B]`` diffusion step (``use="dm"`` only).
     """
+    memory = enc["memory"]
     B = memory.shape[0]
-    q = jnp.broadcast_to(self.dec_pos, (B,) + self.dec_pos.shape)                    # [B, n_ue/g, n_prb, d]
+    q = jnp.broadcast_to(self.dec_pos, (B,) + self.dec_pos.shape) + enc["query"]     # [B, n_ue/g, n_prb, d]
     if self.use == "dm":
       if x_t is None or t is None:
         raise ValueError("the DM decoder needs the noisy state x_t and the step t.")
@@ -192,7 +263,7 @@ class ChannelTransformer(nn.Module):
     for blk in self.decoder:
       x = blk(x, memory, train=train)
     out = self.head(self.dec_norm(x)).reshape(B, n_tok_ue, self.n_prb, 2 * self.n_bs * self.ue_per_token)
-    return jnp.moveaxis(from_tokens(out, self.ue_per_token), -1, -2)                  # [B, n_ue, n_bs, n_prb]
+    return jnp.moveaxis(from_tokens(out, self.ue_per_token), -1, -2) + enc["skip"]   # [B, n_ue, n_bs, n_prb]
 
-  def __call__(self, obs, mask, x_t=None, t=None, drop=None, *, train: bool = False):
-    return self.decode(self.encode(obs, mask, drop, train=train), x_t, t, train=train)
+  def __call__(self, obs, mask, noise_var, x_t=None, t=None, drop=None, *, train: bool = False):
+    return self.decode(self.encode(obs, mask, noise_var, drop, train=train), x_t, t, train=train)
