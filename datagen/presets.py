@@ -24,16 +24,23 @@ _PERCEPTION = dict(
     srs_period=0.040,            # s between SRS occasions
     num_occasions=4,             # history length (one per hop: 4 hops of 13 PRBs)
     target_delay=0.020,          # s after the last occasion
-    speed_indoor_kmh=3.0, speed_outdoor_kmh=10.0,
+    # Low mobility: the paper's speeds were lost. 0.3 km/h makes it the low-uncertainty regime the paper
+    # describes (minimal aging): the best per-age linear predictor from each PRB's latest SRS reaches NMSE
+    # 0.56 over the -10..10 dB UL SNR range (|corr| of the target with the 20/60/100/140 ms old sounding
+    # 0.997/0.970/0.918/0.843). At 3 / 10 km/h (a first guess) it was 0.93 / 0.98: no better than high
+    # mobility. Measured on 256 Sionna samples; `jaxchan.srs.latest_predictor_nmse` recomputes it.
+    speed_indoor_kmh=0.3, speed_outdoor_kmh=0.3,
 )
 
 PRESETS = {
     "low_mobility": dict(_PERCEPTION, description=(
         "Perception-distortion paper, low mobility: UMa 3.5 GHz, 32-element dual-pol BS panel, 4-element "
         "dual-pol UT, 52 PRBs at 30 kHz; last 4 SRS occasions (40 ms apart) and the target 20 ms after the last; "
-        "UT speed 3 km/h indoor, 10 km/h outdoor.")),
+        "UT speed 0.3 km/h indoor and outdoor: minimal aging (latest-SRS linear predictor NMSE 0.56); the "
+        "paper's speed values were lost and this one was chosen to make its low-uncertainty regime true.")),
     "high_mobility": dict(_PERCEPTION, speed_indoor_kmh=30.0, speed_outdoor_kmh=60.0, description=(
-        "As low_mobility with UT speed 30 km/h indoor, 60 km/h outdoor (stronger channel aging).")),
+        "As low_mobility with UT speed 30 km/h indoor, 60 km/h outdoor: severe aging (latest-SRS linear "
+        "predictor NMSE 0.999).")),
     "simo_ofdm": dict(
         kind="snapshot",
         scenario="uma",          # or "umi"; stands in for DeepMIMO O1_3p5

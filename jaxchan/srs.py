@@ -116,3 +116,35 @@ def history_gramian(observation: SRSObservation) -> jax.Array:
   G = jnp.einsum("bouif,bouj f->bij".replace(" ", ""), jnp.conj(obs), obs)
   n = jnp.sum(mask, axis=(1, 2)) * obs.shape[2]
   return G / jnp.maximum(n, 1).reshape(-1, 1, 1).astype(G.dtype)
+
+
+def latest_predictor_nmse(history: jax.Array, target: jax.Array, snr_db_range: tuple[float, float] = (-10.0, 10.0),
+                          *, num_hops: int = 4) -> dict:
+  """How much the SRS history can tell: NMSE of the best per-age linear predictor from the latest sounding.
+
+  Every PRB is sounded once per hop cycle, at one of the last ``num_hops``
+  occasions (its age). The LMMSE predictor of the target from that noisy
+  sounding ``y = h_o + w`` is ``c_o y`` with ``c_o = rho_o / (1 + sigma^2)``
+  for unit-power channels, where ``rho_o = E[h_target h_o^*]`` is the
+  target's correlation with occasion ``o``. Its NMSE is ``1 - |rho_o|^2 / (1 + sigma^2)``,
+  averaged over the ages of the last ``num_hops`` occasions (each holds
+  ``1 / num_hops`` of the PRBs) and over a UL SNR uniform in dB on ``snr_db_range``.
+  NMSE near 1 means the history is nearly useless (high uncertainty).
+
+  Args:
+    history: ``[N, n_occ, n_ue, n_bs, n_prb]`` clean channels at the SRS occasions (oldest first).
+    target: ``[N, n_ue, n_bs, n_prb]``.
+
+  Returns:
+    ``{"nmse": float, "nmse_noiseless": float, "corr": [n_occ] |rho_o|}``.
+  """
+  checks.min_ndim("history", history, 5, "[N, n_occasions, n_ue, n_bs, n_prb]")
+  h = jnp.asarray(target)
+  p_t = jnp.sum(jnp.abs(h) ** 2)
+  rho = jnp.stack([jnp.sum(h * jnp.conj(history[:, o])) / jnp.sqrt(p_t * jnp.sum(jnp.abs(history[:, o]) ** 2))
+                   for o in range(history.shape[1])])
+  r2 = jnp.abs(rho[-num_hops:]) ** 2
+  snr = jnp.linspace(snr_db_range[0], snr_db_range[1], 401)
+  nv = 10.0 ** (-snr / 10.0)
+  nmse = jnp.mean(1.0 - r2[:, None] / (1.0 + nv[None, :]))
+  return {"nmse": float(nmse), "nmse_noiseless": float(jnp.mean(1.0 - r2)), "corr": [float(x) for x in jnp.abs(rho)]}

@@ -148,3 +148,23 @@ def test_pattern_parameters_are_arguments_not_constants():
   np.testing.assert_array_equal(taus, np.tile(taus[:, :2, :3], (1, 16, 22))[:, :, :64])
   with pytest.raises(ValueError, match=r"period_ant=\(5, 2\) must be an inclusive range"):
     tau_patterns.sample_one(jax.random.PRNGKey(0), "periodical", (32, 64), T, period_ant=(5, 2))
+
+
+def test_latest_predictor_nmse_closed_form():
+  # AR(1)-like aging with known correlations: occasion o of 4 has corr rho_o with the target. The
+  # predictor NMSE is then 1 - rho_o^2 / (1 + sigma^2), averaged over ages and the SNR range; with
+  # n = 4000 x 64 entries the sample correlation is within ~2e-3 of rho, hence the 1e-2 tolerance.
+  rho = np.array([0.2, 0.5, 0.8, 0.95])
+  keys = jax.random.split(jax.random.PRNGKey(5), 5)
+  shape = (4000, 1, 8, 8)
+  h = conventions.standard_normal(keys[0], shape)
+  hist = jnp.stack([r * h + np.sqrt(1 - r**2) * conventions.standard_normal(k, shape)
+                    for r, k in zip(rho, keys[1:])], axis=1)
+  got = srs.latest_predictor_nmse(hist, h, (0.0, 0.0))
+  np.testing.assert_allclose(got["corr"], rho, atol=1e-2)
+  assert got["nmse"] == pytest.approx(np.mean(1 - rho**2 / 2), abs=1e-2)
+  assert got["nmse_noiseless"] == pytest.approx(np.mean(1 - rho**2), abs=1e-2)
+  # Lower SNRs, more noise: the NMSE grows. (Over -10..10 dB it equals the 0 dB value: the mean of
+  # 1 / (1 + 10^(-x/10)) over a range symmetric about 0 dB is exactly 1/2.)
+  assert srs.latest_predictor_nmse(hist, h, (-10.0, 0.0))["nmse"] > got["nmse"]
+  assert srs.latest_predictor_nmse(hist, h, (-10.0, 10.0))["nmse"] == pytest.approx(got["nmse"], abs=1e-4)
