@@ -237,22 +237,28 @@ class Dataset:
 class BSAntennaSubset:
   """A read-only view of an ``srs_prediction`` :class:`Dataset` that keeps the first ``n_bs`` BS antennas.
 
-  Every array of that kind has the BS-antenna axis second to last (``history``
-  ``[n_occ, n_ue, n_bs, n_prb]``, ``target`` ``[n_ue, n_bs, n_prb]``), so the view
-  slices ``[..., :n_bs, :]``. It serves reduced-geometry runs (fewer BS antennas,
+  Arrays with a ``bs_antenna`` axis in their layout (:data:`LAYOUTS`: ``history``
+  ``[n_occ, n_ue, n_bs, n_prb]``, ``target`` ``[n_ue, n_bs, n_prb]``) keep its first
+  ``n_bs`` entries; the others (speed, indoor flag) pass through. It serves reduced-geometry runs (fewer BS antennas,
   narrower tokens) from the same file; ``load`` and ``batches`` behave as the
   wrapped dataset's.
   """
 
   def __init__(self, ds: Dataset, n_bs: int):
-    full = ds.shape(ds.arrays[0])[-2]
+    full = ds.shape(ds.arrays[0])[LAYOUTS[ds.arrays[0]].index("bs_antenna") - 1]
     if not 1 <= n_bs <= full:
       raise ValueError(f"n_bs={n_bs} BS antennas requested from {ds.path}, which has {full}; choose 1..{full}.")
     self.ds, self.n_bs = ds, int(n_bs)
     self.path, self.kind, self.arrays, self.config = ds.path, ds.kind, ds.arrays, ds.config
 
   def _cut(self, arrays: dict) -> dict:
-    return {k: v[..., :self.n_bs, :] for k, v in arrays.items()}
+    out = {}
+    for k, v in arrays.items():
+      layout = LAYOUTS.get(k, [])
+      if "bs_antenna" in layout:     # the axis named in the file layout (sample axis included)
+        v = np.take(v, np.arange(self.n_bs), axis=layout.index("bs_antenna"))
+      out[k] = v
+    return out
 
   def __enter__(self):
     return self
@@ -267,8 +273,11 @@ class BSAntennaSubset:
     return self.ds.size(split)
 
   def shape(self, name: str) -> tuple:
-    s = self.ds.shape(name)
-    return s[:-2] + (self.n_bs, s[-1])
+    s = list(self.ds.shape(name))
+    layout = LAYOUTS.get(name, [])
+    if "bs_antenna" in layout:
+      s[layout.index("bs_antenna") - 1] = self.n_bs    # per-sample shape: no sample axis
+    return tuple(s)
 
   def load(self, split: str) -> dict:
     return self._cut(self.ds.load(split))
