@@ -14,6 +14,7 @@ REGISTRY = {
     "sampler_study": "jaxchan.experiments.sampler_study",
     "noniden": "jaxchan.experiments.noniden",
     "perception": "jaxchan.experiments.perception",
+    "mobility": "jaxchan.experiments.mobility",
 }
 
 
