@@ -219,3 +219,58 @@ def ddpm_eps(gmm: GaussianMixture, schedule: schedules.DDPMSchedule):
     return jax.vmap(one, in_axes=(0, None))(x, abar)
 
   return eps_fn
+
+
+def expected_gramian(gmm: GaussianMixture, shape: tuple[int, int, int]) -> jax.Array:
+  """``E[H_f^H H_f]`` per frequency under a mixture over ``vec(H)``: the K -> infinity Bayesian Gramian.
+
+  With ``H`` of shape ``(n_ue, n_bs, n_freq)`` flattened in that order into ``h``,
+  ``G_f[i, j] = sum_u E[conj(H_uif) H_ujf] = sum_u S[(u, j, f), (u, i, f)]`` with the
+  second moment ``S = E[h h^H] = Cov + mean mean^H``. Applied to an exact posterior
+  (:func:`posterior`) this is the limit of :func:`jaxchan.precoding.gramian` over K
+  posterior samples as K grows: the Gramian of the posterior mean plus the posterior
+  covariance's share. Its dominant eigenvectors are the exact Bayesian precoder of eq. (28).
+
+  Args:
+    gmm: a mixture over ``d = n_ue * n_bs * n_freq`` entries.
+    shape: ``(n_ue, n_bs, n_freq)``.
+
+  Returns:
+    ``[n_bs, n_bs, n_freq]`` Hermitian positive semidefinite (the layout of :func:`jaxchan.precoding.gramian`).
+  """
+  n_ue, n_bs, n_freq = shape
+  if n_ue * n_bs * n_freq != gmm.dim:
+    raise ValueError(f"shape={tuple(shape)} holds {n_ue * n_bs * n_freq} entries but the mixture has dim={gmm.dim}.")
+  _, S = second_moment(gmm)
+  S6 = S.reshape(n_ue, n_bs, n_freq, n_ue, n_bs, n_freq)
+  return jnp.einsum("ujfuif->ijf", S6)
+
+
+def clustered_mixture(key: jax.Array, shape: tuple[int, int, int], num_components: int = 4, *,
+                      paths: int = 2, coherence: float = 0.7) -> GaussianMixture:
+  """A zero-mean GMM over ``vec(H)``, ``H`` ``(n_ue, n_bs, n_freq)``, shaped like multi-user MIMO-OFDM channels.
+
+  Each component is one "user cluster": ``C_k = I_ue (x) R_bs,k (x) R_f,k`` with a
+  low-rank BS covariance (``paths`` half-wavelength ULA steering vectors at random
+  angles, plus 1 % white floor) and an exponential frequency correlation
+  ``coherence^|f - f'|`` with a random phase ramp (a random delay). Weights are
+  uniform and every element has unit power. A precoder needs to know the cluster
+  (the beam); given only a noisy, aged look at the channel the posterior mean
+  shrinks toward 0 while the posterior Gramian keeps the beam, which is the Jensen
+  gap of the perception-distortion paper in closed form.
+  """
+  n_ue, n_bs, n_freq = shape
+  ka, kd = jax.random.split(key)
+  angles = jax.random.uniform(ka, (num_components, paths), minval=-jnp.pi / 3, maxval=jnp.pi / 3)
+  steer = jnp.exp(1j * jnp.pi * jnp.arange(n_bs)[None, None, :] * jnp.sin(angles)[..., None])   # [K, P, n_bs]
+  R_bs = jnp.einsum("kpi,kpj->kij", steer, steer.conj()) / paths + 0.01 * jnp.eye(n_bs)
+  R_bs = R_bs / (jnp.trace(R_bs, axis1=1, axis2=2).real / n_bs)[:, None, None]
+  delay = jax.random.uniform(kd, (num_components,), minval=0.0, maxval=2 * jnp.pi)
+  f = jnp.arange(n_freq)
+  R_f = coherence ** jnp.abs(f[:, None] - f[None, :]) * jnp.exp(1j * delay[:, None, None] * (f[:, None] - f[None, :]))
+  covs = jnp.einsum("ab,kij,kfg->kaifbjg", jnp.eye(n_ue), R_bs, R_f).reshape(num_components, n_ue * n_bs * n_freq,
+                                                                            n_ue * n_bs * n_freq)
+  covs = 0.5 * (covs + jnp.conj(jnp.swapaxes(covs, -1, -2)))
+  d = n_ue * n_bs * n_freq
+  return GaussianMixture(jnp.full((num_components,), 1.0 / num_components), jnp.zeros((num_components, d), covs.dtype),
+                         covs.astype(jnp.complex64))

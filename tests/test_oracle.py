@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from conftest import complex_moment_zscores
 from jaxchan import conventions, oracle
@@ -92,3 +93,34 @@ def test_ddpm_eps_consistent_with_denoiser():
   A, N = oracle.elementwise_observation(jnp.full((3,), jnp.sqrt(abar)), jnp.full((3,), jnp.sqrt(1 - abar)))
   expect = jax.vmap(lambda y: oracle.posterior_mean(gmm, y, A, N))(x)
   np.testing.assert_allclose(x0, expect, rtol=1e-4, atol=1e-5)
+
+
+def test_expected_gramian_is_the_many_sample_limit_and_mean_plus_covariance():
+  # E[H_f^H H_f] under a mixture = Gramian of the mean + the covariance's share: check against the
+  # Gramian of 200,000 draws (entries of order 1, sample std of each entry ~ 2, hence SE ~ 5e-3;
+  # 3e-2 is 6 standard errors) and, for one Gaussian, against mean-Gramian + trace of covariance blocks.
+  from jaxchan import precoding
+  shape = (2, 3, 2)
+  gmm = oracle.random_mixture(jax.random.PRNGKey(0), 12, 3)
+  G = np.asarray(oracle.expected_gramian(gmm, shape))
+  x = oracle.sample(gmm, jax.random.PRNGKey(1), 200_000).reshape((-1,) + shape)
+  np.testing.assert_allclose(G, np.asarray(precoding.gramian(x)), atol=3e-2)
+  m, C = (np.asarray(a) for a in oracle.moments(gmm))
+  mean_H = m.reshape(shape)
+  want = np.einsum("uif,ujf->ijf", mean_H.conj(), mean_H)
+  C6 = C.reshape(shape + shape)
+  want = want + np.einsum("ujfuif->ijf", C6)
+  np.testing.assert_allclose(G, want, rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match="holds 8 entries but the mixture has dim=12"):
+    oracle.expected_gramian(gmm, (2, 2, 2))
+
+
+def test_clustered_mixture_has_unit_power_and_low_rank_beams():
+  shape = (2, 8, 4)
+  gmm = oracle.clustered_mixture(jax.random.PRNGKey(3), shape, 4, paths=2)
+  _, S = oracle.second_moment(gmm)
+  np.testing.assert_allclose(np.real(np.diag(np.asarray(S))), 1.0, rtol=1e-4)
+  # Each cluster's per-PRB Gramian (n_bs x n_bs) has rank `paths` up to the 1 % white floor.
+  one = oracle.GaussianMixture(jnp.ones(1), gmm.means[:1], gmm.covs[:1])
+  ev = np.linalg.eigvalsh(np.asarray(oracle.expected_gramian(one, shape))[..., 0])[::-1]
+  assert ev[:2].sum() / ev.sum() > 0.9

@@ -350,3 +350,27 @@ def test_dm_schedule_comes_from_the_config():
   np.testing.assert_array_equal(sch.betas, ref.betas)
   # The clip binds at t = T (the cosine's unclipped beta_T is 1), so the last step is exactly max_beta.
   assert float(sch.betas[-1]) == pytest.approx(0.5) and float(jnp.max(sch.betas)) <= 0.5 + 1e-7
+
+
+def test_perception_oracle_smoke_exact_bayes_beats_cme_on_energy(tmp_path):
+  # Eq. (28): for every observation the K -> infinity Bayesian precoder maximizes the conditional expected
+  # captured energy E[||H W||^2 | y] = tr(W^H G(y) W) exactly (dominant eigenvectors of the exact posterior
+  # Gramian G), so no precoder built from y or from nothing (CME, K samples, prior Gramian, uniform) beats it
+  # on that closed-form quantity, at any SNR; only float32 rounding (1e-5) separates ties.
+  import importlib.util
+  from jaxchan.experiments import perception_oracle
+  spec = importlib.util.spec_from_file_location("po_cfg", os.path.join(ROOT, "configs", "perception_oracle.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  c = mod.get_config("smoke")
+  c.progress = False
+  res = perception_oracle.run(c, str(tmp_path))
+  for r in res["rows"]:
+    for other in ("cme", "prior", "uniform", "bayes_1", "bayes_16"):
+      assert r["bayes_inf"]["expected_energy"] >= r[other]["expected_energy"] - 1e-5, (r["snr_db"], other)
+    # Perfect CSI captures the most energy of each realized channel (Eckart-Young).
+    assert r["perfect_csi"]["energy"] >= max(v["energy"] for k, v in r.items() if isinstance(v, dict))
+  assert (tmp_path / "fig_oracle_se.png").stat().st_size > 1000
+  c.rho = 1.5
+  with pytest.raises(ValueError, match="config.rho=1.5"):
+    perception_oracle.run(c, str(tmp_path / "bad"))

@@ -15,6 +15,7 @@ REGISTRY = {
     "noniden": "jaxchan.experiments.noniden",
     "perception": "jaxchan.experiments.perception",
     "mobility": "jaxchan.experiments.mobility",
+    "perception_oracle": "jaxchan.experiments.perception_oracle",
 }
 
 
