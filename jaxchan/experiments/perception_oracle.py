@@ -163,15 +163,19 @@ def plot(results, path):
   rows = results["rows"]
   s = [r["snr_db"] for r in rows]
   fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+  k_colors = iter(["C2", "C1", "C4", "C5", "C6", "C8", "C9"])
   for i, n in enumerate(_names(results)):
-    style = {"perfect_csi": "k-", "uniform": "k:", "prior": "C7-.", "cme": "C3--", "bayes_inf": "C0-"}.get(n, f"C{i}-")
+    style = {"perfect_csi": "k-", "uniform": "k:", "prior": "C7-.", "cme": "C3--", "bayes_inf": "C0-"}.get(n)
+    style = style or next(k_colors) + "-"
     ax.plot(s, [r[n]["se"] for r in rows], style, marker="osD^v<>ph*"[i % 10], ms=4, mfc="none", label=_label(n))
   ax.set(xlabel="observation SNR [dB]", ylabel="SE [bps/Hz]", title="Exact posteriors: SE against information")
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7)
   ax2.plot(s, [r["bayes_inf"]["se"] - r["cme"]["se"] for r in rows], "C0-o", label="K -> inf minus CME")
+  k_colors = iter(["C2", "C1", "C4", "C5", "C6", "C8", "C9"])
   for K in results["config"]["num_samples"]:
-    ax2.plot(s, [r[f"bayes_{K}"]["se"] - r["cme"]["se"] for r in rows], "--", marker=".", label=f"K = {K} minus CME")
+    ax2.plot(s, [r[f"bayes_{K}"]["se"] - r["cme"]["se"] for r in rows], next(k_colors) + "--", marker=".",
+             label=f"K = {K} minus CME")
   ax2.axhline(0, color="k", lw=0.8)
   ax2.set(xlabel="observation SNR [dB]", ylabel="SE gain over the CME precoder [bps/Hz]", title="Jensen gap")
   ax2.grid(alpha=0.3)
