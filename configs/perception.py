@@ -3,7 +3,7 @@
 Variants (``--config=configs/perception.py:VARIANT[,VARIANT]``), combinable:
   (none)          paper scale (100k / 5k samples per scenario, 4+4-layer d=128 transformer, T = 1000,
                   K = 16), both scenarios; for a GPU or TPU.
-  low_mobility    only the low-mobility scenario (3 / 10 km/h).
+  low_mobility    only the low-mobility scenario (0.3 km/h: minimal aging; the paper lost its speeds).
   high_mobility   only the high-mobility scenario (30 / 60 km/h).
   quick           within an hour per scenario on 2 CPU cores (measured figures in the README): 4k / 1k
                   samples, 2+2 layers, T = 100, and a reduced geometry: the first 16 of the 32 BS

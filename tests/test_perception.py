@@ -295,6 +295,7 @@ def test_perception_smoke_end_to_end_and_resume(tmp_path):
     ("--config.data.bs_antennas=8", "config.model.ue_per_token=4 makes tokens of 2 x n_bs x ue_per_token = 64 "
                                     "reals, wider than d_model=32"),
     ("--config.data.bs_antennas=40", "config.data.bs_antennas=40 must be an integer in [0, n_bs=32]"),
+    ("--config.eval.dl_snr_grid_db=()", "config.eval.dl_snr_grid_db=() must be a non-empty list"),
 ])
 def test_perception_bad_config_stops_before_work(tmp_path, override, match):
   assert_stops_before_work(os.path.join(ROOT, "configs", "perception.py") + ":smoke,low_mobility", override, match,
@@ -374,3 +375,19 @@ def test_perception_oracle_smoke_exact_bayes_beats_cme_on_energy(tmp_path):
   c.rho = 1.5
   with pytest.raises(ValueError, match="config.rho=1.5"):
     perception_oracle.run(c, str(tmp_path / "bad"))
+
+
+def test_perception_validate_refuses_nan_snrs():
+  import importlib.util
+  from jaxchan.experiments import perception
+  spec = importlib.util.spec_from_file_location("pc_cfg", os.path.join(ROOT, "configs", "perception.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  c = mod.get_config("smoke")
+  c.eval.dl_snr_grid_db = (0.0, float("nan"))
+  with pytest.raises(ValueError, match=r"config.eval.dl_snr_grid_db=\(0.0, nan\) must be a non-empty list of finite"):
+    perception.validate(c)
+  c = mod.get_config("smoke")
+  c.srs.snr_db_range = (float("nan"), 10.0)
+  with pytest.raises(ValueError, match="config.srs.snr_db_range"):
+    perception.validate(c)

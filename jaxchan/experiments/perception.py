@@ -53,6 +53,13 @@ def validate(config):
                      "leave config.data.path empty for data/<scenario>_<size>.h5.")
   for u in config.train.models:
     checks.choice("config.train.models entry", u, USES)
+  grid = tuple(config.eval.dl_snr_grid_db)
+  if not grid or not all(np.isfinite(grid)):
+    raise ValueError(f"config.eval.dl_snr_grid_db={grid} must be a non-empty list of finite dB values (Fig. 7).")
+  lo, hi = config.srs.snr_db_range
+  if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
+    raise ValueError(f"config.srs.snr_db_range={tuple(config.srs.snr_db_range)} must be finite (low, high) with "
+                     "low <= high, in dB.")
   K = config.eval.num_samples
   if not isinstance(K, int) or K < 1:
     raise ValueError(f"config.eval.num_samples (K) = {K!r}; it must be an integer >= 1.")
