@@ -53,7 +53,7 @@ def test_shapes_attributes_and_unit_power(built):
     np.testing.assert_allclose(p / (4 * 4 * 32 * 52 + 4 * 32 * 52), 1.0, rtol=1e-4)
     assert np.all(np.isfinite(d["history"].view(np.float32)))
     # Every UT moves at the preset's speed (0.3 km/h indoor and outdoor), and both kinds of UT occur (80 % indoor).
-    assert set(np.round(d["speed_mps"] * 3.6, 3).tolist()) == {0.3}
+    assert set(np.round(d["speed_mps"].astype(np.float64) * 3.6, 3).tolist()) == {0.3}
     assert set(np.asarray(d["indoor"]).astype(bool).tolist()) == {False, True}
   with data.Dataset(built["simo_ofdm"], kind="snapshot", shapes={"h": (32, 64)}) as ds:
     h = ds.load("test")["h"]

@@ -262,11 +262,11 @@ def test_perception_smoke_end_to_end_and_resume(tmp_path):
     assert (tmp_path / "wd" / f).stat().st_size > 1000
   assert "Table III" in (tmp_path / "wd" / "tables.md").read_text()
   # A trained model loads back for library use.
-  from jaxchan.experiments.perception import load_trained
+  from jaxchan.experiments.perception import load_trained, n_bs_used
   model, params, cfg_ = load_trained(str(tmp_path / "wd" / "high_mobility" / "models" / "dm"))
   import h5py
   with h5py.File(tmp_path / "hm_tiny.h5") as f:
-    hist = jnp.asarray(f["test/history"][:2])
+    hist = jnp.asarray(f["test/history"][:2, :, :, :n_bs_used(cfg_)])   # the BS antennas it was trained on
   obs = srs.observe(hist, jax.random.PRNGKey(0), num_hops=cfg_.srs.num_hops)
   s = prediction.sample_posterior(model, params, obs, jax.random.PRNGKey(1), schedules.cosine_schedule(cfg_.dm.T),
                                   num_samples=3)
@@ -318,13 +318,15 @@ run = perception.make_eval_batch(config, models)
 k1, k2 = jax.random.split(jax.random.PRNGKey(5))
 from jaxchan import conventions
 d = config.data
-hist = conventions.standard_normal(k1, (8, d.n_occ, d.n_ue, d.n_bs, d.n_prb))
-h = conventions.standard_normal(k2, (8, d.n_ue, d.n_bs, d.n_prb))
+n_bs = perception.n_bs_used(config)
+hist = conventions.standard_normal(k1, (8, d.n_occ, d.n_ue, n_bs, d.n_prb))
+h = conventions.standard_normal(k2, (8, d.n_ue, n_bs, d.n_prb))
+G_avg = jnp.broadcast_to(jnp.eye(n_bs, dtype=jnp.complex64)[..., None], (n_bs, n_bs, d.n_prb))
 params = tuple(models[u][1] for u in ("sl", "dm", "e2e"))
-a = run(params, hist, h, jax.random.PRNGKey(0))[0]
+a = run(params, hist, h, jax.random.PRNGKey(0), G_avg)[0]
 hs, ts = common.shard_eval(hist, h)
 assert len(ts.sharding.device_set) == 4
-b = run(params, hs, ts, jax.random.PRNGKey(0))[0]
+b = run(params, hs, ts, jax.random.PRNGKey(0), G_avg)[0]
 for k in a:
   np.testing.assert_allclose(np.asarray(b[k]), np.asarray(a[k]), rtol=1e-4, err_msg=k)
 print("ok", len(a))

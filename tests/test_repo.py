@@ -81,8 +81,9 @@ def test_noniden_smoke_end_to_end_and_resume(tmp_path):
   res = json.load(open(tmp_path / "wd" / "results.json"))
   assert set(res["training"]) == {"nonid", "identical"}
   rows = res["generation"]["rows"]
-  # 2 patterns x (nonid: 2 steppings + 1 extra sampler; identical: 1 run).
-  assert len(rows) == 2 * (3 + 1)
+  # 2 patterns x (nonid: 2 steppings + 1 extra sampler + the paper start with both samplers; identical: 1 run).
+  assert len(rows) == 2 * (5 + 1)
+  assert {r["start"] for r in rows} == {"consistent", "paper", "identical"}
   assert all(len(r["nmse_per_step"]) == 5 and np.isfinite(r["final_nmse"]) for r in rows)
   assert (tmp_path / "wd" / "fig_steps.png").stat().st_size > 1000
   assert "raw start" in (tmp_path / "wd" / "tables.md").read_text()

@@ -201,9 +201,11 @@ def load_trained(model_dir: str):
 
   ``config`` is a ConfigDict with the ``model``, ``data``, ``srs`` and ``dm``
   sections it was trained with. Example (K posterior samples for your own SRS
-  observation ``obs = jaxchan.srs.observe(history, key)``)::
+  history ``[B, n_occ, n_ue, n_bs, n_prb]``; a reduced-geometry model, as in ``:quick``,
+  sees only the first ``n_bs_used(cfg)`` BS antennas)::
 
     model, params, cfg = load_trained("workdir/perception/high_mobility/models/dm")
+    obs = srs.observe(history[..., :n_bs_used(cfg), :], key)
     samples = prediction.sample_posterior(model, params, obs, key, dm_schedule(cfg), num_samples=16)
   """
   import ml_collections
