@@ -270,7 +270,7 @@ def test_perception_smoke_end_to_end_and_resume(tmp_path):
   obs = srs.observe(hist, jax.random.PRNGKey(0), num_hops=cfg_.srs.num_hops)
   s = prediction.sample_posterior(model, params, obs, jax.random.PRNGKey(1), schedules.cosine_schedule(cfg_.dm.T),
                                   num_samples=3)
-  assert s.shape == (3, 2, 4, 32, 52) and bool(jnp.all(jnp.isfinite(s.real)))
+  assert s.shape == (3, 2, 4, n_bs_used(cfg_), 52) and bool(jnp.all(jnp.isfinite(s.real)))
   # Rerunning resumes: nothing is trained again.
   proc = run_py(args, tmp_path, timeout=1200)
   assert proc.returncode == 0
