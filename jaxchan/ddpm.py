@@ -201,3 +201,29 @@ def sample(eps_fn: EpsFn, x_T: jax.Array, key: jax.Array, schedule: DDPMSchedule
 
   x0, traj = jax.lax.scan(body, x_T, (ts, keys))
   return (x0, traj) if (return_trajectory or record is not None) else x0
+
+
+def eps_loss_gaussian_bound(variances: jax.Array, schedule: DDPMSchedule) -> jax.Array:
+  """The epsilon-prediction loss (eq. 6) of the exact estimator for a Gaussian prior, averaged over ``t = 1..T``.
+
+  For ``x_t = sqrt(abar) x0 + sqrt(1 - abar) eps`` with ``x0`` Gaussian of covariance
+  eigenvalues ``lambda_k`` (zero mean), the conditional mean of ``eps`` misses by
+  ``abar lambda_k / (abar lambda_k + 1 - abar)`` per eigen-direction. Averaged over
+  the directions and the uniform training ``t``:
+
+  * with the per-element variances of ``x0`` as ``variances``: the loss of
+    per-element shrinkage (a diagonal Gaussian model), the bar a network must beat
+    to have learned any correlation;
+  * with the eigenvalues of the full covariance: the loss of the best Gaussian
+    model of the data (below the diagonal one; the CME of non-Gaussian data can go lower).
+
+  Args:
+    variances: ``[d]`` non-negative variances or covariance eigenvalues (per complex element).
+    schedule: the DDPM schedule (``T`` steps).
+
+  Returns:
+    Scalar mean loss per element.
+  """
+  ab = schedule.alpha_bars[1:][:, None]
+  lam = jnp.maximum(jnp.asarray(variances, jnp.float32), 0.0)[None, :]
+  return jnp.mean(ab * lam / (ab * lam + 1.0 - ab))

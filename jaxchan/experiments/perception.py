@@ -304,6 +304,29 @@ def average_gramian(config, ds, max_samples: int = 20_000) -> jax.Array:
   return G / h.shape[0]
 
 
+def loss_bounds(config, ds, max_samples: int = 4000) -> dict:
+  """What the data allows, in the units of the training losses (computed from training targets).
+
+  * ``sl_zero``: the SL loss of predicting 0 (the mean power of the targets).
+  * ``dm_per_element``: the DM's epsilon loss under per-element Gaussian shrinkage
+    (:func:`jaxchan.ddpm.eps_loss_gaussian_bound` with each element's variance): a DM
+    above it has not learned any correlation.
+  * ``dm_gaussian``: the same for the best Gaussian model (eigenvalues of the full
+    sample covariance of up to ``max_samples`` targets).
+  """
+  h = np.asarray(ds.load("train")["target"][:max_samples])
+  x = h.reshape(h.shape[0], -1).astype(np.complex128)
+  x = x - x.mean(0)
+  var = np.mean(np.abs(x) ** 2, axis=0)
+  n, d = x.shape
+  gram = (x @ x.conj().T if n < d else x.conj().T @ x) / n      # same non-zero eigenvalues, smaller side
+  eig = np.concatenate([np.linalg.eigvalsh(gram), np.zeros(max(d - n, 0))])
+  sch = dm_schedule(config)
+  return {"sl_zero": float(np.mean(np.abs(h) ** 2)), "num_samples": int(n),
+          "dm_per_element": float(ddpm.eps_loss_gaussian_bound(jnp.asarray(var), sch)),
+          "dm_gaussian": float(ddpm.eps_loss_gaussian_bound(jnp.asarray(eig), sch))}
+
+
 def _batches(h_all, hist_all, batch):
   """``(offset, history, target)`` of consecutive test batches, split over the devices when there are several."""
   for i in range(0, h_all.shape[0], batch):
@@ -490,6 +513,14 @@ def tables(results, config) -> str:
     for use, hist in r["training"].items():
       rows.append([sc, use, hist[-1]["epoch"], f"{hist[-1]['train_loss']:.4f}", f"{hist[-1]['test_loss']:.4f}"])
   md.append(io.markdown_table(["scenario", "model", "epochs", "train loss", "test loss"], rows))
+  rows = [[sc, f"{b['sl_zero']:.4f}", f"{b['dm_per_element']:.4f}", f"{b['dm_gaussian']:.4f}", b["num_samples"]]
+          for sc, b in ((sc, r.get("bounds")) for sc, r in results["scenarios"].items()) if b]
+  if rows:
+    md.append("\nBounds from the training targets: the SL loss of predicting 0, and the DM's epsilon loss for "
+              "per-element Gaussian shrinkage and for the best Gaussian model (full sample covariance). A DM above "
+              "the per-element bound has learned no correlation.\n\n")
+    md.append(io.markdown_table(["scenario", "SL: zero predictor", "DM: per-element shrinkage", "DM: Gaussian",
+                                 "targets used"], rows))
   return "".join(md)
 
 
@@ -581,7 +612,7 @@ def run(config, workdir: str) -> dict:
         model, params, hist = train_one(config, use, ds, os.path.join(workdir, sc, "models", use), log=log)
         models[use] = (model, params)
         training[use] = hist
-      res = {"dataset": ds.path, "training": training}
+      res = {"dataset": ds.path, "training": training, "bounds": loss_bounds(config, ds, log=log)}
       if config.eval.enabled:
         res["eval"] = evaluate(config, models, ds, log=log)
         res["trajectory"] = trajectories(config, models, ds)
