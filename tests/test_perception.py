@@ -258,6 +258,10 @@ def test_perception_smoke_end_to_end_and_resume(tmp_path):
   assert len(r["trajectory"]["stochastic"]["nmse_xt"]) == 10        # T = 10 in :smoke
   assert r["guidance"]["w"] == [0.0, 1.0]
   assert r["eval"]["cg_check"]["num_test"] > 0
+  # The covariance's eigenvalues majorize its diagonal and the per-direction eps error is concave in the
+  # variance (Schur), so the full Gaussian bound never exceeds the per-element one.
+  b = r["bounds"]
+  assert 0.0 <= b["dm_gaussian"] <= b["dm_per_element"] + 1e-6 and b["sl_zero"] > 0
   for f in ("fig5_examples.png", "fig6_trajectory.png", "fig7_se_snr.png", "fig8_guidance.png"):
     assert (tmp_path / "wd" / f).stat().st_size > 1000
   assert "Table III" in (tmp_path / "wd" / "tables.md").read_text()

@@ -304,7 +304,7 @@ def average_gramian(config, ds, max_samples: int = 20_000) -> jax.Array:
   return G / h.shape[0]
 
 
-def loss_bounds(config, ds, max_samples: int = 4000) -> dict:
+def loss_bounds(config, ds, max_samples: int = 4000, log=print) -> dict:
   """What the data allows, in the units of the training losses (computed from training targets).
 
   * ``sl_zero``: the SL loss of predicting 0 (the mean power of the targets).
@@ -322,9 +322,12 @@ def loss_bounds(config, ds, max_samples: int = 4000) -> dict:
   gram = (x @ x.conj().T if n < d else x.conj().T @ x) / n      # same non-zero eigenvalues, smaller side
   eig = np.concatenate([np.linalg.eigvalsh(gram), np.zeros(max(d - n, 0))])
   sch = dm_schedule(config)
-  return {"sl_zero": float(np.mean(np.abs(h) ** 2)), "num_samples": int(n),
-          "dm_per_element": float(ddpm.eps_loss_gaussian_bound(jnp.asarray(var), sch)),
-          "dm_gaussian": float(ddpm.eps_loss_gaussian_bound(jnp.asarray(eig), sch))}
+  out = {"sl_zero": float(np.mean(np.abs(h) ** 2)), "num_samples": int(n),
+         "dm_per_element": float(ddpm.eps_loss_gaussian_bound(jnp.asarray(var), sch)),
+         "dm_gaussian": float(ddpm.eps_loss_gaussian_bound(jnp.asarray(eig), sch))}
+  log(f"  bounds from {n} training targets: SL zero predictor {out['sl_zero']:.4f}; DM eps loss, per-element "
+      f"shrinkage {out['dm_per_element']:.4f}, Gaussian {out['dm_gaussian']:.4f}")
+  return out
 
 
 def _batches(h_all, hist_all, batch):
