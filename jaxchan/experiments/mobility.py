@@ -32,10 +32,8 @@ import numpy as np
 
 from jaxchan import data, io, metrics, precoding, srs
 
-METHODS = ("perfect_csi", "srs_baseline", "sample_cov", "avg_gramian", "uniform")
-LABELS = {"perfect_csi": "Perfect CSI (SVD)", "srs_baseline": "SRS baseline (latest SRS per PRB)",
-          "sample_cov": "Sample-covariance precoder (SRS history)", "avg_gramian": "Average-Gramian precoder (no obs.)",
-          "uniform": "Uniform precoder (no CSI)"}
+METHODS = tuple(precoding.CLASSICAL_LABELS)
+LABELS = precoding.CLASSICAL_LABELS
 
 
 def validate(config):
@@ -76,13 +74,7 @@ def classical_se(h, history, G_avg, key, *, n_streams, snr_db_range, dl_offset_d
   k_obs, k_u = jax.random.split(key)
   obs = srs.observe(history, k_obs, num_hops=num_hops, snr_db_range=snr_db_range)
   dl = metrics.from_db(obs.snr_db + dl_offset_db)
-  B, n_prb = h.shape[0], h.shape[-1]
-  W = {"perfect_csi": precoding.svd_precoder(h, n_streams),
-       "srs_baseline": precoding.svd_precoder(srs.baseline(obs), n_streams),
-       "sample_cov": precoding.wideband_precoder(srs.history_gramian(obs), n_streams, n_prb),
-       "avg_gramian": jnp.broadcast_to(precoding.precoder_from_gramian(G_avg, n_streams),
-                                       (B,) + G_avg.shape[:1] + (n_streams, n_prb)),
-       "uniform": precoding.random_precoder(k_u, (B,), h.shape[-2], n_streams, n_prb, h.dtype)}
+  W = precoding.classical_precoders(h, srs.baseline(obs), srs.history_gramian(obs), G_avg, k_u, n_streams)
   return {k: jnp.sum(precoding.spectral_efficiency(h, w, dl)) for k, w in W.items()}
 
 

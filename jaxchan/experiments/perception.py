@@ -267,15 +267,9 @@ def make_eval_batch(config, models):
   @jax.jit
   def score(est, samples, latent, h, dl_snr, G_hist, G_avg, key):
     est = dict(est, dm=samples[0])
-    B, n_prb = h.shape[0], h.shape[-1]
-    W = {"perfect_csi": _svd(h, n_s), "e2e": precoding.latent_precoder(latent, n_s),
-         "srs_baseline": _svd(est["srs_baseline"], n_s),
-         "sample_cov": precoding.wideband_precoder(G_hist, n_s, n_prb),
-         "avg_gramian": jnp.broadcast_to(precoding.precoder_from_gramian(G_avg, n_s), (B,) + G_avg.shape[:1]
-                                         + (n_s, n_prb)),
-         "uniform": precoding.random_precoder(key, (B,), h.shape[-2], n_s, n_prb, h.dtype),
-         "sl": _svd(est["sl"], n_s), "dm_k1": _svd(samples[0], n_s),
-         "dm_bayes": precoding.bayesian_precoder(samples, n_s)}
+    W = dict(precoding.classical_precoders(h, est["srs_baseline"], G_hist, G_avg, key, n_s),
+             e2e=precoding.latent_precoder(latent, n_s), sl=_svd(est["sl"], n_s), dm_k1=_svd(samples[0], n_s),
+             dm_bayes=precoding.bayesian_precoder(samples, n_s))
     out = {"energy": jnp.sum(jnp.abs(h) ** 2)}
     for name, e in est.items():
       out[f"sqerr/{name}"] = jnp.sum(jnp.abs(e - h) ** 2)
@@ -467,9 +461,7 @@ def example(config, models, ds):
 # Outputs.
 
 
-LABELS = {"perfect_csi": "Perfect CSI", "e2e": "End-to-end model", "srs_baseline": "SRS baseline",
-          "sample_cov": "Sample-covariance precoder (SRS history)", "avg_gramian": "Average-Gramian precoder (no obs.)",
-          "uniform": "Uniform precoder (no CSI)", "sl": "SL model",
+LABELS = {**precoding.CLASSICAL_LABELS, "e2e": "End-to-end model", "sl": "SL model",
           "dm_k1": "DM model (K = 1)", "dm_bayes": "DM model (K = {K}, Bayesian)", "dm": "DM model (one sample)"}
 
 

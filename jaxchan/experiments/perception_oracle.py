@@ -41,9 +41,9 @@ LABELS = {"perfect_csi": "Perfect CSI (SVD)", "bayes_inf": "Exact Bayesian, K ->
 
 
 def validate(config):
-  n_ue, n_bs, n_freq = config.shape
-  if not all(isinstance(x, int) and x >= 1 for x in config.shape):
+  if len(config.shape) != 3 or not all(isinstance(x, int) and x >= 1 for x in config.shape):
     raise ValueError(f"config.shape={tuple(config.shape)} must be three positive integers (n_ue, n_bs, n_freq).")
+  n_ue, n_bs, n_freq = config.shape
   if not isinstance(config.n_streams, int) or not 1 <= config.n_streams <= min(n_ue, n_bs):
     raise ValueError(f"config.n_streams={config.n_streams!r} must be an integer in [1, min(n_ue, n_bs)].")
   if not config.snr_db_grid or any(not math.isfinite(s) for s in config.snr_db_grid):
@@ -82,11 +82,10 @@ def evaluate_snr(prior, key, *, shape, n_streams, sounded, rho, snr_db, dl_snr_d
   post = jax.vmap(lambda yi: oracle.posterior(prior, yi, A, N))(y)
   cme = jnp.einsum("bk,bkd->bd", post.weights.astype(post.means.dtype), post.means).reshape(H.shape)
   G_inf = jax.vmap(lambda p: oracle.expected_gramian(p, shape))(post)
-  G_prior = oracle.expected_gramian(prior, shape)
+  W_prior = precoding.precoder_from_gramian(oracle.expected_gramian(prior, shape), n_streams)
   W = {"perfect_csi": precoding.svd_precoder(H, n_streams), "cme": precoding.svd_precoder(cme, n_streams),
        "bayes_inf": precoding.precoder_from_gramian(G_inf, n_streams),
-       "prior": jnp.broadcast_to(precoding.precoder_from_gramian(G_prior, n_streams),
-                                 (num_test,) + precoding.precoder_from_gramian(G_prior, n_streams).shape),
+       "prior": jnp.broadcast_to(W_prior, (num_test,) + W_prior.shape),
        "uniform": precoding.random_precoder(k_u, (num_test,), shape[1], n_streams, shape[2])}
   kmax = max(num_samples)
   samples = jax.vmap(lambda yi, k: oracle.posterior_sample(prior, yi, A, N, k, kmax))(
