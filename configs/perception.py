@@ -68,6 +68,9 @@ def get_config(arg: str = ""):
   c.dm.T = 1000                    # cosine schedule steps
   c.dm.cosine_s = 0.008            # cosine schedule offset s (Nichol & Dhariwal)
   c.dm.max_beta = 0.999            # per-step beta clip; it sets how stiff the chain is near t = T
+  # What the network predicts: "v" (velocity; well-conditioned at t = T, where abar -> 0) or "eps", eq. (6)
+  # as the paper writes it (a labelled ablation: its errors reach x0_hat multiplied by sqrt((1 - abar) / abar)).
+  c.dm.prediction = "v"
   c.dm.p_uncond = 0.1              # CFG training: probability of the null token
   c.dm.variance = "posterior"      # reverse-step variance: posterior (beta_tilde) | beta
   c.dm.clip_x0 = 4.0               # clip |x0_hat| per element during sampling (unit-power channels); 0: eq. (5) as is

@@ -10,6 +10,15 @@ Scalar step ``t = 1..T`` with a :class:`jaxchan.schedules.DDPMSchedule`
   (``w = 1`` conditional, ``w = 0`` unconditional prior);
 * the deterministic variant of Fesl et al. propagates only ``mu``.
 
+What the network predicts (``PREDICTIONS``): the paper's ``eps`` (eq. 6), or the
+velocity ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0`` (Salimans & Ho 2022),
+the same target the non-identical model trains on. Both give the same sampler
+through :func:`eps_from_v`; they differ in how errors propagate. Near ``t = T``
+``abar_t -> 0`` and eq. (7) multiplies an error of ``eps_hat`` by
+``sqrt((1 - abar_t) / abar_t)``, while an error of ``v_hat`` reaches ``x0_hat``
+scaled by ``sqrt(1 - abar_t) <= 1``: the eps loss hardly weighs the steps where
+sampling is most sensitive, the v loss weighs them as an ``x0`` loss.
+
 ``t`` is a scalar or a ``[B]`` vector (one step per sample); arrays are
 ``[B, *event]``, real or complex.
 """
@@ -26,6 +35,7 @@ from jaxchan import conventions
 from jaxchan.schedules import DDPMSchedule
 
 VARIANCES = ("beta", "posterior")
+PREDICTIONS = ("v", "eps")
 
 EpsFn = Callable[[jax.Array, jax.Array], jax.Array]
 
@@ -60,6 +70,26 @@ def eps_from_x0(x_t: jax.Array, x0: jax.Array, t, schedule: DDPMSchedule) -> jax
   checks.same_shape("x_t", x_t, "x0", x0)
   abar = _coef(schedule.alpha_bars, t, x_t)
   return (x_t - jnp.sqrt(abar) * x0) / jnp.sqrt(1.0 - abar)
+
+
+def v_target(x0: jax.Array, eps: jax.Array, t, schedule: DDPMSchedule) -> jax.Array:
+  """The velocity ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0`` of a forward sample (eq. 3)."""
+  checks.same_shape("x0", x0, "eps", eps)
+  abar = _coef(schedule.alpha_bars, t, x0)
+  return jnp.sqrt(abar) * eps - jnp.sqrt(1.0 - abar) * x0
+
+
+def eps_from_v(x_t: jax.Array, v_hat: jax.Array, t, schedule: DDPMSchedule) -> jax.Array:
+  """``eps_hat = sqrt(1 - abar_t) x_t + sqrt(abar_t) v_hat`` (exact inverse of :func:`v_target` given ``x_t``)."""
+  checks.same_shape("x_t", x_t, "v_hat", v_hat)
+  abar = _coef(schedule.alpha_bars, t, x_t)
+  return jnp.sqrt(1.0 - abar) * x_t + jnp.sqrt(abar) * v_hat
+
+
+def as_eps(prediction: str, x_t: jax.Array, out: jax.Array, t, schedule: DDPMSchedule) -> jax.Array:
+  """The epsilon estimate implied by a network output of kind ``prediction`` (``"v"`` or ``"eps"``)."""
+  checks.choice("prediction", prediction, PREDICTIONS)
+  return out if prediction == "eps" else eps_from_v(x_t, out, t, schedule)
 
 
 def reverse_mean(x_t: jax.Array, eps_hat: jax.Array, t, schedule: DDPMSchedule) -> jax.Array:
@@ -203,13 +233,15 @@ def sample(eps_fn: EpsFn, x_T: jax.Array, key: jax.Array, schedule: DDPMSchedule
   return (x0, traj) if (return_trajectory or record is not None) else x0
 
 
-def eps_loss_gaussian_bound(variances: jax.Array, schedule: DDPMSchedule) -> jax.Array:
-  """The epsilon-prediction loss (eq. 6) of the exact estimator for a Gaussian prior, averaged over ``t = 1..T``.
+def gaussian_loss_bound(variances: jax.Array, schedule: DDPMSchedule, prediction: str = "eps") -> jax.Array:
+  """The training loss of the exact estimator for a Gaussian prior, averaged over ``t = 1..T``.
 
   For ``x_t = sqrt(abar) x0 + sqrt(1 - abar) eps`` with ``x0`` Gaussian of covariance
   eigenvalues ``lambda_k`` (zero mean), the conditional mean of ``eps`` misses by
-  ``abar lambda_k / (abar lambda_k + 1 - abar)`` per eigen-direction. Averaged over
-  the directions and the uniform training ``t``:
+  ``abar lambda_k / (abar lambda_k + 1 - abar)`` per eigen-direction (the eq. 6 loss),
+  and that of ``v`` by ``lambda_k / (abar lambda_k + 1 - abar)`` (the eps miss over
+  ``abar``, since ``v - v_hat = (eps - eps_hat) / sqrt(abar)`` given ``x_t``). Averaged
+  over the directions and the uniform training ``t``:
 
   * with the per-element variances of ``x0`` as ``variances``: the loss of
     per-element shrinkage (a diagonal Gaussian model), the bar a network must beat
@@ -220,10 +252,13 @@ def eps_loss_gaussian_bound(variances: jax.Array, schedule: DDPMSchedule) -> jax
   Args:
     variances: ``[d]`` non-negative variances or covariance eigenvalues (per complex element).
     schedule: the DDPM schedule (``T`` steps).
+    prediction: ``"eps"`` or ``"v"`` (what the network predicts, :data:`PREDICTIONS`).
 
   Returns:
     Scalar mean loss per element.
   """
+  checks.choice("prediction", prediction, PREDICTIONS)
   ab = schedule.alpha_bars[1:][:, None]
   lam = jnp.maximum(jnp.asarray(variances, jnp.float32), 0.0)[None, :]
-  return jnp.mean(ab * lam / (ab * lam + 1.0 - ab))
+  miss = lam / (ab * lam + 1.0 - ab)
+  return jnp.mean(ab * miss if prediction == "eps" else miss)

@@ -5,8 +5,8 @@ Pure functions of ``(apply_fn / params, inputs, key)`` around
 
 * :func:`sl_loss` - the discriminative model, ERM with an MSE loss (eq. 14);
   :func:`sl_predict` its point estimate (an approximate CME, eq. 13).
-* :func:`dm_loss` - epsilon prediction on the cosine schedule (eq. 6) with the
-  conditioning dropped to the null token with probability ``p_uncond`` (CFG
+* :func:`dm_loss` - velocity (default) or epsilon prediction (eq. 6, the paper's
+  literal choice) on the cosine schedule with the conditioning dropped to the null token with probability ``p_uncond`` (CFG
   training); :func:`sample_posterior` draws K posterior samples as one batched,
   jitted reverse loop (eq. 5, guidance eq. 12), the encoder run once.
 * :func:`e2e_loss` - the E2E baseline: the backbone's output is a latent
@@ -54,12 +54,15 @@ def sl_loss(model, params, batch, key, srs_cfg: SRSConfig = SRSConfig()) -> jax.
 
 
 def dm_loss(model, params, batch, key, schedule: DDPMSchedule, *, p_uncond: float = 0.1,
-            srs_cfg: SRSConfig = SRSConfig()) -> jax.Array:
-  """Epsilon-prediction loss, eq. (6), with classifier-free-guidance conditioning dropout.
+            srs_cfg: SRSConfig = SRSConfig(), prediction: str = "v") -> jax.Array:
+  """The denoising loss with classifier-free-guidance conditioning dropout.
 
-  ``t`` is uniform in ``1..T`` per sample; the conditioning of each sample is
-  replaced by the null token with probability ``p_uncond``.
+  ``prediction="v"``: ``|v - v_hat|^2`` with ``v = sqrt(abar) eps - sqrt(1 - abar) h``
+  (:func:`jaxchan.ddpm.v_target`); ``"eps"``: ``|eps - eps_hat|^2``, eq. (6) as the
+  paper writes it. ``t`` is uniform in ``1..T`` per sample; the conditioning of
+  each sample is replaced by the null token with probability ``p_uncond``.
   """
+  checks.choice("prediction", prediction, ddpm.PREDICTIONS)
   k_obs, k_t, k_eps, k_drop, k_do = jax.random.split(key, 5)
   o = _observe(batch, k_obs, srs_cfg)
   h = batch["target"]
@@ -67,8 +70,8 @@ def dm_loss(model, params, batch, key, schedule: DDPMSchedule, *, p_uncond: floa
   t = jax.random.randint(k_t, (B,), 1, schedule.num_steps + 1)
   x_t, eps = ddpm.q_sample(h, t, k_eps, schedule)
   drop = jax.random.bernoulli(k_drop, p_uncond, (B,))
-  eps_hat = model.apply(params, o.obs, o.mask, o.noise_var, x_t, t, drop, train=True, rngs={"dropout": k_do})
-  return _mean_sq(eps - eps_hat)
+  out = model.apply(params, o.obs, o.mask, o.noise_var, x_t, t, drop, train=True, rngs={"dropout": k_do})
+  return _mean_sq((eps if prediction == "eps" else ddpm.v_target(h, eps, t, schedule)) - out)
 
 
 def e2e_loss(model, params, batch, key, *, n_streams: int, srs_cfg: SRSConfig = SRSConfig()) -> jax.Array:
@@ -98,7 +101,7 @@ def e2e_precoder(model, params, obs: srs.SRSObservation, n_streams: int) -> jax.
 def sample_posterior(model, params, obs: srs.SRSObservation, key: jax.Array, schedule: DDPMSchedule, *,
                      num_samples: int = 1, guidance: float = 1.0, deterministic: bool = False,
                      variance: str = "posterior", allow_extrapolation: bool = False, clip_x0: float | None = None,
-                     record: Callable[[ddpm.Trajectory], Any] | None = None):
+                     prediction: str = "v", record: Callable[[ddpm.Trajectory], Any] | None = None):
   """Draw ``K = num_samples`` posterior samples per observation, one reverse loop for all of them.
 
   The encoder runs once per observation (twice with guidance: conditional and
@@ -115,12 +118,14 @@ def sample_posterior(model, params, obs: srs.SRSObservation, key: jax.Array, sch
       (one decoder pass per step), ``w = 0`` unconditional prior.
     deterministic: propagate only the reverse mean (Fesl et al.).
     clip_x0: clip the jump-to-clean estimate to this element magnitude (:func:`jaxchan.ddpm.ddpm_step`).
+    prediction: what the model was trained to predict, ``"v"`` or ``"eps"`` (:func:`dm_loss`).
     record: per-step reduction of the trajectory (see :func:`jaxchan.ddpm.sample`).
 
   Returns:
     ``[K, B, n_ue, n_bs, n_prb]`` samples (and the stacked records when ``record`` is given).
   """
   K = checks.positive_int("num_samples (K)", num_samples)
+  checks.choice("prediction", prediction, ddpm.PREDICTIONS)
   if not allow_extrapolation:
     checks.in_range("guidance scale w", guidance, 0.0, 1.0,
                     hint="w = 1 is conditional, w = 0 unconditional; pass allow_extrapolation=True to go beyond.")
@@ -138,11 +143,13 @@ def sample_posterior(model, params, obs: srs.SRSObservation, key: jax.Array, sch
   def eps_fn(x, t):
     tt = jnp.full((x.shape[0],), t)
     if not guided:
-      return model.apply(params, mem_c, x, tt, method="decode")
+      return ddpm.as_eps(prediction, x, model.apply(params, mem_c, x, tt, method="decode"), t, schedule)
     both = model.apply(params, jax.tree.map(lambda a, b: jnp.concatenate([a, b]), mem_c, mem_u),
                        jnp.concatenate([x, x]),
                        jnp.concatenate([tt, tt]), method="decode")
-    return ddpm.cfg_eps(both[:K * B], both[K * B:], guidance, allow_extrapolation=True)
+    # Eq. (12) on eps; the v -> eps map is affine with weights summing to one, so guiding v is the same.
+    return ddpm.cfg_eps(ddpm.as_eps(prediction, x, both[:K * B], t, schedule),
+                        ddpm.as_eps(prediction, x, both[K * B:], t, schedule), guidance, allow_extrapolation=True)
 
   k_init, k_rev = jax.random.split(key)
   x_T = conventions.standard_normal(k_init, (B * K,) + shape[1:], obs.obs.dtype)

@@ -96,14 +96,14 @@ def test_reverse_mean_through_x0_equals_eq5_and_the_clip_bounds_it():
   assert float(jnp.max(jnp.abs(wild))) > 20 and float(jnp.max(jnp.abs(tame))) < 5
 
 
-def test_eps_loss_gaussian_bound_closed_form_and_monte_carlo():
+def test_gaussian_loss_bound_closed_form_and_monte_carlo():
   from jaxchan import conventions, ddpm, schedules
   sch = schedules.cosine_schedule(50)
   # Unit variances: the per-t error is abar_t, so the bound is the mean of abar over t = 1..T.
-  np.testing.assert_allclose(float(ddpm.eps_loss_gaussian_bound(jnp.ones(7), sch)),
+  np.testing.assert_allclose(float(ddpm.gaussian_loss_bound(jnp.ones(7), sch)),
                              float(jnp.mean(sch.alpha_bars[1:])), rtol=1e-6)
   # Zero variance (a constant element): eps is read off x_t exactly.
-  assert float(ddpm.eps_loss_gaussian_bound(jnp.zeros(3), sch)) == pytest.approx(0.0, abs=1e-7)
+  assert float(ddpm.gaussian_loss_bound(jnp.zeros(3), sch)) == pytest.approx(0.0, abs=1e-7)
   # Monte Carlo at one t with the Wiener estimate eps_hat = (1 - abar) / (abar lam + 1 - abar) * x_t / sqrt(1 - abar):
   # n = 200,000 draws of |error|^2 (relative std 1) pin the mean to 0.2 %; allow 5 standard errors.
   lam, t, n = 0.3, 10, 200_000
@@ -118,4 +118,34 @@ def test_eps_loss_gaussian_bound_closed_form_and_monte_carlo():
   assert mc == pytest.approx(ab * lam / (ab * lam + 1 - ab), rel=5 / np.sqrt(n))
   # The bound averages the same per-t value over t = 1..T; the one-step schedule truncated at t checks that.
   per_t = np.asarray(sch.alpha_bars[1:t + 1]) * lam / (np.asarray(sch.alpha_bars[1:t + 1]) * lam + 1 - np.asarray(sch.alpha_bars[1:t + 1]))
-  np.testing.assert_allclose(float(ddpm.eps_loss_gaussian_bound(jnp.full(2, lam), one)), per_t.mean(), rtol=1e-5)
+  np.testing.assert_allclose(float(ddpm.gaussian_loss_bound(jnp.full(2, lam), one)), per_t.mean(), rtol=1e-5)
+
+
+def test_v_target_and_eps_from_v_are_inverse_and_consistent_with_eq7():
+  from jaxchan import conventions, ddpm, schedules
+  sch = schedules.cosine_schedule(20)
+  k1, k2 = jax.random.split(jax.random.PRNGKey(3))
+  x0 = conventions.standard_normal(k1, (4, 6), jnp.complex64)
+  t = jnp.array([1, 7, 19, 20])
+  x_t, eps = ddpm.q_sample(x0, t, k2, sch)
+  v = ddpm.v_target(x0, eps, t, sch)
+  # Given x_t, v determines eps exactly, and eq. (7) then returns x0 (float32: 1e-4 away from t = T,
+  # where 1 / sqrt(abar_T) magnifies rounding; the last row is checked on eps only).
+  np.testing.assert_allclose(np.asarray(ddpm.eps_from_v(x_t, v, t, sch)), np.asarray(eps), atol=1e-5)
+  np.testing.assert_allclose(np.asarray(ddpm.x0_from_eps(x_t, ddpm.as_eps("v", x_t, v, t, sch), t, sch))[:3],
+                             np.asarray(x0)[:3], atol=1e-3)
+  assert ddpm.as_eps("eps", x_t, eps, t, sch) is eps
+  with pytest.raises(ValueError, match="prediction"):
+    ddpm.as_eps("x0", x_t, v, t, sch)
+
+
+def test_v_loss_bound_is_eps_bound_over_abar():
+  from jaxchan import ddpm, schedules
+  sch = schedules.cosine_schedule(30)
+  ab = np.asarray(sch.alpha_bars[1:], np.float64)
+  # Unit variance: the v miss is 1 / (abar + 1 - abar) = 1 at every t; a zero-variance element is read off x_t.
+  assert float(ddpm.gaussian_loss_bound(jnp.ones(3), sch, "v")) == pytest.approx(1.0, rel=1e-6)
+  assert float(ddpm.gaussian_loss_bound(jnp.zeros(3), sch, "v")) == pytest.approx(0.0, abs=1e-7)
+  lam = 0.25
+  np.testing.assert_allclose(float(ddpm.gaussian_loss_bound(jnp.full(2, lam), sch, "v")),
+                             np.mean(lam / (ab * lam + 1 - ab)), rtol=1e-5)

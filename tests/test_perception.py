@@ -196,6 +196,7 @@ def test_sample_posterior_repeats_the_encoder_memory_per_observation():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(num_samples=0), "num_samples"),
     (dict(guidance=1.5), "guidance scale w must lie in"),
+    (dict(prediction="x0"), "prediction='x0' is not supported"),
 ])
 def test_sample_posterior_rejects_bad_arguments(kwargs, match):
   _, obs, m, params = _setup("dm")
@@ -296,6 +297,7 @@ def test_perception_smoke_end_to_end_and_resume(tmp_path):
     ("--config.scenarios=('city',)", "config.scenarios entry='city' is not supported"),
     ("--config.dm.clip_x0=-1.0", "config.dm.clip_x0=-1.0 must be >= 0"),
     ("--config.dm.max_beta=1.0", "config.dm.max_beta=1.0 must lie in (0, 1)"),
+    ("--config.dm.prediction=x0", "config.dm.prediction='x0' is not supported"),
     ("--config.data.bs_antennas=8", "config.model.ue_per_token=4 makes tokens of 2 x n_bs x ue_per_token = 64 "
                                     "reals, wider than d_model=32"),
     ("--config.data.bs_antennas=40", "config.data.bs_antennas=40 must be an integer in [0, n_bs=32]"),

@@ -89,6 +89,7 @@ def validate(config):
                      f"{config.model.num_heads}.")
   checks.in_range("config.dm.p_uncond", config.dm.p_uncond, 0.0, 1.0)
   checks.choice("config.dm.variance", config.dm.variance, ddpm.VARIANCES)
+  checks.choice("config.dm.prediction", config.dm.prediction, ddpm.PREDICTIONS)
   if not config.dm.clip_x0 >= 0:
     raise ValueError(f"config.dm.clip_x0={config.dm.clip_x0!r} must be >= 0 (0 disables the clip).")
   if not 0 < config.dm.cosine_s < 1:
@@ -158,7 +159,7 @@ def loss_fn(config, model, use):
     return functools.partial(prediction.sl_loss, model, srs_cfg=scfg)
   if use == "dm":
     return functools.partial(prediction.dm_loss, model, schedule=dm_schedule(config),
-                             p_uncond=config.dm.p_uncond, srs_cfg=scfg)
+                             p_uncond=config.dm.p_uncond, srs_cfg=scfg, prediction=dm_prediction(config))
   return functools.partial(prediction.e2e_loss, model, n_streams=config.eval.n_streams, srs_cfg=scfg)
 
 
@@ -206,7 +207,8 @@ def load_trained(model_dir: str):
 
     model, params, cfg = load_trained("workdir/perception/high_mobility/models/dm")
     obs = srs.observe(history[..., :n_bs_used(cfg), :], key)
-    samples = prediction.sample_posterior(model, params, obs, key, dm_schedule(cfg), num_samples=16)
+    samples = prediction.sample_posterior(model, params, obs, key, dm_schedule(cfg), num_samples=16,
+                                          prediction=dm_prediction(cfg))
   """
   import ml_collections
 
@@ -225,9 +227,14 @@ def load_trained(model_dir: str):
 # Evaluation.
 
 
+def dm_prediction(config) -> str:
+  """What the DM predicts; models saved before ``config.dm.prediction`` existed were trained on eps."""
+  return config.dm.get("prediction", "eps")
+
+
 def _dm_kw(config) -> dict:
   """Sampler settings of the DM shared by every evaluation."""
-  return dict(variance=config.dm.variance, clip_x0=config.dm.clip_x0 or None)
+  return dict(variance=config.dm.variance, clip_x0=config.dm.clip_x0 or None, prediction=dm_prediction(config))
 
 
 def dm_schedule(config):
@@ -302,9 +309,9 @@ def loss_bounds(config, ds, max_samples: int = 4000, log=print) -> dict:
   """What the data allows, in the units of the training losses (computed from training targets).
 
   * ``sl_zero``: the SL loss of predicting 0 (the mean power of the targets).
-  * ``dm_per_element``: the DM's epsilon loss under per-element Gaussian shrinkage
-    (:func:`jaxchan.ddpm.eps_loss_gaussian_bound` with each element's variance): a DM
-    above it has not learned any correlation.
+  * ``dm_per_element``: the DM's loss (v or eps, as ``config.dm.prediction``) under
+    per-element Gaussian shrinkage (:func:`jaxchan.ddpm.gaussian_loss_bound` with each
+    element's variance): a DM above it has not learned any correlation.
   * ``dm_gaussian``: the same for the best Gaussian model (eigenvalues of the full
     sample covariance of up to ``max_samples`` targets).
   """
@@ -316,10 +323,11 @@ def loss_bounds(config, ds, max_samples: int = 4000, log=print) -> dict:
   gram = (x @ x.conj().T if n < d else x.conj().T @ x) / n      # same non-zero eigenvalues, smaller side
   eig = np.concatenate([np.linalg.eigvalsh(gram), np.zeros(max(d - n, 0))])
   sch = dm_schedule(config)
-  out = {"sl_zero": float(np.mean(np.abs(h) ** 2)), "num_samples": int(n),
-         "dm_per_element": float(ddpm.eps_loss_gaussian_bound(jnp.asarray(var), sch)),
-         "dm_gaussian": float(ddpm.eps_loss_gaussian_bound(jnp.asarray(eig), sch))}
-  log(f"  bounds from {n} training targets: SL zero predictor {out['sl_zero']:.4f}; DM eps loss, per-element "
+  pred = dm_prediction(config)
+  out = {"sl_zero": float(np.mean(np.abs(h) ** 2)), "num_samples": int(n), "dm_prediction": pred,
+         "dm_per_element": float(ddpm.gaussian_loss_bound(jnp.asarray(var), sch, pred)),
+         "dm_gaussian": float(ddpm.gaussian_loss_bound(jnp.asarray(eig), sch, pred))}
+  log(f"  bounds from {n} training targets: SL zero predictor {out['sl_zero']:.4f}; DM {pred} loss, per-element "
       f"shrinkage {out['dm_per_element']:.4f}, Gaussian {out['dm_gaussian']:.4f}")
   return out
 
@@ -471,7 +479,7 @@ def tables(results, config) -> str:
         f"Device {results['device']}. NMSE is dataset level (ratio of sums); GCS is averaged over BS-antenna "
         f"vectors; SE is eq. (25) with N_s = {config.eval.n_streams}, equal power per layer, at each sample's DL "
         f"SNR = UL SNR + {config.eval.dl_snr_offset_db} dB. DM: T = {config.dm.T} cosine steps, guidance "
-        f"w = {config.eval.guidance}, {config.dm.variance} variance.\n"]
+        f"w = {config.eval.guidance}, {config.dm.variance} variance, {dm_prediction(config)} prediction.\n"]
   md.append("\n## Table II: NMSE and GCS\n\n")
   rows = []
   for sc, r in results["scenarios"].items():
@@ -511,7 +519,8 @@ def tables(results, config) -> str:
   rows = [[sc, f"{b['sl_zero']:.4f}", f"{b['dm_per_element']:.4f}", f"{b['dm_gaussian']:.4f}", b["num_samples"]]
           for sc, b in ((sc, r.get("bounds")) for sc, r in results["scenarios"].items()) if b]
   if rows:
-    md.append("\nBounds from the training targets: the SL loss of predicting 0, and the DM's epsilon loss for "
+    md.append("\nBounds from the training targets: the SL loss of predicting 0, and the DM's loss (in its own "
+              "parameterization, v or eps) for "
               "per-element Gaussian shrinkage and for the best Gaussian model (full sample covariance). A DM above "
               "the per-element bound has learned no correlation.\n\n")
     md.append(io.markdown_table(["scenario", "SL: zero predictor", "DM: per-element shrinkage", "DM: Gaussian",
