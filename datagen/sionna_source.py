@@ -78,7 +78,7 @@ def generate(cfg: dict, seed: int, n: int) -> dict:
       n, 1, cfg["scenario"], isd=cfg["isd"], bs_height=cfg["bs_height"], min_ut_height=cfg["ut_height"],
       max_ut_height=cfg["ut_height"], indoor_probability=cfg["indoor_probability"],
       min_ut_velocity=0.0, max_ut_velocity=0.0)
-  indoor = in_state.numpy().reshape(n).astype(bool)
+  indoor = in_state.cpu().numpy().reshape(n).astype(bool)
   if perception:
     speed = np.where(indoor, cfg["speed_indoor_kmh"], cfg["speed_outdoor_kmh"]) / 3.6
   else:
@@ -98,7 +98,7 @@ def generate(cfg: dict, seed: int, n: int) -> dict:
     a, tau = channel(num_time_samples=num_t, sampling_frequency=1.0 / step)
   else:
     a, tau = channel(num_time_samples=1, sampling_frequency=1.0)
-  h = cir_to_ofdm(sc_freqs(n_f, spacing), a, tau, normalize=False).numpy()
+  h = cir_to_ofdm(sc_freqs(n_f, spacing), a, tau, normalize=False).cpu().numpy()
   _TIMER["sionna_s"] += time.perf_counter() - t0
 
   if perception:
