@@ -1,7 +1,8 @@
 """Perception vs. distortion with exact posteriors (jaxchan.experiments.perception_oracle).
 
 Variants (``--config=configs/perception_oracle.py:VARIANT``):
-  (none)  2 UE x 8 BS antennas x 4 PRBs, 4 clusters, 11 SNRs, 2,000 channels each: a few minutes on 2 CPU cores.
+  (none)  2 UE x 8 BS antennas x 4 PRBs, 4 clusters, 11 SNRs, 2,000 channels each, and the learned SL / DM
+          trained on the same prior (measured time in the README; --config.learned.enabled=False: exact only).
   smoke   tiny, for tests: seconds.
 """
 
@@ -23,6 +24,26 @@ def get_config(arg: str = ""):
   c.n_streams = 2
   c.num_samples = (1, 4, 16, 64)   # K of the exact Bayesian precoder
   c.num_test = 2000
+
+  # The perception backbone trained on this prior (SL by MSE, DM by v prediction), compared with the exact
+  # CME and the exact K-sample Bayesian precoder on the same channels.
+  c.learned = ml_collections.ConfigDict()
+  c.learned.enabled = True
+  c.learned.d_model = 64
+  c.learned.num_heads = 4
+  c.learned.layers = 2             # encoder and decoder each
+  c.learned.mlp_ratio = 4
+  c.learned.ue_per_token = 2       # one token per (PRB, occasion): 2 x 8 x 2 = 32 reals <= d_model
+  c.learned.T = 100
+  c.learned.prediction = "v"
+  c.learned.p_uncond = 0.1
+  c.learned.batch_size = 256
+  c.learned.steps_per_epoch = 250
+  c.learned.epochs = ml_collections.ConfigDict({"sl": 24, "dm": 48})
+  c.learned.lr = 1e-3
+  c.learned.decay_every_epochs = 12
+  c.learned.snr_db_range = (-20.0, 30.0)   # the SNR grid's span: one model for every row
+  c.learned.num_samples = 16       # K of the learned ensemble; must be in num_samples
   variant = arg or "default"
   if variant == "smoke":
     c.shape = (2, 4, 2)
@@ -30,6 +51,14 @@ def get_config(arg: str = ""):
     c.snr_db_grid = (-10.0, 10.0, 30.0)
     c.num_samples = (1, 16)
     c.num_test = 200
+    c.learned.d_model = 16         # 2 x 4 x 2 = 16 reals
+    c.learned.num_heads = 2
+    c.learned.layers = 1
+    c.learned.mlp_ratio = 2
+    c.learned.T = 10
+    c.learned.batch_size = 32
+    c.learned.steps_per_epoch = 5
+    c.learned.epochs = ml_collections.ConfigDict({"sl": 1, "dm": 1})
   elif variant != "default":
     raise ValueError(f"unknown variant {variant!r} for configs/perception_oracle.py; choose '' or 'smoke'.")
   return c

@@ -47,10 +47,18 @@ def _mean_sq(x):
 
 def sl_loss(model, params, batch, key, srs_cfg: SRSConfig = SRSConfig()) -> jax.Array:
   """MSE of the SL prediction, eq. (14): ``mean |h - f(y)|^2`` (channels have unit power)."""
-  k_obs, k_drop = jax.random.split(key)
-  o = _observe(batch, k_obs, srs_cfg)
-  pred = model.apply(params, o.obs, o.mask, o.noise_var, train=True, rngs={"dropout": k_drop})
-  return _mean_sq(batch["target"] - pred)
+  k_obs, k = jax.random.split(key)
+  return sl_objective(model, params, batch["target"], _observe(batch, k_obs, srs_cfg), k)
+
+
+def sl_objective(model, params, h: jax.Array, obs: srs.SRSObservation, key: jax.Array) -> jax.Array:
+  """Eq. (14) for a given observation: ``mean |h - f(obs)|^2``; ``key`` drives dropout.
+
+  The loss of :func:`sl_loss` once the SRS observation is drawn; other observation
+  models (e.g. the exact-posterior experiment's) train the same backbone through it.
+  """
+  pred = model.apply(params, obs.obs, obs.mask, obs.noise_var, train=True, rngs={"dropout": key})
+  return _mean_sq(h - pred)
 
 
 def dm_loss(model, params, batch, key, schedule: DDPMSchedule, *, p_uncond: float = 0.1,
@@ -62,15 +70,21 @@ def dm_loss(model, params, batch, key, schedule: DDPMSchedule, *, p_uncond: floa
   paper writes it. ``t`` is uniform in ``1..T`` per sample; the conditioning of
   each sample is replaced by the null token with probability ``p_uncond``.
   """
+  k_obs, k = jax.random.split(key)
+  return dm_objective(model, params, batch["target"], _observe(batch, k_obs, srs_cfg), k, schedule,
+                      p_uncond=p_uncond, prediction=prediction)
+
+
+def dm_objective(model, params, h: jax.Array, obs: srs.SRSObservation, key: jax.Array, schedule: DDPMSchedule, *,
+                 p_uncond: float = 0.1, prediction: str = "v") -> jax.Array:
+  """The loss of :func:`dm_loss` for a given observation (``t``, noise and the null-token draw from ``key``)."""
   checks.choice("prediction", prediction, ddpm.PREDICTIONS)
-  k_obs, k_t, k_eps, k_drop, k_do = jax.random.split(key, 5)
-  o = _observe(batch, k_obs, srs_cfg)
-  h = batch["target"]
+  k_t, k_eps, k_drop, k_do = jax.random.split(key, 4)
   B = h.shape[0]
   t = jax.random.randint(k_t, (B,), 1, schedule.num_steps + 1)
   x_t, eps = ddpm.q_sample(h, t, k_eps, schedule)
   drop = jax.random.bernoulli(k_drop, p_uncond, (B,))
-  out = model.apply(params, o.obs, o.mask, o.noise_var, x_t, t, drop, train=True, rngs={"dropout": k_do})
+  out = model.apply(params, obs.obs, obs.mask, obs.noise_var, x_t, t, drop, train=True, rngs={"dropout": k_do})
   return _mean_sq((eps if prediction == "eps" else ddpm.v_target(h, eps, t, schedule)) - out)
 
 

@@ -18,8 +18,18 @@ from K = 1, 4, 16, 64 exact posterior samples; its K -> infinity limit, the
 eigenvectors of the exact posterior Gramian ``E[H^H H | y]`` (:func:`jaxchan.oracle.expected_gramian`);
 the prior-only precoder (the prior's Gramian, no observation) and Haar-uniform precoders.
 
+With ``config.learned.enabled`` the same transformer backbone as the perception
+experiment (:class:`jaxchan.models.transformer.ChannelTransformer`) is trained on
+channels from this prior, seen through this observation (:func:`srs_view`: one SRS
+occasion sounding the first ``sounded`` PRBs, least-squares scaled by ``1 / rho``):
+the SL by MSE (it should approach the exact CME) and the DM by v prediction (its
+K-sample Bayesian precoder should approach the exact one with the same K). Their
+rows sit next to the exact ones in every table, with the ratios of their SE to the
+exact CME and exact K-sample precoders.
+
 Outputs: ``results.json``, ``tables.md``, ``fig_oracle_se.png`` (SE against SNR and the
-gap K -> infinity minus CME).
+gap K -> infinity minus CME); the learned models under ``WORKDIR/models/{sl,dm}``
+(checkpointed, resumable).
 """
 
 from __future__ import annotations
@@ -32,12 +42,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxchan import conventions, io, metrics, oracle, precoding
+from jaxchan import checks, conventions, ddpm, io, metrics, oracle, precoding, prediction, schedules, srs, train
+from jaxchan.models.transformer import ChannelTransformer
 
 METHODS = ("perfect_csi", "bayes_inf", "cme", "prior", "uniform")
 LABELS = {"perfect_csi": "Perfect CSI (SVD)", "bayes_inf": "Exact Bayesian, K -> inf (posterior Gramian)",
           "cme": "Exact CME precoder (SVD of E[H|y])", "prior": "Prior Gramian (no observation)",
-          "uniform": "Uniform precoder (no CSI)"}
+          "uniform": "Uniform precoder (no CSI)", "sl": "Learned SL (SVD of its estimate)",
+          "dm_bayes": "Learned DM, Bayesian from K samples"}
+LEARNED = ("sl", "dm_bayes")
 
 
 def validate(config):
@@ -57,6 +70,29 @@ def validate(config):
   for f in ("num_test", "num_components"):
     if not isinstance(config[f], int) or config[f] < 1:
       raise ValueError(f"config.{f}={config[f]!r} must be a positive integer.")
+  L = config.learned
+  if L.enabled:
+    if not config.rho > 0 or n_freq % config.sounded:
+      raise ValueError(f"the learned models see the observation as an SRS occasion: they need config.rho > 0 "
+                       f"(got {config.rho}) and config.sounded dividing n_freq={n_freq} (got {config.sounded}); "
+                       "or set config.learned.enabled=False.")
+    if L.num_samples not in tuple(config.num_samples):
+      raise ValueError(f"config.learned.num_samples={L.num_samples!r} must be one of config.num_samples="
+                       f"{tuple(config.num_samples)}, so the learned ensemble has an exact counterpart.")
+    if n_ue % L.ue_per_token or 2 * n_bs * L.ue_per_token > L.d_model:
+      raise ValueError(f"config.learned.ue_per_token={L.ue_per_token} must divide n_ue={n_ue} and keep tokens of "
+                       f"2 x n_bs x ue_per_token = {2 * n_bs * L.ue_per_token} reals within "
+                       f"config.learned.d_model={L.d_model}.")
+    lo, hi = L.snr_db_range
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+      raise ValueError(f"config.learned.snr_db_range={tuple(L.snr_db_range)} must be finite (low, high), low <= high.")
+    checks.choice("config.learned.prediction", L.prediction, ddpm.PREDICTIONS)
+    for f in ("batch_size", "steps_per_epoch", "T"):
+      if not isinstance(L[f], int) or L[f] < 1:
+        raise ValueError(f"config.learned.{f}={L[f]!r} must be a positive integer.")
+    for u in LEARNED_USES:
+      if not isinstance(L.epochs[u], int) or L.epochs[u] < 1:
+        raise ValueError(f"config.learned.epochs.{u}={L.epochs[u]!r} must be a positive integer.")
 
 
 def observation(shape, sounded: int, rho: float, sigma2: float):
@@ -70,8 +106,131 @@ def observation(shape, sounded: int, rho: float, sigma2: float):
   return jnp.asarray(A), jnp.asarray((1.0 - rho**2 + sigma2) * np.eye(rows.size, dtype=np.float32))
 
 
-def evaluate_snr(prior, key, *, shape, n_streams, sounded, rho, snr_db, dl_snr_db, num_test, num_samples):
-  """Mean SE and captured-energy fraction of every method at one observation SNR."""
+# ---------------------------------------------------------------------------
+# The learned models on the same problem.
+
+LEARNED_USES = ("sl", "dm")
+LEARNED_CHUNK = 250               # channels per learned-evaluation call
+
+
+def srs_view(y: jax.Array, shape, sounded: int, rho: float, sigma2) -> srs.SRSObservation:
+  """The observation ``y = rho S h + n`` (``[B, m]``) as the transformer's SRS input.
+
+  One occasion sounding the first ``sounded`` PRBs (hop 0 of ``n_freq / sounded``
+  hops, :func:`jaxchan.srs.hop_masks`), least-squares scaled: ``y / rho = S h + n / rho``,
+  so the per-element noise variance the network is told is ``(1 - rho^2 + sigma^2) / rho^2``
+  (aging and thermal noise together, both independent of ``h`` in this model).
+  ``sigma2``: a scalar or ``[B]``.
+  """
+  n_ue, n_bs, n_freq = shape
+  B = y.shape[0]
+  cells = (y / rho).reshape(B, n_ue, n_bs, sounded)
+  obs = jnp.zeros((B, 1, n_ue, n_bs, n_freq), y.dtype).at[:, 0, :, :, :sounded].set(cells)
+  mask = jnp.broadcast_to(srs.hop_masks(n_freq, n_freq // sounded)[0], (B, 1, n_freq))
+  noise_var = jnp.broadcast_to((1.0 - rho**2 + jnp.asarray(sigma2, jnp.float32)) / rho**2, (B,))
+  return srs.SRSObservation(obs, mask, -10.0 * jnp.log10(noise_var), noise_var)
+
+
+def draw(prior, key, num: int, *, shape, sounded: int, rho: float, snr_db_range):
+  """``(h [num, *shape], y [num, m], sigma2 [num])``: channels from the prior and their observations, SNR uniform in dB."""
+  k_h, k_s, k_n = jax.random.split(key, 3)
+  A, _ = observation(shape, sounded, rho, 0.0)
+  h = oracle.sample(prior, k_h, num)
+  snr = jax.random.uniform(k_s, (num,), minval=snr_db_range[0], maxval=snr_db_range[1])
+  sigma2 = 10.0 ** (-snr / 10.0)
+  noise = jnp.sqrt(1.0 - rho**2 + sigma2)[:, None] * conventions.standard_normal(k_n, (num, A.shape[0]), h.dtype)
+  return h.reshape((num,) + tuple(shape)), h @ A.T + noise, sigma2
+
+
+def exact_cme_mse(prior, h, y, sigma2, *, shape, sounded: int, rho: float) -> float:
+  """The SL's Bayes-optimal loss on ``(h, y, sigma2)`` from :func:`draw`: ``mean |h - E[h | y]|^2`` with the
+  exact posterior of each observation at its own noise level."""
+  A, _ = observation(shape, sounded, rho, 0.0)
+  eye = jnp.eye(A.shape[0], dtype=jnp.float32)
+
+  def cme(yi, s2):
+    post = oracle.posterior(prior, yi, A, (1.0 - rho**2 + s2) * eye)
+    return jnp.einsum("k,kd->d", post.weights.astype(post.means.dtype), post.means)
+
+  est = jax.vmap(cme)(y, sigma2).reshape(h.shape)
+  return float(jnp.mean(jnp.abs(h - est) ** 2))
+
+
+def learned_model(config, use: str) -> ChannelTransformer:
+  L = config.learned
+  n_ue, n_bs, n_freq = config.shape
+  return ChannelTransformer(n_occ=1, n_ue=n_ue, n_bs=n_bs, n_prb=n_freq, num_hops=n_freq // config.sounded,
+                            ue_per_token=L.ue_per_token, use=use, d_model=L.d_model, num_heads=L.num_heads,
+                            enc_layers=L.layers, dec_layers=L.layers, mlp_ratio=L.mlp_ratio)
+
+
+def learned_schedule(config):
+  return schedules.cosine_schedule(config.learned.T)
+
+
+def train_learned(config, prior, use: str, model_dir: str, log=print):
+  """Train the SL or DM backbone on fresh draws from ``prior`` (every batch new; an "epoch" is
+  ``config.learned.steps_per_epoch`` steps). Returns ``(model, params, history, floor)``; for the SL,
+  ``floor["exact_cme_mse"]`` is the exact CME's loss on the same 1,024 test draws (:func:`exact_cme_mse`)."""
+  from jaxchan.experiments import perception
+  L, shape = config.learned, tuple(config.shape)
+  model = learned_model(config, use)
+  kw = dict(shape=shape, sounded=config.sounded, rho=config.rho)
+  sample = jax.jit(functools.partial(draw, prior, num=L.batch_size, snr_db_range=tuple(L.snr_db_range), **kw))
+  view = lambda y, s2: srs_view(y, shape, config.sounded, config.rho, s2)  # noqa: E731
+
+  def loss(params, batch, key):
+    obs = view(batch["y"], batch["sigma2"])
+    if use == "sl":
+      return prediction.sl_objective(model, params, batch["h"], obs, key)
+    return prediction.dm_objective(model, params, batch["h"], obs, key, learned_schedule(config),
+                                   p_uncond=L.p_uncond, prediction=L.prediction)
+
+  data_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1000 + LEARNED_USES.index(use))
+
+  def batches(epoch):
+    for i in range(L.steps_per_epoch):
+      h, y, s2 = sample(jax.random.fold_in(jax.random.fold_in(data_key, epoch), i))
+      yield {"h": h, "y": y, "sigma2": s2}
+
+  h_t, y_t, s2_t = jax.jit(functools.partial(draw, prior, num=1024, snr_db_range=tuple(L.snr_db_range), **kw))(
+      jax.random.fold_in(data_key, 10**6))
+  test = {"h": h_t, "y": y_t, "sigma2": s2_t}
+  floor = {}
+  if use == "sl":
+    floor["exact_cme_mse"] = exact_cme_mse(prior, h_t, y_t, s2_t, **kw)
+    log(f"  exact CME loss on the same test draws (the SL's floor): {floor['exact_cme_mse']:.4f}")
+  test_loss = jax.jit(lambda p: loss(p, test, jax.random.PRNGKey(12345)))
+  opt = train.step_decay_adam(L.lr, steps_per_epoch=L.steps_per_epoch, decay_every_epochs=L.decay_every_epochs,
+                              decay_factor=0.5)
+  params = perception.init_params(model, jax.random.PRNGKey(config.seed))
+  state = train.init_state(params, opt, jax.random.PRNGKey(config.seed + 1))
+  state, history = train.fit(state, train.make_train_step(loss, opt), batches, num_epochs=L.epochs[use],
+                             workdir=model_dir, eval_fn=lambda p: {"test_loss": test_loss(p)},
+                             progress=config.progress, log=log)
+  return model, state.params, history, floor
+
+
+def learned_precoders(config, models, y, sigma2, key, n_streams):
+  """``{"sl": W, "dm_bayes": W}`` and the SL estimate, for observations ``y`` ``[B, m]`` at noise ``sigma2``."""
+  L, shape = config.learned, tuple(config.shape)
+  obs = srs_view(y, shape, config.sounded, config.rho, sigma2)
+  m_sl, p_sl = models["sl"]
+  m_dm, p_dm = models["dm"]
+  est = prediction.sl_predict(m_sl, p_sl, obs)
+  samples = prediction.sample_posterior(m_dm, p_dm, obs, key, learned_schedule(config), num_samples=L.num_samples,
+                                        prediction=L.prediction)
+  return {"sl": precoding.svd_precoder(est, n_streams),
+          "dm_bayes": precoding.bayesian_precoder(samples, n_streams)}, est
+
+
+def evaluate_snr(prior, key, *, shape, n_streams, sounded, rho, snr_db, dl_snr_db, num_test, num_samples,
+                 learned=None):
+  """Mean SE and captured-energy fraction of every method at one observation SNR.
+
+  ``learned``: ``(y, sigma2, key) -> ({name: W}, sl_estimate)`` for the learned rows (:func:`learned_precoders`),
+  evaluated on the same channels and observations.
+  """
   sigma2 = 10.0 ** (-snr_db / 10.0)
   A, N = observation(shape, sounded, rho, sigma2)
   k_h, k_n, k_s, k_u = jax.random.split(key, 4)
@@ -93,6 +252,13 @@ def evaluate_snr(prior, key, *, shape, n_streams, sounded, rho, snr_db, dl_snr_d
   samples = jnp.moveaxis(samples.reshape((num_test, kmax) + tuple(shape)), 1, 0)
   for K in num_samples:
     W[f"bayes_{K}"] = precoding.bayesian_precoder(samples[:K], n_streams)
+  sl_est = None
+  if learned is not None:
+    # In chunks: K = 16 chains per channel through T decoder passes; one chunk's state stays in cache.
+    parts = [learned(y[i:i + LEARNED_CHUNK], sigma2, jax.random.fold_in(k_s, 1 + i))
+             for i in range(0, num_test, LEARNED_CHUNK)]
+    W.update({n: jnp.concatenate([w[n] for w, _ in parts]) for n in parts[0][0]})
+    sl_est = jnp.concatenate([e for _, e in parts])
   energy = jnp.mean(jnp.sum(jnp.abs(H) ** 2, axis=(-3, -2)), axis=-1)
   # The conditional expectation E[||H W||^2 | y] = tr(W^H G_inf(y) W), exact: eq. (28)'s objective,
   # which the K -> infinity precoder maximizes for every y (the test checks this ordering).
@@ -104,26 +270,37 @@ def evaluate_snr(prior, key, *, shape, n_streams, sounded, rho, snr_db, dl_snr_d
                  "energy": float(jnp.mean(precoding.received_energy(H, w) / energy)),
                  "expected_energy": float(jnp.mean(cond(w)) / jnp.mean(post_energy))}
   out["cme_nmse"] = float(metrics.nmse(H, cme))
+  if sl_est is not None:
+    out["sl_nmse"] = float(metrics.nmse(H, sl_est))
   return out
 
 
-def run(config, workdir: str) -> dict:
+def run(config, workdir: str, log=print) -> dict:
   validate(config)
   os.makedirs(workdir, exist_ok=True)
   shape = tuple(config.shape)
   key = jax.random.PRNGKey(config.seed)
   prior = oracle.clustered_mixture(jax.random.fold_in(key, 0), shape, config.num_components, paths=config.paths)
+  learned, training, floors = None, {}, {}
+  if config.learned.enabled:
+    models = {}
+    for use in LEARNED_USES:
+      log(f"training the learned {use.upper()} on the prior ({config.learned.epochs[use]} epochs of "
+          f"{config.learned.steps_per_epoch} steps)")
+      m, p, training[use], floor = train_learned(config, prior, use, os.path.join(workdir, "models", use), log=log)
+      floors.update(floor)
+      models[use] = (m, p)
+    learned = jax.jit(functools.partial(learned_precoders, config, models, n_streams=config.n_streams))
   ev = functools.partial(evaluate_snr, prior, shape=shape, n_streams=config.n_streams, sounded=config.sounded,
                          rho=config.rho, dl_snr_db=config.dl_snr_db, num_test=config.num_test,
-                         num_samples=tuple(config.num_samples))
+                         num_samples=tuple(config.num_samples), learned=learned)
   rows = []
   for i, snr in enumerate(config.snr_db_grid):
     r = ev(jax.random.fold_in(key, 1 + i), snr_db=float(snr))
     rows.append(dict(snr_db=float(snr), **r))
-    if config.progress:
-      print(f"obs. SNR {snr:+.0f} dB: SE " + ", ".join(f"{k} {v['se']:.3f}" for k, v in r.items() if k != "cme_nmse"),
-            flush=True)
-  results = dict(config=config.to_dict(), rows=rows, device=str(jax.devices()[0]))
+    log(f"obs. SNR {snr:+.0f} dB: SE " + ", ".join(f"{k} {v['se']:.3f}" for k, v in r.items() if isinstance(v, dict)))
+  results = dict(config=config.to_dict(), rows=rows, device=str(jax.devices()[0]), training=training,
+                 floors=floors)
   io.atomic_write_json(os.path.join(workdir, "results.json"), results)
   io.atomic_write_text(os.path.join(workdir, "tables.md"), to_markdown(results))
   plot(results, os.path.join(workdir, "fig_oracle_se.png"))
@@ -132,27 +309,66 @@ def run(config, workdir: str) -> dict:
 
 def _names(results):
   Ks = results["config"]["num_samples"]
-  return list(METHODS[:2]) + [f"bayes_{k}" for k in Ks] + list(METHODS[2:])
+  learned = [n for n in LEARNED if n in results["rows"][0]]
+  return list(METHODS[:2]) + [f"bayes_{k}" for k in Ks] + list(METHODS[2:3]) + learned + list(METHODS[3:])
 
 
-def _label(name):
+def _label(name, K=None):
+  if name == "dm_bayes" and K is not None:
+    return f"Learned DM, Bayesian from K = {K} samples"
   return LABELS.get(name) or f"Exact Bayesian, K = {name.split('_')[1]} posterior samples"
+
+
+def learned_vs_exact(results) -> list[dict]:
+  """Per SNR: the learned SL against the exact CME precoder and the learned DM ensemble against the exact
+  precoder from the same K, as SE ratios (1 = as good as exact)."""
+  K = results["config"]["learned"]["num_samples"]
+  return [dict(snr_db=r["snr_db"], sl=r["sl"]["se"], cme=r["cme"]["se"], sl_ratio=r["sl"]["se"] / r["cme"]["se"],
+               dm=r["dm_bayes"]["se"], exact=r[f"bayes_{K}"]["se"],
+               dm_ratio=r["dm_bayes"]["se"] / r[f"bayes_{K}"]["se"],
+               sl_nmse_db=10 * np.log10(r["sl_nmse"]), cme_nmse_db=10 * np.log10(r["cme_nmse"]))
+          for r in results["rows"] if "sl" in r]
 
 
 def to_markdown(results) -> str:
   c = results["config"]
   names = _names(results)
-  head = ["obs. SNR [dB]", "CME NMSE [dB]"] + [_label(n) for n in names] + ["gap K->inf - CME"]
+  K = c.get("learned", {}).get("num_samples")
+  head = ["obs. SNR [dB]", "CME NMSE [dB]"] + [_label(n, K) for n in names] + ["gap K->inf - CME"]
   body = [[f"{r['snr_db']:+g}", f"{10 * np.log10(r['cme_nmse']):.2f}"] + [f"{r[n]['se']:.3f}" for n in names]
           + [f"{r['bayes_inf']['se'] - r['cme']['se']:+.3f}"] for r in results["rows"]]
-  head_e = ["obs. SNR [dB]"] + [_label(n) for n in names]
+  head_e = ["obs. SNR [dB]"] + [_label(n, K) for n in names]
   body_e = [[f"{r['snr_db']:+g}"] + [f"{r[n]['energy']:.4f}" for n in names] for r in results["rows"]]
   return (f"# Perception vs. distortion with exact posteriors\n\nPrior: {c['num_components']}-cluster GMM over "
           f"H ({' x '.join(map(str, c['shape']))}: UE x BS x PRB), {c['paths']} paths per cluster. Observation: "
           f"{c['sounded']} of {c['shape'][2]} PRBs, aging correlation rho = {c['rho']}, SNR on the rows. "
           f"{c['num_test']} channels per SNR, N_s = {c['n_streams']}, DL SNR {c['dl_snr_db']} dB.\n\n"
           "## Spectral efficiency [bps/Hz]\n\n" + io.markdown_table(head, body)
-          + "\n\n## Captured energy (eq. 28 objective, fraction of the channel's)\n\n" + io.markdown_table(head_e, body_e))
+          + "\n\n## Captured energy (eq. 28 objective, fraction of the channel's)\n\n" + io.markdown_table(head_e, body_e)
+          + _learned_markdown(results))
+
+
+def _learned_markdown(results) -> str:
+  rows = learned_vs_exact(results)
+  if not rows:
+    return ""
+  L, K = results["config"]["learned"], results["config"]["learned"]["num_samples"]
+  tr = results.get("training", {})
+  losses = ", ".join(f"{u.upper()} test loss {h[-1]['test_loss']:.4f} after {h[-1]['epoch']} epochs"
+                     for u, h in tr.items() if h)
+  if "exact_cme_mse" in results.get("floors", {}):
+    losses += f" (the exact CME's loss on the same test draws: {results['floors']['exact_cme_mse']:.4f})"
+  body = [[f"{r['snr_db']:+g}", f"{r['cme_nmse_db']:.2f}", f"{r['sl_nmse_db']:.2f}", f"{r['cme']:.3f}",
+           f"{r['sl']:.3f}", f"{r['sl_ratio']:.3f}", f"{r['exact']:.3f}", f"{r['dm']:.3f}", f"{r['dm_ratio']:.3f}"]
+          for r in rows]
+  worst_sl, worst_dm = min(r["sl_ratio"] for r in rows), min(r["dm_ratio"] for r in rows)
+  return ("\n\n## Learned models against the exact ones\n\n"
+          f"The perception backbone (d_model {L['d_model']}, {L['layers']} + {L['layers']} layers) trained on fresh "
+          f"draws from the prior at observation SNRs uniform in {tuple(L['snr_db_range'])} dB; DM: T = {L['T']}, "
+          f"{L['prediction']} prediction, K = {K}. {losses}. SE ratio 1 = as good as the exact precoder.\n\n"
+          + io.markdown_table(["obs. SNR [dB]", "CME NMSE [dB]", "SL NMSE [dB]", "exact CME SE", "SL SE",
+                               "SL / CME", f"exact K = {K} SE", f"DM K = {K} SE", f"DM / exact K = {K}"], body)
+          + f"\n\nWorst ratio over the SNRs: SL / exact CME {worst_sl:.3f}, DM / exact K = {K} {worst_dm:.3f}.\n")
 
 
 def plot(results, path):
@@ -164,9 +380,11 @@ def plot(results, path):
   fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
   k_colors = iter(["C2", "C1", "C4", "C5", "C6", "C8", "C9"])
   for i, n in enumerate(_names(results)):
-    style = {"perfect_csi": "k-", "uniform": "k:", "prior": "C7-.", "cme": "C3--", "bayes_inf": "C0-"}.get(n)
+    style = {"perfect_csi": "k-", "uniform": "k:", "prior": "C7-.", "cme": "C3--", "bayes_inf": "C0-",
+             "sl": "C3:", "dm_bayes": "C2:"}.get(n)
     style = style or next(k_colors) + "-"
-    ax.plot(s, [r[n]["se"] for r in rows], style, marker="osD^v<>ph*"[i % 10], ms=4, mfc="none", label=_label(n))
+    ax.plot(s, [r[n]["se"] for r in rows], style, marker="osD^v<>ph*"[i % 10], ms=4, mfc="none",
+            label=_label(n, results["config"].get("learned", {}).get("num_samples")))
   ax.set(xlabel="observation SNR [dB]", ylabel="SE [bps/Hz]", title="Exact posteriors: SE against information")
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7)
