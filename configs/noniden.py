@@ -3,6 +3,8 @@
 Variants (``--config=configs/noniden.py:VARIANT[,VARIANT]``):
   (none)      paper scale: simo_ofdm full dataset (43,440 / 10,860), 100 epochs; for a GPU or TPU.
   quick       paper-size network, small dataset (8,000 / 2,000), 22 epochs; ~40 min on 2 CPU cores.
+  raytraced   combinable: the ray-traced street_canyon dataset (Sionna RT, python -m datagen.rt) in place of
+              the UMa stand-in simo_ofdm, e.g. :quick,raytraced.
   smoke       end to end on a tiny dataset it builds itself, in about a minute on 2 CPU cores.
   table1      the 48 training runs of Table I (3 placements x 2 averagings x 2 inputs x 4 patterns);
               finished runs are skipped on rerun, and the table is assembled from all of them.
@@ -106,10 +108,14 @@ def get_config(arg: str = ""):
   c.eval.table1_last_epochs = 50     # Table I: loss mean +/- std over the last epochs (the paper: 51-100)
 
   variants = [v for v in (arg or "").split(",") if v]
-  unknown = set(variants) - {"smoke", "quick", "table1", "embeddings"}
+  unknown = set(variants) - {"smoke", "quick", "table1", "embeddings", "raytraced"}
   if unknown or ("smoke" in variants and "quick" in variants):
     raise ValueError(f"unknown variant {arg!r} for configs/noniden.py; combine at most one of 'smoke', 'quick' "
-                     "with 'table1' and/or 'embeddings', e.g. configs/noniden.py:quick,embeddings.")
+                     "with 'table1', 'embeddings' and/or 'raytraced', e.g. configs/noniden.py:quick,raytraced.")
+  if "raytraced" in variants:
+    # Sionna RT's street canyon (python -m datagen.rt) instead of the stochastic UMa stand-in: sparse,
+    # few-path channels like DeepMIMO O1's. Same shapes ([N, 32, 64]), so nothing else changes.
+    c.data.preset = "street_canyon"
   if "quick" in variants:
     # About 40 minutes on 2 CPU cores: the paper-size network on a small dataset,
     # the identical baseline, and one model per training tau-pattern (Table III).

@@ -53,6 +53,25 @@ PRESETS = {
         num_subcarriers=64, subcarrier_spacing=300e3,
         description=("Non-identical diffusion paper's shapes: 32 BS antennas (8 x 4), one single-antenna UE, "
                      "64 subcarriers from 3.5 GHz at 300 kHz, one snapshot; UMa (or UMi) stands in for DeepMIMO.")),
+    "street_canyon": dict(
+        kind="snapshot",
+        source="rt",             # Sionna RT (python -m datagen.rt), not the 38.901 stochastic model
+        scene="simple_street_canyon",
+        carrier_frequency=3.5e9,  # first subcarrier
+        num_subcarriers=64, subcarrier_spacing=300e3,
+        bs_rows=4, bs_cols=8,    # 32 antennas, half-wavelength planar array, isotropic elements, V-pol
+        # Street deployment: at the west end of the canyon, 10 m up, on the north side, looking along it (+x).
+        bs_x=-55.0, bs_y=7.0, bs_z=10.0,
+        # Users 1.5 m high on rows along the street between the facades (y = -8.6 .. 9.6 m), as O1's rows.
+        ue_x_min=-45.0, ue_x_max=60.0, ue_y_min=-7.0, ue_y_max=8.0, ue_rows=6, ue_height=1.5,
+        max_depth=3, samples_per_src=1_000_000,   # reflections per path, rays shot from the BS per call
+        description=("Ray-traced stand-in for DeepMIMO O1 (python -m datagen.rt): Sionna RT's "
+                     "simple_street_canyon scene, 32-antenna BS (4 x 8) 10 m up at one end of the street, "
+                     "single-antenna users on 6 rows along it, 64 subcarriers from 3.5 GHz at 300 kHz, up to 3 "
+                     "specular reflections and refraction. Like O1: a street scene, few strong paths (the top "
+                     "singular value holds most of a channel's energy), users on rows. Unlike O1: one short "
+                     "street (about 100 m of it) instead of O1's 2-street grid with 18 BSs, continuous positions "
+                     "along each row instead of a 0.2 m grid, isotropic elements, no diffraction.")),
 }
 
 SIZES = {
@@ -61,6 +80,8 @@ SIZES = {
     "snapshot": {"tiny": (64, 32), "small": (8000, 2000), "full": (43_440, 10_860)},
 }
 DEFAULT_BATCH = {"tiny": 16, "small": 64, "full": 64}
+# Ray tracing shoots the same rays whatever the number of users, so it batches many users per call.
+RT_BATCH = {"tiny": 32, "small": 500, "full": 500}
 
 
 def get(preset: str, size: str = "small", **overrides) -> dict:
@@ -73,7 +94,7 @@ def get(preset: str, size: str = "small", **overrides) -> dict:
   cfg["preset"] = preset
   cfg["size"] = size
   cfg["num_train"], cfg["num_test"] = SIZES[cfg["kind"]][size]
-  cfg["batch_size"] = DEFAULT_BATCH[size]
+  cfg["batch_size"] = (RT_BATCH if cfg.get("source") == "rt" else DEFAULT_BATCH)[size]
   cfg["seed"] = 0
   for k, v in overrides.items():
     if v is None:
@@ -81,7 +102,7 @@ def get(preset: str, size: str = "small", **overrides) -> dict:
     if k not in cfg:
       raise ValueError(f"unknown dataset field {k!r} for preset {preset!r}; fields: {', '.join(sorted(cfg))}.")
     cfg[k] = type(cfg[k])(v) if not isinstance(cfg[k], bool) else bool(v)
-  if cfg.get("scenario") not in ("uma", "umi"):
+  if cfg.get("source", "uma") == "uma" and cfg.get("scenario") not in ("uma", "umi"):
     raise ValueError(f"scenario={cfg.get('scenario')!r}; allowed: 'uma', 'umi'.")
   for k in ("num_train", "num_test", "batch_size"):
     if cfg[k] < 1:
@@ -89,9 +110,20 @@ def get(preset: str, size: str = "small", **overrides) -> dict:
   return cfg
 
 
-def help_text() -> str:
+def source(preset: str) -> str:
+  """``"uma"`` (3GPP 38.901, ``python -m datagen.uma``) or ``"rt"`` (ray tracing, ``python -m datagen.rt``)."""
+  return PRESETS[preset].get("source", "uma") if preset in PRESETS else "uma"
+
+
+def names(src: str) -> list[str]:
+  return [n for n in PRESETS if source(n) == src]
+
+
+def help_text(src: str | None = None) -> str:
   lines = ["Presets:"]
   for name, p in PRESETS.items():
+    if src is not None and p.get("source", "uma") != src:
+      continue
     sizes = ", ".join(f"{s}={a}/{b}" for s, (a, b) in SIZES[p["kind"]].items())
     lines.append(f"  {name}: {p['description']} Sizes (train/test): {sizes}.")
   return "\n".join(lines)

@@ -15,9 +15,10 @@ from datagen import cli, presets, sionna_source, store
 
 
 def parse_args(argv=None):
-  p = argparse.ArgumentParser(prog="python -m datagen.uma", description=__doc__ + "\n" + presets.help_text(),
+  p = argparse.ArgumentParser(prog="python -m datagen.uma", description=__doc__ + "\n" + presets.help_text("uma"),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--preset", required=True, choices=sorted(presets.PRESETS), help="dataset preset (see above)")
+  p.add_argument("--preset", required=True, choices=presets.names("uma"),
+                 help="dataset preset (see above; ray-traced presets: python -m datagen.rt)")
   p.add_argument("--out", required=True, help="output HDF5 path")
   p.add_argument("--size", default="small", choices=["tiny", "small", "full"],
                  help="tiny: seconds, for tests; small: minutes on a laptop CPU; full: the paper's size")

@@ -19,6 +19,8 @@ def test_table_lists_every_benchmark():
              perception={"train_sl": r("samples_per_s"), "train_dm": r("samples_per_s"),
                          "posterior_sampling": dict(r("channels_per_s"), T=100),
                          "bayesian_precoding": r("eigendecompositions_per_s")},
-             datagen=dict(preset="low_mobility", samples_per_s=3.0, overhead_share=0.1))
+             datagen=dict(preset="low_mobility", samples_per_s=3.0, overhead_share=0.1),
+             datagen_rt=dict(preset="street_canyon", samples_per_s=40.0, overhead_share=0.02))
   text = table(res)
-  assert len(text.splitlines()) == 2 + 6 + 1 and "50.0%" in text
+  assert len(text.splitlines()) == 2 + 6 + 2 and "50.0%" in text
+  assert "datagen street_canyon (Sionna RT)" in text and "datagen low_mobility (Sionna 38.901)" in text

@@ -22,8 +22,9 @@ def dataset_path(dcfg, preset: str | None = None) -> str:
 
 def build_command(dcfg, preset: str | None = None) -> str:
   """The datagen command that builds the configured dataset (quoted in every 'missing dataset' error)."""
+  from datagen import presets
   preset = preset or dcfg.preset
-  return (f"python -m datagen.uma --preset={preset} --size={dcfg.size} --seed={dcfg.seed} "
+  return (f"python -m datagen.{presets.source(preset)} --preset={preset} --size={dcfg.size} --seed={dcfg.seed} "
           f"--out={dataset_path(dcfg, preset)}")
 
 
@@ -42,9 +43,15 @@ def ensure_dataset(dcfg, preset: str | None = None, *, progress: bool = True, lo
     data.open_dataset(path, build_command=cmd)  # raises with the command to run (on every process)
   if not os.path.exists(path) and is_main_process():
     log(f"dataset {path} is missing; building it once with datagen ({cmd})")
-    from datagen import presets, sionna_source, store
+    from datagen import presets, store
     cfg = presets.get(preset, dcfg.size, seed=dcfg.seed)
-    store.build(path, cfg, sionna_source.generate, generator=sionna_source.sionna_version(), progress=progress)
+    if presets.source(preset) == "rt":
+      from datagen import rt_source
+      rt_source.validate(cfg)
+      store.build(path, cfg, rt_source.generate, generator=rt_source.version(), progress=progress)
+    else:
+      from datagen import sionna_source
+      store.build(path, cfg, sionna_source.generate, generator=sionna_source.sionna_version(), progress=progress)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices(f"ensure_dataset {preset} {dcfg.size}")
