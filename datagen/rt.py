@@ -26,17 +26,8 @@ def parse_args(argv=None):
   p = argparse.ArgumentParser(prog="python -m datagen.rt", description=__doc__ + "\n" + presets.help_text("rt"),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--preset", required=True, help=f"ray-traced preset: {', '.join(presets.names('rt'))}")
-  p.add_argument("--out", required=True, help="output HDF5 path")
-  p.add_argument("--size", default="small", choices=["tiny", "small", "full"],
-                 help="tiny: a few dozen users, for tests; small: 8,000 / 2,000; full: 43,440 / 10,860")
-  p.add_argument("--num_train", type=int, help="override the training-set size")
-  p.add_argument("--num_test", type=int, help="override the test-set size")
-  p.add_argument("--seed", type=int, default=0, help="base seed; same seed, same file")
-  p.add_argument("--batch_size", type=int, help="users per path-solver call (part of the seeding: keep it fixed)")
-  p.add_argument("--shard", help="i/n: build only part i of n; join the parts with python -m datagen.merge")
-  p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                 help="override a preset field, e.g. --set bs_z=15 or --set scene=munich")
-  p.add_argument("--no_progress", action="store_true")
+  cli.add_build_args(p, size_help="tiny: a few dozen users, for tests; small: 8,000 / 2,000; full: 43,440 / 10,860",
+                     batch_help="users per path-solver call (part of the seeding: keep it fixed)")
   return p.parse_args(argv)
 
 
@@ -45,14 +36,8 @@ def config_from_args(args) -> dict:
     hint = " (a 38.901 preset: build it with python -m datagen.uma)" if args.preset in presets.PRESETS else ""
     raise ValueError(f"--preset={args.preset!r} is not a ray-traced preset{hint}; choose one of: "
                      f"{', '.join(presets.names('rt'))}.")
-  extra = {}
-  for item in args.set:
-    if "=" not in item:
-      raise ValueError(f"--set {item!r} must look like FIELD=VALUE.")
-    k, v = item.split("=", 1)
-    extra[k] = v
   cfg = presets.get(args.preset, args.size, num_train=args.num_train, num_test=args.num_test, seed=args.seed,
-                    batch_size=args.batch_size, **extra)
+                    batch_size=args.batch_size, **cli.parse_sets(args.set))
   rt_source.validate(cfg)
   return cfg
 

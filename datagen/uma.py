@@ -19,31 +19,15 @@ def parse_args(argv=None):
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--preset", required=True, choices=presets.names("uma"),
                  help="dataset preset (see above; ray-traced presets: python -m datagen.rt)")
-  p.add_argument("--out", required=True, help="output HDF5 path")
-  p.add_argument("--size", default="small", choices=["tiny", "small", "full"],
-                 help="tiny: seconds, for tests; small: minutes on a laptop CPU; full: the paper's size")
-  p.add_argument("--num_train", type=int, help="override the training-set size")
-  p.add_argument("--num_test", type=int, help="override the test-set size")
-  p.add_argument("--seed", type=int, default=0, help="base seed; same seed, same file (bit-identical)")
-  p.add_argument("--batch_size", type=int, help="samples per Sionna call (part of the seeding: keep it fixed)")
+  cli.add_build_args(p, size_help="tiny: seconds, for tests; small: minutes on a laptop CPU; full: the paper's size",
+                     batch_help="samples per Sionna call (part of the seeding: keep it fixed)")
   p.add_argument("--scenario", choices=["uma", "umi"], help="38.901 scenario (default: the preset's)")
-  p.add_argument("--shard", help="i/n: build only part i of n (disjoint, independently seeded); join the parts "
-                 "with python -m datagen.merge")
-  p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                 help="override any scenario field of the preset, e.g. --set speed_outdoor_kmh=120")
-  p.add_argument("--no_progress", action="store_true")
   return p.parse_args(argv)
 
 
 def config_from_args(args) -> dict:
-  extra = {}
-  for item in args.set:
-    if "=" not in item:
-      raise ValueError(f"--set {item!r} must look like FIELD=VALUE.")
-    k, v = item.split("=", 1)
-    extra[k] = v
   return presets.get(args.preset, args.size, num_train=args.num_train, num_test=args.num_test, seed=args.seed,
-                     batch_size=args.batch_size, scenario=args.scenario, **extra)
+                     batch_size=args.batch_size, scenario=args.scenario, **cli.parse_sets(args.set))
 
 
 def main(argv=None):
