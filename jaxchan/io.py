@@ -8,12 +8,21 @@ import tempfile
 from typing import Any
 
 
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
   """Write ``data`` to ``path`` so that readers only ever see a complete file."""
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
   try:
+    # mkstemp creates the file 0600 and the rename keeps that; give it the mode a plain open() would
+    # (0666 less the umask), so a shared workdir stays readable by its group.
+    os.fchmod(fd, 0o666 & ~_umask())
     with os.fdopen(fd, "wb") as f:
       f.write(data)
       f.flush()
