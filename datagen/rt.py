@@ -10,8 +10,8 @@ config and versions are recorded in the file. Users that receive no path are dro
 counted and replaced, never stored as zeros.
 
 On a CPU, Sionna RT needs libLLVM >= 16 (Debian/Ubuntu: ``apt-get install libllvm19``);
-it is found in the usual places or taken from ``DRJIT_LIBLLVM_PATH``. On a GPU Dr.Jit
-uses CUDA instead.
+it is found in the usual places or taken from ``DRJIT_LIBLLVM_PATH``. With an NVIDIA
+driver, Sionna RT uses Dr.Jit's CUDA backend instead, which needs no LLVM (not tested here).
 """
 
 from __future__ import annotations

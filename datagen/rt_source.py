@@ -59,6 +59,9 @@ def check_llvm() -> str:
   """Set ``DRJIT_LIBLLVM_PATH`` to a usable libLLVM (before Sionna RT is imported), or raise naming the fix."""
   path = find_llvm()
   if path is None:
+    import ctypes.util
+    if ctypes.util.find_library("cuda"):
+      return ""   # an NVIDIA driver: Sionna RT picks Dr.Jit's CUDA backend, which needs no LLVM (untested here)
     raise RuntimeError(
         f"Sionna RT on a CPU needs libLLVM >= {MIN_LLVM} (Dr.Jit's LLVM backend aborts with older ones) and none "
         "was found. Install one (Debian/Ubuntu: `apt-get install libllvm19`; macOS: `brew install llvm`) or point "

@@ -87,3 +87,17 @@ def test_bad_scene_or_bs_position_is_refused_before_any_ray(tmp_path, setting, m
   proc = _rt("--preset=street_canyon", "--size=tiny", "--set", setting, f"--out={out}")
   assert proc.returncode == 2 and match in proc.stderr, proc.stderr
   assert not out.exists() and not os.path.exists(str(out) + ".parts")
+
+
+def test_missing_llvm_is_a_clear_error_not_an_abort(monkeypatch):
+  import ctypes.util
+  monkeypatch.delenv("DRJIT_LIBLLVM_PATH", raising=False)
+  monkeypatch.setattr(rt_source, "_LLVM_GLOBS", ())                 # nothing on this "machine"
+  monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+  assert rt_source.find_llvm() is None
+  with pytest.raises(RuntimeError, match=r"needs libLLVM >= 16 .* apt-get install libllvm19"):
+    rt_source.check_llvm()
+  # An old LLVM does not count: only >= 16 works with Dr.Jit.
+  monkeypatch.setattr(rt_source.glob, "glob", lambda g: ["/usr/lib/x86_64-linux-gnu/libLLVM-15.so.1"])
+  monkeypatch.setattr(rt_source, "_LLVM_GLOBS", ("x",))
+  assert rt_source.find_llvm() is None
