@@ -95,7 +95,7 @@ def test_missing_llvm_is_a_clear_error_not_an_abort(monkeypatch):
   monkeypatch.setattr(rt_source, "_LLVM_GLOBS", ())                 # nothing on this "machine"
   monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
   assert rt_source.find_llvm() is None
-  with pytest.raises(RuntimeError, match=r"needs libLLVM >= 16 .* apt-get install libllvm19"):
+  with pytest.raises(RuntimeError, match=r"needs libLLVM >= 16 .*`apt-get install libllvm19`"):
     rt_source.check_llvm()
   # An old LLVM does not count: only >= 16 works with Dr.Jit.
   monkeypatch.setattr(rt_source.glob, "glob", lambda g: ["/usr/lib/x86_64-linux-gnu/libLLVM-15.so.1"])
