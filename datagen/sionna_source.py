@@ -114,8 +114,12 @@ def generate(cfg: dict, seed: int, n: int) -> dict:
 
 
 def sionna_version() -> str:
-  try:
-    import sionna
-    return f"sionna {sionna.__version__}"
-  except ImportError:  # pragma: no cover
-    return "sionna (not installed)"
+  # From the installed distributions, not sionna.__version__: sionna-no-rt and sionna-rt both ship
+  # sionna/__init__.py, and whichever pip installed last wins (sionna-rt's has no __version__).
+  from importlib import metadata
+  for dist in ("sionna-no-rt", "sionna"):
+    try:
+      return f"sionna {metadata.version(dist)}"
+    except metadata.PackageNotFoundError:
+      continue
+  return "sionna (not installed)"  # pragma: no cover
