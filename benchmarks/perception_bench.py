@@ -2,10 +2,10 @@
 
   python -m benchmarks.perception_bench [--size=paper|quick] [--out=FILE.json]
 
-Channels of the paper's shape (4 SRS occasions, 4 UE x 32 BS antennas, 52 PRBs).
-``paper``: the default config's transformer (d_model 128, 4 heads, 4 + 4 layers, a
-token per (UE antenna, PRB, time) cell); ``quick``: the ``:quick`` variant's
-(2 + 2 layers, a token per (PRB, time)).
+Models, shapes and schedules come from ``configs/perception.py`` itself: ``paper`` is the
+default config (4 SRS occasions, 4 UE x 32 BS antennas, 52 PRBs; d_model 128, 4 heads,
+4 + 4 layers, a token per (UE antenna, PRB, time) cell, T = 1000); ``quick`` the ``:quick``
+variant (the first 16 BS antennas, 2 + 2 layers, a token per (PRB, time), T = 100).
 
 * training: one SL step and one DM step (SRS observation, forward, backward,
   Adam), batch 64;
@@ -34,12 +34,22 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.common import matmul_peak, timeit
-from jaxchan import conventions, precoding, prediction, schedules, srs, train
-from jaxchan.models.transformer import ChannelTransformer
+from jaxchan import conventions, precoding, prediction, srs, train
+from jaxchan.experiments import perception
 
-SHAPE = dict(n_occ=4, n_ue=4, n_bs=32, n_prb=52)
-SIZES = {"paper": dict(d_model=128, num_heads=4, enc_layers=4, dec_layers=4, ue_per_token=1, T=1000),
-         "quick": dict(d_model=128, num_heads=4, enc_layers=2, dec_layers=2, ue_per_token=4, T=100)}
+SIZES = ("paper", "quick")
+
+
+def _config(size):
+  from configs import perception as perception_config
+  if size not in SIZES:
+    raise ValueError(f"size={size!r}; choose one of {SIZES}.")
+  return perception_config.get_config("quick" if size == "quick" else "")
+
+
+def _shape(cfg) -> dict:
+  d = cfg.data
+  return dict(n_occ=d.n_occ, n_ue=d.n_ue, n_bs=perception.n_bs_used(cfg), n_prb=d.n_prb)
 
 
 def xla_flops(fn, *args) -> float:
@@ -49,40 +59,30 @@ def xla_flops(fn, *args) -> float:
   return float(cost.get("flops", 0.0))
 
 
-def _model(use, size):
-  s = SIZES[size]
-  return ChannelTransformer(**SHAPE, num_hops=4, use=use, d_model=s["d_model"], num_heads=s["num_heads"],
-                            enc_layers=s["enc_layers"], dec_layers=s["dec_layers"], ue_per_token=s["ue_per_token"])
-
-
-def _batch(B, seed=0):
+def _batch(shape, B, seed=0):
   k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
-  d = SHAPE
+  d = shape
   return dict(history=conventions.standard_normal(k1, (B, d["n_occ"], d["n_ue"], d["n_bs"], d["n_prb"])),
               target=conventions.standard_normal(k2, (B, d["n_ue"], d["n_bs"], d["n_prb"])))
 
 
 def run(size="paper", train_batch=64, sample_batch=None, K=16, precode_batch=256, peak=None) -> dict:
-  T = SIZES[size]["T"]
+  cfg = _config(size)
+  SHAPE = _shape(cfg)
+  T = cfg.dm.T
   sample_batch = sample_batch or (4 if size == "paper" else 16)
   peak = peak or matmul_peak(2048, jnp.float32)
-  sch = schedules.cosine_schedule(T)
+  sch = perception.dm_schedule(cfg)
   out = dict(device=str(jax.devices()[0]), machine=f"{platform.machine()}, {os.cpu_count()} cores", size=size,
-             model=SIZES[size], matmul_peak_gflops=round(peak["flops_per_s"] / 1e9, 1))
+             model=dict(cfg.model.to_dict(), T=T, **SHAPE), matmul_peak_gflops=round(peak["flops_per_s"] / 1e9, 1))
   frac = lambda flops, t: round(flops / t / peak["flops_per_s"], 3)  # noqa: E731
 
   # Training steps.
-  batch = _batch(train_batch)
-  obs = srs.observe(batch["history"][:1], jax.random.PRNGKey(0))
+  batch = _batch(SHAPE, train_batch)
   for use in ("sl", "dm"):
-    model = _model(use, size)
-    if use == "dm":
-      params = model.init(jax.random.PRNGKey(0), obs.obs, obs.mask, batch["target"][:1], jnp.ones((1,), jnp.int32),
-                          jnp.zeros((1,), bool))
-      lf = functools.partial(prediction.dm_loss, model, schedule=sch)
-    else:
-      params = model.init(jax.random.PRNGKey(0), obs.obs, obs.mask)
-      lf = functools.partial(prediction.sl_loss, model)
+    model = perception.make_model(cfg, use)
+    params = perception.init_params(model, jax.random.PRNGKey(0))
+    lf = perception.loss_fn(cfg, model, use)
     opt = train.step_decay_adam(1e-4, steps_per_epoch=100, decay_every_epochs=0, decay_factor=1.0)
     step = train.make_train_step(lf, opt)
     state = train.init_state(params, opt, jax.random.PRNGKey(1))
@@ -94,9 +94,10 @@ def run(size="paper", train_batch=64, sample_batch=None, K=16, precode_batch=256
       dm_model, dm_params = model, params
 
   # Posterior sampling: K samples per observation, the whole reverse loop.
-  sb = _batch(sample_batch, 1)
+  sb = _batch(SHAPE, sample_batch, 1)
   o = srs.observe(sb["history"], jax.random.PRNGKey(2))
-  sample = jax.jit(lambda p, o, k: prediction.sample_posterior(dm_model, p, o, k, sch, num_samples=K))
+  sample = jax.jit(lambda p, o, k: prediction.sample_posterior(dm_model, p, o, k, sch, num_samples=K,
+                                                               prediction=perception.dm_prediction(cfg)))
   t = timeit(sample, dm_params, o, jax.random.PRNGKey(3), repeats=1, min_time=0.0)
   mem = dm_model.apply(dm_params, o.obs, o.mask, o.noise_var, method="encode")
   memK = jax.tree.map(lambda a: jnp.concatenate([a] * K), mem)
@@ -125,7 +126,7 @@ def run(size="paper", train_batch=64, sample_batch=None, K=16, precode_batch=256
 
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--size", default="paper", choices=sorted(SIZES))
+  p.add_argument("--size", default="paper", choices=SIZES)
   p.add_argument("--out")
   args = p.parse_args()
   res = run(args.size)

@@ -24,3 +24,20 @@ def test_table_lists_every_benchmark():
   text = table(res)
   assert len(text.splitlines()) == 2 + 6 + 2 and "50.0%" in text
   assert "datagen street_canyon (Sionna RT)" in text and "datagen low_mobility (Sionna 38.901)" in text
+
+
+@pytest.mark.parametrize("size", ["paper", "quick"])
+def test_perception_benchmark_builds_the_configs_models(size):
+  # The benchmark takes its models from configs/perception.py, so a config change (e.g. the :quick geometry)
+  # cannot leave it building a model the experiment refuses.
+  import jax
+  from benchmarks import perception_bench as pb
+  from jaxchan.experiments import perception
+  cfg = pb._config(size)
+  shape = pb._shape(cfg)
+  assert shape["n_bs"] == (16 if size == "quick" else 32)
+  model = perception.make_model(cfg, "dm")
+  params = perception.init_params(model, jax.random.PRNGKey(0))
+  b = pb._batch(shape, 2)
+  loss = perception.loss_fn(cfg, model, "dm")(params, b, jax.random.PRNGKey(1))
+  assert float(loss) > 0
