@@ -21,13 +21,14 @@ import jax.numpy as jnp
 
 
 def table(res) -> str:
+  n = res["perception"].get("model", {}).get("n_bs", 32)
   rows = [("noniden training (batch 64)", res["noniden"]["train"], "samples_per_s"),
           ("noniden generation (batch 256, 50 steps)", res["noniden"]["generation"], "samples_per_s"),
           ("perception SL training (batch 64)", res["perception"]["train_sl"], "samples_per_s"),
           ("perception DM training (batch 64)", res["perception"]["train_dm"], "samples_per_s"),
           (f"posterior sampling (K = 16, T = {res['perception']['posterior_sampling']['T']})",
            res["perception"]["posterior_sampling"], "channels_per_s"),
-          ("Bayesian precoding (K = 16, 32 x 32 eigh)", res["perception"]["bayesian_precoding"],
+          (f"Bayesian precoding (K = 16, {n} x {n} eigh)", res["perception"]["bayesian_precoding"],
            "eigendecompositions_per_s")]
   lines = [f"device: {res['device']} ({res['machine']}); float32 matmul peak {res['matmul_peak_gflops']} GFLOP/s",
            f"{'benchmark':<46} {'throughput':>22} {'GFLOP/s':>9} {'of peak':>8}"]
