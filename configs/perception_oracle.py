@@ -42,6 +42,7 @@ def get_config(arg: str = ""):
   c.learned.epochs = ml_collections.ConfigDict({"sl": 24, "dm": 48})
   c.learned.lr = 1e-3
   c.learned.decay_every_epochs = 12
+  c.learned.decay_factor = 0.5
   c.learned.snr_db_range = (-20.0, 30.0)   # the SNR grid's span: one model for every row
   c.learned.num_samples = 16       # K of the learned ensemble; must be in num_samples
   variant = arg or "default"

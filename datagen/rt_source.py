@@ -139,14 +139,17 @@ def positions(cfg: dict, rng: np.random.Generator, n: int) -> np.ndarray:
   return np.stack([x, y, np.full(n, cfg["ue_height"])], -1)
 
 
-def _trace(cfg: dict, pos: np.ndarray) -> np.ndarray:
-  """``[len(pos), n_bs, n_freq]`` frequency responses of users at ``pos`` (zeros where no path arrives)."""
+def _trace(cfg: dict, pos: np.ndarray, *, threads: int = 1) -> np.ndarray:
+  """``[len(pos), n_bs, n_freq]`` frequency responses of users at ``pos`` (zeros where no path arrives).
+
+  ``threads``: Dr.Jit CPU threads; keep 1 (see below) unless measuring what more would change.
+  """
   rt = _rt()
   import drjit
   # Dr.Jit's CPU threads sum path contributions in a varying order (two runs of one batch differ by ~2e-7
   # relative); one thread makes a batch a pure function of (cfg, seed, n), so resumed and sharded builds are
   # bit-identical. Parallelism comes from shards (--shard=i/n, one process each).
-  drjit.set_thread_count(1)
+  drjit.set_thread_count(threads)
   scene = _scene(cfg)
   names = [f"ue{i}" for i in range(len(pos))]
   for name, p in zip(names, pos):

@@ -15,7 +15,29 @@ import numpy as np
 _TIMER = {"sionna_s": 0.0}
 
 
+def _sionna_package_without_rt() -> None:
+  """Register the ``sionna`` package without running its ``__init__``.
+
+  sionna-no-rt and sionna-rt both ship ``sionna/__init__.py`` and whichever pip installed last wins; sionna-rt's
+  imports ``sionna.rt``, which starts Dr.Jit and fails where no libLLVM >= 16 exists. The 38.901 models need
+  ``sionna.phy`` only, so the package is entered directly and datagen.uma works with or without a usable LLVM.
+  """
+  import importlib.util
+  import sys
+  import types
+  if "sionna" in sys.modules:
+    return
+  spec = importlib.util.find_spec("sionna")
+  if spec is None or spec.submodule_search_locations is None:
+    return  # not installed: the import below raises with the install hint
+  pkg = types.ModuleType("sionna")
+  pkg.__path__ = list(spec.submodule_search_locations)
+  pkg.__spec__ = spec
+  sys.modules["sionna"] = pkg
+
+
 def _imports():
+  _sionna_package_without_rt()
   try:
     import torch
     import sionna.phy as sp

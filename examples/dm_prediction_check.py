@@ -1,6 +1,6 @@
 """Why the perception DM predicts v, not eps: the same backbone trained both ways, one sample each.
 
-  python -m examples.dm_prediction_check [EPOCHS]   # default 8; from the repo root; ~30 s per epoch pair on 2 CPU cores
+  python -m examples.dm_prediction_check [EPOCHS]   # default 8; from the repo root; 6 epochs: 4 min on 2 CPU cores
 
 Trains the ``:quick,low_mobility`` DM twice for EPOCHS epochs (identical data, seed and steps), once
 predicting eps (eq. 6 as printed) and once predicting v, then draws one conditional sample per test

@@ -202,7 +202,7 @@ def train_learned(config, prior, use: str, model_dir: str, log=print):
     log(f"  exact CME loss on the same test draws (the SL's floor): {floor['exact_cme_mse']:.4f}")
   test_loss = jax.jit(lambda p: loss(p, test, jax.random.PRNGKey(12345)))
   opt = train.step_decay_adam(L.lr, steps_per_epoch=L.steps_per_epoch, decay_every_epochs=L.decay_every_epochs,
-                              decay_factor=0.5)
+                              decay_factor=L.decay_factor)
   params = perception.init_params(model, jax.random.PRNGKey(config.seed))
   state = train.init_state(params, opt, jax.random.PRNGKey(config.seed + 1))
   state, history = train.fit(state, train.make_train_step(loss, opt), batches, num_epochs=L.epochs[use],
