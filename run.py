@@ -1,19 +1,26 @@
 """jaxchan entry point: one job per config.
 
-  python run.py --config=configs/sampler_study.py[:variant] --workdir=DIR [--config.a.b=value ...]
+  python run.py --config=configs/noniden.py[:variant] --workdir=DIR [--config.a.b=value ...]
   # multi-host: the same command on every host, plus
   #   --coordinator=HOST0:1234 --num_processes=N --process_id=I
 
 The config's ``experiment`` field names a module registered in
-:mod:`jaxchan.experiments`; it receives the config and the work directory.
+:mod:`jaxchan.experiments`; its ``validate(config)`` runs first (a config error is one
+line naming the field, before any dataset is built or model trained), then
+``run(config, workdir)``. ``python run.py --help`` lists the configs and their variants.
 """
 
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-config_flags.DEFINE_config_file("config", None, "Config file, optionally FILE:variant.", lock_config=True)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the configs package, from any directory
+import configs  # noqa: E402
+
+config_flags.DEFINE_config_file("config", None, "Config file, optionally FILE:variant[,variant]. Available:\n\n"
+                                + configs.describe(), lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, results, tables and figures "
                     "(default: workdir/<config name>[_<variant>]).")
 flags.DEFINE_string("coordinator", None, "Multi-host runs: address:port of process 0 (jax.distributed).")
@@ -41,7 +48,13 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   config = FLAGS.config
   workdir = FLAGS.workdir or default_workdir(config_flags.get_config_filename(FLAGS["config"]))
-  experiment = experiments.get(config.experiment)
+  try:
+    experiment = experiments.get(config.experiment)
+    experiment.validate(config)
+  except (ValueError, TypeError) as e:
+    # A config error: one line naming the field, nothing built or trained yet.
+    print(f"config error: {e}", file=sys.stderr)
+    sys.exit(2)
   logging.info("experiment %s -> %s", config.experiment, workdir)
   experiment.run(config, workdir)
   print(f"results written to {os.path.abspath(workdir)}")

@@ -23,14 +23,15 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.common import count_complex_dense_flops, matmul_peak, timeit
-from jaxchan import conventions, noniden, tau_patterns, train
+from jaxchan import conventions, noniden, schedules, tau_patterns, train
 from jaxchan.models.mixer import MixerDenoiser
 
 SHAPE = (32, 64)
+SCH = schedules.GammaSchedule()   # the paper's T = 100, beta_max = 0.2
 
 
 def run(train_batch=64, gen_batch=256, num_steps=50, peak=None):
-  model = MixerDenoiser()
+  model = MixerDenoiser(schedule=SCH)
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1,) + SHAPE, jnp.complex64), jnp.zeros((1,) + SHAPE))
   peak = peak or matmul_peak(2048, jnp.float32)
   peak_c = matmul_peak(1024, jnp.complex64)
@@ -44,8 +45,8 @@ def run(train_batch=64, gen_batch=256, num_steps=50, peak=None):
 
   def loss_fn(p, h, key):
     k1, k2 = jax.random.split(key)
-    tau = tau_patterns.sample(k1, "all", h.shape[0], SHAPE, 100)
-    return noniden.velocity_loss(functools.partial(model.apply, p), h, tau, k2)
+    tau = tau_patterns.sample(k1, "all", h.shape[0], SHAPE, SCH.T)
+    return noniden.velocity_loss(functools.partial(model.apply, p), h, tau, k2, SCH)
 
   step = train.make_train_step(loss_fn, opt)
   state = train.init_state(params, opt, jax.random.PRNGKey(1))
@@ -56,10 +57,10 @@ def run(train_batch=64, gen_batch=256, num_steps=50, peak=None):
   # Generation.
   # Parameters are an argument of the compiled program (closed over, they become HLO
   # constants, which XLA:CPU compiles into a slower loop body).
-  gen = noniden.make_network_generator(model.apply, num_steps=num_steps, rule="waterfilling")
+  gen = noniden.make_network_generator(model.apply, SCH, num_steps=num_steps)
   g0 = conventions.standard_normal(jax.random.PRNGKey(3), (gen_batch,) + SHAPE)
   tau0 = jax.random.uniform(jax.random.PRNGKey(4), g0.shape, minval=5.0, maxval=100.0)
-  t_gen = timeit(gen, params, g0, tau0, jax.random.PRNGKey(5), repeats=3)
+  t_gen = timeit(gen, params, noniden.Start(g0, tau0), jax.random.PRNGKey(5), repeats=3)
   gen_flops = num_steps * fwd_flops(gen_batch)
 
   return dict(

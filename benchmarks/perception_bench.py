@@ -41,10 +41,10 @@ SIZES = ("paper", "quick")
 
 
 def _config(size):
-  from configs import perception as perception_config
+  import configs
   if size not in SIZES:
     raise ValueError(f"size={size!r}; choose one of {SIZES}.")
-  return perception_config.get_config("quick" if size == "quick" else "")
+  return configs.get("perception:quick" if size == "quick" else "perception")
 
 
 def _shape(cfg) -> dict:

@@ -18,7 +18,7 @@ import numpy as np
 
 from configs import perception as perception_config
 from jaxchan import ddpm, prediction, srs
-from jaxchan.experiments import perception
+from jaxchan.experiments import perception, perception_eval
 
 
 def main(epochs: int = 8, num_test: int = 64):
@@ -42,7 +42,7 @@ def main(epochs: int = 8, num_test: int = 64):
     x = prediction.sample_posterior(model, params, obs, jax.random.PRNGKey(3), sch, prediction=pred,
                                     clip_x0=c.dm.clip_x0 or None)[0]
     first = 10 * np.log10(float(rec[0, 1]) / float(jnp.sum(jnp.abs(h) ** 2)))
-    bound = perception.loss_bounds(c, ds, log=lambda *_: None)
+    bound = perception_eval.loss_bounds(c, ds, log=lambda *_: None)
     print(f"{pred:>3}: {epochs} epochs, test loss {history[-1]['test_loss']:.4f} (per-element bound "
           f"{bound['dm_per_element']:.4f}); x0_hat at t = T {first:+.2f} dB; one sample {nmse_db(x):+.2f} dB")
 

@@ -15,15 +15,16 @@ import functools
 import jax
 import numpy as np
 
-from jaxchan import conventions, noise_patterns, stepping, tau_patterns
+from jaxchan import conventions, noise_patterns, schedules, stepping, tau_patterns
 from jaxchan.models.mixer import axis_times
 
 T = 100
+SCH = schedules.GammaSchedule(T)
 SHAPE = (32, 64)
 
 
 def axis_index_sets(tau):
-  ant, sub, _ = axis_times(tau, averaging="alpha", T=T)
+  ant, sub, _ = axis_times(tau, "alpha", SCH)
   return set(np.unique(np.asarray(ant)).astype(int)), set(np.unique(np.asarray(sub)).astype(int))
 
 
@@ -31,8 +32,8 @@ def main():
   h = conventions.standard_normal(jax.random.PRNGKey(1), (16,) + SHAPE)
   gen_ant, gen_sub = set(), set()
   for pattern in noise_patterns.PATTERNS:
-    obs = noise_patterns.observe(h, jax.random.PRNGKey(2), pattern, T=T)
-    path = jax.vmap(functools.partial(stepping.tau_trajectory, num_steps=50, T=T))(obs.tau0)[:, :-1]
+    obs = noise_patterns.observe(h, jax.random.PRNGKey(2), pattern, SCH)
+    path = jax.vmap(functools.partial(stepping.tau_trajectory, stepping=stepping.Stepping(), schedule=SCH, num_steps=50))(obs.tau0)[:, :-1]
     a, s = axis_index_sets(path.reshape((-1,) + SHAPE))
     gen_ant |= a
     gen_sub |= s

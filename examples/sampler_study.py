@@ -7,14 +7,9 @@ shows how to drive an experiment from Python instead of the command line.
 """
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs"))
-
-import sampler_study as study_config  # noqa: E402  (configs/sampler_study.py)
-
-from jaxchan.experiments import sampler_study  # noqa: E402
+import configs
+from jaxchan.experiments import sampler_study, sampler_study_report
 
 
 def main():
@@ -22,9 +17,9 @@ def main():
   parser.add_argument("--workdir", default="workdir/sampler_study")
   parser.add_argument("--smoke", action="store_true", help="tiny run (seconds)")
   args = parser.parse_args()
-  config = study_config.get_config("smoke" if args.smoke else "")
+  config = configs.get("sampler_study:smoke" if args.smoke else "sampler_study")
   results = sampler_study.run(config, args.workdir)
-  print(sampler_study.to_markdown(results))
+  print(sampler_study_report.to_markdown(results))
 
 
 if __name__ == "__main__":

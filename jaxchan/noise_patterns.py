@@ -33,7 +33,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxchan import checks, conventions, noniden
+from jaxchan import checks, conventions, noniden, schedules
 
 PATTERNS = ("white", "exp", "salt", "salt_rec", "pilot", "pilot_car")
 DEFAULT_SNR_DB = {"white": -10.0, "exp": -5.0, "salt": 0.0, "salt_rec": 0.0, "pilot": 10.0, "pilot_car": 10.0}
@@ -98,20 +98,20 @@ def power_map(pattern: str, key: jax.Array, shape: tuple[int, int], *, keep_frac
   return w, kept
 
 
-def observe(h: jax.Array, key: jax.Array, pattern: str, *, snr_db: float | None = None,
-            background: float = 0.1, start: str = "consistent", T: float = 100,
-            beta_max: float = 0.2, **map_kwargs) -> Observation:
+def observe(h: jax.Array, key: jax.Array, pattern: str, schedule: schedules.GammaSchedule, *,
+            snr_db: float | None = None, background: float = 0.1, start: str = "consistent",
+            **map_kwargs) -> Observation:
   """Observe a batch of channels through an initial-noise pattern and build the diffusion start.
 
   Args:
     h: ``[B, N_a, N_c]`` unit-power channels.
     key: PRNG key; maps and noise are fresh on every call.
     pattern: one of :data:`PATTERNS`.
+    schedule: the gamma schedule (eq. 10) that turns reliabilities into times.
     snr_db: SNR over the kept elements (default: the paper's, :data:`DEFAULT_SNR_DB`).
     background: share of the noise energy spread evenly (0.1 in the paper).
     start: ``"consistent"`` (``alpha0 = M / sqrt(M^2 + 1)``, a forward-process sample) or
       ``"paper"`` (eqs. 15-16 as printed); see :func:`jaxchan.noniden.initial_state`.
-    T, beta_max: the gamma schedule.
     **map_kwargs: ``keep_fraction``, ``tile``, ``exp_rate`` of :func:`power_map`.
   """
   checks.choice("noise pattern", pattern, PATTERNS)
@@ -126,5 +126,5 @@ def observe(h: jax.Array, key: jax.Array, pattern: str, *, snr_db: float | None 
   var = mean_var * (background + (1.0 - background) * w)
   m = jnp.where(kept, jax.lax.rsqrt(jnp.where(kept, var, 1.0)), 0.0)
   h_bar = m.astype(h.dtype) * h + conventions.standard_normal(k_noise, h.shape, h.dtype)
-  g0, tau0 = noniden.initial_state(h_bar, m, start=start, T=T, beta_max=beta_max)
+  g0, tau0 = noniden.initial_state(h_bar, m, schedule, start=start)
   return Observation(h_bar, m, g0, tau0)

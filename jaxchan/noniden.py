@@ -9,14 +9,14 @@ Arrays may be real or complex (complex noise is ``CN(0, 1)``, see
 :mod:`jaxchan.conventions`). Element-wise kernels accept any shape; the
 generation loop takes a batch ``[B, *event]``.
 
-Two stochastic samplers are offered:
+Two stochastic samplers are offered, as :class:`Sampler` values:
 
-* ``sampler="eta"`` (the default): element-wise DDIM with ``sigma = eta * sigma_DDPM``,
+* ``Sampler("eta", eta)`` (the default): element-wise DDIM with ``sigma = eta * sigma_DDPM``,
   ``sigma_DDPM = (beta_next / beta) sqrt(1 - (alpha / alpha_next)^2)``;
   ``eta = 0`` is eq. (8), ``eta = 1`` ancestral sampling. Consistent for every
   ``eta`` as the step count grows; the default ``eta`` (:data:`DEFAULT_ETA`)
   was picked by the sweep of ``configs/noniden.py:quick`` (README).
-* ``sampler="eq9"``: the paper's eq. (9) as printed, with mixing ``eps`` in
+* ``Sampler("eq9", eps)``: the paper's eq. (9) as printed, with mixing ``eps`` in
   ``[0, 1]`` (``eps = 1`` is the deterministic eq. 8; the paper uses
   ``eps = 0.4``). It is DDIM with noise level ``sigma = sqrt(1 - eps^2) * beta_next``,
   which does not shrink with the step size, so for ``eps < 1`` it does not
@@ -31,6 +31,7 @@ claims. ``examples/sampler_study.py`` measures both choices with an exact denois
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Callable, NamedTuple
 
@@ -61,21 +62,20 @@ def _safe_div(num, den):
 # Forward process and parameterizations.
 
 
-def diffuse(h0: jax.Array, tau: jax.Array, key: jax.Array, *, T: float = 100,
-            beta_max: float = 0.2):
+def diffuse(h0: jax.Array, tau: jax.Array, key: jax.Array, schedule: schedules.GammaSchedule):
   """Sample the forward process of Theorem 1: ``h_tau = alpha(tau) h0 + beta(tau) xi``.
 
   Args:
     h0: clean data, any shape, real or complex.
     tau: element-wise time, same shape as ``h0``, in ``[0, T]``.
     key: PRNG key for ``xi``.
-    T, beta_max: the gamma schedule (eq. 10).
+    schedule: the gamma schedule (eq. 10).
 
   Returns:
     ``(h_tau, xi)`` with ``xi ~ N(0, I)`` (``CN(0, I)`` for complex ``h0``).
   """
   checks.same_shape("h0", h0, "tau", tau)
-  alpha, beta = schedules.alpha_beta(tau, T, beta_max)
+  alpha, beta = schedules.alpha_beta(tau, schedule)
   xi = conventions.standard_normal(key, h0.shape, h0.dtype)
   return alpha * h0 + beta * xi, xi
 
@@ -94,7 +94,7 @@ def denoised_from_velocity(g: jax.Array, v: jax.Array, alpha: jax.Array, beta: j
   return alpha * g - beta * v
 
 
-def input_floor(T: float, beta_max: float, min_beta: float | None = None) -> float:
+def input_floor(schedule: schedules.GammaSchedule, min_beta: float | None = None) -> float:
   """The floor of ``beta`` in the identical-noise-power input: ``min_beta``, or ``beta(1)`` if None.
 
   ``beta(1)`` is the noise level of the smallest time that training draws and that
@@ -107,17 +107,17 @@ def input_floor(T: float, beta_max: float, min_beta: float | None = None) -> flo
       raise ValueError(f"min_beta={min_beta!r} must lie in (0, 1), or be None/0 for beta(1) of the schedule.")
     return float(min_beta)
   with jax.ensure_compile_time_eval():  # a Python float even when called while tracing
-    return float(schedules.alpha_beta(jnp.asarray(1.0), T, beta_max)[1])
+    return float(schedules.alpha_beta(jnp.asarray(1.0), schedule)[1])
 
 
-def check_training_times(tau_min: int, min_beta: float | None, T: float, beta_max: float):
+def check_training_times(tau_min: int, min_beta: float | None, schedule: schedules.GammaSchedule):
   """Refuse training times that include ``tau = 0`` while the input floor lies below ``beta(1)``.
 
   An element at ``tau = 0`` then weighs ``1 / min_beta`` in the normalizer of
   :func:`noise_power_input`, far above any element generation ever shows the
   network, and a few such elements carry almost all of a sample's normalizer.
   """
-  floor, beta1 = input_floor(T, beta_max, min_beta), input_floor(T, beta_max)
+  floor, beta1 = input_floor(schedule, min_beta), input_floor(schedule)
   if tau_min not in (0, 1):
     raise ValueError(f"tau_min={tau_min!r} must be 1 (the default: training times 1..T) or 0 (times 0..T).")
   if tau_min == 0 and floor < beta1 * (1 - 1e-6):
@@ -144,18 +144,18 @@ def noise_power_input(g: jax.Array, beta: jax.Array, *, min_beta: float) -> jax.
   return (z * inv).astype(g.dtype) * g
 
 
-def velocity_denoiser(velocity_fn: Callable[[jax.Array, jax.Array], jax.Array], *,
-                      input_norm: str = "noise", T: float = 100, beta_max: float = 0.2,
+def velocity_denoiser(velocity_fn: Callable[[jax.Array, jax.Array], jax.Array],
+                      schedule: schedules.GammaSchedule, *, input_norm: str = "noise",
                       min_beta: float | None = None) -> Denoiser:
   """Turn a velocity network ``f(x, tau)`` into a denoiser ``D(g, tau)`` (Algorithm 2).
 
   Args:
     velocity_fn: ``f(x, tau) -> v``, batched ``[B, *event]``; typically
       ``functools.partial(model.apply, params)``.
+    schedule: the gamma schedule the network was trained with.
     input_norm: ``"noise"`` feeds ``f`` the identical-noise-power input
       (:func:`noise_power_input`), ``"power"`` feeds ``g`` itself (identical
       total power).
-    T, beta_max: the gamma schedule.
     min_beta: floor of ``beta`` in the noise-power input; None: ``beta(1)``
       (:func:`input_floor`), as in training.
 
@@ -165,10 +165,10 @@ def velocity_denoiser(velocity_fn: Callable[[jax.Array, jax.Array], jax.Array], 
     ``g``, matching how Algorithm 1 builds its targets.
   """
   checks.choice("input_norm", input_norm, INPUT_NORMS)
-  floor = input_floor(T, beta_max, min_beta)
+  floor = input_floor(schedule, min_beta)
 
   def denoise(g, tau):
-    alpha, beta = schedules.alpha_beta(tau, T, beta_max)
+    alpha, beta = schedules.alpha_beta(tau, schedule)
     x = noise_power_input(g, beta, min_beta=floor) if input_norm == "noise" else g
     return denoised_from_velocity(g, velocity_fn(x, tau), alpha, beta)
 
@@ -213,34 +213,53 @@ def _sigma_eta_from_log(log_alpha, log_alpha_next, beta, beta_next, eta):
   return eta * _safe_div(beta_next, beta) * jnp.sqrt(gap)
 
 
-def parse_sampler(spec: str) -> dict:
-  """``"eta:1.0"`` or ``"eq9:0.4"`` (as written in configs) -> keyword arguments of :func:`generate`."""
-  name, _, value = str(spec).partition(":")
-  try:
-    v = float(value)
-  except ValueError:
-    v = None
-  if name not in SAMPLERS or v is None or not 0 <= v <= 1:
-    raise ValueError(f"sampler spec {spec!r} must be 'eta:ETA' or 'eq9:EPS' with a value in [0, 1] "
-                     "(eta:0.0 and eq9:1.0 are the deterministic eq. 8, eta:1.0 ancestral sampling; "
-                     "eq9:0.4 is the paper's eq. (9) as printed).")
-  return dict(sampler=name, **({"eps": v} if name == "eq9" else {"eta": v}))
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+  """The reverse step's noise: ``Sampler("eta", eta)`` or ``Sampler("eq9", eps)`` (see the module docstring).
+
+  A small hashable value, validated on construction; ``value`` lies in
+  ``[0, 1]``. Written in configs as ``"eta:1.0"`` or ``"eq9:0.4"``
+  (:meth:`parse`; ``str()`` writes it back). ``eta:0`` and ``eq9:1`` are the
+  deterministic eq. (8), ``eta:1`` ancestral sampling, ``eq9:0.4`` the paper's
+  eq. (9) as printed.
+  """
+  kind: str = "eta"
+  value: float = DEFAULT_ETA
+
+  def __post_init__(self):
+    checks.choice("sampler kind", self.kind, SAMPLERS)
+    hint = ("eps = 1 is the deterministic eq. (8); the paper uses 0.4." if self.kind == "eq9" else
+            "eta = 0 is the deterministic eq. (8), eta = 1 ancestral sampling.")
+    checks.in_range(f"sampler value ({'eq. 9 mixing eps' if self.kind == 'eq9' else 'eta'})", self.value, 0.0,
+                    1.0, hint=hint)
+    object.__setattr__(self, "value", float(self.value))
+
+  @classmethod
+  def parse(cls, spec: str) -> "Sampler":
+    """``"eta:1.0"`` or ``"eq9:0.4"`` (as written in configs)."""
+    name, _, value = str(spec).partition(":")
+    try:
+      v = float(value)
+    except ValueError:
+      v = None
+    if name not in SAMPLERS or v is None or not 0 <= v <= 1:
+      raise ValueError(f"sampler spec {spec!r} must be 'eta:ETA' or 'eq9:EPS' with a value in [0, 1] "
+                       "(eta:0.0 and eq9:1.0 are the deterministic eq. 8, eta:1.0 ancestral sampling; "
+                       "eq9:0.4 is the paper's eq. (9) as printed).")
+    return cls(name, v)
+
+  def __str__(self):
+    return f"{self.kind}:{self.value:g}"
 
 
-def _check_sampler(sampler, eps, eta):
-  checks.choice("sampler", sampler, SAMPLERS)
-  if sampler == "eq9":
-    checks.in_range("eps (eq. 9 mixing)", eps, 0.0, 1.0,
-                    hint="eps = 1 is the deterministic eq. (8); the paper uses 0.4.")
-  else:
-    checks.in_range("eta", eta, 0.0, 1.0,
-                    hint="eta = 0 is the deterministic eq. (8), eta = 1 ancestral sampling.")
+def _check_sampler(sampler):
+  if not isinstance(sampler, Sampler):
+    raise TypeError(f"sampler must be a jaxchan.noniden.Sampler (e.g. Sampler.parse('eta:1.0')); got {sampler!r}.")
 
 
 def ddim_step(g: jax.Array, denoised: jax.Array, tau: jax.Array, tau_next: jax.Array,
-              key: jax.Array, *, sampler: str = "eta", eps: float = 0.4, eta: float = DEFAULT_ETA,
-              T: float = 100, beta_max: float = 0.2) -> jax.Array:
-  """One non-identical DDIM step, eq. (9) (``sampler="eq9"``) or the eta family.
+              key: jax.Array, sampler: Sampler, schedule: schedules.GammaSchedule) -> jax.Array:
+  """One non-identical DDIM step, eq. (9) (``Sampler("eq9", eps)``) or the eta family.
 
   Eq. (9): ``g_next = [alpha_next - eps alpha beta_next / beta] D
   + eps (beta_next / beta) g + sqrt(1 - eps^2) beta_next xi``.
@@ -251,23 +270,22 @@ def ddim_step(g: jax.Array, denoised: jax.Array, tau: jax.Array, tau_next: jax.A
     tau, tau_next: current and next element-wise time, same shape,
       ``tau_next <= tau``.
     key: PRNG key for the injected noise.
-    sampler: ``"eq9"`` or ``"eta"``.
-    eps: eq. (9) mixing in ``[0, 1]``.
-    eta: eta-family noise scale in ``[0, 1]``.
+    sampler: the reverse step's noise (:class:`Sampler`).
+    schedule: the gamma schedule (eq. 10).
 
   Returns:
     ``g_next``, same shape and dtype as ``g``.
   """
-  _check_sampler(sampler, eps, eta)
+  _check_sampler(sampler)
   for name, x in (("denoised", denoised), ("tau", tau), ("tau_next", tau_next)):
     checks.same_shape("g", g, name, x)
-  lg, lg_next = schedules.log_gamma(tau, T, beta_max), schedules.log_gamma(tau_next, T, beta_max)
+  lg, lg_next = schedules.log_gamma(tau, schedule), schedules.log_gamma(tau_next, schedule)
   alpha, beta = jnp.exp(lg), jnp.sqrt(-jnp.expm1(2.0 * lg))
   alpha_next, beta_next = jnp.exp(lg_next), jnp.sqrt(-jnp.expm1(2.0 * lg_next))
-  if sampler == "eq9":
-    sigma = sigma_eq9(beta_next, eps)
+  if sampler.kind == "eq9":
+    sigma = sigma_eq9(beta_next, sampler.value)
   else:
-    sigma = _sigma_eta_from_log(lg, lg_next, beta, beta_next, eta)
+    sigma = _sigma_eta_from_log(lg, lg_next, beta, beta_next, sampler.value)
   noise = conventions.standard_normal(key, g.shape, g.dtype)
   return ddim_update(g, denoised, alpha, beta, alpha_next, beta_next, sigma, noise).astype(g.dtype)
 
@@ -276,8 +294,14 @@ def ddim_step(g: jax.Array, denoised: jax.Array, tau: jax.Array, tau_next: jax.A
 # Initialization from an observation (eqs. 14-16).
 
 
-def initial_state(h_bar: jax.Array, m: jax.Array, *, start: str = "consistent",
-                  T: float = 100, beta_max: float = 0.2):
+class Start(NamedTuple):
+  """Where generation starts: the state ``g0`` and its element-wise time ``tau0``, both ``[B, *event]``."""
+  g0: jax.Array
+  tau0: jax.Array
+
+
+def initial_state(h_bar: jax.Array, m: jax.Array, schedule: schedules.GammaSchedule, *,
+                  start: str = "consistent") -> Start:
   """Diffusion start ``(g0, tau0)`` from an observation ``H_bar = M o H + CN(0, I)`` (eq. 14).
 
   ``start="consistent"`` (the default) scales by ``1 / sqrt(M^2 + 1)``:
@@ -293,10 +317,11 @@ def initial_state(h_bar: jax.Array, m: jax.Array, *, start: str = "consistent",
   Args:
     h_bar: observation, any shape (complex).
     m: reliability map ``M >= 0``, same shape (0 = unobserved).
+    schedule: the gamma schedule (eq. 10).
     start: ``"consistent"`` or ``"paper"``.
 
   Returns:
-    ``(g0, tau0)``, shapes of ``h_bar``.
+    :class:`Start` ``(g0, tau0)``, shapes of ``h_bar``.
   """
   checks.choice("start", start, STARTS)
   checks.same_shape("h_bar", h_bar, "m", m)
@@ -307,16 +332,32 @@ def initial_state(h_bar: jax.Array, m: jax.Array, *, start: str = "consistent",
   else:
     scale = 1.0 / (m + 1.0)
   alpha0 = m * scale
-  tau0 = schedules.gamma_inv(alpha0, T, beta_max)
-  return (h_bar * scale).astype(h_bar.dtype), tau0
+  tau0 = schedules.gamma_inv(alpha0, schedule)
+  return Start((h_bar * scale).astype(h_bar.dtype), tau0)
 
 
-def identical_start(h_bar: jax.Array, m: jax.Array, key: jax.Array, *, T: float = 100, beta_max: float = 0.2):
+def identical_times(tau: jax.Array, schedule: schedules.GammaSchedule) -> jax.Array:
+  """The scalar time of standard diffusion that stands for element-wise times ``tau`` ``[B, *event]``.
+
+  One time per sample, the one whose amplitude is the sample's mean amplitude:
+  ``gamma^{-1}(mean_i gamma(tau_i))`` (the alpha averaging of eqs. 19-20 over
+  the whole sample), broadcast back to ``tau``'s shape. It is the time of
+  :func:`identical_start` and the time the identical network embeds.
+  """
+  checks.min_ndim("tau", tau, 1, "[B, *event]")
+  axes = tuple(range(1, jnp.ndim(tau)))
+  a_mean = jnp.mean(schedules.gamma(tau, schedule), axis=axes, keepdims=True)
+  return jnp.broadcast_to(schedules.gamma_inv(a_mean, schedule), jnp.shape(tau))
+
+
+def identical_start(h_bar: jax.Array, m: jax.Array, key: jax.Array, schedule: schedules.GammaSchedule) -> Start:
   """Start of the identical (scalar-time) baseline from the same observation as :func:`initial_state`.
 
   Standard diffusion has one time per sample. It is taken from the average
   reliability: ``alpha* = mean_i alpha0_i`` with ``alpha0_i = M_i / sqrt(M_i^2 + 1)``
-  (the consistent start's amplitudes). Every element whose observation is at
+  (the consistent start's amplitudes): :func:`identical_times` of the
+  consistent start's ``tau0`` when every element is observed (an unobserved
+  element counts with amplitude 0 here, with ``gamma(T)`` there). Every element whose observation is at
   least that reliable (``alpha0_i >= alpha*``) becomes an exact forward-process
   sample at ``alpha*``: ``g0_i = (alpha* / M_i) H_bar_i + sqrt(beta*^2 - (alpha* / M_i)^2) z_i``
   has signal ``alpha* H_i`` and noise std ``beta*``. An element observed less
@@ -329,9 +370,10 @@ def identical_start(h_bar: jax.Array, m: jax.Array, key: jax.Array, *, T: float 
   Args:
     h_bar, m: ``[B, *event]`` observation and reliability map (eq. 14).
     key: PRNG key for the noise ``z`` that lowers reliable elements to ``alpha*``.
+    schedule: the gamma schedule (eq. 10).
 
   Returns:
-    ``(g0, tau0)``, ``[B, *event]``; ``tau0`` is constant within each sample.
+    :class:`Start` ``(g0, tau0)``, ``[B, *event]``; ``tau0`` is constant within each sample.
   """
   checks.same_shape("h_bar", h_bar, "m", m)
   checks.min_ndim("h_bar", h_bar, 1, "[B, *event]")
@@ -347,8 +389,8 @@ def identical_start(h_bar: jax.Array, m: jax.Array, key: jax.Array, *, T: float 
   z = conventions.standard_normal(key, h_bar.shape, h_bar.dtype)
   exact = c * h_bar + add * z
   g0 = jnp.where(reliable, exact, h_bar * jax.lax.rsqrt(m * m + 1.0))
-  tau0 = jnp.broadcast_to(schedules.gamma_inv(a_star, T, beta_max), m.shape)
-  return g0.astype(h_bar.dtype), tau0
+  tau0 = jnp.broadcast_to(schedules.gamma_inv(a_star, schedule), m.shape)
+  return Start(g0.astype(h_bar.dtype), tau0)
 
 
 # ---------------------------------------------------------------------------
@@ -366,106 +408,118 @@ class Trajectory(NamedTuple):
   denoised: jax.Array
 
 
-def generate(denoiser: Denoiser, g0: jax.Array, tau0: jax.Array, key: jax.Array, *,
-             num_steps: int = 50, rule: str = "waterfilling", domain: str = "tau",
-             mix: float = 0.5, sampler: str = "eta", eps: float = 0.4, eta: float = DEFAULT_ETA,
-             T: float = 100, beta_max: float = 0.2, return_trajectory: bool = False):
+def _check_generation(start, schedule, stepping_, sampler, num_steps):
+  stepping._check(stepping_, schedule, num_steps)
+  _check_sampler(sampler)
+  g0, tau0 = start
+  checks.same_shape("g0", g0, "tau0", tau0)
+  checks.min_ndim("g0", g0, 1, "[B, *event]")
+  checks.in_range("tau0", tau0, 0.0, schedule.T, hint=f"initial times must lie in [0, T={schedule.T}].")
+
+
+def _generate(denoiser, start, key, schedule, stepping_, sampler, num_steps, with_trajectory):
+  _check_generation(start, schedule, stepping_, sampler, num_steps)
+  g0, tau0 = start
+  path_fn = functools.partial(stepping.tau_trajectory, stepping=stepping_, schedule=schedule, num_steps=num_steps)
+  paths = jnp.moveaxis(jax.vmap(path_fn)(tau0), 1, 0)  # [N_G + 1, B, *event]
+  keys = jax.random.split(key, num_steps)
+
+  def body(g, xs):
+    tau, tau_next, k = xs
+    d = denoiser(g, tau)
+    g_next = ddim_step(g, d, tau, tau_next, k, sampler, schedule)
+    return g_next, (Trajectory(g_next, d) if with_trajectory else None)
+
+  return jax.lax.scan(body, g0, (paths[:-1], paths[1:], keys))
+
+
+def generate(denoiser: Denoiser, start: Start, key: jax.Array, schedule: schedules.GammaSchedule, *,
+             stepping: stepping.Stepping = stepping.Stepping(), sampler: Sampler = Sampler(),
+             num_steps: int = 50) -> jax.Array:
   """Non-identical DDIM generation, Algorithm 2, as one ``lax.scan`` over ``N_G`` steps.
 
   The time path of every sample is fixed by its ``tau0`` and the stepping rule
   (:func:`jaxchan.stepping.tau_trajectory`), so it is computed first; the scan
   then applies ``D`` and the DDIM step (eq. 9 or the eta family) per step.
-  Jit-compatible: wrap in ``jax.jit`` with the keyword arguments static, or use
-  :func:`make_generator`.
+  Jit-compatible (the settings are hashable values: close over them or mark
+  them static), or use :func:`make_generator`.
 
   Args:
     denoiser: ``D(g, tau) -> h0_hat`` on batches ``[B, *event]`` (e.g.
       :func:`velocity_denoiser` of a trained network, or an exact oracle).
-    g0: start ``[B, *event]``, e.g. from :func:`initial_state`.
-    tau0: initial element-wise time, same shape, in ``[0, T]``.
+    start: :class:`Start` ``(g0, tau0)``, each ``[B, *event]``, ``tau0`` in
+      ``[0, T]`` (e.g. from :func:`initial_state`).
     key: PRNG key.
+    schedule: the gamma schedule (eq. 10).
+    stepping: the time-stepping rule (default: tau-domain water-filling).
+    sampler: the reverse step's noise (default: ``eta:1``).
     num_steps: ``N_G``.
-    rule, domain, mix: stepping (:mod:`jaxchan.stepping`).
-    sampler, eps, eta: reverse step (:func:`ddim_step`).
-    T, beta_max: the gamma schedule.
-    return_trajectory: also return a :class:`Trajectory`.
 
   Returns:
-    The generated batch ``[B, *event]`` (and the trajectory if requested).
+    The generated batch ``[B, *event]``.
   """
-  checks.positive_int("num_steps", num_steps)
-  checks.same_shape("g0", g0, "tau0", tau0)
-  checks.min_ndim("g0", g0, 1, "[B, *event]")
-  _check_sampler(sampler, eps, eta)
-  path_fn = functools.partial(stepping.tau_trajectory, num_steps=num_steps, rule=rule,
-                              domain=domain, mix=mix, T=T, beta_max=beta_max)
-  paths = jnp.moveaxis(jax.vmap(path_fn)(tau0), 1, 0)  # [N_G + 1, B, *event]
-  keys = jax.random.split(key, num_steps)
-  step = functools.partial(ddim_step, sampler=sampler, eps=eps, eta=eta, T=T, beta_max=beta_max)
-
-  def body(g, xs):
-    tau, tau_next, k = xs
-    d = denoiser(g, tau)
-    g_next = step(g, d, tau, tau_next, k)
-    return g_next, (Trajectory(g_next, d) if return_trajectory else None)
-
-  g, traj = jax.lax.scan(body, g0, (paths[:-1], paths[1:], keys))
-  return (g, traj) if return_trajectory else g
+  return _generate(denoiser, start, key, schedule, stepping, sampler, num_steps, False)[0]
 
 
-def _check_generator_kwargs(kwargs):
-  _check_sampler(kwargs.get("sampler", "eta"), kwargs.get("eps", 0.4), kwargs.get("eta", DEFAULT_ETA))
-  stepping._check(kwargs.get("rule", "waterfilling"), kwargs.get("domain", "tau"),
-                  kwargs.get("mix", 0.5), kwargs.get("num_steps", 50))
+def generate_trajectory(denoiser: Denoiser, start: Start, key: jax.Array, schedule: schedules.GammaSchedule, *,
+                        stepping: stepping.Stepping = stepping.Stepping(), sampler: Sampler = Sampler(),
+                        num_steps: int = 50):
+  """:func:`generate`, also returning the per-step :class:`Trajectory`: ``(h_hat, trajectory)``."""
+  return _generate(denoiser, start, key, schedule, stepping, sampler, num_steps, True)
 
 
-def _checked(jitted, T, n_lead: int = 0):
-  """Wrap ``jitted(*lead, g0, tau0, key)`` with eager shape and range checks of ``g0``, ``tau0``."""
+def _checked(jitted, schedule, stepping_, sampler, num_steps, n_lead: int = 0):
+  """Wrap ``jitted(*lead, start, key)`` with the eager checks of :func:`generate` (concrete ``tau0`` values too)."""
   def run(*args):
-    g0, tau0, _ = args[n_lead:]
-    checks.same_shape("g0", g0, "tau0", tau0)
-    checks.in_range("tau0", tau0, 0.0, T, hint=f"initial times must lie in [0, T={T}].")
+    start, _ = args[n_lead:]
+    _check_generation(start, schedule, stepping_, sampler, num_steps)
     return jitted(*args)
 
   return run
 
 
-def make_generator(denoiser: Denoiser, **kwargs):
-  """``jit``-compiled :func:`generate` for a fixed denoiser and settings.
+def make_generator(denoiser: Denoiser, schedule: schedules.GammaSchedule, *,
+                   stepping: stepping.Stepping = stepping.Stepping(), sampler: Sampler = Sampler(),
+                   num_steps: int = 50):
+  """``jit``-compiled :func:`generate` for a fixed denoiser and settings: ``fn(start, key)``.
 
-  Returns ``fn(g0, tau0, key)``. Arguments are checked eagerly (names, ranges,
-  and ``tau0`` values when concrete) before the compiled function runs.
-  Whatever ``denoiser`` closes over (a network's parameters) is compiled in as
-  constants; for a trained network prefer :func:`make_network_generator`.
+  The settings are checked now; the start (shapes, ``tau0`` range) on every call,
+  before the compiled function runs. Whatever ``denoiser`` closes over (a
+  network's parameters) is compiled in as constants; for a trained network
+  prefer :func:`make_network_generator`.
   """
-  _check_generator_kwargs(kwargs)
-  return _checked(jax.jit(functools.partial(generate, denoiser, **kwargs)), kwargs.get("T", 100))
+  stepping_ = stepping
+  _check_generation((jnp.zeros(1), jnp.zeros(1)), schedule, stepping_, sampler, num_steps)
+  fn = functools.partial(generate, denoiser, schedule=schedule, stepping=stepping_, sampler=sampler,
+                         num_steps=num_steps)
+  return _checked(jax.jit(lambda start, key: fn(Start(*start), key)), schedule, stepping_, sampler, num_steps)
 
 
-def make_network_generator(apply_fn: Callable, *, input_norm: str = "noise", min_beta: float | None = None,
-                           **kwargs):
+def make_network_generator(apply_fn: Callable, schedule: schedules.GammaSchedule, *, input_norm: str = "noise",
+                           min_beta: float | None = None, stepping: stepping.Stepping = stepping.Stepping(),
+                           sampler: Sampler = Sampler(), num_steps: int = 50):
   """Algorithm 2 for a velocity network, compiled once for any parameters.
 
   Args:
     apply_fn: ``apply_fn(params, x, tau) -> v`` (e.g. ``model.apply``).
+    schedule: the gamma schedule the network was trained with.
     input_norm, min_beta: as in :func:`velocity_denoiser`.
-    **kwargs: the settings of :func:`generate` (``num_steps``, ``rule``, ``sampler``, ``T`` ...).
+    stepping, sampler, num_steps: as in :func:`generate`.
 
   Returns:
-    ``fn(params, g0, tau0, key) -> H_hat``: a pure function of its arguments.
+    ``fn(params, start, key) -> H_hat``: a pure function of its arguments.
     The parameters are an argument of the compiled program (not constants), so
     one compilation serves every checkpoint, and XLA:CPU compiles a faster loop.
   """
   checks.choice("input_norm", input_norm, INPUT_NORMS)
-  _check_generator_kwargs(kwargs)
-  T, beta_max = kwargs.get("T", 100), kwargs.get("beta_max", 0.2)
+  stepping_ = stepping
+  _check_generation((jnp.zeros(1), jnp.zeros(1)), schedule, stepping_, sampler, num_steps)
 
-  def run(params, g0, tau0, key):
-    D = velocity_denoiser(functools.partial(apply_fn, params), input_norm=input_norm, T=T, beta_max=beta_max,
-                          min_beta=min_beta)
-    return generate(D, g0, tau0, key, **kwargs)
+  def run(params, start, key):
+    D = velocity_denoiser(functools.partial(apply_fn, params), schedule, input_norm=input_norm, min_beta=min_beta)
+    return generate(D, Start(*start), key, schedule, stepping=stepping_, sampler=sampler, num_steps=num_steps)
 
-  return _checked(jax.jit(run), T, n_lead=1)
+  return _checked(jax.jit(run), schedule, stepping_, sampler, num_steps, n_lead=1)
 
 
 # ---------------------------------------------------------------------------
@@ -473,7 +527,7 @@ def make_network_generator(apply_fn: Callable, *, input_norm: str = "noise", min
 
 
 def velocity_loss(velocity_fn: Callable[[jax.Array, jax.Array], jax.Array], h0: jax.Array, tau: jax.Array,
-                  key: jax.Array, *, input_norm: str = "noise", T: float = 100, beta_max: float = 0.2,
+                  key: jax.Array, schedule: schedules.GammaSchedule, *, input_norm: str = "noise",
                   min_beta: float | None = None) -> jax.Array:
   """Velocity-parameterized loss of Algorithm 1 / eq. (12), averaged per element.
 
@@ -487,12 +541,13 @@ def velocity_loss(velocity_fn: Callable[[jax.Array, jax.Array], jax.Array], h0: 
     h0: clean batch ``[B, *event]``.
     tau: element-wise times, same shape (e.g. from :mod:`jaxchan.tau_patterns`).
     key: PRNG key for ``xi``.
+    schedule: the gamma schedule (eq. 10).
     min_beta: floor of ``beta`` in the noise-power input; None: ``beta(1)``, as in generation.
   """
   checks.choice("input_norm", input_norm, INPUT_NORMS)
   checks.same_shape("h0", h0, "tau", tau)
-  floor = input_floor(T, beta_max, min_beta)
-  alpha, beta = schedules.alpha_beta(tau, T, beta_max)
+  floor = input_floor(schedule, min_beta)
+  alpha, beta = schedules.alpha_beta(tau, schedule)
   xi = conventions.standard_normal(key, h0.shape, h0.dtype)
   h_tau = alpha * h0 + beta * xi
   x = noise_power_input(h_tau, beta, min_beta=floor) if input_norm == "noise" else h_tau

@@ -177,7 +177,7 @@ def elementwise_observation(alpha: jax.Array, beta: jax.Array):
   return jnp.diag(alpha), jnp.diag(beta**2)
 
 
-def denoiser(gmm: GaussianMixture, *, T: float = 100, beta_max: float = 0.2):
+def denoiser(gmm: GaussianMixture, schedule: schedules.GammaSchedule):
   """The exact non-identical ``D(g, tau) = E[h0 | alpha o h0 + beta o xi = g]`` of eq. (6).
 
   Returns a batched denoiser ``D(g, tau)`` for ``g, tau`` of shape
@@ -186,7 +186,7 @@ def denoiser(gmm: GaussianMixture, *, T: float = 100, beta_max: float = 0.2):
   """
 
   def one(g, tau):
-    alpha, beta = schedules.alpha_beta(tau, T, beta_max)
+    alpha, beta = schedules.alpha_beta(tau, schedule)
     A, N = elementwise_observation(alpha, beta)
     return posterior_mean(gmm, g, A, N)
 

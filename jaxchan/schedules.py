@@ -21,6 +21,7 @@ float32 rounding for ``T / beta_max - T >= 4``).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -34,15 +35,49 @@ from jaxchan import checks
 _NEWTON_ITERS = 8
 
 
-def _check_gamma_params(T, beta_max):
-  if not isinstance(T, (int, float, np.integer, np.floating)) or T <= 0:
-    raise ValueError(f"T must be a positive number of diffusion steps; got {T!r}.")
-  if not 0.0 < beta_max < 1.0:
-    raise ValueError(f"beta_max must lie in (0, 1); got {beta_max!r}.")
-  if T / beta_max - T < 4:
-    raise ValueError(
-        f"T={T} with beta_max={beta_max} makes 1 - beta_max * T / T too close to 0 for the smooth "
-        "gamma(tau) extension (needs T / beta_max - T >= 4); use a smaller beta_max or a larger T.")
+@dataclasses.dataclass(frozen=True)
+class GammaSchedule:
+  """The non-identical schedule ``gamma(tau)`` of eq. (10): ``T`` steps, ``beta_max``.
+
+  A small hashable value (usable as a static ``jit`` argument and as a Flax
+  module field) that every non-identical kernel takes, so the two numbers cannot
+  drift apart between training, the network's time embedding and generation.
+  The defaults are the paper's (``T = 100``, ``beta_max = 0.2``). Validated on
+  construction.
+  """
+  T: float = 100
+  beta_max: float = 0.2
+
+  def __post_init__(self):
+    T, beta_max = self.T, self.beta_max
+    if (not isinstance(T, (int, float, np.integer, np.floating)) or isinstance(T, bool) or not T > 0
+        or not np.isfinite(T)):
+      raise ValueError(f"GammaSchedule: T must be a positive number of diffusion steps; got {T!r}.")
+    if not isinstance(beta_max, (int, float, np.integer, np.floating)) or not 0.0 < beta_max < 1.0:
+      raise ValueError(f"GammaSchedule: beta_max must lie in (0, 1) (the paper's eq. (10) uses 0.2); "
+                       f"got {beta_max!r}.")
+    if T / beta_max - T < 4:
+      raise ValueError(
+          f"GammaSchedule: T={T} with beta_max={beta_max} makes 1 - beta_max * T / T too close to 0 for the "
+          "smooth gamma(tau) extension (needs T / beta_max - T >= 4); use a smaller beta_max or a larger T.")
+    # Plain Python numbers, so that equal schedules hash equally whatever types built them.
+    object.__setattr__(self, "T", int(T) if float(T).is_integer() else float(T))
+    object.__setattr__(self, "beta_max", float(beta_max))
+
+  def to_dict(self) -> dict:
+    return {"T": self.T, "beta_max": self.beta_max}
+
+  @classmethod
+  def from_dict(cls, d) -> "GammaSchedule":
+    """From ``{"T": ..., "beta_max": ...}`` (``beta_max`` defaults to the paper's 0.2 for old files)."""
+    return cls(d["T"], d.get("beta_max", 0.2))
+
+
+def _check_schedule(schedule):
+  if not isinstance(schedule, GammaSchedule):
+    raise TypeError(f"schedule must be a jaxchan.schedules.GammaSchedule (e.g. GammaSchedule(T=100, "
+                    f"beta_max=0.2)); got {schedule!r}.")
+  return schedule.T, schedule.beta_max
 
 
 def _stirling_tail_diff(a, b):
@@ -75,7 +110,7 @@ def _phi(u):
   return -u * u * acc
 
 
-def log_gamma(tau: jax.Array, T: float = 100, beta_max: float = 0.2) -> jax.Array:
+def log_gamma(tau: jax.Array, schedule: GammaSchedule) -> jax.Array:
   """``log gamma(tau)`` of eq. (10), element-wise, for real ``tau`` in ``[0, T]``.
 
   Uses ``log prod_{i<=tau} (1 - i/a) = a phi(tau/a) + log(1 - tau/a)/2 + S(a) - S(a - tau)``
@@ -84,13 +119,12 @@ def log_gamma(tau: jax.Array, T: float = 100, beta_max: float = 0.2) -> jax.Arra
 
   Args:
     tau: array of times, any shape; integer or real.
-    T: the maximum time (static).
-    beta_max: the 0.2 of eq. (10) (static).
+    schedule: the :class:`GammaSchedule` (static).
 
   Returns:
     ``log gamma(tau)``, same shape, float32 (or float64 under x64).
   """
-  _check_gamma_params(T, beta_max)
+  T, beta_max = _check_schedule(schedule)
   checks.in_range("tau", tau, 0.0, T, hint=f"gamma(tau) is defined for 0 <= tau <= T={T}.")
   tau = jnp.asarray(tau, dtype=jnp.result_type(float))
   a = T / beta_max
@@ -105,35 +139,35 @@ def _log_gamma_grad(tau, T, beta_max):
   return 0.5 * (jnp.log1p(-tau / a) - 0.5 / b + _stirling_tail_grad(b))
 
 
-def gamma(tau: jax.Array, T: float = 100, beta_max: float = 0.2) -> jax.Array:
+def gamma(tau: jax.Array, schedule: GammaSchedule) -> jax.Array:
   """``alpha = gamma(tau)`` of eq. (10), element-wise. ``gamma(0) = 1``, strictly decreasing."""
-  return jnp.exp(log_gamma(tau, T, beta_max))
+  return jnp.exp(log_gamma(tau, schedule))
 
 
-def alpha_beta(tau: jax.Array, T: float = 100, beta_max: float = 0.2):
+def alpha_beta(tau: jax.Array, schedule: GammaSchedule):
   """``(alpha, beta) = (gamma(tau), sqrt(1 - gamma(tau)^2))``, element-wise.
 
   ``beta`` is computed as ``sqrt(-expm1(2 log gamma))`` so that it stays accurate
   for small ``tau`` where ``alpha`` rounds to 1.
   """
-  lg = log_gamma(tau, T, beta_max)
+  lg = log_gamma(tau, schedule)
   return jnp.exp(lg), jnp.sqrt(-jnp.expm1(2.0 * lg))
 
 
-def tau_from_log_alpha(log_alpha: jax.Array, T: float = 100, beta_max: float = 0.2) -> jax.Array:
+def tau_from_log_alpha(log_alpha: jax.Array, schedule: GammaSchedule) -> jax.Array:
   """Inverse of :func:`log_gamma`: the ``tau`` in ``[0, T]`` with ``log gamma(tau) = log_alpha``.
 
   Values above 0 map to ``tau = 0``; values below ``log gamma(T)`` map to ``T``
   (the schedule never reaches ``alpha = 0``). Newton's method from ``tau = T``
   converges monotonically because ``log gamma`` is concave and decreasing.
   """
-  _check_gamma_params(T, beta_max)
+  T, beta_max = _check_schedule(schedule)
   y = jnp.asarray(log_alpha, dtype=jnp.result_type(float))
-  y_T = log_gamma(jnp.asarray(float(T)), T, beta_max)
+  y_T = log_gamma(jnp.asarray(float(T)), schedule)
   y = jnp.clip(y, y_T, 0.0)
 
   def newton(_, tau):
-    f = log_gamma(tau, T, beta_max) - y
+    f = log_gamma(tau, schedule) - y
     step = f / _log_gamma_grad(tau, T, beta_max)
     return jnp.clip(tau - step, 0.0, T)
 
@@ -146,7 +180,7 @@ def tau_from_log_alpha(log_alpha: jax.Array, T: float = 100, beta_max: float = 0
   return jnp.where(y >= 0.0, 0.0, tau)
 
 
-def gamma_inv(alpha: jax.Array, T: float = 100, beta_max: float = 0.2) -> jax.Array:
+def gamma_inv(alpha: jax.Array, schedule: GammaSchedule) -> jax.Array:
   """``gamma^{-1}(alpha)``, element-wise, for ``alpha`` in ``(0, 1]`` (used by eqs. 16, 19, 20).
 
   ``alpha`` below ``gamma(T)`` maps to ``T``. Raises for concrete ``alpha``
@@ -155,9 +189,9 @@ def gamma_inv(alpha: jax.Array, T: float = 100, beta_max: float = 0.2) -> jax.Ar
   checks.in_range("alpha", alpha, 0.0, 1.0, hint="alpha = gamma(tau) is a signal amplitude in (0, 1].")
   alpha = jnp.asarray(alpha, dtype=jnp.result_type(float))
   tiny = jnp.finfo(alpha.dtype).tiny
-  tau = tau_from_log_alpha(jnp.log(jnp.maximum(alpha, tiny)), T, beta_max)
+  tau = tau_from_log_alpha(jnp.log(jnp.maximum(alpha, tiny)), schedule)
   # alpha = 0 (e.g. gamma(T) underflowed for a huge T) is "no signal": the end of time.
-  return jnp.where(alpha > 0, tau, float(T))
+  return jnp.where(alpha > 0, tau, float(schedule.T))
 
 
 # --------------------------------------------------------------------------

@@ -23,7 +23,7 @@ all of it); batch them with ``jax.vmap``. The last step always lands exactly on
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -65,12 +65,52 @@ def waterfill(x: jax.Array, budget: jax.Array, *, presorted: bool = False) -> ja
   return jnp.where(budget > 0, jnp.minimum(x, level), x)
 
 
-def _check(rule, domain, mix, num_steps):
-  checks.choice("stepping rule", rule, RULES)
-  checks.choice("stepping domain", domain, DOMAINS)
+@dataclasses.dataclass(frozen=True)
+class Stepping:
+  """A generation time-stepping rule (Sec. III-B): ``rule`` in ``domain``, with ``mix`` for hybrid (eq. 13).
+
+  A small hashable value, validated on construction. Written in configs as
+  ``DOMAIN-RULE`` (``"tau-waterfilling"``, ``"alpha-uniform"``,
+  ``"tau-hybrid0.3"``); :meth:`parse` reads that and ``str()`` writes it back.
+  The default is the paper's best, water-filling in the tau domain.
+  """
+  rule: str = "waterfilling"
+  domain: str = "tau"
+  mix: float = 0.5
+
+  def __post_init__(self):
+    checks.choice("stepping rule", self.rule, RULES)
+    checks.choice("stepping domain", self.domain, DOMAINS)
+    checks.in_range("stepping mix (the epsilon of eq. 13)", self.mix, 0.0, 1.0,
+                    hint="mix = 1 is uniform stepping, mix = 0 water-filling.")
+    object.__setattr__(self, "mix", float(self.mix))
+
+  @classmethod
+  def parse(cls, spec: str) -> "Stepping":
+    """``"tau-waterfilling"``, ``"alpha-uniform"``, ``"tau-hybrid0.3"`` (hybrid alone: mix 0.5)."""
+    domain, _, rule = str(spec).partition("-")
+    mix = 0.5
+    if rule.startswith("hybrid"):
+      try:
+        mix = float(rule[len("hybrid"):] or 0.5)
+      except ValueError:
+        mix = float("nan")
+      rule = "hybrid"
+    if domain not in DOMAINS or rule not in RULES or not 0 <= mix <= 1:
+      raise ValueError(f"stepping {spec!r} must be DOMAIN-RULE with DOMAIN in {DOMAINS} and RULE in {RULES}; "
+                       "hybrid may carry its uniform weight in [0, 1], e.g. 'tau-hybrid0.3'.")
+    return cls(rule, domain, mix)
+
+  def __str__(self):
+    return f"{self.domain}-{self.rule}" + (f"{self.mix:g}" if self.rule == "hybrid" else "")
+
+
+def _check(stepping, schedule, num_steps):
+  if not isinstance(stepping, Stepping):
+    raise TypeError(f"stepping must be a jaxchan.stepping.Stepping (e.g. Stepping.parse('tau-waterfilling')); "
+                    f"got {stepping!r}.")
+  schedules._check_schedule(schedule)
   checks.positive_int("num_steps", num_steps)
-  if rule == "hybrid":
-    checks.in_range("mix (the epsilon of eq. 13)", mix, 0.0, 1.0)
 
 
 def _rule_step(x, x0, num_steps, rule, mix, presorted=False):
@@ -83,68 +123,63 @@ def _rule_step(x, x0, num_steps, rule, mix, presorted=False):
   return mix * uniform + (1.0 - mix) * wf
 
 
-def next_tau(tau: jax.Array, tau0: jax.Array, step: jax.Array, *, num_steps: int,
-             rule: str = "waterfilling", domain: str = "tau", mix: float = 0.5,
-             T: float = 100, beta_max: float = 0.2) -> jax.Array:
+def next_tau(tau: jax.Array, tau0: jax.Array, step: jax.Array, stepping: Stepping,
+             schedule: schedules.GammaSchedule, num_steps: int) -> jax.Array:
   """One step of a stepping rule (Sec. III-B, eq. 13) for one sample.
 
   Args:
     tau: current time, any shape.
     tau0: initial time, same shape (sets the step size ``tau0 / N_G``).
     step: 0-based step index; at ``step = num_steps - 1`` the result is 0.
+    stepping: the rule, domain and hybrid weight.
+    schedule: the gamma schedule (eq. 10).
     num_steps: ``N_G``.
-    rule: ``uniform``, ``hybrid`` or ``waterfilling``.
-    domain: ``tau`` or ``alpha``.
-    mix: weight of the uniform part for ``hybrid`` (eq. 13's epsilon).
-    T, beta_max: the gamma schedule (eq. 10).
 
   Returns:
     ``tau_next`` with ``0 <= tau_next <= tau``.
   """
-  _check(rule, domain, mix, num_steps)
+  _check(stepping, schedule, num_steps)
   checks.same_shape("tau", tau, "tau0", tau0)
-  return _next_tau(tau, tau0, step, num_steps=num_steps, rule=rule, domain=domain, mix=mix, T=T,
-                   beta_max=beta_max)
+  return _next_tau(tau, tau0, step, stepping, schedule, num_steps)
 
 
-def _next_tau(tau, tau0, step, *, num_steps, rule, domain, mix, T, beta_max, presorted=False):
-  if domain == "tau":
+def _next_tau(tau, tau0, step, stepping, schedule, num_steps, presorted=False):
+  rule, mix = stepping.rule, stepping.mix
+  if stepping.domain == "tau":
     nxt = _rule_step(tau, tau0, num_steps, rule, mix, presorted)
   else:
     # u = 1 - alpha via expm1 to keep precision where alpha rounds to 1.
-    u = -jnp.expm1(schedules.log_gamma(tau, T, beta_max))
-    u0 = -jnp.expm1(schedules.log_gamma(tau0, T, beta_max))
+    u = -jnp.expm1(schedules.log_gamma(tau, schedule))
+    u0 = -jnp.expm1(schedules.log_gamma(tau0, schedule))
     u_next = _rule_step(u, u0, num_steps, rule, mix, presorted)
-    nxt = schedules.tau_from_log_alpha(jnp.log1p(-u_next), T, beta_max)
+    nxt = schedules.tau_from_log_alpha(jnp.log1p(-u_next), schedule)
   nxt = jnp.minimum(nxt, tau)
   return jnp.where(step >= num_steps - 1, jnp.zeros_like(nxt), nxt)
 
 
-def tau_trajectory(tau0: jax.Array, *, num_steps: int, rule: str = "waterfilling",
-                   domain: str = "tau", mix: float = 0.5, T: float = 100,
-                   beta_max: float = 0.2) -> jax.Array:
+def tau_trajectory(tau0: jax.Array, stepping: Stepping, schedule: schedules.GammaSchedule,
+                   num_steps: int) -> jax.Array:
   """The whole time path of one sample, ``[num_steps + 1, *tau0.shape]``.
 
   Row 0 is ``tau0`` and row ``num_steps`` is all zeros. The path depends only
   on ``tau0`` (not on the data), so generation precomputes it once.
   """
-  _check(rule, domain, mix, num_steps)
+  _check(stepping, schedule, num_steps)
+  T = schedule.T
   checks.in_range("tau0", tau0, 0.0, T, hint=f"initial times must lie in [0, T={T}].")
   tau0 = jnp.asarray(tau0, jnp.result_type(float))
   # Water-filling keeps the order of the entries (x_next = min(x, level), and the
   # alpha-domain maps are monotone), so one sort of tau0 serves all N_G steps: the
   # path is computed on the sorted entries and put back in place at the end.
   # (Hybrid steps can reorder entries and sort at every step.)
-  presorted = rule == "waterfilling"
+  presorted = stepping.rule == "waterfilling"
   x0 = tau0
   if presorted:
     order = jnp.argsort(-tau0.reshape(-1))
     x0 = tau0.reshape(-1)[order]
-  step_fn = functools.partial(_next_tau, num_steps=num_steps, rule=rule, domain=domain,
-                              mix=mix, T=T, beta_max=beta_max, presorted=presorted)
 
   def body(tau, step):
-    nxt = step_fn(tau, x0, step)
+    nxt = _next_tau(tau, x0, step, stepping, schedule, num_steps, presorted)
     return nxt, nxt
 
   _, path = jax.lax.scan(body, x0, jnp.arange(num_steps))

@@ -126,7 +126,8 @@ def _restore(manager, step, state, ckpt_dir):
 
 
 def fit(state: TrainState, train_step, batches: Callable[[int], Iterable], *, num_epochs: int, workdir: str,
-        eval_fn: Callable[[Any], dict] | None = None, progress: bool = True, log: Callable = print, mesh=None):
+        eval_fn: Callable[[Any], dict] | None = None, progress: bool = True, log: Callable = print, mesh=None,
+        name: str = ""):
   """Train from ``state`` (or the latest checkpoint in ``workdir``) to ``num_epochs``.
 
   Args:
@@ -137,6 +138,7 @@ def fit(state: TrainState, train_step, batches: Callable[[int], Iterable], *, nu
     workdir: checkpoints and ``metrics.jsonl`` go here.
     eval_fn: ``params -> {name: float}`` run at each epoch end (e.g. test loss).
     mesh: data-parallel mesh (:mod:`jaxchan.parallel`); ``None`` runs on the default device.
+    name: the model's name, put in the progress bar and the epoch lines (a sweep trains many).
 
   A checkpoint (orbax, numbered by global step) is written at every epoch end,
   and also mid-epoch when SIGTERM or SIGINT arrives, after which :class:`Preempted`
@@ -184,7 +186,7 @@ def fit(state: TrainState, train_step, batches: Callable[[int], Iterable], *, nu
       skip = int(state.epoch_step)
       losses = []
       it = itertools.islice(batches(epoch), skip, None)
-      for batch in tqdm(it, desc=f"epoch {epoch + 1}/{num_epochs}", leave=False, disable=not progress,
+      for batch in tqdm(it, desc=f"{name + ': ' if name else ''}epoch {epoch + 1}/{num_epochs}", leave=False, disable=not progress,
                         initial=skip):
         if mesh is not None:
           batch = parallel.shard_batch(batch, mesh)
@@ -216,6 +218,6 @@ def fit(state: TrainState, train_step, batches: Callable[[int], Iterable], *, nu
       save(state)
       if is_main:
         io.atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in history))
-      log(json.dumps(record))
+      log(f"{name}: {json.dumps(record)}" if name else json.dumps(record))
   manager.close()
   return state, history

@@ -67,3 +67,35 @@ def assert_stops_before_work(config: str, override, match: str, tmp_path, made: 
   assert proc.returncode != 0
   assert match in proc.stderr, proc.stderr[-2000:]
   assert not (tmp_path / "never.h5").exists() and not (tmp_path / "wd" / made).exists()
+
+
+def config_with(spec: str, overrides: dict):
+  """``configs.get(spec)`` with dotted-field ``overrides`` applied, as ``--config.a.b=value`` would."""
+  import configs
+
+  c = configs.get(spec)
+  for path, value in overrides.items():
+    *parents, last = path.split(".")
+    node = c
+    for p in parents:
+      node = node[p]
+    with node.unlocked() if hasattr(node, "unlocked") else _nullcontext():
+      node[last] = value
+  return c
+
+
+class _nullcontext:
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *a):
+    return False
+
+
+def assert_validate_refuses(experiment, config, match: str):
+  """``experiment.validate(config)`` raises a ValueError whose one-line message contains ``match``."""
+  with pytest.raises(ValueError) as e:
+    experiment.validate(config)
+  msg = str(e.value)
+  assert match in msg, msg
+  assert "\n" not in msg, msg

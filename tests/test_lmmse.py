@@ -36,7 +36,7 @@ def test_lmmse_estimate_is_the_gaussian_posterior_mean():
 def test_velocity_error_closed_form_and_monte_carlo():
   d = 5
   tau = jnp.array([[1.0, 10.0, 30.0, 60.0, 100.0], [20.0, 20.0, 20.0, 20.0, 20.0]])
-  alpha, beta = schedules.alpha_beta(tau, 100)
+  alpha, beta = schedules.alpha_beta(tau, schedules.GammaSchedule(100))
   # White prior: v = alpha xi - beta h and g = alpha h + beta xi are uncorrelated, so nothing
   # linear beats predicting 0, whose error is E|v|^2 = alpha^2 + beta^2 = 1 per element.
   np.testing.assert_allclose(np.asarray(lmmse.velocity_error(jnp.eye(d, dtype=jnp.complex64), alpha, beta)),

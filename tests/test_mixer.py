@@ -7,15 +7,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxchan import conventions, noniden
+from jaxchan import conventions, noniden, schedules
 from jaxchan.models.mixer import MixerDenoiser, axis_times, split_gelu
 
 SHAPE = (2, 8, 16)
+SCH = schedules.GammaSchedule(100)
 
 
 def _model(**kw):
   kw.setdefault("num_layers", 2)
   kw.setdefault("embed_dim", 8)
+  kw.setdefault("schedule", SCH)
   return MixerDenoiser(**kw)
 
 
@@ -33,16 +35,16 @@ def _init(model, key=0):
 
 def test_axis_times_match_eqs_17_to_20():
   tau = jnp.array([[[10.0, 20.0], [30.0, 50.0]]])
-  ant, sub, whole = axis_times(tau, averaging="tau", T=100)
+  ant, sub, whole = axis_times(tau, "tau", SCH)
   np.testing.assert_allclose(ant, [[15.0, 40.0]])   # eq. 17: average over subcarriers, per antenna
   np.testing.assert_allclose(sub, [[20.0, 35.0]])   # eq. 18: average over antennas, per subcarrier
   np.testing.assert_allclose(whole, [28.0])          # round(27.5) -> 28 (round half to even)
-  ant_a, sub_a, _ = axis_times(tau, averaging="alpha", T=100)
+  ant_a, sub_a, _ = axis_times(tau, "alpha", SCH)
   from jaxchan import schedules
-  g = np.asarray(schedules.gamma(tau, 100))
-  expect = np.round(np.asarray(schedules.gamma_inv(jnp.asarray(g.mean(-1)), 100)))  # eq. 19
+  g = np.asarray(schedules.gamma(tau, SCH))
+  expect = np.round(np.asarray(schedules.gamma_inv(jnp.asarray(g.mean(-1)), SCH)))  # eq. 19
   np.testing.assert_allclose(ant_a, expect)
-  np.testing.assert_allclose(sub_a, np.round(np.asarray(schedules.gamma_inv(jnp.asarray(g.mean(-2)), 100))))
+  np.testing.assert_allclose(sub_a, np.round(np.asarray(schedules.gamma_inv(jnp.asarray(g.mean(-2)), SCH))))
 
 
 def _reference_apply(model, params, x, tau):
@@ -66,12 +68,12 @@ def _reference_apply(model, params, x, tau):
 
   def embed(t):
     e = model.embed_dim
-    freqs = jnp.exp(-jnp.log(model.T) * jnp.arange(e) / e) * (2 * jnp.pi / 4)
+    freqs = jnp.exp(-jnp.log(model.schedule.T) * jnp.arange(e) / e) * (2 * jnp.pi / 4)
     q = p["TimeEmbedding_0"]
     return mlp(q, jnp.exp(1j * t[..., None] * freqs))
 
   identical = model.placement == "identical"
-  ant_t, sub_t, all_t = axis_times(tau, averaging="alpha" if identical else model.averaging, T=model.T)
+  ant_t, sub_t, all_t = axis_times(tau, "alpha" if identical else model.averaging, model.schedule)
   if identical:
     ant_t, sub_t = (jnp.broadcast_to(all_t[:, None], t.shape) for t in (ant_t, sub_t))
   emb = {"ant": embed(ant_t), "sub": embed(sub_t)}                    # [B, N_a, E], [B, N_c, E]
@@ -117,8 +119,10 @@ def test_tables_and_planar_layout_reproduce_the_direct_equations(placement, aver
 def test_times_outside_the_schedule_are_refused():
   model = _model()
   x = jnp.zeros(SHAPE, jnp.complex64)
-  with pytest.raises(ValueError, match=r"tau must lie in \[0.0, 100.0\]"):
+  with pytest.raises(ValueError, match=r"tau must lie in \[0.0, 100\]"):
     model.init(jax.random.PRNGKey(0), x, jnp.full(SHAPE, 101.0))
+  with pytest.raises(TypeError, match="MixerDenoiser needs schedule=GammaSchedule"):
+    _model(schedule=None).init(jax.random.PRNGKey(0), x, jnp.full(SHAPE, 10.0))
 
 
 @pytest.mark.parametrize("placement", ["row", "col", "both"])
@@ -144,7 +148,7 @@ def test_identical_model_sees_only_the_scalar_time():
 
 
 def test_output_shape_dtype_and_unit_scale_at_init():
-  model = MixerDenoiser()  # paper size: 5 layers, embedding width 64
+  model = MixerDenoiser(schedule=SCH)  # paper size: 5 layers, embedding width 64
   x = conventions.standard_normal(jax.random.PRNGKey(0), (4, 32, 64))
   tau = jnp.full((4, 32, 64), 50.0)
   params = model.init(jax.random.PRNGKey(1), x, tau)
@@ -158,14 +162,13 @@ def test_velocity_loss_is_zero_for_the_true_velocity_and_one_for_zero():
   h = conventions.standard_normal(jax.random.PRNGKey(0), (256, 8, 16))
   tau = jax.random.uniform(jax.random.PRNGKey(1), h.shape, maxval=100.0)
   key = jax.random.PRNGKey(2)
-  from jaxchan import schedules
-  alpha, beta = schedules.alpha_beta(tau)
+  alpha, beta = schedules.alpha_beta(tau, SCH)
   xi = conventions.standard_normal(key, h.shape)
   v = noniden.velocity_target(h, xi, alpha, beta)
-  assert float(noniden.velocity_loss(lambda x, t: v, h, tau, key)) < 1e-10
+  assert float(noniden.velocity_loss(lambda x, t: v, h, tau, key, SCH)) < 1e-10
   # |v|^2 = alpha^2 |xi|^2 + beta^2 |h|^2 - cross terms: mean 1 for unit-power data;
   # 32k unit-mean terms give a standard error below 1 %.
-  zero = float(noniden.velocity_loss(lambda x, t: jnp.zeros_like(x), h, tau, key))
+  zero = float(noniden.velocity_loss(lambda x, t: jnp.zeros_like(x), h, tau, key, SCH))
   assert abs(zero - 1.0) < 0.04
 
 
@@ -175,12 +178,10 @@ def test_bad_placement():
 
 
 def test_table1_pivots_training_losses():
-  import sys
-  sys.path.insert(0, __import__("os").path.join(__import__("os").path.dirname(__file__), "..", "configs"))
-  import noniden as cfgmod
-  from jaxchan.experiments import noniden as exp
+  import configs
+  from jaxchan.experiments import noniden_report as exp
 
-  config = cfgmod.get_config("smoke,table1")
+  config = configs.get("noniden:smoke,table1")
   assert len(config.models) == 48
   training = {}
   for i, (name, m) in enumerate(config.models.items()):
@@ -201,7 +202,7 @@ def test_table1_pivots_training_losses():
 def test_flop_counter_matches_closed_form():
   from benchmarks.common import count_complex_dense_flops
 
-  m = MixerDenoiser()
+  m = MixerDenoiser(schedule=SCH)
   n_a, n_c, e, layers, n_times = 32, 64, 64, 5, 101
   per_sample = layers * (n_a * (n_c * 2 * n_c * 2) + n_c * (n_a * 2 * n_a * 2))   # sub + antenna MLPs
   per_sample += n_a * n_c * n_c                                                   # head
@@ -215,23 +216,21 @@ def test_flop_counter_matches_closed_form():
 
 def _embedding_results():
   """A ``:smoke,embeddings`` config and a results dict shaped like the experiment's (made-up numbers)."""
-  import sys
-  sys.path.insert(0, __import__("os").path.join(__import__("os").path.dirname(__file__), "..", "configs"))
-  import noniden as cfgmod
+  import configs
 
-  config = cfgmod.get_config("smoke,embeddings")
+  config = configs.get("noniden:smoke,embeddings")
   training = {n: (m.to_dict(), [{"epoch": 1, "train_loss": 1.0, "test_loss": 1.0}]) for n, m in config.models.items()}
   rows = [dict(model=n, pattern=p, stepping=config.eval.steppings[0], sampler=config.eval.samplers[0],
                final_nmse=0.1 * i + 0.01 * j, nmse_per_step=[1.0] * config.eval.num_steps)
           for i, n in enumerate(config.models) for j, p in enumerate(config.eval.patterns)]
-  results = dict(training=training, dataset="x.h5", device="cpu",
+  results = dict(config=config.to_dict(), training=training, dataset="x.h5", device="cpu",
                  generation=dict(num_test=4, raw_start_nmse={p: 1.0 for p in config.eval.patterns},
                                  lmmse_nmse={}, one_shot_nmse={}, rows=rows))
   return config, results
 
 
 def test_embedding_figure_from_results(tmp_path):
-  from jaxchan.experiments import noniden as exp
+  from jaxchan.experiments import noniden_report as exp
 
   config, results = _embedding_results()
   names = exp.embedding_models(results, config)
@@ -243,15 +242,18 @@ def test_embedding_figure_from_results(tmp_path):
 
 
 def test_only_process_zero_writes_the_outputs(tmp_path, monkeypatch):
-  from jaxchan.experiments import noniden as exp
+  from jaxchan.experiments import common, noniden_report
 
   config, results = _embedding_results()
   monkeypatch.setattr(jax, "process_index", lambda: 1)
-  assert not exp.write_outputs(results, config, str(tmp_path))
+  assert not common.write_results(str(tmp_path), results, noniden_report.render)
   assert list(tmp_path.iterdir()) == []
   monkeypatch.setattr(jax, "process_index", lambda: 0)
-  assert exp.write_outputs(results, config, str(tmp_path))
+  assert common.write_results(str(tmp_path), results, noniden_report.render)
   assert {p.name for p in tmp_path.iterdir()} == {"results.json", "tables.md", "fig_steps.png", "fig_embeddings.png"}
+  # results.json records what it was computed with.
+  prov = __import__("json").load(open(tmp_path / "results.json"))["provenance"]
+  assert prov["versions"]["jax"] == jax.__version__ and prov["devices"] and prov["host"]
 
 
 def test_complex_dense_layouts_compute_the_same_map():

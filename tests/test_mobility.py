@@ -1,20 +1,15 @@
 """The mobility sweep: datasets per speed, the predictor bound and the classical precoders."""
 
-import importlib.util
 import json
-import os
 
 import pytest
 
-from conftest import ROOT
+import configs
 from jaxchan.experiments import mobility
 
 
 def _config(arg="smoke"):
-  spec = importlib.util.spec_from_file_location("mobility_cfg", os.path.join(ROOT, "configs", "mobility.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config(arg)
+  return configs.get(f"mobility:{arg}")
 
 
 @pytest.mark.slow

@@ -7,8 +7,11 @@ import pytest
 
 from conftest import complex_moment_zscores
 from jaxchan import conventions, noniden, oracle, schedules
+from jaxchan.noniden import Sampler, Start
+from jaxchan.stepping import Stepping
 
 T = 100
+SCH = schedules.GammaSchedule(T)
 
 
 def _standard_ddim(x, x0, abar, abar_next, sigma, z):
@@ -25,8 +28,8 @@ def test_eq9_with_uniform_tau_is_standard_ddim(eps):
   g = conventions.standard_normal(kg, shape)
   d = conventions.standard_normal(kd, shape)
   tau, tau_next = 40.0, 31.5
-  out = noniden.ddim_step(g, d, jnp.full(shape, tau), jnp.full(shape, tau_next), kz, sampler="eq9", eps=eps, T=T)
-  abar, abar_next = float(schedules.gamma(tau, T)) ** 2, float(schedules.gamma(tau_next, T)) ** 2
+  out = noniden.ddim_step(g, d, jnp.full(shape, tau), jnp.full(shape, tau_next), kz, Sampler("eq9", eps), SCH)
+  abar, abar_next = float(schedules.gamma(tau, SCH)) ** 2, float(schedules.gamma(tau_next, SCH)) ** 2
   sigma = np.sqrt(1 - eps**2) * np.sqrt(1 - abar_next)  # eq. (9) as DDIM
   z = conventions.standard_normal(kz, shape)
   ref = _standard_ddim(np.asarray(g), np.asarray(d), abar, abar_next, sigma, np.asarray(z))
@@ -44,8 +47,8 @@ def test_eta_family_with_uniform_tau_is_ddim_eta(eta):
   shape = (5, 7)
   g, d = conventions.standard_normal(kg, shape), conventions.standard_normal(kd, shape)
   tau, tau_next = 70.0, 55.0
-  out = noniden.ddim_step(g, d, jnp.full(shape, tau), jnp.full(shape, tau_next), kz, sampler="eta", eta=eta, T=T)
-  abar, abar_next = float(schedules.gamma(tau, T)) ** 2, float(schedules.gamma(tau_next, T)) ** 2
+  out = noniden.ddim_step(g, d, jnp.full(shape, tau), jnp.full(shape, tau_next), kz, Sampler("eta", eta), SCH)
+  abar, abar_next = float(schedules.gamma(tau, SCH)) ** 2, float(schedules.gamma(tau_next, SCH)) ** 2
   sigma = eta * np.sqrt((1 - abar_next) / (1 - abar) * (1 - abar / abar_next))  # Song et al. eq. (16)
   ref = _standard_ddim(np.asarray(g), np.asarray(d), abar, abar_next, sigma, np.asarray(conventions.standard_normal(kz, shape)))
   np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
@@ -57,12 +60,12 @@ def test_deterministic_eq8_two_ways_and_frozen_elements():
   g, d = conventions.standard_normal(kg, shape), conventions.standard_normal(kd, shape)
   tau = jax.random.uniform(kt, shape, minval=1.0, maxval=T)
   tau_next = tau.at[:, :3].multiply(0.5)  # the other half does not move this step
-  a = noniden.ddim_step(g, d, tau, tau_next, jax.random.PRNGKey(9), sampler="eq9", eps=1.0, T=T)
-  b = noniden.ddim_step(g, d, tau, tau_next, jax.random.PRNGKey(8), sampler="eta", eta=0.0, T=T)
+  a = noniden.ddim_step(g, d, tau, tau_next, jax.random.PRNGKey(9), Sampler("eq9", 1.0), SCH)
+  b = noniden.ddim_step(g, d, tau, tau_next, jax.random.PRNGKey(8), Sampler("eta", 0.0), SCH)
   np.testing.assert_allclose(a, b, atol=1e-6)
   # Eq. (8) leaves an element whose time does not change untouched; so does eta = 1.
   np.testing.assert_allclose(a[:, 3:], g[:, 3:], atol=1e-6)
-  c = noniden.ddim_step(g, d, tau, tau_next, jax.random.PRNGKey(7), sampler="eta", eta=1.0, T=T)
+  c = noniden.ddim_step(g, d, tau, tau_next, jax.random.PRNGKey(7), Sampler("eta", 1.0), SCH)
   np.testing.assert_allclose(c[:, 3:], g[:, 3:], atol=1e-6)
 
 
@@ -70,14 +73,14 @@ def test_velocity_parameterization_round_trip():
   k1, k2, k3 = jax.random.split(jax.random.PRNGKey(3), 3)
   h0 = conventions.standard_normal(k1, (2, 8, 4))
   tau = jax.random.uniform(k2, h0.shape, maxval=T)
-  g, xi = noniden.diffuse(h0, tau, k3, T=T)
-  alpha, beta = schedules.alpha_beta(tau, T)
+  g, xi = noniden.diffuse(h0, tau, k3, SCH)
+  alpha, beta = schedules.alpha_beta(tau, SCH)
   v = noniden.velocity_target(h0, xi, alpha, beta)
   np.testing.assert_allclose(noniden.denoised_from_velocity(g, v, alpha, beta), h0, atol=1e-5)
   # A velocity network that is exact gives the exact denoiser through the input normalization.
   f = lambda x, t: v  # noqa: E731  (an oracle "network" for this fixed batch)
   for norm in noniden.INPUT_NORMS:
-    D = noniden.velocity_denoiser(f, input_norm=norm, T=T)
+    D = noniden.velocity_denoiser(f, SCH, input_norm=norm)
     np.testing.assert_allclose(D(g, tau), h0, atol=1e-5)
 
 
@@ -101,14 +104,14 @@ def test_initial_state_variance_consistent_is_a_forward_sample():
   h = conventions.standard_normal(k1, (n, 3))
   m = jnp.broadcast_to(jnp.array([0.3, 1.0, 4.0]), h.shape)
   h_bar = m * h + conventions.standard_normal(k2, h.shape)
-  g0, tau0 = noniden.initial_state(h_bar, m, T=T)  # default: consistent
-  alpha0, beta0 = schedules.alpha_beta(tau0, T)
+  g0, tau0 = noniden.initial_state(h_bar, m, SCH)  # default: consistent
+  alpha0, beta0 = schedules.alpha_beta(tau0, SCH)
   resid = np.asarray(g0 - alpha0 * h)
   # Noise power per element 1/(M^2+1) = beta0^2, to 3 standard errors of a
   # variance estimate from n samples (relative SE sqrt(1/n) for |CN|^2).
   np.testing.assert_allclose(np.mean(np.abs(resid) ** 2, 0), np.asarray(beta0[0]) ** 2, rtol=3 / np.sqrt(n))
-  g0p, tau0p = noniden.initial_state(h_bar, m, start="paper", T=T)
-  alpha0p = schedules.gamma(tau0p, T)
+  g0p, tau0p = noniden.initial_state(h_bar, m, SCH, start="paper")
+  alpha0p = schedules.gamma(tau0p, SCH)
   np.testing.assert_allclose(alpha0p[0], np.array([0.3, 1.0, 4.0]) / np.array([1.3, 2.0, 5.0]), rtol=1e-5)
   resid_p = np.asarray(g0p - alpha0p * h)
   np.testing.assert_allclose(np.mean(np.abs(resid_p) ** 2, 0), 1 / np.array([1.3, 2.0, 5.0]) ** 2, rtol=3 / np.sqrt(n))
@@ -126,8 +129,8 @@ def _gmm():
 
 
 def _run(g0, tau0, key, **kw):
-  D = oracle.denoiser(_gmm(), T=T)
-  return jax.jit(functools.partial(noniden.generate, D, T=T, **kw))(g0, tau0, key)
+  D = oracle.denoiser(_gmm(), SCH)
+  return jax.jit(functools.partial(noniden.generate, D, schedule=SCH, **kw))(Start(g0, tau0), key)
 
 
 @pytest.mark.slow
@@ -137,11 +140,11 @@ def test_theorem2_deterministic_loop_reproduces_the_prior():
   n = 6000
   h = oracle.sample(gmm, jax.random.PRNGKey(1), n)
   tau0 = jnp.broadcast_to(TAU0, h.shape)
-  g0, _ = noniden.diffuse(h, tau0, jax.random.PRNGKey(2), T=T)
+  g0, _ = noniden.diffuse(h, tau0, jax.random.PRNGKey(2), SCH)
   errs, zs = [], []
   for n_steps in (2, 8, 64):
-    out = np.asarray(_run(g0, tau0, jax.random.PRNGKey(3), num_steps=n_steps, rule="waterfilling",
-                          sampler="eq9", eps=1.0))
+    out = np.asarray(_run(g0, tau0, jax.random.PRNGKey(3), num_steps=n_steps, stepping=Stepping("waterfilling"),
+                          sampler=Sampler("eq9", 1.0)))
     c = np.cov(out.T, bias=True)
     errs.append(np.linalg.norm(c - np.asarray(cov)) / np.linalg.norm(np.asarray(cov)))
     zs.append(complex_moment_zscores(out, mean, cov))
@@ -158,14 +161,15 @@ def test_theorem2_deterministic_loop_reproduces_the_prior():
 def test_eta1_loop_samples_the_exact_posterior():
   gmm = _gmm()
   h = oracle.sample(gmm, jax.random.PRNGKey(11), 1)[0]
-  g0, _ = noniden.diffuse(h, TAU0, jax.random.PRNGKey(12), T=T)
-  A, N = oracle.elementwise_observation(*schedules.alpha_beta(TAU0, T))
+  g0, _ = noniden.diffuse(h, TAU0, jax.random.PRNGKey(12), SCH)
+  A, N = oracle.elementwise_observation(*schedules.alpha_beta(TAU0, SCH))
   post_mean, post_cov = oracle.moments(oracle.posterior(gmm, g0, A, N))
   n = 3000
   G0, TAU = jnp.broadcast_to(g0, (n, DIM)), jnp.broadcast_to(TAU0, (n, DIM))
   z = {}
   for n_steps in (10, 400):
-    out = _run(G0, TAU, jax.random.PRNGKey(13), num_steps=n_steps, rule="uniform", sampler="eta", eta=1.0)
+    out = _run(G0, TAU, jax.random.PRNGKey(13), num_steps=n_steps, stepping=Stepping("uniform"),
+               sampler=Sampler("eta", 1.0))
     z[n_steps] = complex_moment_zscores(np.asarray(out), post_mean, post_cov)
   # Same 5-sigma Bonferroni criterion as above, from n = 3000 draws; ancestral
   # sampling's O(1/N_G) bias is below that resolution at 400 steps but not at 10.
@@ -174,75 +178,86 @@ def test_eta1_loop_samples_the_exact_posterior():
 
 
 def test_generate_trajectory_and_jit_vmap_shapes():
-  D = oracle.denoiser(_gmm(), T=T)
+  D = oracle.denoiser(_gmm(), SCH)
   g0 = conventions.standard_normal(jax.random.PRNGKey(0), (5, 2, 2))
   tau0 = jnp.full((5, 2, 2), 50.0)
-  out, traj = jax.jit(functools.partial(noniden.generate, D, num_steps=7, T=T, return_trajectory=True))(
-      g0, tau0, jax.random.PRNGKey(1))
+  out, traj = jax.jit(functools.partial(noniden.generate_trajectory, D, schedule=SCH, num_steps=7))(
+      Start(g0, tau0), jax.random.PRNGKey(1))
   assert out.shape == g0.shape and out.dtype == g0.dtype
   assert traj.g.shape == (7, 5, 2, 2) and traj.denoised.shape == (7, 5, 2, 2)
   np.testing.assert_allclose(traj.g[-1], out)
   # Last step: tau_next = 0, so the output equals the final denoised estimate for eq. (8).
-  out8, traj8 = noniden.generate(D, g0, tau0, jax.random.PRNGKey(1), num_steps=7, T=T, eps=1.0,
-                                 return_trajectory=True)
+  out8, traj8 = noniden.generate_trajectory(D, Start(g0, tau0), jax.random.PRNGKey(1), SCH, num_steps=7,
+                                            sampler=Sampler("eq9", 1.0))
   np.testing.assert_allclose(out8, traj8.denoised[-1], atol=1e-5)
   # Element-wise kernels under vmap equal the batched call.
-  step = functools.partial(noniden.ddim_step, sampler="eta", eta=0.0, T=T)
+  step = functools.partial(noniden.ddim_step, sampler=Sampler("eta", 0.0), schedule=SCH)
   batched = step(g0, g0 * 0.5, tau0, tau0 * 0.5, jax.random.PRNGKey(2))
   per = jax.vmap(step, in_axes=(0, 0, 0, 0, None))(g0, g0 * 0.5, tau0, tau0 * 0.5, jax.random.PRNGKey(2))
   assert per.shape == batched.shape
 
 
 @pytest.mark.parametrize("kw, match", [
-    (dict(sampler="eq9", eps=1.5), r"eps \(eq. 9 mixing\) must lie in \[0.0, 1.0\]"),
-    (dict(sampler="eta", eta=-0.1), "eta must lie in"),
-    (dict(sampler="ddpm"), "sampler='ddpm' is not supported"),
-    (dict(rule="linear"), "stepping rule='linear'"),
+    (dict(kind="eq9", value=1.5), r"sampler value \(eq. 9 mixing eps\) must lie in \[0.0, 1.0\]"),
+    (dict(kind="eta", value=-0.1), r"sampler value \(eta\) must lie in"),
+    (dict(kind="ddpm"), "sampler kind='ddpm' is not supported"),
 ])
-def test_generate_bad_arguments(kw, match):
-  D = oracle.denoiser(_gmm(), T=T)
+def test_sampler_bad_values(kw, match):
   with pytest.raises(ValueError, match=match):
-    noniden.make_generator(D, num_steps=3, T=T, **kw)
+    Sampler(**kw)
+
+
+def test_generate_bad_settings():
+  D = oracle.denoiser(_gmm(), SCH)
+  with pytest.raises(TypeError, match="Sampler"):
+    noniden.make_generator(D, SCH, sampler="eta:1.0")
+  with pytest.raises(TypeError, match="Stepping"):
+    noniden.make_generator(D, SCH, stepping="tau-uniform")
+  with pytest.raises(TypeError, match="GammaSchedule"):
+    noniden.make_generator(D, 100)
+  with pytest.raises(ValueError, match="num_steps"):
+    noniden.make_generator(D, SCH, num_steps=0)
 
 
 def test_generate_bad_shapes_and_times():
-  D = oracle.denoiser(_gmm(), T=T)
-  gen = noniden.make_generator(D, num_steps=3, T=T)
+  D = oracle.denoiser(_gmm(), SCH)
+  gen = noniden.make_generator(D, SCH, num_steps=3)
   g0 = jnp.zeros((2, DIM), jnp.complex64)
   with pytest.raises(ValueError, match=r"g0 has shape \(2, 4\) but tau0 has shape \(2, 3\)"):
-    gen(g0, jnp.ones((2, 3)), jax.random.PRNGKey(0))
+    gen(Start(g0, jnp.ones((2, 3))), jax.random.PRNGKey(0))
   with pytest.raises(ValueError, match=r"tau0 must lie in \[0.0, 100\]"):
-    gen(g0, jnp.full((2, DIM), 120.0), jax.random.PRNGKey(0))
+    gen(Start(g0, jnp.full((2, DIM), 120.0)), jax.random.PRNGKey(0))
 
 
-def test_parse_sampler_spec():
-  assert noniden.parse_sampler("eq9:0.4") == dict(sampler="eq9", eps=0.4)
-  assert noniden.parse_sampler("eta:1") == dict(sampler="eta", eta=1.0)
+def test_sampler_parse_spec():
+  assert Sampler.parse("eq9:0.4") == Sampler("eq9", 0.4)
+  assert Sampler.parse("eta:1") == Sampler("eta", 1.0) == Sampler()
+  assert Sampler.parse(str(Sampler("eq9", 0.4))) == Sampler("eq9", 0.4)
   for bad in ("eq9:1.5", "ddpm:0.5", "eta", "eta:x"):
     with pytest.raises(ValueError, match="must be 'eta:ETA' or 'eq9:EPS'"):
-      noniden.parse_sampler(bad)
+      Sampler.parse(bad)
 
 
 def test_network_generator_takes_params_as_an_argument():
   from jaxchan.models.mixer import MixerDenoiser
 
-  model = MixerDenoiser(num_layers=1, embed_dim=8)
+  model = MixerDenoiser(num_layers=1, embed_dim=8, schedule=SCH)
   g0 = conventions.standard_normal(jax.random.PRNGKey(0), (2, 8, 16))
   tau0 = jax.random.uniform(jax.random.PRNGKey(1), g0.shape, minval=5.0, maxval=T)
   p1 = model.init(jax.random.PRNGKey(2), g0, tau0)
   p2 = jax.tree_util.tree_map(lambda v: v + 0.05, p1)
-  kw = dict(num_steps=4, rule="waterfilling", sampler="eta", eta=1.0, T=T)
-  gen = noniden.make_network_generator(model.apply, input_norm="noise", **kw)
+  kw = dict(num_steps=4, stepping=Stepping("waterfilling"), sampler=Sampler("eta", 1.0))
+  gen = noniden.make_network_generator(model.apply, SCH, input_norm="noise", **kw)
   key = jax.random.PRNGKey(3)
   for params in (p1, p2):  # one compiled program, two parameter sets
-    D = noniden.velocity_denoiser(functools.partial(model.apply, params), input_norm="noise", T=T)
+    D = noniden.velocity_denoiser(functools.partial(model.apply, params), SCH, input_norm="noise")
     # Same computation as the closed-over form; only XLA's constant folding differs (float32 round-off).
-    np.testing.assert_allclose(gen(params, g0, tau0, key), noniden.make_generator(D, **kw)(g0, tau0, key),
-                               atol=1e-4)
+    np.testing.assert_allclose(gen(params, Start(g0, tau0), key),
+                               noniden.make_generator(D, SCH, **kw)(Start(g0, tau0), key), atol=1e-4)
   with pytest.raises(ValueError, match=r"tau0 must lie in \[0.0, 100\]"):
-    gen(p1, g0, tau0 + T, key)
+    gen(p1, Start(g0, tau0 + T), key)
   with pytest.raises(ValueError, match="input_norm='unit' is not supported"):
-    noniden.make_network_generator(model.apply, input_norm="unit", **kw)
+    noniden.make_network_generator(model.apply, SCH, input_norm="unit", **kw)
 
 
 # --- Defaults: the eta sampler from the variance-consistent start ---------------------------
@@ -258,14 +273,14 @@ def test_default_sampler_from_default_start_samples_the_exact_posterior():
   k_h, k_n, k_run = jax.random.split(jax.random.PRNGKey(21), 3)
   h = oracle.sample(gmm, k_h, 1)[0]
   h_bar = m * h + conventions.standard_normal(k_n, h.shape, h.dtype)
-  g0, tau0 = noniden.initial_state(h_bar, m, T=T)
+  g0, tau0 = noniden.initial_state(h_bar, m, SCH)
   post_mean, post_cov = oracle.moments(oracle.posterior(gmm, h_bar, jnp.diag(m), jnp.eye(DIM)))
   n = 3000
   G0, TAU = jnp.broadcast_to(g0, (n, DIM)), jnp.broadcast_to(tau0, (n, DIM))
-  D = oracle.denoiser(gmm, T=T)
+  D = oracle.denoiser(gmm, SCH)
   z = {}
   for n_steps in (10, 400):
-    out = jax.jit(functools.partial(noniden.generate, D, T=T, num_steps=n_steps))(G0, TAU, k_run)
+    out = jax.jit(functools.partial(noniden.generate, D, schedule=SCH, num_steps=n_steps))(Start(G0, TAU), k_run)
     z[n_steps] = complex_moment_zscores(np.asarray(out), post_mean, post_cov)
   # 5-sigma Bonferroni criterion from n = 3000 draws (see complex_moment_zscores): the defaults
   # pass at 400 steps, and the same check rejects 10 steps, so it has the power to see a bias.
@@ -273,9 +288,9 @@ def test_default_sampler_from_default_start_samples_the_exact_posterior():
   assert z[10] > 5.0, z
   # The paper's start from the same observation claims more noise than it holds: the same
   # sampler then misses the posterior by far more than sampling noise.
-  g0p, tau0p = noniden.initial_state(h_bar, m, start="paper", T=T)
-  out = jax.jit(functools.partial(noniden.generate, D, T=T, num_steps=400))(
-      jnp.broadcast_to(g0p, (n, DIM)), jnp.broadcast_to(tau0p, (n, DIM)), k_run)
+  g0p, tau0p = noniden.initial_state(h_bar, m, SCH, start="paper")
+  out = jax.jit(functools.partial(noniden.generate, D, schedule=SCH, num_steps=400))(
+      Start(jnp.broadcast_to(g0p, (n, DIM)), jnp.broadcast_to(tau0p, (n, DIM))), k_run)
   assert complex_moment_zscores(np.asarray(out), post_mean, post_cov) > 5.0
 
 
@@ -288,10 +303,10 @@ def test_identical_start_is_a_forward_sample_where_the_observation_allows():
   k1, k2, k3 = jax.random.split(jax.random.PRNGKey(31), 3)
   h = conventions.standard_normal(k1, (n, 6))
   h_bar = m * h + conventions.standard_normal(k2, h.shape)
-  g0, tau0 = noniden.identical_start(h_bar, jnp.broadcast_to(m, h.shape), k3, T=T)
+  g0, tau0 = noniden.identical_start(h_bar, jnp.broadcast_to(m, h.shape), k3, SCH)
   a0 = np.asarray(m / jnp.sqrt(m**2 + 1))
   a_star = a0.mean()
-  np.testing.assert_allclose(schedules.gamma(tau0, T), a_star, rtol=1e-4)   # one scalar time per sample
+  np.testing.assert_allclose(schedules.gamma(tau0, SCH), a_star, rtol=1e-4)   # one scalar time per sample
   g, hh = np.asarray(g0), np.asarray(h)
   reliable = a0 >= a_star
   assert reliable.tolist() == [False, False, False, True, True, True]
@@ -306,8 +321,8 @@ def test_identical_start_is_a_forward_sample_where_the_observation_allows():
   # White observation (uniform reliability): identical to the consistent non-identical start.
   mw = jnp.full((3, 5), 2.0)
   hb = conventions.standard_normal(k1, (3, 5))
-  gi, ti = noniden.identical_start(hb, mw, k3, T=T)
-  gc, tc = noniden.initial_state(hb, mw, T=T)
+  gi, ti = noniden.identical_start(hb, mw, k3, SCH)
+  gc, tc = noniden.initial_state(hb, mw, SCH)
   np.testing.assert_allclose(gi, gc, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(ti, tc, rtol=1e-5)
 
@@ -319,17 +334,17 @@ def test_training_and_generation_inputs_share_one_range_of_scales():
   # interval [1 / beta(T), 1 / beta(1)], so no element can dominate a sample's normalizer in one
   # and not the other.
   from jaxchan import noise_patterns, stepping, tau_patterns
-  floor = noniden.input_floor(T, 0.2)
-  beta1 = float(schedules.alpha_beta(jnp.asarray(1.0), T)[1])
+  floor = noniden.input_floor(SCH)
+  beta1 = float(schedules.alpha_beta(jnp.asarray(1.0), SCH)[1])
   assert floor == pytest.approx(beta1)
-  w_max, w_min = 1 / beta1, 1 / float(schedules.alpha_beta(jnp.asarray(float(T)), T)[1])
+  w_max, w_min = 1 / beta1, 1 / float(schedules.alpha_beta(jnp.asarray(float(T)), SCH)[1])
   taus = tau_patterns.sample(jax.random.PRNGKey(0), "all", 64, (32, 64), T)
   assert float(taus.min()) >= 1 and float(taus.max()) <= T
-  w_train = 1 / np.maximum(np.asarray(schedules.alpha_beta(taus, T)[1]), floor)
+  w_train = 1 / np.maximum(np.asarray(schedules.alpha_beta(taus, SCH)[1]), floor)
   h = conventions.standard_normal(jax.random.PRNGKey(1), (8, 32, 64))
-  obs = noise_patterns.observe(h, jax.random.PRNGKey(2), "pilot", T=T)
-  path = jax.vmap(functools.partial(stepping.tau_trajectory, num_steps=50, T=T))(obs.tau0)[:, :-1]
-  w_gen = 1 / np.maximum(np.asarray(schedules.alpha_beta(path, T)[1]), floor)
+  obs = noise_patterns.observe(h, jax.random.PRNGKey(2), "pilot", SCH)
+  path = jax.vmap(functools.partial(stepping.tau_trajectory, stepping=Stepping(), schedule=SCH, num_steps=50))(obs.tau0)[:, :-1]
+  w_gen = 1 / np.maximum(np.asarray(schedules.alpha_beta(path, SCH)[1]), floor)
   for w in (w_train, w_gen):
     assert w.max() <= w_max * (1 + 1e-5) and w.min() >= w_min * (1 - 1e-5)
   # Training covers the top of the range (elements at tau = 1), so late generation steps are seen.
@@ -340,10 +355,27 @@ def test_training_and_generation_inputs_share_one_range_of_scales():
 
 def test_training_times_with_tau_zero_need_the_floor():
   with pytest.raises(ValueError, match=r"tau_min=0.*min_beta=0.001 < beta\(1\)"):
-    noniden.check_training_times(0, 1e-3, T, 0.2)
-  noniden.check_training_times(0, None, T, 0.2)    # floored at beta(1): allowed
-  noniden.check_training_times(1, 1e-3, T, 0.2)    # tau >= 1 never reaches the floor
+    noniden.check_training_times(0, 1e-3, SCH)
+  noniden.check_training_times(0, None, SCH)    # floored at beta(1): allowed
+  noniden.check_training_times(1, 1e-3, SCH)    # tau >= 1 never reaches the floor
   with pytest.raises(ValueError, match="tau_min=2"):
-    noniden.check_training_times(2, None, T, 0.2)
+    noniden.check_training_times(2, None, SCH)
   with pytest.raises(ValueError, match="start='eq15' is not supported"):
-    noniden.initial_state(jnp.ones(3, jnp.complex64), jnp.ones(3), start="eq15", T=T)
+    noniden.initial_state(jnp.ones(3, jnp.complex64), jnp.ones(3), SCH, start="eq15")
+
+
+def test_identical_times_is_the_mean_amplitude_time():
+  # One time per sample whose amplitude is the sample's mean amplitude; constant tau stays put,
+  # and it is the time identical_start uses (its tau0 is identical_times of the consistent tau0).
+  tau = jax.random.uniform(jax.random.PRNGKey(40), (3, 4, 5), maxval=T)
+  t = np.asarray(noniden.identical_times(tau, SCH))
+  assert t.shape == tau.shape and np.all(t == t[:, :1, :1])
+  np.testing.assert_allclose(np.asarray(schedules.gamma(t[:, 0, 0], SCH)),
+                             np.asarray(schedules.gamma(tau, SCH)).mean((1, 2)), rtol=1e-5)
+  np.testing.assert_allclose(noniden.identical_times(jnp.full((2, 3), 37.0), SCH), 37.0, rtol=1e-5)
+  # Observed elements only: an unobserved one has amplitude 0 in identical_start but gamma(T) > 0 as a time.
+  m = jnp.array([[0.2, 0.5, 3.0], [1.0, 1.0, 9.0]])
+  hb = conventions.standard_normal(jax.random.PRNGKey(41), m.shape)
+  _, tau_i = noniden.identical_start(hb, m, jax.random.PRNGKey(42), SCH)
+  _, tau_c = noniden.initial_state(hb, m, SCH)
+  np.testing.assert_allclose(tau_i, noniden.identical_times(tau_c, SCH), rtol=1e-4)

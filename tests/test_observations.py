@@ -8,13 +8,14 @@ import pytest
 from jaxchan import conventions, noise_patterns, schedules, srs, tau_patterns
 
 T = 100
+SCH = schedules.GammaSchedule(T)
 
 
 @pytest.mark.parametrize("pattern", noise_patterns.PATTERNS)
 def test_noise_pattern_snr_kept_fraction_and_start(pattern):
   B = 64
   h = conventions.standard_normal(jax.random.PRNGKey(0), (B, 32, 64))
-  obs = noise_patterns.observe(h, jax.random.PRNGKey(1), pattern, T=T)
+  obs = noise_patterns.observe(h, jax.random.PRNGKey(1), pattern, SCH)
   m = np.asarray(obs.m)
   kept = m > 0
   expect_kept = {"white": 1.0, "exp": 1.0, "salt": 0.3, "salt_rec": 19 / 64, "pilot": 0.25, "pilot_car": 0.125}
@@ -31,36 +32,36 @@ def test_noise_pattern_snr_kept_fraction_and_start(pattern):
   assert var.min() >= 0.1 * 10 ** (-noise_patterns.DEFAULT_SNR_DB[pattern] / 10) * (1 - 1e-5)
   # Default (variance-consistent) start; unobserved elements start from pure noise at tau = T.
   np.testing.assert_allclose(obs.g0, np.asarray(obs.h_bar) / np.sqrt(m**2 + 1), rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(schedules.gamma(obs.tau0, T)[kept], (m / np.sqrt(m**2 + 1))[kept], rtol=1e-4)
+  np.testing.assert_allclose(schedules.gamma(obs.tau0, SCH)[kept], (m / np.sqrt(m**2 + 1))[kept], rtol=1e-4)
   assert np.all(np.asarray(obs.tau0)[~kept] == T)
   # The paper's start, eqs. (15)-(16), from the same observation.
-  paper = noise_patterns.observe(h, jax.random.PRNGKey(1), pattern, T=T, start="paper")
+  paper = noise_patterns.observe(h, jax.random.PRNGKey(1), pattern, SCH, start="paper")
   np.testing.assert_allclose(paper.g0, np.asarray(obs.h_bar) / (m + 1), rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(schedules.gamma(paper.tau0, T)[kept], (m / (m + 1))[kept], rtol=1e-4)
+  np.testing.assert_allclose(schedules.gamma(paper.tau0, SCH)[kept], (m / (m + 1))[kept], rtol=1e-4)
 
 
 def test_pilot_grids_are_where_the_paper_puts_them():
   h = jnp.ones((1, 32, 64), jnp.complex64)
-  pilot = np.asarray(noise_patterns.observe(h, jax.random.PRNGKey(0), "pilot").m[0]) > 0
+  pilot = np.asarray(noise_patterns.observe(h, jax.random.PRNGKey(0), "pilot", SCH).m[0]) > 0
   assert pilot[::2, ::2].all() and not pilot[1::2].any() and not pilot[:, 1::2].any()
-  car = np.asarray(noise_patterns.observe(h, jax.random.PRNGKey(0), "pilot_car").m[0]) > 0
+  car = np.asarray(noise_patterns.observe(h, jax.random.PRNGKey(0), "pilot_car", SCH).m[0]) > 0
   assert car[:, ::8].all() and car.sum() == 32 * 8
-  rec = np.asarray(noise_patterns.observe(h, jax.random.PRNGKey(0), "salt_rec").m[0])
+  rec = np.asarray(noise_patterns.observe(h, jax.random.PRNGKey(0), "salt_rec", SCH).m[0])
   np.testing.assert_array_equal(rec[:8, :8], rec[8:16, 24:32])  # the 8 x 8 tile repeats
 
 
 def test_variance_consistent_start():
   h = conventions.standard_normal(jax.random.PRNGKey(2), (4, 32, 64))
-  obs = noise_patterns.observe(h, jax.random.PRNGKey(3), "exp", T=T)  # default start
+  obs = noise_patterns.observe(h, jax.random.PRNGKey(3), "exp", SCH)  # default start
   m = np.asarray(obs.m)
-  np.testing.assert_allclose(schedules.gamma(obs.tau0, T), m / np.sqrt(m**2 + 1), rtol=1e-4)
+  np.testing.assert_allclose(schedules.gamma(obs.tau0, SCH), m / np.sqrt(m**2 + 1), rtol=1e-4)
 
 
 def test_noise_pattern_bad_input():
   with pytest.raises(ValueError, match="noise pattern='pink' is not supported"):
-    noise_patterns.observe(jnp.ones((1, 32, 64), jnp.complex64), jax.random.PRNGKey(0), "pink")
+    noise_patterns.observe(jnp.ones((1, 32, 64), jnp.complex64), jax.random.PRNGKey(0), "pink", SCH)
   with pytest.raises(ValueError, match="multiple"):
-    noise_patterns.observe(jnp.ones((1, 30, 64), jnp.complex64), jax.random.PRNGKey(0), "salt_rec")
+    noise_patterns.observe(jnp.ones((1, 30, 64), jnp.complex64), jax.random.PRNGKey(0), "salt_rec", SCH)
 
 
 def _classify(tau):
@@ -139,9 +140,9 @@ def test_srs_bad_input():
 
 def test_pattern_parameters_are_arguments_not_constants():
   h = jnp.ones((2, 32, 64), jnp.complex64)
-  salt = np.asarray(noise_patterns.observe(h, jax.random.PRNGKey(0), "salt", keep_fraction=0.5).m) > 0
+  salt = np.asarray(noise_patterns.observe(h, jax.random.PRNGKey(0), "salt", SCH, keep_fraction=0.5).m) > 0
   np.testing.assert_allclose(salt.mean(), 0.5, atol=1 / 2048)  # exact count, round(0.5 * 2048)
-  car = np.asarray(noise_patterns.observe(h, jax.random.PRNGKey(0), "pilot_car", tile=4).m[0]) > 0
+  car = np.asarray(noise_patterns.observe(h, jax.random.PRNGKey(0), "pilot_car", SCH, tile=4).m[0]) > 0
   assert car[:, ::4].all() and car.sum() == 32 * 16
   taus = np.asarray(tau_patterns.sample(jax.random.PRNGKey(1), "periodical", 8, (32, 64), T,
                                         period_ant=(2, 2), period_sub=(3, 3)))

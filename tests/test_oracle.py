@@ -73,9 +73,10 @@ def test_denoiser_is_mmse_better_than_scaled_observation():
   h = oracle.sample(gmm, jax.random.PRNGKey(7), 4000)
   tau = jnp.broadcast_to(jnp.array([70.0, 30.0, 50.0, 10.0]), h.shape)
   from jaxchan import noniden, schedules
-  g, _ = noniden.diffuse(h, tau, jax.random.PRNGKey(8))
-  alpha, beta = schedules.alpha_beta(tau)
-  d = oracle.denoiser(gmm)(g, tau)
+  sch = schedules.GammaSchedule()
+  g, _ = noniden.diffuse(h, tau, jax.random.PRNGKey(8), sch)
+  alpha, beta = schedules.alpha_beta(tau, sch)
+  d = oracle.denoiser(gmm, sch)(g, tau)
   mse = lambda e: float(jnp.mean(jnp.abs(e - h) ** 2))  # noqa: E731
   assert mse(d) < mse(alpha * g)  # alpha g is the Wiener filter for a unit-power white prior
   assert mse(d) < mse(g / alpha)

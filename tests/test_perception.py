@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ROOT, assert_stops_before_work, run_py
+from conftest import ROOT, assert_stops_before_work, assert_validate_refuses, config_with, run_py
 from jaxchan import conventions, precoding, prediction, schedules, srs, stiefel
 from jaxchan.models.transformer import ChannelTransformer, from_tokens, to_tokens
 
@@ -288,39 +288,46 @@ def test_perception_smoke_end_to_end_and_resume(tmp_path):
   assert not os.path.exists(tmp_path / "wd2" / "high_mobility" / "models")
 
 
-@pytest.mark.parametrize("override, match", [
-    ("--config.eval.num_samples=0", "config.eval.num_samples (K) = 0"),
-    ("--config.eval.guidance=1.5", "must lie in [0.0, 1.0]"),
-    ("--config.eval.guidance_scales=(0.0,2.0)", "set config.eval.allow_extrapolation=True"),
-    ("--config.eval.n_streams=5", "config.eval.n_streams (N_s) = 5 must be an integer in [1, n_ue = 4]"),
-    ("--config.train.models=('sl','gan')", "config.train.models entry='gan' is not supported"),
-    ("--config.scenarios=('city',)", "config.scenarios entry='city' is not supported"),
-    ("--config.dm.clip_x0=-1.0", "config.dm.clip_x0=-1.0 must be >= 0"),
-    ("--config.dm.max_beta=1.0", "config.dm.max_beta=1.0 must lie in (0, 1)"),
-    ("--config.dm.prediction=x0", "config.dm.prediction='x0' is not supported"),
-    ("--config.data.bs_antennas=8", "config.model.ue_per_token=4 makes tokens of 2 x n_bs x ue_per_token = 64 "
-                                    "reals, wider than d_model=32"),
-    ("--config.data.bs_antennas=40", "config.data.bs_antennas=40 must be an integer in [0, n_bs=32]"),
-    ("--config.eval.dl_snr_grid_db=()", "config.eval.dl_snr_grid_db=() must be a non-empty list"),
+@pytest.mark.parametrize("overrides, match", [
+    ({"eval.num_samples": 0}, "config.eval.num_samples (K) = 0"),
+    ({"eval.guidance": 1.5}, "must lie in [0.0, 1.0]"),
+    ({"eval.guidance_scales": (0.0, 2.0)}, "set config.eval.allow_extrapolation=True"),
+    ({"eval.n_streams": 5}, "config.eval.n_streams (N_s) = 5 must be an integer in [1, n_ue = 4]"),
+    ({"train.models": ("sl", "gan")}, "config.train.models entry='gan' is not supported"),
+    ({"scenarios": ("city",)}, "config.scenarios entry='city' is not supported"),
+    ({"dm.clip_x0": -1.0}, "config.dm.clip_x0=-1.0 must be >= 0"),
+    ({"dm.max_beta": 1.0}, "config.dm.max_beta=1.0 must lie in (0, 1)"),
+    ({"dm.prediction": "x0"}, "config.dm.prediction='x0' is not supported"),
+    ({"dm.T": 0}, "config.dm (T, cosine_s, max_beta): T must be a positive integer"),
+    ({"train.epochs.dm": -1}, "config.train.epochs.dm must be a positive integer"),
+    ({"eval.batch_size": 0}, "config.eval.batch_size must be a positive integer"),
+    ({"data.bs_antennas": 8}, "config.model.ue_per_token=4 makes tokens of 2 x n_bs x ue_per_token = 64 "
+                              "reals, wider than d_model=32"),
+    ({"data.bs_antennas": 40}, "config.data.bs_antennas=40 must be an integer in [0, n_bs=32]"),
+    ({"eval.dl_snr_grid_db": ()}, "config.eval.dl_snr_grid_db=() must be a non-empty list"),
 ])
-def test_perception_bad_config_stops_before_work(tmp_path, override, match):
-  assert_stops_before_work(os.path.join(ROOT, "configs", "perception.py") + ":smoke,low_mobility", override, match,
-                           tmp_path, made="low_mobility")
+def test_perception_bad_config_is_refused_by_validate(overrides, match):
+  from jaxchan.experiments import perception
+  assert_validate_refuses(perception, config_with("perception:smoke,low_mobility", overrides), match)
+
+
+def test_perception_bad_config_stops_run_py_before_work(tmp_path):
+  assert_stops_before_work(os.path.join(ROOT, "configs", "perception.py") + ":smoke,low_mobility",
+                           "--config.eval.num_samples=0", "config error: config.eval.num_samples (K) = 0", tmp_path,
+                           made="low_mobility")
 
 
 _SHARDED_EVAL = r"""
-import importlib.util, sys
 import jax, jax.numpy as jnp, numpy as np
-from jaxchan.experiments import common, perception
-spec = importlib.util.spec_from_file_location("cfg", sys.argv[1]); mod = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(mod)
-config = mod.get_config("smoke")
+import configs
+from jaxchan.experiments import common, perception, perception_eval
+config = configs.get("perception:smoke")
 assert jax.device_count() == 4
 models = {}
 for i, use in enumerate(("sl", "dm", "e2e")):
   m = perception.make_model(config, use)
   models[use] = (m, perception.init_params(m, jax.random.PRNGKey(i)))
-run = perception.make_eval_batch(config, models)
+run = perception_eval.make_eval_batch(config, models)
 k1, k2 = jax.random.split(jax.random.PRNGKey(5))
 from jaxchan import conventions
 d = config.data
@@ -342,7 +349,7 @@ print("ok", len(a))
 @pytest.mark.slow
 def test_evaluation_split_over_four_devices_gives_the_same_numbers(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=4")
-  proc = subprocess.run([sys.executable, "-c", _SHARDED_EVAL, os.path.join(ROOT, "configs", "perception.py")],
+  proc = subprocess.run([sys.executable, "-c", _SHARDED_EVAL],
                         env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stdout.startswith("ok")
@@ -366,12 +373,9 @@ def test_perception_oracle_smoke_exact_bayes_beats_cme_on_energy(tmp_path):
   # captured energy E[||H W||^2 | y] = tr(W^H G(y) W) exactly (dominant eigenvectors of the exact posterior
   # Gramian G), so no precoder built from y or from nothing (CME, K samples, prior Gramian, uniform) beats it
   # on that closed-form quantity, at any SNR; only float32 rounding (1e-5) separates ties.
-  import importlib.util
-  from jaxchan.experiments import perception_oracle
-  spec = importlib.util.spec_from_file_location("po_cfg", os.path.join(ROOT, "configs", "perception_oracle.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config("smoke")
+  import configs
+  from jaxchan.experiments import perception_oracle, perception_oracle_report
+  c = configs.get("perception_oracle:smoke")
   c.progress = False
   res = perception_oracle.run(c, str(tmp_path))
   for r in res["rows"]:
@@ -381,7 +385,7 @@ def test_perception_oracle_smoke_exact_bayes_beats_cme_on_energy(tmp_path):
     assert r["perfect_csi"]["energy"] >= max(v["energy"] for k, v in r.items() if isinstance(v, dict))
   assert (tmp_path / "fig_oracle_se.png").stat().st_size > 1000
   # The learned rows are scored on the same channels and tabled against their exact counterparts.
-  cmp = perception_oracle.learned_vs_exact(res)
+  cmp = perception_oracle_report.learned_vs_exact(res)
   assert [r["snr_db"] for r in cmp] == list(c.snr_db_grid)
   for r, row in zip(cmp, res["rows"]):
     assert r["dm_ratio"] == pytest.approx(row["dm_bayes"]["se"] / row["bayes_16"]["se"])
@@ -402,12 +406,9 @@ def test_perception_oracle_smoke_exact_bayes_beats_cme_on_energy(tmp_path):
     ("learned.prediction", "x0", "config.learned.prediction='x0' is not supported"),
 ])
 def test_perception_oracle_learned_config_is_checked(field, value, match):
-  import importlib.util
+  import configs
   from jaxchan.experiments import perception_oracle
-  spec = importlib.util.spec_from_file_location("po_cfg", os.path.join(ROOT, "configs", "perception_oracle.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config("smoke")
+  c = configs.get("perception_oracle:smoke")
   *parents, leaf = field.split(".")
   node = c
   for p in parents:
@@ -441,16 +442,13 @@ def test_srs_view_is_the_least_squares_observation_with_its_noise_variance():
 
 
 def test_perception_validate_refuses_nan_snrs():
-  import importlib.util
+  import configs
   from jaxchan.experiments import perception
-  spec = importlib.util.spec_from_file_location("pc_cfg", os.path.join(ROOT, "configs", "perception.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config("smoke")
+  c = configs.get("perception:smoke")
   c.eval.dl_snr_grid_db = (0.0, float("nan"))
   with pytest.raises(ValueError, match=r"config.eval.dl_snr_grid_db=\(0.0, nan\) must be a non-empty list of finite"):
     perception.validate(c)
-  c = mod.get_config("smoke")
+  c = configs.get("perception:smoke")
   c.srs.snr_db_range = (float("nan"), 10.0)
   with pytest.raises(ValueError, match="config.srs.snr_db_range"):
     perception.validate(c)

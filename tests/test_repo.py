@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, assert_stops_before_work, run_py
+from conftest import ROOT, assert_stops_before_work, assert_validate_refuses, config_with, run_py
 
 
 
@@ -42,16 +42,36 @@ def test_run_py_smoke_end_to_end(tmp_path):
   assert eta[1]["prior"]["cov_err"] < eta[0]["prior"]["cov_err"]
 
 
-@pytest.mark.parametrize("args, match", [
-    (["--config={cfg}:nope"], "unknown variant 'nope'"),
-    (["--config={cfg}:smoke", "--config.experiment=unknown"], "config.experiment='unknown' is unknown"),
-    (["--config={cfg}:smoke", "--config.tau0=(1.0,)"], "config.tau0 has 1 entries but config.dim=4"),
-])
-def test_run_py_bad_config(tmp_path, args, match):
+def test_sampler_study_bad_config():
+  import configs
+  from jaxchan import experiments
+  from jaxchan.experiments import sampler_study
+  with pytest.raises(ValueError, match="unknown variant 'nope'"):
+    configs.get("sampler_study:nope")
+  with pytest.raises(ValueError, match="config.experiment='unknown' is unknown"):
+    experiments.get("unknown")
+  assert_validate_refuses(sampler_study, config_with("sampler_study:smoke", {"tau0": (1.0,)}),
+                          "config.tau0 has 1 entries but config.dim=4")
+  assert_validate_refuses(sampler_study, config_with("sampler_study:smoke", {"rule": "zigzag"}),
+                          "config.rule: stepping rule='zigzag' is not supported")
+
+
+def test_run_py_bad_config_is_one_line_before_work(tmp_path):
   cfg = os.path.join(ROOT, "configs", "sampler_study.py")
-  proc = run_py([a.format(cfg=cfg) for a in args] + [f"--workdir={tmp_path}/wd"], tmp_path)
-  assert proc.returncode != 0
-  assert match in proc.stderr
+  proc = run_py([f"--config={cfg}:smoke", "--config.tau0=(1.0,)", f"--workdir={tmp_path}/wd"], tmp_path)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1].startswith("config error: config.tau0 has 1 entries")
+  assert "Traceback" not in proc.stderr and not (tmp_path / "wd").exists()
+
+
+def test_run_py_help_lists_the_configs_and_variants():
+  proc = subprocess.run([sys.executable, os.path.join(ROOT, "run.py"), "--help"], capture_output=True, text=True,
+                        cwd="/")
+  # absl exits 1 after printing the help; the text is what matters.
+  import configs
+  for name in configs.NAMES:
+    assert f"configs/{name}.py" in proc.stdout
+  assert "quick" in proc.stdout and "smoke" in proc.stdout
 
 
 def test_readme_library_example_runs():
@@ -93,15 +113,21 @@ def test_noniden_smoke_end_to_end_and_resume(tmp_path):
   from jaxchan import noniden
   from jaxchan.experiments.noniden import load_trained
   model, params, info = load_trained(str(tmp_path / "wd" / "models" / "nonid"))
+  sch = info["schedule"]
   m = jnp.zeros((3, 32, 64)).at[:, ::2, ::4].set(3.0)
   h_bar = m * jnp.ones((3, 32, 64), jnp.complex64)
-  g0, tau0 = noniden.initial_state(h_bar, m, T=info["T"], beta_max=info["beta_max"])
+  start = noniden.initial_state(h_bar, m, sch)
   # The README's library example, with 4 steps.
-  generate = noniden.make_network_generator(model.apply, input_norm=info["model"]["input_norm"], num_steps=4,
-                                            rule="waterfilling", sampler="eq9", eps=0.4, T=info["T"],
-                                            beta_max=info["beta_max"])
-  out = generate(params, g0, tau0, jax.random.PRNGKey(0))
+  generate = noniden.make_network_generator(model.apply, sch, input_norm=info["model"]["input_norm"], num_steps=4,
+                                            sampler=noniden.Sampler.parse("eq9:0.4"))
+  out = generate(params, start, jax.random.PRNGKey(0))
   assert out.shape == (3, 32, 64) and bool(jnp.all(jnp.isfinite(out.real)))
+  # The tables and figures re-render from results.json alone.
+  (tmp_path / "wd" / "tables.md").unlink()
+  proc = subprocess.run([sys.executable, "-m", "jaxchan.experiments.report", str(tmp_path / "wd")], cwd=ROOT,
+                        capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr
+  assert "raw start" in (tmp_path / "wd" / "tables.md").read_text()
   # Rerunning resumes from the checkpoints: no epoch is trained again.
   proc = run_py(args, tmp_path)
   assert proc.returncode == 0
@@ -114,27 +140,34 @@ def test_noniden_smoke_end_to_end_and_resume(tmp_path):
   assert not os.path.exists(tmp_path / "wd2" / "models")
 
 
-@pytest.mark.parametrize("override, match", [
-    ("--config.models.nonid.tau_pattern=diagonal", "config.models.nonid.tau_pattern='diagonal' is not supported"),
-    ("--config.models.nonid.placement=diag", "config.models.nonid.placement='diag' is not supported"),
-    ("--config.eval.steppings=('tau-zigzag',)", "config.eval.steppings entry 'tau-zigzag'"),
-    ("--config.eval.samplers=('eq9:1.5',)", "'eta:ETA' or 'eq9:EPS' with a value in [0, 1]"),
-    ("--config.eval.samplers=('eta:1.2',)", "'eta:ETA' or 'eq9:EPS' with a value in [0, 1]"),
-    ("--config.eval.start=eq15", "config.eval.start='eq15' is not supported"),
-    (("--config.train.tau_min=0", "--config.min_beta=0.001"), "training times include tau = 0 (tau_min=0)"),
-    ("--config.eval.num_steps=-3", "config.eval.num_steps must be a positive integer; got -3"),
-    ("--config.eval.patterns=('pink',)", "config.eval.patterns entry='pink' is not supported"),
+@pytest.mark.parametrize("overrides, match", [
+    ({"models.nonid.tau_pattern": "diagonal"}, "config.models.nonid.tau_pattern='diagonal' is not supported"),
+    ({"models.nonid.placement": "diag"}, "config.models.nonid.placement='diag' is not supported"),
+    ({"eval.steppings": ("tau-zigzag",)}, "config.eval.steppings: stepping 'tau-zigzag' must be DOMAIN-RULE"),
+    ({"eval.samplers": ("eq9:1.5",)}, "config.eval.samplers: sampler spec 'eq9:1.5' must be 'eta:ETA' or 'eq9:EPS'"),
+    ({"eval.samplers": ("eta:1.2",)}, "'eta:ETA' or 'eq9:EPS' with a value in [0, 1]"),
+    ({"eval.start": "eq15"}, "config.eval.start='eq15' is not supported"),
+    ({"train.tau_min": 0, "min_beta": 0.001}, "training times include tau = 0 (tau_min=0)"),
+    ({"eval.num_steps": -3}, "config.eval.num_steps must be a positive integer; got -3"),
+    ({"eval.patterns": ("pink",)}, "config.eval.patterns entry='pink' is not supported"),
+    ({"beta_max": 0.99}, "config.T / config.beta_max: GammaSchedule: T=100 with beta_max=0.99"),
+    ({"beta_max": -0.2}, "config.T / config.beta_max: GammaSchedule: beta_max must lie in (0, 1)"),
+    ({"T": 0}, "config.T / config.beta_max: GammaSchedule: T must be a positive"),
+    ({"eval.main_model": "nope"}, "config.eval.main_model: 'nope' names no model"),
+    ({"models.nonid.embed_dim": 0}, "config.models.nonid"),
 ])
-def test_noniden_bad_config_stops_before_work(tmp_path, override, match):
-  assert_stops_before_work(os.path.join(ROOT, "configs", "noniden.py") + ":smoke", override, match, tmp_path,
-                           made="models")
+def test_noniden_bad_config_is_refused_by_validate(overrides, match):
+  from jaxchan.experiments import noniden as exp
+  assert_validate_refuses(exp, config_with("noniden:smoke", overrides), match)
+
+
+def test_noniden_bad_config_stops_run_py_before_work(tmp_path):
+  # The wiring: run.py validates first and prints one line, before any dataset or model.
+  assert_stops_before_work(os.path.join(ROOT, "configs", "noniden.py") + ":smoke", "--config.beta_max=0.99",
+                           "config error: config.T / config.beta_max", tmp_path, made="models")
 
 
 def test_noniden_config_snrs_are_the_library_defaults():
-  import importlib.util
-
+  import configs
   from jaxchan.noise_patterns import DEFAULT_SNR_DB
-  spec = importlib.util.spec_from_file_location("noniden_cfg", os.path.join(ROOT, "configs", "noniden.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  assert dict(mod.get_config().eval.snr_db) == DEFAULT_SNR_DB
+  assert dict(configs.get("noniden").eval.snr_db) == DEFAULT_SNR_DB

@@ -10,6 +10,7 @@ from hypothesis.extra import numpy as hnp
 from jaxchan import schedules, stepping
 
 T = 100
+SCH = schedules.GammaSchedule(T)
 
 taus = hnp.arrays(np.float32, st.integers(1, 40),
                   elements=st.floats(0.0, 100.0, width=32, allow_nan=False))
@@ -43,8 +44,8 @@ def test_waterfill_known_case():
   np.testing.assert_allclose(stepping.waterfill(x, 100.0), 0.0)
 
 
-def path(tau0, **kw):
-  return np.asarray(stepping.tau_trajectory(jnp.asarray(tau0, jnp.float32), T=T, **kw))
+def path(tau0, num_steps, **kw):
+  return np.asarray(stepping.tau_trajectory(jnp.asarray(tau0, jnp.float32), stepping.Stepping(**kw), SCH, num_steps))
 
 
 @pytest.mark.parametrize("rule", stepping.RULES)
@@ -88,13 +89,13 @@ def test_hybrid_interpolates_rules():
 def test_alpha_domain_steps_uniformly_in_alpha():
   tau0 = np.array([70.0, 30.0, 5.0], np.float32)
   p = path(tau0, num_steps=4, rule="uniform", domain="alpha")
-  u = 1 - np.asarray(schedules.gamma(jnp.asarray(p), T))
+  u = 1 - np.asarray(schedules.gamma(jnp.asarray(p), SCH))
   np.testing.assert_allclose(u, u[0][None] * (1 - np.arange(5)[:, None] / 4), atol=2e-5)
 
 
 def test_stepping_under_vmap_and_jit():
   tau0 = jnp.asarray(np.random.default_rng(4).uniform(0, T, (3, 5, 7)), jnp.float32)
-  f = jax.jit(jax.vmap(functools.partial(stepping.tau_trajectory, num_steps=5, T=T)))
+  f = jax.jit(jax.vmap(functools.partial(stepping.tau_trajectory, stepping=stepping.Stepping(), schedule=SCH, num_steps=5)))
   out = f(tau0)
   assert out.shape == (3, 6, 5, 7)
   np.testing.assert_allclose(out[1], path(np.asarray(tau0[1]), num_steps=5), atol=1e-5)
@@ -104,18 +105,41 @@ def test_stepping_under_vmap_and_jit():
     (dict(rule="zigzag"), "stepping rule='zigzag' is not supported"),
     (dict(domain="beta"), "stepping domain"),
     (dict(rule="hybrid", mix=1.5), r"mix \(the epsilon of eq. 13\)"),
-    (dict(num_steps=0), "num_steps"),
 ])
-def test_bad_stepping_arguments(kw, match):
-  args = dict(num_steps=5, rule="waterfilling", domain="tau", mix=0.5)
-  args.update(kw)
+def test_bad_stepping_values(kw, match):
   with pytest.raises(ValueError, match=match):
-    stepping.tau_trajectory(jnp.ones(3), T=T, **args)
+    stepping.Stepping(**kw)
+
+
+@pytest.mark.parametrize("spec, expect", [
+    ("tau-waterfilling", stepping.Stepping()),
+    ("alpha-uniform", stepping.Stepping("uniform", "alpha")),
+    ("tau-hybrid0.3", stepping.Stepping("hybrid", "tau", 0.3)),
+    ("alpha-hybrid", stepping.Stepping("hybrid", "alpha", 0.5)),
+])
+def test_stepping_parse_round_trip(spec, expect):
+  assert stepping.Stepping.parse(spec) == expect
+  assert stepping.Stepping.parse(str(expect)) == expect
+
+
+@pytest.mark.parametrize("spec", ["waterfilling", "tau-zigzag", "beta-uniform", "tau-hybrid1.5", "tau-hybridx"])
+def test_stepping_parse_bad_spec(spec):
+  with pytest.raises(ValueError, match="must be DOMAIN-RULE"):
+    stepping.Stepping.parse(spec)
+
+
+def test_bad_trajectory_arguments():
+  with pytest.raises(ValueError, match="num_steps"):
+    stepping.tau_trajectory(jnp.ones(3), stepping.Stepping(), SCH, 0)
+  with pytest.raises(TypeError, match="GammaSchedule"):
+    stepping.tau_trajectory(jnp.ones(3), stepping.Stepping(), 100, 3)
+  with pytest.raises(TypeError, match="Stepping"):
+    stepping.tau_trajectory(jnp.ones(3), "tau-waterfilling", SCH, 3)
 
 
 def test_tau0_out_of_range():
   with pytest.raises(ValueError, match=r"tau0 must lie in \[0.0, 100\]"):
-    stepping.tau_trajectory(jnp.array([150.0]), num_steps=3, T=T)
+    stepping.tau_trajectory(jnp.array([150.0]), stepping.Stepping(), SCH, 3)
 
 
 @pytest.mark.parametrize("domain", ["tau", "alpha"])
@@ -123,9 +147,10 @@ def test_waterfilling_path_sorted_once_equals_step_by_step(domain):
   # tau_trajectory sorts tau0 once and keeps the order; next_tau sorts at every step.
   tau0 = jax.random.uniform(jax.random.PRNGKey(3), (6, 10), maxval=T)
   n = 7
-  p = stepping.tau_trajectory(tau0, num_steps=n, rule="waterfilling", domain=domain, T=T)
+  wf = stepping.Stepping("waterfilling", domain)
+  p = stepping.tau_trajectory(tau0, wf, SCH, n)
   tau = tau0
   for k in range(n):
-    tau = stepping.next_tau(tau, tau0, jnp.asarray(k), num_steps=n, rule="waterfilling", domain=domain, T=T)
+    tau = stepping.next_tau(tau, tau0, jnp.asarray(k), wf, SCH, n)
     # float32 times of size <= T = 100: 1e-4 is a few ulps of T plus Newton's tolerance in the alpha domain.
     np.testing.assert_allclose(np.asarray(p[k + 1]), np.asarray(tau), atol=1e-4)

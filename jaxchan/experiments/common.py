@@ -1,4 +1,4 @@
-"""What every experiment does around its science: find or build its dataset, restore trained parameters.
+"""What every experiment does around its science: data, keys, training, loading, config checks, outputs.
 
 Experiments describe their data by a ``config.data``-like ConfigDict with
 ``preset``, ``size``, ``seed``, ``path`` ("" for ``data/<preset>_<size>.h5``)
@@ -7,12 +7,99 @@ and ``build_if_missing``.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import zlib
 
 import jax
 import jax.numpy as jnp
 
-from jaxchan import data
+from jaxchan import data, io, train
+
+
+def key(config, tag: str) -> jax.Array:
+  """The PRNG key of one named use of randomness: ``fold_in(PRNGKey(config.seed), crc32(tag))``.
+
+  Every random draw of an experiment (initialization, test-loss noise, evaluation
+  observations) takes its key from here, so ``--config.seed`` moves all of them and
+  two uses never share a key by accident.
+  """
+  return jax.random.fold_in(jax.random.PRNGKey(config.seed), zlib.crc32(tag.encode()) & 0x7FFFFFFF)
+
+
+@contextlib.contextmanager
+def field(name: str):
+  """Re-raise a kernel's ``ValueError``/``TypeError`` as a ``ValueError`` that names the config field.
+
+  ``validate`` functions build the real objects (schedules, samplers, models) inside
+  ``with field("config.eval.num_steps"):`` so the kernels' own checks speak for the config.
+  """
+  try:
+    yield
+  except (ValueError, TypeError) as e:
+    raise ValueError(f"{name}: {e}") from None
+
+
+def train_model(name: str, *, params, loss_fn, ds, to_batch, tcfg, num_epochs: int, model_dir: str, meta: dict,
+                key: jax.Array, seed: int, progress: bool = True, log=print):
+  """Train one model with the shared loop (:func:`jaxchan.train.fit`): Adam with step decay, test loss per epoch.
+
+  Args:
+    name: the model's name, shown in the progress bar and the epoch lines.
+    params: initial parameters.
+    loss_fn: ``(params, batch, key) -> scalar``.
+    ds: a :class:`jaxchan.data.Dataset` (or a view with ``size``, ``load``, ``batches``).
+    to_batch: ``(arrays, n) -> batch``: device arrays of the first ``n`` samples (``n=None``: all) of a dict
+      of numpy arrays, in the form ``loss_fn`` takes.
+    tcfg: ``config.train`` (``batch_size``, ``lr``, ``decay_every_epochs``, ``decay_factor``, ``test_loss_samples``).
+    num_epochs: epochs to train to (a rerun resumes from the last checkpoint).
+    model_dir: checkpoints, ``metrics.jsonl`` and ``model.json`` (``meta``) go here.
+    key: the model's PRNG key (:func:`key`); split into the training noise and the fixed test-loss noise.
+    seed: the data-order seed (``ds.batches``).
+
+  Returns:
+    ``(params, history)``.
+  """
+  bs = tcfg.batch_size
+  n_train = ds.size("train")
+  if bs > n_train:
+    raise ValueError(f"config.train.batch_size={bs} exceeds the {n_train} training samples of {ds.path}.")
+  opt = train.step_decay_adam(tcfg.lr, steps_per_epoch=n_train // bs, decay_every_epochs=tcfg.decay_every_epochs,
+                              decay_factor=tcfg.decay_factor)
+  mesh = train_mesh(bs)
+  step = train.make_train_step(loss_fn, opt, mesh)
+  k_train, k_test = jax.random.split(key)
+  test = to_batch(ds.load("test"), tcfg.test_loss_samples)
+  test_loss = jax.jit(lambda p: loss_fn(p, test, k_test))
+
+  def batches(epoch):
+    for b in ds.batches("train", bs, seed=seed, epoch=epoch):
+      yield to_batch(b, None)
+
+  os.makedirs(model_dir, exist_ok=True)
+  if is_main_process():
+    io.atomic_write_json(os.path.join(model_dir, "model.json"), meta)
+  state = train.init_state(params, opt, k_train)
+  state, history = train.fit(state, step, batches, num_epochs=num_epochs, workdir=model_dir,
+                             eval_fn=lambda p: {"test_loss": test_loss(p)}, progress=progress, log=log, mesh=mesh,
+                             name=name)
+  return state.params, history
+
+
+def load_trained(model_dir: str, build, expected: str):
+  """``(model, params, info)`` from ``model_dir``: ``info`` is its ``model.json``, ``build(info) -> (model, template)``.
+
+  ``expected`` names the folder layout in the error for a folder that holds no trained model.
+  """
+  meta_path = os.path.join(model_dir, "model.json")
+  if not os.path.exists(meta_path):
+    raise FileNotFoundError(f"{meta_path} not found: {model_dir} is not a trained-model folder "
+                            f"(expected {expected} written by run.py).")
+  with open(meta_path) as f:
+    info = json.load(f)
+  model, template = build(info)
+  return model, restore_params(model_dir, template), info
 
 
 def dataset_path(dcfg, preset: str | None = None) -> str:
@@ -61,6 +148,48 @@ def ensure_dataset(dcfg, preset: str | None = None, *, progress: bool = True, lo
           f"do not share a filesystem. Build it on every host first: `{cmd}` (datagen is deterministic, so every "
           "copy is identical).")
   return path
+
+
+def provenance(started: float | None = None) -> dict:
+  """What a result was computed with: package versions, git revision, host, devices and (if given) wall time."""
+  import importlib.metadata
+  import platform
+  import socket
+  import subprocess
+  import sys
+  import time
+
+  versions = {}
+  for pkg in ("jaxchan", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "h5py", "sionna-no-rt",
+              "sionna-rt", "torch"):
+    try:
+      versions[pkg] = importlib.metadata.version(pkg)
+    except importlib.metadata.PackageNotFoundError:
+      pass
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  try:
+    rev = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                           text=True, timeout=10)
+    git = rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if rev.returncode == 0 else None
+  except (OSError, subprocess.SubprocessError):
+    git = None
+  out = {"versions": versions, "python": sys.version.split()[0], "git": git, "host": socket.gethostname(),
+         "platform": platform.platform(), "devices": [str(d) for d in jax.devices()],
+         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+  if started is not None:
+    out["wall_s"] = round(time.time() - started, 1)
+  return out
+
+
+def write_results(workdir: str, results: dict, render, started: float | None = None) -> bool:
+  """``results.json`` (with :func:`provenance`), then ``render(results, workdir)`` (tables, figures); process 0 only."""
+  if not is_main_process():
+    return False
+  results["provenance"] = provenance(started)
+  io.atomic_write_json(os.path.join(workdir, "results.json"), results)
+  render(results, workdir)
+  return True
 
 
 def is_main_process() -> bool:

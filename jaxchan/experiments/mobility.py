@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import math
 import os
+import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jaxchan import data, io, metrics, precoding, srs
+from jaxchan import data, metrics, precoding, srs
 
 METHODS = tuple(precoding.CLASSICAL_LABELS)
 LABELS = precoding.CLASSICAL_LABELS
@@ -79,6 +79,7 @@ def classical_se(h, history, G_avg, key, *, n_streams, snr_db_range, dl_offset_d
 
 
 def run(config, workdir: str) -> dict:
+  started = time.time()
   validate(config)
   os.makedirs(workdir, exist_ok=True)
   from tqdm import tqdm
@@ -109,46 +110,6 @@ def run(config, workdir: str) -> dict:
       tqdm.write(f"{speed:g} km/h: predictor NMSE {pred['nmse']:.3f}, SE "
                  + ", ".join(f"{m} {sums[m] / n:.2f}" for m in METHODS))
   results = dict(config=config.to_dict(), rows=rows, device=str(jax.devices()[0]))
-  io.atomic_write_json(os.path.join(workdir, "results.json"), results)
-  io.atomic_write_text(os.path.join(workdir, "mobility.md"), to_markdown(results))
-  plot(results, os.path.join(workdir, "fig_mobility.png"))
+  from jaxchan.experiments import common, mobility_report
+  common.write_results(workdir, results, mobility_report.render, started=started)
   return results
-
-
-def to_markdown(results) -> str:
-  c = results["config"]
-  head = ["UT speed [km/h]", "predictor NMSE", "|corr| 20/60/100/140 ms"] + [f"SE: {LABELS[m]}" for m in METHODS]
-  body = [[f"{r['speed_kmh']:g}", f"{r['predictor_nmse']:.3f}", " / ".join(f"{x:.2f}" for x in r["corr"][::-1])]
-          + [f"{r['se'][m]:.2f}" for m in METHODS] for r in results["rows"]]
-  return (f"# Mobility sweep\n\n{results['rows'][0]['num_test']} test channels per speed (Sionna UMa, 3.5 GHz, "
-          f"low_mobility geometry), UL SNR uniform in {list(c['snr_db_range'])} dB, DL SNR = UL SNR + "
-          f"{c['dl_snr_offset_db']} dB, N_s = {c['n_streams']}. Predictor NMSE: best per-age linear predictor of the "
-          "target from each PRB's latest SRS (1 = the history is useless). SE in bps/Hz.\n\n"
-          + io.markdown_table(head, body))
-
-
-def plot(results, path):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  rows = results["rows"]
-  v = [r["speed_kmh"] for r in rows]
-  fig, ax = plt.subplots(figsize=(6.4, 4.0))
-  styles = {"perfect_csi": "k-", "srs_baseline": "C1--", "sample_cov": "C5-", "avg_gramian": "C7-.", "uniform": "k:"}
-  for i, m in enumerate(METHODS):
-    ax.plot(v, [r["se"][m] for r in rows], styles[m], marker="osD^v"[i], mfc="none", label=LABELS[m])
-  ax.set_xscale("log")
-  ax.set_xlabel("UT speed [km/h]")
-  ax.set_ylabel("SE [bps/Hz]")
-  ax.grid(alpha=0.3, which="both")
-  ax2 = ax.twinx()
-  ax2.plot(v, [r["predictor_nmse"] for r in rows], "C3", marker="x", lw=2, label="latest-SRS predictor NMSE (right)")
-  ax2.set_ylabel("predictor NMSE (linear)", color="C3")
-  ax2.set_ylim(0, 1.05)
-  lines = ax.get_legend_handles_labels()
-  lines2 = ax2.get_legend_handles_labels()
-  ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="lower left")
-  ax.set_title("What the SRS history is worth against UT speed")
-  fig.tight_layout()
-  io.atomic_save_figure(fig, path, dpi=120)
-  plt.close(fig)

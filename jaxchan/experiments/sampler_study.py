@@ -28,7 +28,6 @@ an error at the floor is indistinguishable from sampling noise.
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 
@@ -37,7 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from jaxchan import conventions, io, noniden, oracle, schedules
+from jaxchan import checks, conventions, noniden, oracle, schedules, stepping
+from jaxchan.experiments import common
 
 
 def _moments(x):
@@ -66,8 +66,14 @@ def validate(config):
   if len(config.tau0) != config.dim:
     raise ValueError(f"config.tau0 has {len(config.tau0)} entries but config.dim={config.dim}; "
                      "give one initial time per element.")
-  for spec in config.samplers:
-    noniden.parse_sampler(spec)
+  with common.field("config.T"):
+    schedules.GammaSchedule(config.T)
+  with common.field("config.samplers"):
+    [noniden.Sampler.parse(spec) for spec in config.samplers]
+  with common.field("config.rule"):
+    stepping.Stepping(config.rule)
+  for n in config.num_steps:
+    checks.positive_int("config.num_steps entry", n)
   if any(not 0 <= t <= config.T for t in config.tau0):
     raise ValueError(f"config.tau0={list(config.tau0)} must lie in [0, T={config.T}].")
   if len(config.reliability) != config.dim or any(not (r >= 0 and np.isfinite(r)) for r in config.reliability):
@@ -80,26 +86,27 @@ def validate(config):
 
 def run(config, workdir: str) -> dict:
   """Run the study; writes results.json, sampler_study.md and sampler_study.png to ``workdir``."""
+  started = time.time()
   validate(config)
   os.makedirs(workdir, exist_ok=True)
-  T = config.T
+  sch = schedules.GammaSchedule(config.T)
   key = jax.random.PRNGKey(config.seed)
   k_gmm, k_h, k_xi, k_obs, k_run, k_floor = jax.random.split(key, 6)
   gmm = oracle.random_mixture(k_gmm, config.dim, config.num_components)
   prior_mean, prior_cov = (np.asarray(a, np.complex128) for a in oracle.moments(gmm))
-  D = oracle.denoiser(gmm, T=T)
+  D = oracle.denoiser(gmm, sch)
   tau0 = jnp.asarray(config.tau0, jnp.float32)
   n = config.num_samples
 
   # Prior experiment inputs.
   h = oracle.sample(gmm, k_h, n)
   taus = jnp.broadcast_to(tau0, h.shape)
-  g0_prior, _ = noniden.diffuse(h, taus, k_xi, T=T)
+  g0_prior, _ = noniden.diffuse(h, taus, k_xi, sch)
   # Posterior experiment inputs: num_obs observations, each replicated.
   reps = n // config.num_obs
   h_obs = oracle.sample(gmm, k_obs, config.num_obs)
-  g_obs, _ = noniden.diffuse(h_obs, jnp.broadcast_to(tau0, h_obs.shape), jax.random.fold_in(k_obs, 1), T=T)
-  A, N = oracle.elementwise_observation(*schedules.alpha_beta(tau0, T))
+  g_obs, _ = noniden.diffuse(h_obs, jnp.broadcast_to(tau0, h_obs.shape), jax.random.fold_in(k_obs, 1), sch)
+  A, N = oracle.elementwise_observation(*schedules.alpha_beta(tau0, sch))
   posts = [oracle.posterior(gmm, g, A, N) for g in g_obs]
   post_mom = [tuple(np.asarray(a, np.complex128) for a in oracle.moments(p)) for p in posts]
   g0_post = jnp.repeat(g_obs, reps, axis=0)
@@ -113,7 +120,7 @@ def run(config, workdir: str) -> dict:
   obs_mom = [tuple(np.asarray(a, np.complex128) for a in oracle.moments(oracle.posterior(gmm, y, A_obs, N_obs)))
              for y in hbar]
   hbar_rep, m_rep = jnp.repeat(hbar, reps, axis=0), jnp.broadcast_to(m, (reps * config.num_obs, config.dim))
-  obs_starts = {s: noniden.initial_state(hbar_rep, m_rep, start=s, T=T) for s in config.starts}
+  obs_starts = {s: noniden.initial_state(hbar_rep, m_rep, sch, start=s) for s in config.starts}
 
   floor = dict(
       prior=_prior_stats(np.asarray(oracle.sample(gmm, k_floor, n), np.complex128), prior_mean, prior_cov),
@@ -129,14 +136,14 @@ def run(config, workdir: str) -> dict:
   rows = []
   grid = [(s, ng) for s in config.samplers for ng in config.num_steps]
   for spec, n_steps in tqdm(grid, desc="sampler study", disable=not config.progress):
-    gen = jax.jit(functools.partial(noniden.generate, D, num_steps=n_steps, rule=config.rule, T=T,
-                                    **noniden.parse_sampler(spec)))
+    gen = noniden.make_generator(D, sch, stepping=stepping.Stepping(config.rule), sampler=noniden.Sampler.parse(spec),
+                                 num_steps=n_steps)
     t0 = time.time()
-    out_prior = np.asarray(gen(g0_prior, taus, k_run), np.complex128)
-    out_post = np.asarray(gen(g0_post, taus_post, jax.random.fold_in(k_run, 1)), np.complex128)
+    out_prior = np.asarray(gen((g0_prior, taus), k_run), np.complex128)
+    out_post = np.asarray(gen((g0_post, taus_post), jax.random.fold_in(k_run, 1)), np.complex128)
     observation = {}
     for start, (g0s, tau0s) in obs_starts.items():
-      out_obs = np.asarray(gen(g0s, tau0s, jax.random.fold_in(k_run, 2)), np.complex128)
+      out_obs = np.asarray(gen((g0s, tau0s), jax.random.fold_in(k_run, 2)), np.complex128)
       observation[start] = _posterior_stats(out_obs.reshape(config.num_obs, reps, -1),
                                             [a for a, _ in obs_mom], [c for _, c in obs_mom])
     rows.append(dict(sampler=spec, num_steps=n_steps, seconds=round(time.time() - t0, 2),
@@ -149,67 +156,6 @@ def run(config, workdir: str) -> dict:
                  f"posterior cov err {rows[-1]['posterior']['cov_err']:.4f}")
 
   results = dict(config=config.to_dict(), floor=floor, rows=rows, device=str(jax.devices()[0]))
-  io.atomic_write_json(os.path.join(workdir, "results.json"), results)
-  io.atomic_write_text(os.path.join(workdir, "sampler_study.md"), to_markdown(results))
-  _plot(results, os.path.join(workdir, "sampler_study.png"))
+  from jaxchan.experiments import sampler_study_report
+  common.write_results(workdir, results, sampler_study_report.render, started=started)
   return results
-
-
-def to_markdown(results) -> str:
-  header = ["sampler", "N_G", "prior cov err", "prior mean err", "post. cov err", "post. mean err",
-            "post. var ratio"]
-  body = [[r["sampler"], r["num_steps"], r["prior"]["cov_err"], r["prior"]["mean_err"],
-           r["posterior"]["cov_err"], r["posterior"]["mean_err"], r["posterior"]["var_ratio"]]
-          for r in results["rows"]]
-  f = results["floor"]
-  body.append(["exact samples (floor)", "-", f["prior"]["cov_err"], f["prior"]["mean_err"],
-               f["posterior"]["cov_err"], f["posterior"]["mean_err"], f["posterior"]["var_ratio"]])
-  c = results["config"]
-  intro = (f"Exact GMM denoiser, d={c['dim']}, {c['num_components']} components, T={c['T']}, "
-           f"tau0={c['tau0']}, {c['rule']} stepping, {c['num_samples']} samples. "
-           "Errors are relative Frobenius (covariance) and in units of the std (mean); "
-           "var ratio = trace of sample / exact posterior covariance (1 is right).\n\n")
-  md = intro + io.markdown_table(header, body)
-  starts = [s for s in noniden.STARTS if all(s in r.get("observation", {}) for r in results["rows"])]
-  if starts:
-    keys = ("cov_err", "mean_err", "var_ratio")
-    head = ["sampler", "N_G"] + [f"{s} start: {k.replace('_', ' ')}" for s in starts for k in keys]
-    rows = [[r["sampler"], r["num_steps"]] + [r["observation"][s][k] for s in starts for k in keys]
-            for r in results["rows"]]
-    fo = f["observation"]
-    rows.append(["exact posterior samples (floor)", "-"] + [fo[k] for _ in starts for k in keys])
-    md += (f"\n\n### From an observation H_bar = M o H + CN(0, I), M = {list(c['reliability'])}\n\n"
-           "Against the exact posterior p(h | H_bar); `consistent` is the default start, `paper` eqs. (15)-(16).\n\n"
-           + io.markdown_table(head, rows))
-  return md
-
-
-def _plot(results, path):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  panels = [("prior", "cov_err", "prior: covariance error", None),
-            ("posterior", "cov_err", "posterior: covariance error", None),
-            ("posterior", "var_ratio", "posterior: variance ratio", None)]
-  if all("observation" in r for r in results["rows"]):
-    panels += [("observation", "cov_err", "from H_bar, consistent start", "consistent"),
-               ("observation", "cov_err", "from H_bar, paper start", "paper")]
-  fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.8))
-  for ax, (exp, stat, title, start) in zip(axes, panels):
-    specs = list(dict.fromkeys(r["sampler"] for r in results["rows"]))
-    get = (lambda r: r[exp][stat]) if start is None else (lambda r: r[exp][start][stat])  # noqa: E731
-    for i, spec in enumerate(specs):
-      rs = [r for r in results["rows"] if r["sampler"] == spec and (start is None or start in r[exp])]
-      # Distinct markers and dashes: eq9:1.0 and eta:0.0 are the same sampler (eq. 8) and overlap.
-      ax.plot([r["num_steps"] for r in rs], [get(r) for r in rs], marker="osD^v<>"[i % 7],
-              ls=["-", "--", ":", "-."][i % 4], mfc="none", label=spec)
-    ax.axhline(results["floor"][exp][stat], color="k", ls="--", lw=1, label="exact samples")
-    ax.set_xscale("log")
-    if stat != "var_ratio":
-      ax.set_yscale("log")
-    ax.set_xlabel("N_G (generation steps)")
-    ax.set_title(title)
-  axes[0].legend(fontsize=8)
-  fig.tight_layout()
-  io.atomic_save_figure(fig, path, dpi=120)
-  plt.close(fig)

@@ -58,7 +58,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxchan import checks, schedules
+from jaxchan import checks, noniden, schedules
 
 PLACEMENTS = ("row", "col", "both", "identical")
 AVERAGING = ("tau", "alpha")
@@ -188,15 +188,19 @@ class TimeEmbedding(nn.Module):
     return ComplexDense(self.dim)(split_gelu(ComplexDense(self.dim)(e)))  # ComplexDense_1 is applied first
 
 
-def axis_times(tau, *, averaging: str, T: float, beta_max: float = 0.2):
-  """``(tau_ant [B, N_a], tau_sub [B, N_c], tau_all [B])`` by eqs. (17)-(20), rounded to integers."""
+def axis_times(tau, averaging: str, schedule: schedules.GammaSchedule):
+  """``(tau_ant [B, N_a], tau_sub [B, N_c], tau_all [B])`` by eqs. (17)-(20), rounded to integers.
+
+  ``tau_all`` under alpha averaging is :func:`jaxchan.noniden.identical_times`, the
+  scalar time of the identical baseline.
+  """
   checks.choice("time averaging", averaging, AVERAGING)
   if averaging == "tau":
     ant, sub, whole = tau.mean(-1), tau.mean(-2), tau.mean((-2, -1))
   else:
-    a = schedules.gamma(tau, T, beta_max)
-    inv = lambda x: schedules.tau_from_log_alpha(jnp.log(x), T, beta_max)  # noqa: E731
-    ant, sub, whole = inv(a.mean(-1)), inv(a.mean(-2)), inv(a.mean((-2, -1)))
+    a = schedules.gamma(tau, schedule)
+    inv = lambda x: schedules.tau_from_log_alpha(jnp.log(x), schedule)  # noqa: E731
+    ant, sub, whole = inv(a.mean(-1)), inv(a.mean(-2)), noniden.identical_times(tau, schedule)[:, 0, 0]
   return jnp.round(ant), jnp.round(sub), jnp.round(whole)
 
 
@@ -229,8 +233,8 @@ class MixerDenoiser(nn.Module):
   embed_dim: int = 64
   placement: str = "col"
   averaging: str = "alpha"
-  T: float = 100.0
-  beta_max: float = 0.2
+  # The gamma schedule of eq. (10): the embedding table holds one entry per integer time 0..T.
+  schedule: schedules.GammaSchedule = None
 
   def _sources(self):
     # Which embeddings feed points (1)-(4) (point 1 and 3 carry scale and shift, 2 and 4 a gate).
@@ -244,19 +248,25 @@ class MixerDenoiser(nn.Module):
   @nn.compact
   def __call__(self, x, tau):
     checks.choice("placement", self.placement, PLACEMENTS)
+    for f in ("num_layers", "expansion", "embed_dim"):
+      checks.positive_int(f, getattr(self, f))
     checks.same_shape("x", x, "tau", tau)
     checks.min_ndim("x", x, 3, "[B, N_a, N_c]")
-    checks.in_range("tau", tau, 0.0, self.T, hint="The network is defined on the schedule's times [0, T].")
+    if not isinstance(self.schedule, schedules.GammaSchedule):
+      raise TypeError(f"MixerDenoiser needs schedule=GammaSchedule(T, beta_max) (the one it is trained with); "
+                      f"got {self.schedule!r}.")
+    T = self.schedule.T
+    checks.in_range("tau", tau, 0.0, T, hint="The network is defined on the schedule's times [0, T].")
     _, n_a, n_c = x.shape
     ant_t, sub_t, all_t = axis_times(tau, averaging="alpha" if self.placement == "identical" else self.averaging,
-                                     T=self.T, beta_max=self.beta_max)
+                                     schedule=self.schedule)
     if self.placement == "identical":
       ant_t = jnp.broadcast_to(all_t[:, None], ant_t.shape)
       sub_t = jnp.broadcast_to(all_t[:, None], sub_t.shape)
-    n_times = int(round(self.T)) + 1
+    n_times = int(round(T)) + 1
     index = {"ant": jnp.clip(ant_t, 0, n_times - 1).astype(jnp.int32),
              "sub": jnp.clip(sub_t, 0, n_times - 1).astype(jnp.int32)}
-    emb = TimeEmbedding(self.embed_dim, max_period=self.T)(jnp.arange(n_times, dtype=jnp.float32))
+    emb = TimeEmbedding(self.embed_dim, max_period=T)(jnp.arange(n_times, dtype=jnp.float32))
     sources = self._sources()
 
     h = to_planar(x)

@@ -1,0 +1,149 @@
+"""Evaluation of the non-identical experiment: generation NMSE per step, one-shot estimates, baselines, bounds.
+
+Pure orchestration of the kernels (:mod:`jaxchan.noniden`, :mod:`jaxchan.lmmse`); the
+tables and figures of the results are in :mod:`jaxchan.experiments.noniden_report`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxchan import lmmse, metrics, noise_patterns, noniden, schedules, stepping, tau_patterns
+from jaxchan.experiments import common
+from jaxchan.experiments import noniden as exp
+
+
+@functools.partial(jax.jit, static_argnames=("model", "input_norm", "min_beta", "schedule", "stepping", "sampler",
+                                             "num_steps"))
+def _per_step_sqerr(params, g0, tau0, h, key, *, model, input_norm, min_beta, schedule, stepping, sampler,
+                    num_steps):
+  """Squared error summed over the batch after each generation step, ``[num_steps]``.
+
+  Everything but the arrays is static, so models of one architecture share compiled code
+  (Flax modules compare by their fields) and a sweep compiles each stepping x sampler once.
+  """
+  D = noniden.velocity_denoiser(functools.partial(model.apply, params), schedule, input_norm=input_norm,
+                                min_beta=min_beta)
+  _, traj = noniden.generate_trajectory(D, noniden.Start(g0, tau0), key, schedule, stepping=stepping,
+                                        sampler=sampler, num_steps=num_steps)
+  return jnp.sum(jnp.abs(traj.g - h[None]) ** 2, axis=tuple(range(1, traj.g.ndim)))
+
+
+def generation_nmse(model, params, mcfg, h, start, *, schedule, stepping, sampler, num_steps, batch, min_beta, key):
+  """Dataset-level NMSE (ratio of sums) after each of the ``num_steps`` generation steps, ``[num_steps]``.
+
+  ``start``: ``(g0, tau0)``, each ``[N, N_a, N_c]``; ``h``: the true channels ``[N, N_a, N_c]``.
+  """
+  g0, tau0 = start
+  num, den = np.zeros(num_steps), 0.0
+  for i in range(0, h.shape[0], batch):
+    sl = slice(i, i + batch)
+    num += np.asarray(_per_step_sqerr(params, *common.shard_eval(g0[sl], tau0[sl], h[sl]), jax.random.fold_in(key, i),
+                                      model=model, input_norm=mcfg.input_norm, min_beta=min_beta, schedule=schedule,
+                                      stepping=stepping, sampler=sampler, num_steps=num_steps))
+    den += float(jnp.sum(jnp.abs(h[sl]) ** 2))
+  return num / den
+
+
+def one_shot_nmse(model, params, mcfg, h, start, *, schedule, batch, min_beta):
+  """NMSE of the single denoising step ``D(g0, tau0)`` (no iteration); ``start = (g0, tau0)``."""
+  g0, tau0 = start
+  D = jax.jit(noniden.velocity_denoiser(functools.partial(model.apply, params), schedule,
+                                        input_norm=mcfg.input_norm, min_beta=min_beta))
+  num = den = 0.0
+  for i in range(0, h.shape[0], batch):
+    sl = slice(i, i + batch)
+    num += float(jnp.sum(jnp.abs(D(g0[sl], tau0[sl]) - h[sl]) ** 2))
+    den += float(jnp.sum(jnp.abs(h[sl]) ** 2))
+  return num / den
+
+
+def combos(config, name, mcfg):
+  """``(stepping, sampler, start)`` spec triples evaluated for one model.
+
+  Every model: the first stepping and sampler from its own start (the identical
+  baseline: :func:`jaxchan.noniden.identical_start` with uniform steps). Full-grid
+  models add every stepping, every sampler, and the ablations of the start: the
+  paper's eqs. (15)-(16) start with the default sampler and with each ``eq9``
+  sampler (``eq9:0.4`` from the paper's start is the paper as printed).
+  """
+  if mcfg.placement == "identical":
+    return [("tau-uniform", config.eval.samplers[0], "identical")]
+  st0, s0, start = config.eval.steppings[0], config.eval.samplers[0], config.eval.start
+  out = [(st0, s0, start)]
+  if name in config.eval.full_grid_models:
+    out += [(st, s0, start) for st in config.eval.steppings[1:]]
+    out += [(st0, sp, start) for sp in config.eval.samplers[1:]]
+    other = [x for x in noniden.STARTS if x != start][0]
+    out += [(st0, sp, other) for sp in config.eval.samplers if sp == s0 or sp.startswith("eq9")]
+  return out
+
+
+def velocity_bounds(config, models, cov, key, log=print) -> dict:
+  """Per model: the velocity loss a Gaussian prior with the training covariance reaches on its tau pattern.
+
+  ``{name: {"mean": ..., "sem": ...}}`` over ``config.eval.bound_samples`` tau draws
+  (:func:`jaxchan.lmmse.velocity_error`); the README reports training losses against it.
+  """
+  out = {}
+  sch = exp.schedule(config)
+  shape = (config.data.n_bs, config.data.n_freq)
+  for i, (name, (_, _, mcfg)) in enumerate(models.items()):
+    tau = tau_patterns.sample(jax.random.fold_in(key, i), mcfg.tau_pattern, config.eval.bound_samples, shape,
+                              sch.T, tau_min=mcfg.get("tau_min", config.train.tau_min))
+    alpha, beta = schedules.alpha_beta(tau, sch)
+    e = np.asarray(lmmse.velocity_error(cov, alpha, beta))
+    out[name] = {"mean": float(e.mean()), "sem": float(e.std(ddof=1) / np.sqrt(len(e))) if len(e) > 1 else 0.0}
+    log(f"{name}: Gaussian (LMMSE) bound on the velocity loss, {mcfg.tau_pattern} pattern: "
+        f"{out[name]['mean']:.4f} ± {out[name]['sem']:.4f}")
+  return out
+
+
+def evaluate(config, models, ds, log=print):
+  """Generation NMSE per step for every model x pattern x (stepping, sampler, start), with the baselines."""
+  sch = exp.schedule(config)
+  min_beta = config.min_beta or None
+  n = min(config.eval.num_test, ds.size("test"))
+  h = jnp.asarray(ds.load("test")["h"][:n])
+  out = {"num_test": n, "start": config.eval.start, "raw_start_nmse": {}, "lmmse_nmse": {}, "one_shot_nmse": {},
+         "one_shot_nmse_by_start": {}, "rows": []}
+  eval_key = common.key(config, "noniden/eval")
+  if config.eval.lmmse:
+    mu, cov = lmmse.sample_moments(jnp.asarray(ds.load("train")["h"][:config.eval.lmmse_train_samples]))
+    lmmse_fn = jax.jit(lmmse.estimate)
+    out["velocity_bound"] = velocity_bounds(config, models, cov, common.key(config, "noniden/bounds"), log=log)
+  for p_i, pattern in enumerate(config.eval.patterns):
+    k_obs, k_ident, k_gen = jax.random.split(jax.random.fold_in(eval_key, p_i), 3)
+    obs = noise_patterns.observe(h, k_obs, pattern, sch, background=config.eval.background,
+                                 snr_db=config.eval.snr_db[pattern], start=config.eval.start)
+    starts = {s: noniden.initial_state(obs.h_bar, obs.m, sch, start=s) for s in noniden.STARTS}
+    starts["identical"] = noniden.identical_start(obs.h_bar, obs.m, k_ident, sch)
+    out["raw_start_nmse"][pattern] = float(metrics.nmse(h, obs.g0))
+    if config.eval.lmmse:
+      out["lmmse_nmse"][pattern] = float(metrics.nmse(h, lmmse_fn(obs.h_bar, obs.m, mu, cov)))
+      log(f"LMMSE {pattern}: NMSE {out['lmmse_nmse'][pattern]:.4f}")
+    for name, (model, params, mcfg) in models.items():
+      if name not in config.eval.models:
+        continue
+      if name == config.eval.main_model:
+        # One denoiser call at the start, D(g0, tau0): the network's jump-to-clean estimate
+        # (the CME it approximates), against which the iterative generation can be judged.
+        by_start = {s: one_shot_nmse(model, params, mcfg, h, starts[s], schedule=sch, batch=config.eval.batch_size,
+                                     min_beta=min_beta) for s in noniden.STARTS}
+        out["one_shot_nmse"][pattern] = by_start[config.eval.start]
+        out["one_shot_nmse_by_start"][pattern] = by_start
+        log(f"{name} {pattern} one-shot D(g0, tau0): NMSE {by_start[config.eval.start]:.4f} "
+            f"({', '.join(f'{s} start {v:.4f}' for s, v in by_start.items())})")
+      for st, sp, start in combos(config, name, mcfg):
+        curve = generation_nmse(model, params, mcfg, h, starts[start], schedule=sch,
+                                stepping=stepping.Stepping.parse(st), sampler=noniden.Sampler.parse(sp),
+                                num_steps=config.eval.num_steps, batch=config.eval.batch_size, min_beta=min_beta,
+                                key=k_gen)
+        out["rows"].append(dict(model=name, pattern=pattern, stepping=st, sampler=sp, start=start,
+                                final_nmse=float(curve[-1]), nmse_per_step=curve.tolist()))
+        log(f"{name} {pattern} {st} {sp} {start} start: final NMSE {curve[-1]:.4f}")
+  return out

@@ -1,0 +1,242 @@
+"""Evaluation of the perception experiment: Tables II/III, Fig. 7, trajectories, guidance sweep, examples, bounds.
+
+Orchestration of the kernels (:mod:`jaxchan.prediction`, :mod:`jaxchan.precoding`,
+:mod:`jaxchan.stiefel`); the tables and figures are in :mod:`jaxchan.experiments.perception_report`.
+Every random draw takes its key from :func:`jaxchan.experiments.common.key`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxchan import ddpm, metrics, precoding, prediction, srs, stiefel
+from jaxchan.experiments import common
+from jaxchan.experiments.perception import SE_ROWS, _dm_kw, dm_prediction, dm_schedule, srs_cfg
+
+
+def _svd(H, n_s):
+  return precoding.svd_precoder(H, n_s)
+
+
+def make_eval_batch(config, models):
+  """Jitted ``(params, history, target, key) -> dict of per-batch sums`` for Tables II/III and Fig. 7."""
+  n_s, K = config.eval.n_streams, config.eval.num_samples
+  sch = dm_schedule(config)
+  scfg = srs_cfg(config)
+  snr_grid = jnp.asarray(metrics.from_db(jnp.asarray(config.eval.dl_snr_grid_db, jnp.float32)))
+  (m_sl, _), (m_dm, _), (m_e2e, _) = models["sl"], models["dm"], models["e2e"]
+
+  # Two programs, networks then linear algebra: with several CPU devices XLA stalls when the LAPACK
+  # custom calls (SVD, eigh) share one program with the split sampling loop; apart, both run split.
+  @jax.jit
+  def predict(params, history, key):
+    p_sl, p_dm, p_e2e = params
+    k_obs, k_dm = jax.random.split(key)
+    obs = srs.observe(history, k_obs, num_hops=scfg.num_hops, snr_db_range=scfg.snr_db_range)
+    dl_snr = metrics.from_db(obs.snr_db + config.eval.dl_snr_offset_db)
+    est = {"srs_baseline": srs.baseline(obs), "sl": prediction.sl_predict(m_sl, p_sl, obs)}
+    samples = prediction.sample_posterior(m_dm, p_dm, obs, k_dm, sch, num_samples=K,
+                                          guidance=float(config.eval.guidance), **_dm_kw(config),
+                                          allow_extrapolation=config.eval.allow_extrapolation)
+    latent = m_e2e.apply(p_e2e, obs.obs, obs.mask, obs.noise_var)
+    return est, samples, latent, dl_snr, srs.history_gramian(obs)
+
+  @jax.jit
+  def score(est, samples, latent, h, dl_snr, G_hist, G_avg, key):
+    est = dict(est, dm=samples[0])
+    W = dict(precoding.classical_precoders(h, est["srs_baseline"], G_hist, G_avg, key, n_s),
+             e2e=precoding.latent_precoder(latent, n_s), sl=_svd(est["sl"], n_s), dm_k1=_svd(samples[0], n_s),
+             dm_bayes=precoding.bayesian_precoder(samples, n_s))
+    out = {"energy": jnp.sum(jnp.abs(h) ** 2)}
+    for name, e in est.items():
+      out[f"sqerr/{name}"] = jnp.sum(jnp.abs(e - h) ** 2)
+      out[f"gcs/{name}"] = jnp.sum(jnp.mean(metrics.gcs(h, e, reduce="none"), axis=(-2, -1)))
+    for name, w in W.items():
+      out[f"se/{name}"] = jnp.sum(precoding.spectral_efficiency(h, w, dl_snr))
+      out[f"se_grid/{name}"] = jnp.sum(jax.vmap(lambda s: precoding.spectral_efficiency(h, w, s))(snr_grid), -1)
+    return out, W["dm_bayes"]
+
+  def run(params, history, h, key, G_avg):
+    """``G_avg``: ``[n_bs, n_bs, n_prb]`` average Gramian of training targets (:func:`average_gramian`)."""
+    k_pred, k_uniform = jax.random.split(key)
+    est, samples, latent, dl_snr, G_hist = predict(params, history, k_pred)
+    out, W_bayes = score(est, samples, latent, h, dl_snr, G_hist, G_avg, k_uniform)
+    return out, samples, W_bayes, dl_snr
+
+  return run
+
+
+def average_gramian(config, ds, max_samples: int = 20_000) -> jax.Array:
+  """``[n_bs, n_bs, n_prb]`` per-PRB Gramian averaged over (up to ``max_samples``) training targets."""
+  h = ds.load("train")["target"][:max_samples]
+  G = 0.0
+  for i in range(0, h.shape[0], 1024):
+    G = G + precoding.average_gramian(jnp.asarray(h[i:i + 1024])) * min(1024, h.shape[0] - i)
+  return G / h.shape[0]
+
+
+def loss_bounds(config, ds, max_samples: int = 4000, log=print) -> dict:
+  """What the data allows, in the units of the training losses (computed from training targets).
+
+  * ``sl_zero``: the SL loss of predicting 0 (the mean power of the targets).
+  * ``dm_per_element``: the DM's loss (v or eps, as ``config.dm.prediction``) under
+    per-element Gaussian shrinkage (:func:`jaxchan.ddpm.gaussian_loss_bound` with each
+    element's variance): a DM above it has not learned any correlation.
+  * ``dm_gaussian``: the same for the best Gaussian model (eigenvalues of the full
+    sample covariance of up to ``max_samples`` targets).
+  """
+  h = np.asarray(ds.load("train")["target"][:max_samples])
+  x = h.reshape(h.shape[0], -1).astype(np.complex128)
+  x = x - x.mean(0)
+  var = np.mean(np.abs(x) ** 2, axis=0)
+  n, d = x.shape
+  gram = (x @ x.conj().T if n < d else x.conj().T @ x) / n      # same non-zero eigenvalues, smaller side
+  eig = np.concatenate([np.linalg.eigvalsh(gram), np.zeros(max(d - n, 0))])
+  sch = dm_schedule(config)
+  pred = dm_prediction(config)
+  out = {"sl_zero": float(np.mean(np.abs(h) ** 2)), "num_samples": int(n), "dm_prediction": pred,
+         "dm_per_element": float(ddpm.gaussian_loss_bound(jnp.asarray(var), sch, pred)),
+         "dm_gaussian": float(ddpm.gaussian_loss_bound(jnp.asarray(eig), sch, pred))}
+  log(f"  bounds from {n} training targets: SL zero predictor {out['sl_zero']:.4f}; DM {pred} loss, per-element "
+      f"shrinkage {out['dm_per_element']:.4f}, Gaussian {out['dm_gaussian']:.4f}")
+  return out
+
+
+def _batches(h_all, hist_all, batch):
+  """``(offset, history, target)`` of consecutive test batches, split over the devices when there are several."""
+  for i in range(0, h_all.shape[0], batch):
+    yield (i,) + common.shard_eval(jnp.asarray(hist_all[i:i + batch]), jnp.asarray(h_all[i:i + batch]))
+
+
+def evaluate(config, models, ds, log=print):
+  """Tables II/III, Fig. 7 and the CG check on the first ``config.eval.num_test`` test samples."""
+  test = ds.load("test")
+  n = min(config.eval.num_test, ds.size("test"))
+  hist_all, h_all = test["history"][:n], test["target"][:n]
+  params = tuple(models[u][1] for u in ("sl", "dm", "e2e"))
+  run = make_eval_batch(config, models)
+  G_avg = average_gramian(config, ds)
+  cg = jax.jit(functools.partial(stiefel.capacity_precoder, num_iters=config.eval.cg_iters))
+  sums, cg_sums, n_cg = {}, {"eig": 0.0, "cg": 0.0}, 0
+  eval_key = common.key(config, "perception/eval")
+  from tqdm import tqdm
+  for i, hist, h in tqdm(list(_batches(h_all, hist_all, config.eval.batch_size)), desc="evaluate",
+                         disable=not config.progress, leave=False):
+    out, samples, W_bayes, dl_snr = run(params, hist, h, jax.random.fold_in(eval_key, i), G_avg)
+    for k, v in out.items():
+      sums[k] = sums.get(k, 0.0) + np.asarray(v, np.float64)
+    if n_cg < config.eval.cg_num_test:
+      # Eq. (27) by Riemannian CG from the eq. (28) solution, on the same K samples.
+      W_cg = cg(samples, W_bayes, dl_snr)
+      cg_sums["eig"] += float(jnp.sum(precoding.spectral_efficiency(h, W_bayes, dl_snr)))
+      cg_sums["cg"] += float(jnp.sum(precoding.spectral_efficiency(h, W_cg, dl_snr)))
+      n_cg += h.shape[0]
+  res = {"num_test": n, "table2": {}, "table3": {}, "se_vs_snr": {"dl_snr_db": list(config.eval.dl_snr_grid_db)}}
+  for name in ("srs_baseline", "sl", "dm"):
+    nm = sums[f"sqerr/{name}"] / sums["energy"]
+    res["table2"][name] = {"nmse": float(nm), "nmse_db": float(10 * np.log10(nm)), "gcs": float(sums[f"gcs/{name}"] / n)}
+  for name in SE_ROWS:
+    res["table3"][name] = float(sums[f"se/{name}"] / n)
+    res["se_vs_snr"][name] = (sums[f"se_grid/{name}"] / n).tolist()
+  res["cg_check"] = {"num_test": n_cg, "iters": config.eval.cg_iters, "se_eigenvectors": cg_sums["eig"] / max(n_cg, 1),
+                     "se_riemannian_cg": cg_sums["cg"] / max(n_cg, 1),
+                     "gap": (cg_sums["cg"] - cg_sums["eig"]) / max(n_cg, 1)}
+  for k in ("sl", "dm"):
+    log(f"  NMSE {k}: {res['table2'][k]['nmse_db']:.2f} dB, GCS {res['table2'][k]['gcs']:.3f}")
+  log("  SE: " + ", ".join(f"{k} {v:.3f}" for k, v in res["table3"].items()))
+  return res
+
+
+def trajectories(config, models, ds):
+  """Fig. 6: NMSE and GCS of ``x_t`` and ``x0_hat`` after every reverse step, stochastic and deterministic."""
+  n = min(config.eval.trajectory_num_test, ds.size("test"))
+  test = ds.load("test")
+  m_dm, p_dm = models["dm"]
+  m_sl, p_sl = models["sl"]
+  sch = dm_schedule(config)
+  scfg = srs_cfg(config)
+
+  @functools.partial(jax.jit, static_argnames="deterministic")
+  def run(hist, h, key, deterministic):
+    k_obs, k_dm = jax.random.split(key)
+    obs = srs.observe(hist, k_obs, num_hops=scfg.num_hops, snr_db_range=scfg.snr_db_range)
+    _, rec = prediction.sample_posterior(m_dm, p_dm, obs, k_dm, sch, deterministic=deterministic,
+                                         **_dm_kw(config), record=prediction.trajectory_metrics(h))
+    sl = prediction.sl_predict(m_sl, p_sl, obs)
+    return rec, jnp.stack([jnp.sum(jnp.abs(sl - h) ** 2),
+                           jnp.sum(jnp.mean(metrics.gcs(h, sl, reduce="none"), axis=(-2, -1)))])
+
+  out = {}
+  key = common.key(config, "perception/trajectory")
+  for det in (False, True):
+    rec_sum, sl_sum, energy = 0.0, 0.0, 0.0
+    for i, hist, h in _batches(test["target"][:n], test["history"][:n], config.eval.batch_size):
+      rec, sl = run(hist, h, jax.random.fold_in(key, i), det)   # same observations for both variants
+      rec_sum, sl_sum = rec_sum + np.asarray(rec, np.float64), sl_sum + np.asarray(sl, np.float64)
+      energy += float(jnp.sum(jnp.abs(h) ** 2))
+    out["deterministic" if det else "stochastic"] = {
+        "nmse_xt": (rec_sum[:, 0] / energy).tolist(), "nmse_x0": (rec_sum[:, 1] / energy).tolist(),
+        "gcs_xt": (rec_sum[:, 2] / n).tolist(), "gcs_x0": (rec_sum[:, 3] / n).tolist()}
+    out["sl"] = {"nmse": float(sl_sum[0] / energy), "gcs": float(sl_sum[1] / n)}
+  out["num_test"] = n
+  return out
+
+
+def guidance_sweep(config, models, ds):
+  """Fig. 8: SE against the guidance scale w, the K-sample Bayesian precoder vs the deterministic DM."""
+  n = min(config.eval.sweep_num_test, ds.size("test"))
+  test = ds.load("test")
+  m_dm, p_dm = models["dm"]
+  sch = dm_schedule(config)
+  scfg, n_s, K = srs_cfg(config), config.eval.n_streams, config.eval.num_samples
+
+  @functools.partial(jax.jit, static_argnames="w")
+  def sample(hist, key, w):
+    k_obs, k_dm = jax.random.split(key)
+    obs = srs.observe(hist, k_obs, num_hops=scfg.num_hops, snr_db_range=scfg.snr_db_range)
+    dl_snr = metrics.from_db(obs.snr_db + config.eval.dl_snr_offset_db)
+    kw = dict(guidance=w, **_dm_kw(config), allow_extrapolation=config.eval.allow_extrapolation)
+    ens = prediction.sample_posterior(m_dm, p_dm, obs, k_dm, sch, num_samples=K, **kw)
+    det = prediction.sample_posterior(m_dm, p_dm, obs, k_dm, sch, deterministic=True, **kw)[0]
+    return ens, det, dl_snr
+
+  @jax.jit
+  def score(ens, det, h, dl_snr):   # a separate program: see make_eval_batch
+    return jnp.stack([jnp.sum(precoding.spectral_efficiency(h, precoding.bayesian_precoder(ens, n_s), dl_snr)),
+                      jnp.sum(precoding.spectral_efficiency(h, _svd(det, n_s), dl_snr))])
+
+  def run(hist, h, key, w):
+    ens, det, dl_snr = sample(hist, key, w)
+    return score(ens, det, h, dl_snr)
+
+  ws = [float(w) for w in config.eval.guidance_scales]
+  ens, det = [], []
+  key = common.key(config, "perception/guidance")
+  for w in ws:
+    tot = 0.0
+    for i, hist, h in _batches(test["target"][:n], test["history"][:n], config.eval.batch_size):
+      tot = tot + np.asarray(run(hist, h, jax.random.fold_in(key, i), w), np.float64)
+    ens.append(float(tot[0] / n))
+    det.append(float(tot[1] / n))
+  return {"w": ws, "dm_bayes": ens, "dm_deterministic": det, "num_test": n, "K": K}
+
+
+def example(config, models, ds):
+  """Fig. 5 data: |h| of one test sample (UE antenna 0): ground truth, one DM sample, the SL estimate."""
+  test = ds.load("test")
+  i = config.eval.example_index
+  hist, h = jnp.asarray(test["history"][i:i + 1]), jnp.asarray(test["target"][i:i + 1])
+  scfg = srs_cfg(config)
+  k_obs, k_dm = jax.random.split(common.key(config, "perception/example"))
+  obs = srs.observe(hist, k_obs, num_hops=scfg.num_hops, snr_db_range=scfg.snr_db_range)
+  m_dm, p_dm = models["dm"]
+  m_sl, p_sl = models["sl"]
+  dm = jax.jit(lambda o, k: prediction.sample_posterior(m_dm, p_dm, o, k, dm_schedule(config),
+                                                        **_dm_kw(config)))(obs, k_dm)[0]
+  sl = prediction.sl_predict(m_sl, p_sl, obs)
+  mag = lambda x: np.abs(np.asarray(x[0, 0])).tolist()                 # [n_bs, n_prb]
+  return {"index": i, "ul_snr_db": float(obs.snr_db[0]), "truth": mag(h), "dm": mag(dm), "sl": mag(sl)}

@@ -1,0 +1,161 @@
+"""Tables and figures of the perception experiment, as pure functions of its ``results.json``.
+
+``render(results, workdir)`` writes ``tables.md`` and Figs. 5-8; ``python -m
+jaxchan.experiments.report WORKDIR`` re-renders a finished run without retraining.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+import numpy as np
+
+from jaxchan import io, precoding
+from jaxchan.experiments.perception import CLASSICAL, SE_ROWS, dm_prediction
+
+
+def render(results: dict, workdir: str):
+  """``tables.md`` and ``fig{5,6,7,8}_*.png`` of ``results`` (as written by :func:`jaxchan.experiments.perception.run`)."""
+  config = ml_collections.ConfigDict(results["config"])
+  # results.json stores keys sorted; tables and figures follow the config's order of scenarios and models.
+  scs = [s for s in config.scenarios if s in results["scenarios"]]
+  results = dict(results, scenarios={s: dict(results["scenarios"][s], training={
+      u: results["scenarios"][s]["training"][u] for u in config.train.models if u in results["scenarios"][s]["training"]})
+      for s in scs})
+  io.atomic_write_text(os.path.join(workdir, "tables.md"), tables(results, config))
+  plot_all(results, config, workdir)
+
+
+LABELS = {**precoding.CLASSICAL_LABELS, "e2e": "End-to-end model", "sl": "SL model",
+          "dm_k1": "DM model (K = 1)", "dm_bayes": "DM model (K = {K}, Bayesian)", "dm": "DM model (one sample)"}
+
+
+def tables(results, config) -> str:
+  K = config.eval.num_samples
+  md = ["# Perception vs. distortion results\n\n",
+        f"Device {results['device']}. NMSE is dataset level (ratio of sums); GCS is averaged over BS-antenna "
+        f"vectors; SE is eq. (25) with N_s = {config.eval.n_streams}, equal power per layer, at each sample's DL "
+        f"SNR = UL SNR + {config.eval.dl_snr_offset_db} dB. DM: T = {config.dm.T} cosine steps, guidance "
+        f"w = {config.eval.guidance}, {config.dm.variance} variance, {dm_prediction(config)} prediction.\n"]
+  md.append("\n## Table II: NMSE and GCS\n\n")
+  rows = []
+  for sc, r in results["scenarios"].items():
+    for name in ("srs_baseline", "sl", "dm"):
+      t = r["eval"]["table2"][name]
+      rows.append([sc, LABELS[name], f"{t['nmse_db']:.2f}", f"{t['gcs']:.3f}"])
+  md.append(io.markdown_table(["scenario", "model", "NMSE [dB]", "GCS"], rows))
+  md.append("\n## Table III: spectral efficiency\n\n")
+  rows, notes = [], []
+  for sc, r in results["scenarios"].items():
+    t3 = r["eval"]["table3"]
+    for name in SE_ROWS:
+      if name not in t3:          # results written before the classical baselines existed
+        continue
+      gap = "ref." if name == "e2e" else ("-" if name == "perfect_csi" or name in CLASSICAL
+                                           else f"{t3[name] - t3['e2e']:+.3f}")
+      rows.append([sc, LABELS[name].format(K=K), f"{t3[name]:.3f}", gap])
+    c = r["eval"]["cg_check"]
+    notes.append(f"- {sc}: Riemannian CG on the Monte-Carlo capacity (27), {c['iters']} iterations from the eq. (28) "
+                 f"eigenvector solution with the same K = {K} samples, on {c['num_test']} test channels: SE "
+                 f"{c['se_eigenvectors']:.4f} -> {c['se_riemannian_cg']:.4f} bps/Hz (gap {c['gap']:+.4f}).")
+  md.append(io.markdown_table(["scenario", "model", "SE [bps/Hz]", "Δ to E2E"], rows))
+  md.append("\nNotes (energy surrogate check):\n\n" + "\n".join(notes) + "\n")
+  md.append("\n## Fig. 8 data: SE against guidance scale w\n\n")
+  rows = []
+  for sc, r in results["scenarios"].items():
+    g = r["guidance"]
+    for w, a, b in zip(g["w"], g["dm_bayes"], g["dm_deterministic"]):
+      rows.append([sc, w, f"{a:.3f}", f"{b:.3f}"])
+  md.append(io.markdown_table(["scenario", "w", f"DM ensemble (K = {K})", "deterministic DM"], rows))
+  md.append("\n## Training\n\n")
+  rows = []
+  for sc, r in results["scenarios"].items():
+    for use, hist in r["training"].items():
+      rows.append([sc, use, hist[-1]["epoch"], f"{hist[-1]['train_loss']:.4f}", f"{hist[-1]['test_loss']:.4f}"])
+  md.append(io.markdown_table(["scenario", "model", "epochs", "train loss", "test loss"], rows))
+  rows = [[sc, f"{b['sl_zero']:.4f}", f"{b['dm_per_element']:.4f}", f"{b['dm_gaussian']:.4f}", b["num_samples"]]
+          for sc, b in ((sc, r.get("bounds")) for sc, r in results["scenarios"].items()) if b]
+  if rows:
+    md.append("\nBounds from the training targets: the SL loss of predicting 0, and the DM's loss (in its own "
+              "parameterization, v or eps) for "
+              "per-element Gaussian shrinkage and for the best Gaussian model (full sample covariance). A DM above "
+              "the per-element bound has learned no correlation.\n\n")
+    md.append(io.markdown_table(["scenario", "SL: zero predictor", "DM: per-element shrinkage", "DM: Gaussian",
+                                 "targets used"], rows))
+  return "".join(md)
+
+
+def _plt():
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def _scenario_figure(plt, scenarios, panels, panel_size, draw, path):
+  """One figure with a group of ``panels`` axes per scenario, drawn by ``draw(scenario, axes)``, saved to ``path``.
+
+  Several panels per scenario: one row per scenario. One panel: the scenarios side by side.
+  """
+  rows, cols = (len(scenarios), panels) if panels > 1 else (1, len(scenarios))
+  fig, axes = plt.subplots(rows, cols, figsize=(panel_size[0] * cols, panel_size[1] * rows), squeeze=False)
+  groups = axes if panels > 1 else [[ax] for ax in axes[0]]
+  for group, sc in zip(groups, scenarios):
+    draw(sc, group)
+  if groups[0][0].get_legend_handles_labels()[0]:
+    groups[0][0].legend(fontsize=7)
+  fig.tight_layout()
+  io.atomic_save_figure(fig, path, dpi=110)
+  plt.close(fig)
+
+
+def plot_all(results, config, workdir):
+  """Figs. 5-8 of the perception paper from ``results``, one panel group per scenario."""
+  plt = _plt()
+  scs = list(results["scenarios"])
+  K = config.eval.num_samples
+
+  def fig5_examples(sc, row):
+    ex = results["scenarios"][sc]["example"]
+    vmax = max(np.max(ex[k]) for k in ("truth", "dm", "sl"))
+    for ax, k, title in zip(row, ("truth", "dm", "sl"), ("ground truth", "DM sample", "SL estimate")):
+      ax.imshow(np.asarray(ex[k]), aspect="auto", origin="lower", vmin=0, vmax=vmax, cmap="viridis")
+      ax.set_title(f"{sc}: {title}", fontsize=9)
+      ax.set_xlabel("PRB")
+    row[0].set_ylabel("BS antenna")
+
+  def fig6_trajectory(sc, row):
+    tr = results["scenarios"][sc]["trajectory"]
+    steps = np.arange(len(tr["stochastic"]["nmse_xt"]), 0, -1)
+    for var, color in (("stochastic", "tab:red"), ("deterministic", "tab:blue")):
+      row[0].plot(steps, 10 * np.log10(tr[var]["nmse_xt"]), color=color, label=f"{var} x_t")
+      row[0].plot(steps, 10 * np.log10(tr[var]["nmse_x0"]), "--", color=color, label=f"{var} x0_hat")
+      row[1].plot(steps, tr[var]["gcs_xt"], color=color, label=f"{var} x_t")
+      row[1].plot(steps, tr[var]["gcs_x0"], "--", color=color, label=f"{var} x0_hat")
+    row[0].axhline(10 * np.log10(tr["sl"]["nmse"]), color="k", lw=0.8, label="SL")
+    row[1].axhline(tr["sl"]["gcs"], color="k", lw=0.8, label="SL")
+    row[0].set_ylabel(f"{sc}\nNMSE [dB]")
+    row[1].set_ylabel("GCS")
+    for ax in row:
+      ax.invert_xaxis()
+      ax.set_xlabel("reverse step t")
+
+  def fig7_se_snr(sc, axes):
+    se = results["scenarios"][sc]["eval"]["se_vs_snr"]
+    styles = {"perfect_csi": "k-", "uniform": "k:", "avg_gramian": "C7-.", "sample_cov": "C5--",
+              "srs_baseline": "C1--"}
+    for i, name in enumerate(n for n in SE_ROWS if n in se):
+      axes[0].plot(se["dl_snr_db"], se[name], styles.get(name, f"C{i % 10}-"), marker="osD^v<>ph*"[i % 10],
+                   ms=4, mfc="none", label=LABELS[name].format(K=K))
+    axes[0].set(title=sc, xlabel="DL SNR [dB]", ylabel="SE [bps/Hz]")
+
+  def fig8_guidance(sc, axes):
+    g = results["scenarios"][sc]["guidance"]
+    axes[0].plot(g["w"], g["dm_bayes"], marker="o", label=f"DM ensemble (K = {K})")
+    axes[0].plot(g["w"], g["dm_deterministic"], marker="s", label="deterministic DM")
+    axes[0].set(title=sc, xlabel="guidance scale w", ylabel="SE [bps/Hz]")
+
+  for draw, panels, size in ((fig5_examples, 3, (10 / 3, 2.8)), (fig6_trajectory, 2, (4.5, 3.0)),
+                             (fig7_se_snr, 1, (5, 3.6)), (fig8_guidance, 1, (5, 3.4))):
+    _scenario_figure(plt, scs, panels, size, draw, os.path.join(workdir, f"{draw.__name__}.png"))

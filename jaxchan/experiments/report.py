@@ -1,0 +1,51 @@
+"""Re-render a finished run's tables and figures from its ``results.json``, without retraining.
+
+  python -m jaxchan.experiments.report WORKDIR [WORKDIR ...]
+
+Each experiment's tables and figures are pure functions of its results
+(``jaxchan.experiments.<name>_report.render``), so a change to a table or a figure
+never needs the models again.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+
+# experiment name -> its report module (same names as jaxchan.experiments.REGISTRY).
+REPORTS = {name: f"jaxchan.experiments.{name}_report"
+           for name in ("noniden", "perception", "sampler_study", "mobility", "perception_oracle")}
+
+
+def render(workdir: str) -> str:
+  """Rewrite ``workdir``'s tables and figures from its ``results.json``; returns the experiment's name."""
+  path = os.path.join(workdir, "results.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: {workdir} holds no finished run (run.py writes results.json last).")
+  with open(path) as f:
+    results = json.load(f)
+  name = results.get("config", {}).get("experiment")
+  if name not in REPORTS:
+    raise ValueError(f"{path}: config.experiment={name!r} has no report; known: {', '.join(sorted(REPORTS))}.")
+  importlib.import_module(REPORTS[name]).render(results, workdir)
+  return name
+
+
+def main(argv):
+  if len(argv) < 2 or argv[1] in ("-h", "--help"):
+    print(__doc__.strip())
+    return 0 if len(argv) >= 2 else 2
+  for wd in argv[1:]:
+    try:
+      name = render(wd)
+    except (FileNotFoundError, ValueError) as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 2
+    print(f"{wd}: {name} tables and figures re-rendered")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv))
