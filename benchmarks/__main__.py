@@ -69,8 +69,8 @@ def main():
     # Ray tracing batches many users per path-solver call (the rays are shot once per call).
     res["datagen_rt"] = datagen_bench.run("street_canyon", num=400, batch_size=100)
   print(table(res))
-  from jaxchan import io
-  io.atomic_write_json(args.out, res)
+  from jaxchan import files
+  files.atomic_write_json(args.out, res)
   print(f"wrote {args.out}")
 
 

@@ -84,8 +84,8 @@ def main():
   res = run()
   print(json.dumps(res, indent=2))
   if args.out:
-    from jaxchan import io
-    io.atomic_write_json(args.out, res)
+    from jaxchan import files
+    files.atomic_write_json(args.out, res)
 
 
 if __name__ == "__main__":

@@ -22,19 +22,14 @@ noise at every step, :func:`jaxchan.srs.observe`).
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 
 from jaxchan import checks, conventions, ddpm, metrics, precoding, srs
 from jaxchan.schedules import DDPMSchedule
-
-
-class SRSConfig(NamedTuple):
-  """How the SRS history is observed (eq. 22)."""
-  num_hops: int = 4
-  snr_db_range: tuple[float, float] = (-10.0, 10.0)
+from jaxchan.srs import SRSConfig
 
 
 def _observe(batch, key, srs_cfg: SRSConfig):

@@ -28,6 +28,12 @@ import jax.numpy as jnp
 from jaxchan import checks, conventions
 
 
+class SRSConfig(NamedTuple):
+  """How the SRS history is observed (eq. 22): hops per band and the range of the per-sample UL SNR in dB."""
+  num_hops: int = 4
+  snr_db_range: tuple[float, float] = (-10.0, 10.0)
+
+
 class SRSObservation(NamedTuple):
   """Attributes:
     obs: ``[B, n_occ, n_ue, n_bs, n_prb]`` noisy LS estimates, 0 on PRBs not sounded.

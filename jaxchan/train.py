@@ -27,7 +27,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from jaxchan import io
+from jaxchan import files
 
 
 @flax.struct.dataclass
@@ -217,7 +217,7 @@ def fit(state: TrainState, train_step, batches: Callable[[int], Iterable], *, nu
       history.append(record)
       save(state)
       if is_main:
-        io.atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in history))
+        files.atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in history))
       log(f"{name}: {json.dumps(record)}" if name else json.dumps(record))
   manager.close()
   return state, history

@@ -5,6 +5,11 @@ import os
 # Tests run on CPU in float32; keep XLA from grabbing every core's worth of
 # threads on small machines and make results reproducible run to run.
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+# One persistent compilation cache for the session's processes (xdist workers and the subprocess jobs compile
+# many identical programs); JAX keys entries by program and version, so a stale entry is never reused.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+    __import__("tempfile").gettempdir(), f"jaxchan-tests-jax-cache-{os.getuid()}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import numpy as np
 import pytest
@@ -99,3 +104,46 @@ def assert_validate_refuses(experiment, config, match: str):
   msg = str(e.value)
   assert match in msg, msg
   assert "\n" not in msg, msg
+
+
+TINY_PRESETS = ("low_mobility", "high_mobility", "simo_ofdm")
+
+
+class _TinyDatasets:
+  """``datasets[preset]``: the path of the tiny Sionna dataset of ``preset`` (``--size=tiny``, seed 0), built on
+  first use and then shared by every test of the session (of the xdist worker)."""
+
+  def __init__(self, root):
+    self.root, self.paths = root, {}
+
+  def __getitem__(self, preset):
+    import subprocess
+    import sys
+    if preset not in self.paths:
+      path = str(self.root / f"{preset}.h5")
+      proc = subprocess.run([sys.executable, "-m", "datagen.uma", f"--preset={preset}", "--size=tiny",
+                             f"--out={path}", "--no_progress"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=900)
+      assert proc.returncode == 0, proc.stderr[-3000:]
+      self.paths[preset] = path
+    return self.paths[preset]
+
+
+@pytest.fixture(scope="session")
+def tiny_datasets(tmp_path_factory):
+  """The tiny Sionna datasets the tests use, each built once per session on first use (read-only: copy a file
+  before changing it). The datagen tests, which use all of them, share one xdist worker (their xdist_group)."""
+  pytest.importorskip("sionna", reason="the tiny datasets are built with datagen: pip install -e '.[datagen]'")
+  return _TinyDatasets(tmp_path_factory.mktemp("tiny_datasets"))
+
+
+# The longest tests (end-to-end jobs, dataset builds; measured with --durations) start first, so that under
+# pytest-xdist the workers finish together instead of one waiting on a late long job (longest-processing-time
+# first). The sort is stable and the same in every worker, as xdist requires.
+_LONGEST_FIRST = ("smoke_end_to_end", "oracle_smoke", "four_devices", "test_datagen.py", "run_py_smoke",
+                  "readme_library_example")
+
+
+def pytest_collection_modifyitems(config, items):
+  items.sort(key=lambda item: next((i for i, s in enumerate(_LONGEST_FIRST) if s in item.nodeid),
+                                   len(_LONGEST_FIRST)))

@@ -37,7 +37,9 @@ def test_perception_benchmark_builds_the_configs_models(size):
   shape = pb._shape(cfg)
   assert shape["n_bs"] == (16 if size == "quick" else 32)
   model = perception.make_model(cfg, "dm")
-  params = perception.init_params(model, jax.random.PRNGKey(0))
   b = pb._batch(shape, 2)
-  loss = perception.loss_fn(cfg, model, "dm")(params, b, jax.random.PRNGKey(1))
-  assert float(loss) > 0
+  # Shapes only (jax.eval_shape traces init and the loss without running them): building the paper-size
+  # model and its loss on this batch is what can break; the arithmetic is tested elsewhere.
+  params = jax.eval_shape(lambda k: perception.init_params(model, k), jax.random.PRNGKey(0))
+  loss = jax.eval_shape(perception.loss_fn(cfg, model, "dm"), params, b, jax.random.PRNGKey(1))
+  assert loss.shape == ()

@@ -26,14 +26,14 @@ def datagen(*args, module="datagen.uma", check=True):
   return proc
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-  d = tmp_path_factory.mktemp("datasets")
-  out = {}
-  for preset in ("low_mobility", "high_mobility", "simo_ofdm"):
-    out[preset] = str(d / f"{preset}.h5")
-    datagen(f"--preset={preset}", "--size=tiny", f"--out={out[preset]}")
-  return out
+# Every test here builds Sionna datasets (seconds each): the full tier only, one xdist worker sharing the
+# session's tiny datasets (conftest.tiny_datasets).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_datasets")]
+
+
+@pytest.fixture
+def built(tiny_datasets):
+  return tiny_datasets
 
 
 def _bytes(path):

@@ -40,6 +40,7 @@ def test_llvm_version_is_read_from_the_library_names():
   assert major("/usr/lib/llvm-17/lib/libLLVM.so") == 17
 
 
+@pytest.mark.slow
 @needs_rt
 def test_tiny_raytraced_dataset_is_sparse_unit_power_and_never_zero(tmp_path):
   out = tmp_path / "rt.h5"
@@ -58,6 +59,7 @@ def test_tiny_raytraced_dataset_is_sparse_unit_power_and_never_zero(tmp_path):
   assert np.mean(s[:, :3].sum(1) / s.sum(1)) >= 0.9
 
 
+@pytest.mark.slow
 @needs_rt
 def test_sharded_raytraced_build_merges_bit_identically(tmp_path):
   args = ["--preset=street_canyon", "--size=tiny", "--num_train=16", "--num_test=8", "--batch_size=8"]
@@ -111,6 +113,7 @@ def test_missing_llvm_is_a_clear_error_not_an_abort(monkeypatch):
   assert rt_source.find_llvm() is None
 
 
+@pytest.mark.slow
 def test_uma_datagen_works_without_a_usable_llvm(tmp_path):
   # sionna-rt's sionna/__init__.py (if pip installed it last) starts Dr.Jit on `import sionna`; the 38.901 path
   # must not depend on that, so it builds a dataset even when Dr.Jit is pointed at a library that does not exist.

@@ -101,6 +101,7 @@ def _reference_apply(model, params, x, tau):
   return dense(p["head"], h)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("placement,averaging", [("col", "alpha"), ("row", "tau"), ("both", "alpha"),
                                                  ("identical", "alpha")])
 def test_tables_and_planar_layout_reproduce_the_direct_equations(placement, averaging):
@@ -125,6 +126,7 @@ def test_times_outside_the_schedule_are_refused():
     _model(schedule=None).init(jax.random.PRNGKey(0), x, jnp.full(SHAPE, 10.0))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("placement", ["row", "col", "both"])
 def test_network_sees_tau_only_through_axis_averages(placement):
   model = _model(placement=placement, averaging="tau")
@@ -139,6 +141,7 @@ def test_network_sees_tau_only_through_axis_averages(placement):
   assert float(jnp.max(jnp.abs(y3 - y1))) > 1e-3
 
 
+@pytest.mark.slow
 def test_identical_model_sees_only_the_scalar_time():
   model = _model(placement="identical")
   x, tau, params = _init(model)
@@ -147,6 +150,7 @@ def test_identical_model_sees_only_the_scalar_time():
   np.testing.assert_allclose(model.apply(params, x, tau), model.apply(params, x, perm), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_output_shape_dtype_and_unit_scale_at_init():
   model = MixerDenoiser(schedule=SCH)  # paper size: 5 layers, embedding width 64
   x = conventions.standard_normal(jax.random.PRNGKey(0), (4, 32, 64))
@@ -199,6 +203,7 @@ def test_table1_pivots_training_losses():
   assert cell in row
 
 
+@pytest.mark.slow
 def test_flop_counter_matches_closed_form():
   from benchmarks.common import count_complex_dense_flops
 

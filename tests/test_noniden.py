@@ -177,6 +177,7 @@ def test_eta1_loop_samples_the_exact_posterior():
   assert z[10] > 5.0, z
 
 
+@pytest.mark.slow
 def test_generate_trajectory_and_jit_vmap_shapes():
   D = oracle.denoiser(_gmm(), SCH)
   g0 = conventions.standard_normal(jax.random.PRNGKey(0), (5, 2, 2))
@@ -238,6 +239,7 @@ def test_sampler_parse_spec():
       Sampler.parse(bad)
 
 
+@pytest.mark.slow
 def test_network_generator_takes_params_as_an_argument():
   from jaxchan.models.mixer import MixerDenoiser
 
@@ -327,6 +329,7 @@ def test_identical_start_is_a_forward_sample_where_the_observation_allows():
   np.testing.assert_allclose(ti, tc, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_training_and_generation_inputs_share_one_range_of_scales():
   # The identical-noise-power input weighs element i by 1 / max(beta_i, floor). Training draws
   # tau in {1..T} and generation evaluates tau in (0, T] (never 0 before the final, unevaluated
@@ -364,6 +367,7 @@ def test_training_times_with_tau_zero_need_the_floor():
     noniden.initial_state(jnp.ones(3, jnp.complex64), jnp.ones(3), SCH, start="eq15")
 
 
+@pytest.mark.slow
 def test_identical_times_is_the_mean_amplitude_time():
   # One time per sample whose amplitude is the sample's mean amplitude; constant tau stays put,
   # and it is the time identical_start uses (its tau0 is identical_times of the consistent tau0).

@@ -66,6 +66,7 @@ def test_posterior_samples_match_posterior_moments():
   np.testing.assert_allclose(oracle.posterior_mean(gmm, y, A, N), pm, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_denoiser_is_mmse_better_than_scaled_observation():
   # The exact D has lower MSE than any other estimator; compare with alpha^-1 g
   # and with the per-element Wiener filter on fresh data (both suboptimal).
@@ -82,6 +83,7 @@ def test_denoiser_is_mmse_better_than_scaled_observation():
   assert mse(d) < mse(g / alpha)
 
 
+@pytest.mark.slow
 def test_ddpm_eps_consistent_with_denoiser():
   from jaxchan import schedules
   gmm = oracle.random_mixture(jax.random.PRNGKey(9), 3, 2)
@@ -96,6 +98,7 @@ def test_ddpm_eps_consistent_with_denoiser():
   np.testing.assert_allclose(x0, expect, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_expected_gramian_is_the_many_sample_limit_and_mean_plus_covariance():
   # E[H_f^H H_f] under a mixture = Gramian of the mean + the covariance's share: check against the
   # Gramian of 200,000 draws (entries of order 1, sample std of each entry ~ 2, hence SE ~ 5e-3;

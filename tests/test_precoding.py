@@ -69,6 +69,7 @@ def test_perfect_csi_svd_beats_random_precoders():
       assert np.all(np.asarray(se_svd) >= np.asarray(precoding.spectral_efficiency(H, W, snr)) - 1e-5)
 
 
+@pytest.mark.slow
 def test_bayesian_precoder_maximizes_expected_energy():
   # Eq. (28): no orthonormal W beats the dominant eigenvectors on (1/K) sum ||H_k W||_F^2.
   Hs = _channels(jax.random.PRNGKey(7), batch=(16, 2))

@@ -16,7 +16,8 @@ taus = hnp.arrays(np.float32, st.integers(1, 40),
                   elements=st.floats(0.0, 100.0, width=32, allow_nan=False))
 
 
-@settings(max_examples=200, deadline=None)
+@pytest.mark.slow
+@settings(max_examples=60, deadline=None)  # 60 random cases; the known case below pins the values
 @given(x=taus, frac=st.floats(0.0, 1.2))
 def test_waterfill_invariants(x, frac):
   budget = np.float32(frac * x.sum())

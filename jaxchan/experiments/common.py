@@ -15,7 +15,7 @@ import zlib
 import jax
 import jax.numpy as jnp
 
-from jaxchan import data, io, train
+from jaxchan import data, files, train
 
 
 def key(config, tag: str) -> jax.Array:
@@ -79,7 +79,7 @@ def train_model(name: str, *, params, loss_fn, ds, to_batch, tcfg, num_epochs: i
 
   os.makedirs(model_dir, exist_ok=True)
   if is_main_process():
-    io.atomic_write_json(os.path.join(model_dir, "model.json"), meta)
+    files.atomic_write_json(os.path.join(model_dir, "model.json"), meta)
   state = train.init_state(params, opt, k_train)
   state, history = train.fit(state, step, batches, num_epochs=num_epochs, workdir=model_dir,
                              eval_fn=lambda p: {"test_loss": test_loss(p)}, progress=progress, log=log, mesh=mesh,
@@ -187,7 +187,7 @@ def write_results(workdir: str, results: dict, render, started: float | None = N
   if not is_main_process():
     return False
   results["provenance"] = provenance(started)
-  io.atomic_write_json(os.path.join(workdir, "results.json"), results)
+  files.atomic_write_json(os.path.join(workdir, "results.json"), results)
   render(results, workdir)
   return True
 

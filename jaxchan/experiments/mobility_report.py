@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import os
 
-from jaxchan import io
+from jaxchan import files
 from jaxchan.experiments.mobility import LABELS, METHODS
 
 
 def render(results: dict, workdir: str):
   """``mobility.md`` and ``fig_mobility.png`` of ``results``."""
-  io.atomic_write_text(os.path.join(workdir, "mobility.md"), to_markdown(results))
+  files.atomic_write_text(os.path.join(workdir, "mobility.md"), to_markdown(results))
   plot(results, os.path.join(workdir, "fig_mobility.png"))
 
 
@@ -26,7 +26,7 @@ def to_markdown(results) -> str:
           f"low_mobility geometry), UL SNR uniform in {list(c['snr_db_range'])} dB, DL SNR = UL SNR + "
           f"{c['dl_snr_offset_db']} dB, N_s = {c['n_streams']}. Predictor NMSE: best per-age linear predictor of the "
           "target from each PRB's latest SRS (1 = the history is useless). SE in bps/Hz.\n\n"
-          + io.markdown_table(head, body))
+          + files.markdown_table(head, body))
 
 
 def plot(results, path):
@@ -52,5 +52,5 @@ def plot(results, path):
   ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="lower left")
   ax.set_title("What the SRS history is worth against UT speed")
   fig.tight_layout()
-  io.atomic_save_figure(fig, path, dpi=120)
+  files.atomic_save_figure(fig, path, dpi=120)
   plt.close(fig)

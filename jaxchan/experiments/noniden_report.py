@@ -12,13 +12,13 @@ import os
 import ml_collections
 import numpy as np
 
-from jaxchan import io, noniden
+from jaxchan import files, noniden
 
 
 def render(results: dict, workdir: str):
   """``tables.md`` and the figures of ``results`` (as written by :func:`jaxchan.experiments.noniden.run`)."""
   config = ml_collections.ConfigDict(results["config"])
-  io.atomic_write_text(os.path.join(workdir, "tables.md"), tables(results, config))
+  files.atomic_write_text(os.path.join(workdir, "tables.md"), tables(results, config))
   plot_steps(results, config, os.path.join(workdir, "fig_steps.png"))
   plot_embeddings(results, config, os.path.join(workdir, "fig_embeddings.png"))
 
@@ -48,7 +48,7 @@ def table1(results, config) -> str:
         rows.append([pl, av] + [cells.get((pl, av, p, n), "-") for p, n in cols])
   head = ["embedding", "averaging"] + [f"{p} / identical {'noise' if n == 'noise' else 'power'}" for p, n in cols]
   return (f"\n## Table I: training loss (velocity NMSE), mean ± std over the last {last} epochs\n\n"
-          + io.markdown_table(head, rows))
+          + files.markdown_table(head, rows))
 
 
 def tables(results, config) -> str:
@@ -65,7 +65,7 @@ def tables(results, config) -> str:
               f"{config.eval.bound_samples} tau draws). A loss above it means the network has not learned even "
               "the channel's second-order statistics.\n\n")
   fmt_b = lambda n: f"{bounds[n]['mean']:.4f} ± {bounds[n]['sem']:.4f}" if n in bounds else "-"  # noqa: E731
-  md.append(io.markdown_table(["model", "placement", "averaging", "input", "tau pattern", "epochs", "train loss",
+  md.append(files.markdown_table(["model", "placement", "averaging", "input", "tau pattern", "epochs", "train loss",
                                "test loss", "Gaussian bound"],
                               [[n, m["placement"], m["averaging"], m["input_norm"], m["tau_pattern"],
                                 h[-1]["epoch"], h[-1]["train_loss"], h[-1]["test_loss"], fmt_b(n)]
@@ -94,12 +94,12 @@ def tables(results, config) -> str:
   t2 = [[st] + [rows_by.get((main, st, s0, p), float("nan")) for p in pats] for st in config.eval.steppings
         if (main, st, s0, pats[0]) in rows_by]
   md.append(f"\n## Table II: final NMSE of `{main}` by stepping ({s0}) x initial pattern\n\n")
-  md.append(io.markdown_table(["stepping"] + pats, t2 + baseline_rows))
+  md.append(files.markdown_table(["stepping"] + pats, t2 + baseline_rows))
   # Samplers: the paper's eq. (9) against the eta family.
   t_s = [[sp] + [rows_by.get((main, st0, sp, p), float("nan")) for p in pats] for sp in config.eval.samplers
          if (main, st0, sp, pats[0]) in rows_by]
   md.append(f"\n## Samplers: final NMSE of `{main}` ({st0}) x initial pattern\n\n")
-  md.append(io.markdown_table(["sampler"] + pats, t_s))
+  md.append(files.markdown_table(["sampler"] + pats, t_s))
   # Ablations: the paper's literal sampler (eq. 9 at eps = 0.4) and start (eqs. 15-16).
   labels = {"consistent": "variance-consistent start", "paper": "paper start, eqs. (15)-(16)"}
   t_a = []
@@ -115,7 +115,7 @@ def tables(results, config) -> str:
       if all(stt in by_start.get(p, {}) for p in pats):
         t_a.append([f"one-shot D(g0, tau0), {labels[stt]}"] + [by_start[p][stt] for p in pats])
     md.append(f"\n## Ablations: final NMSE of `{main}` ({st0}) by sampler and start\n\n")
-    md.append(io.markdown_table(["sampler, start"] + pats, t_a))
+    md.append(files.markdown_table(["sampler, start"] + pats, t_a))
   # Table III: training patterns (models that differ from the main model only in tau_pattern).
   ref = results["training"][main][0]
   same_arch = [n for n, (m, _) in results["training"].items()
@@ -124,7 +124,7 @@ def tables(results, config) -> str:
   if len(same_arch) > 1:
     t3 = [[results["training"][n][0]["tau_pattern"]] + [rows_by[(n, st0, s0, p)] for p in pats] for n in same_arch]
     md.append(f"\n## Table III: final NMSE by training tau-pattern ({st0}, {s0}) x initial pattern\n\n")
-    md.append(io.markdown_table(["training pattern"] + pats, t3))
+    md.append(files.markdown_table(["training pattern"] + pats, t3))
   # Identical vs non-identical (Fig. 7's last step).
   ident = config.eval.compare_identical
   if ident and (ident, "tau-uniform", s0, pats[0]) in rows_by:
@@ -132,14 +132,14 @@ def tables(results, config) -> str:
           [f"identical `{ident}` (scalar time, identical_start)"] + [rows_by[(ident, "tau-uniform", s0, p)]
                                                                       for p in pats]]
     md.append(f"\n## Identical vs non-identical diffusion: final NMSE ({s0})\n\n")
-    md.append(io.markdown_table(["model"] + pats, t7 + baseline_rows))
+    md.append(files.markdown_table(["model"] + pats, t7 + baseline_rows))
   # Embedding schemes (Fig. 8).
   emb = embedding_models(results, config)
   if len(emb) > 1:
     t8 = [[f"{results['training'][n][0]['placement']} / {results['training'][n][0]['averaging']} avg"]
           + [rows_by[(n, st0, s0, p)] for p in pats] for n in emb]
     md.append(f"\n## Embedding schemes (cf. Fig. 8): final NMSE ({st0}, {s0})\n\n")
-    md.append(io.markdown_table(["embedding"] + pats, t8))
+    md.append(files.markdown_table(["embedding"] + pats, t8))
   return "".join(md)
 
 
@@ -184,7 +184,7 @@ def plot_steps(results, config, path):
   axes.flat[0].legend(fontsize=7)
   fig.suptitle(f"Generation NMSE per step ({s0}, {start} start, {gen['num_test']} test channels)", fontsize=10)
   fig.tight_layout()
-  io.atomic_save_figure(fig, path, dpi=110)
+  files.atomic_save_figure(fig, path, dpi=110)
   plt.close(fig)
 
 
@@ -225,6 +225,6 @@ def plot_embeddings(results, config, path) -> bool:
   ax.set_title("embedding schemes (cf. Fig. 8)")
   ax.legend(fontsize=8)
   fig.tight_layout()
-  io.atomic_save_figure(fig, path, dpi=110)
+  files.atomic_save_figure(fig, path, dpi=110)
   plt.close(fig)
   return True

@@ -148,8 +148,8 @@ def shapes(config) -> dict:
   return {"history": (d.n_occ, d.n_ue, d.n_bs, d.n_prb), "target": (d.n_ue, d.n_bs, d.n_prb)}
 
 
-def srs_cfg(config) -> prediction.SRSConfig:
-  return prediction.SRSConfig(config.srs.num_hops, tuple(config.srs.snr_db_range))
+def srs_cfg(config) -> srs.SRSConfig:
+  return srs.SRSConfig(config.srs.num_hops, tuple(config.srs.snr_db_range))
 
 
 def open_scenario(config, scenario, log=print):

@@ -43,8 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxchan import checks, conventions, ddpm, metrics, oracle, precoding, prediction, schedules, srs, train
-from jaxchan.models.transformer import ChannelTransformer
+from jaxchan import checks, conventions, ddpm, metrics, oracle, precoding, srs
 
 METHODS = ("perfect_csi", "bayes_inf", "cme", "prior", "uniform")
 LABELS = {"perfect_csi": "Perfect CSI (SVD)", "bayes_inf": "Exact Bayesian, K -> inf (posterior Gramian)",
@@ -157,80 +156,11 @@ def exact_cme_mse(prior, h, y, sigma2, *, shape, sounded: int, rho: float) -> fl
   return float(jnp.mean(jnp.abs(h - est) ** 2))
 
 
-def learned_model(config, use: str) -> ChannelTransformer:
-  L = config.learned
-  n_ue, n_bs, n_freq = config.shape
-  return ChannelTransformer(n_occ=1, n_ue=n_ue, n_bs=n_bs, n_prb=n_freq, num_hops=n_freq // config.sounded,
-                            ue_per_token=L.ue_per_token, use=use, d_model=L.d_model, num_heads=L.num_heads,
-                            enc_layers=L.layers, dec_layers=L.layers, mlp_ratio=L.mlp_ratio)
-
-
-def learned_schedule(config):
-  return schedules.cosine_schedule(config.learned.T)
-
-
-def train_learned(config, prior, use: str, model_dir: str, log=print):
-  """Train the SL or DM backbone on fresh draws from ``prior`` (every batch new; an "epoch" is
-  ``config.learned.steps_per_epoch`` steps). Returns ``(model, params, history, floor)``; for the SL,
-  ``floor["exact_cme_mse"]`` is the exact CME's loss on the same 1,024 test draws (:func:`exact_cme_mse`)."""
-  from jaxchan.experiments import common, perception
-  L, shape = config.learned, tuple(config.shape)
-  model = learned_model(config, use)
-  kw = dict(shape=shape, sounded=config.sounded, rho=config.rho)
-  sample = jax.jit(functools.partial(draw, prior, num=L.batch_size, snr_db_range=tuple(L.snr_db_range), **kw))
-  view = lambda y, s2: srs_view(y, shape, config.sounded, config.rho, s2)  # noqa: E731
-
-  def loss(params, batch, key):
-    obs = view(batch["y"], batch["sigma2"])
-    if use == "sl":
-      return prediction.sl_objective(model, params, batch["h"], obs, key)
-    return prediction.dm_objective(model, params, batch["h"], obs, key, learned_schedule(config),
-                                   p_uncond=L.p_uncond, prediction=L.prediction)
-
-  data_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1000 + LEARNED_USES.index(use))
-
-  def batches(epoch):
-    for i in range(L.steps_per_epoch):
-      h, y, s2 = sample(jax.random.fold_in(jax.random.fold_in(data_key, epoch), i))
-      yield {"h": h, "y": y, "sigma2": s2}
-
-  h_t, y_t, s2_t = jax.jit(functools.partial(draw, prior, num=1024, snr_db_range=tuple(L.snr_db_range), **kw))(
-      jax.random.fold_in(data_key, 10**6))
-  test = {"h": h_t, "y": y_t, "sigma2": s2_t}
-  floor = {}
-  if use == "sl":
-    floor["exact_cme_mse"] = exact_cme_mse(prior, h_t, y_t, s2_t, **kw)
-    log(f"  exact CME loss on the same test draws (the SL's floor): {floor['exact_cme_mse']:.4f}")
-  k_test, k_init, k_train = jax.random.split(common.key(config, f"perception_oracle/{use}"), 3)
-  test_loss = jax.jit(lambda p: loss(p, test, k_test))
-  opt = train.step_decay_adam(L.lr, steps_per_epoch=L.steps_per_epoch, decay_every_epochs=L.decay_every_epochs,
-                              decay_factor=L.decay_factor)
-  params = perception.init_params(model, k_init)
-  state = train.init_state(params, opt, k_train)
-  state, history = train.fit(state, train.make_train_step(loss, opt), batches, num_epochs=L.epochs[use],
-                             workdir=model_dir, eval_fn=lambda p: {"test_loss": test_loss(p)},
-                             progress=config.progress, log=log, name=f"oracle {use}")
-  return model, state.params, history, floor
-
-
-def learned_precoders(config, models, y, sigma2, key, n_streams):
-  """``{"sl": W, "dm_bayes": W}`` and the SL estimate, for observations ``y`` ``[B, m]`` at noise ``sigma2``."""
-  L, shape = config.learned, tuple(config.shape)
-  obs = srs_view(y, shape, config.sounded, config.rho, sigma2)
-  m_sl, p_sl = models["sl"]
-  m_dm, p_dm = models["dm"]
-  est = prediction.sl_predict(m_sl, p_sl, obs)
-  samples = prediction.sample_posterior(m_dm, p_dm, obs, key, learned_schedule(config), num_samples=L.num_samples,
-                                        prediction=L.prediction)
-  return {"sl": precoding.svd_precoder(est, n_streams),
-          "dm_bayes": precoding.bayesian_precoder(samples, n_streams)}, est
-
-
 def evaluate_snr(prior, key, *, shape, n_streams, sounded, rho, snr_db, dl_snr_db, num_test, num_samples,
                  learned=None):
   """Mean SE and captured-energy fraction of every method at one observation SNR.
 
-  ``learned``: ``(y, sigma2, key) -> ({name: W}, sl_estimate)`` for the learned rows (:func:`learned_precoders`),
+  ``learned``: ``(y, sigma2, key) -> ({name: W}, sl_estimate)`` for the learned rows (:func:`jaxchan.experiments.perception_oracle_learned.learned_precoders`),
   evaluated on the same channels and observations.
   """
   sigma2 = 10.0 ** (-snr_db / 10.0)
@@ -278,7 +208,7 @@ def evaluate_snr(prior, key, *, shape, n_streams, sounded, rho, snr_db, dl_snr_d
 
 
 def run(config, workdir: str, log=print) -> dict:
-  from jaxchan.experiments import common
+  from jaxchan.experiments import common, perception_oracle_report
 
   started = time.time()
   validate(config)
@@ -286,19 +216,21 @@ def run(config, workdir: str, log=print) -> dict:
   shape = tuple(config.shape)
   key = jax.random.PRNGKey(config.seed)
   prior = oracle.clustered_mixture(jax.random.fold_in(key, 0), shape, config.num_components, paths=config.paths)
-  learned, training, floors = None, {}, {}
+  learned_fn, training, floors = None, {}, {}
   if config.learned.enabled:
+    from jaxchan.experiments import perception_oracle_learned as learned
     models = {}
     for use in LEARNED_USES:
       log(f"training the learned {use.upper()} on the prior ({config.learned.epochs[use]} epochs of "
           f"{config.learned.steps_per_epoch} steps)")
-      m, p, training[use], floor = train_learned(config, prior, use, os.path.join(workdir, "models", use), log=log)
+      m, p, training[use], floor = learned.train_learned(config, prior, use, os.path.join(workdir, "models", use),
+                                                         log=log)
       floors.update(floor)
       models[use] = (m, p)
-    learned = jax.jit(functools.partial(learned_precoders, config, models, n_streams=config.n_streams))
+    learned_fn = jax.jit(functools.partial(learned.learned_precoders, config, models, n_streams=config.n_streams))
   ev = functools.partial(evaluate_snr, prior, shape=shape, n_streams=config.n_streams, sounded=config.sounded,
                          rho=config.rho, dl_snr_db=config.dl_snr_db, num_test=config.num_test,
-                         num_samples=tuple(config.num_samples), learned=learned)
+                         num_samples=tuple(config.num_samples), learned=learned_fn)
   rows = []
   for i, snr in enumerate(config.snr_db_grid):
     r = ev(jax.random.fold_in(key, 1 + i), snr_db=float(snr))
@@ -306,6 +238,5 @@ def run(config, workdir: str, log=print) -> dict:
     log(f"obs. SNR {snr:+.0f} dB: SE " + ", ".join(f"{k} {v['se']:.3f}" for k, v in r.items() if isinstance(v, dict)))
   results = dict(config=config.to_dict(), rows=rows, device=str(jax.devices()[0]), training=training,
                  floors=floors)
-  from jaxchan.experiments import perception_oracle_report
   common.write_results(workdir, results, perception_oracle_report.render, started=started)
   return results

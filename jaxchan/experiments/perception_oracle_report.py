@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from jaxchan import io
+from jaxchan import files
 from jaxchan.experiments.perception_oracle import LABELS, LEARNED, LEARNED_USES, METHODS
 
 
@@ -18,7 +18,7 @@ def render(results: dict, workdir: str):
   # results.json stores keys sorted; the tables list the learned models in training order.
   tr = results.get("training", {})
   results = dict(results, training={u: tr[u] for u in LEARNED_USES if u in tr})
-  io.atomic_write_text(os.path.join(workdir, "tables.md"), to_markdown(results))
+  files.atomic_write_text(os.path.join(workdir, "tables.md"), to_markdown(results))
   plot(results, os.path.join(workdir, "fig_oracle_se.png"))
 
 
@@ -58,8 +58,8 @@ def to_markdown(results) -> str:
           f"H ({' x '.join(map(str, c['shape']))}: UE x BS x PRB), {c['paths']} paths per cluster. Observation: "
           f"{c['sounded']} of {c['shape'][2]} PRBs, aging correlation rho = {c['rho']}, SNR on the rows. "
           f"{c['num_test']} channels per SNR, N_s = {c['n_streams']}, DL SNR {c['dl_snr_db']} dB.\n\n"
-          "## Spectral efficiency [bps/Hz]\n\n" + io.markdown_table(head, body)
-          + "\n\n## Captured energy (eq. 28 objective, fraction of the channel's)\n\n" + io.markdown_table(head_e, body_e)
+          "## Spectral efficiency [bps/Hz]\n\n" + files.markdown_table(head, body)
+          + "\n\n## Captured energy (eq. 28 objective, fraction of the channel's)\n\n" + files.markdown_table(head_e, body_e)
           + _learned_markdown(results))
 
 
@@ -81,7 +81,7 @@ def _learned_markdown(results) -> str:
           f"The perception backbone (d_model {L['d_model']}, {L['layers']} + {L['layers']} layers) trained on fresh "
           f"draws from the prior at observation SNRs uniform in {tuple(L['snr_db_range'])} dB; DM: T = {L['T']}, "
           f"{L['prediction']} prediction, K = {K}. {losses}. SE ratio 1 = as good as the exact precoder.\n\n"
-          + io.markdown_table(["obs. SNR [dB]", "CME NMSE [dB]", "SL NMSE [dB]", "exact CME SE", "SL SE",
+          + files.markdown_table(["obs. SNR [dB]", "CME NMSE [dB]", "SL NMSE [dB]", "exact CME SE", "SL SE",
                                "SL / CME", f"exact K = {K} SE", f"DM K = {K} SE", f"DM / exact K = {K}"], body)
           + f"\n\nWorst ratio over the SNRs: SL / exact CME {worst_sl:.3f}, DM / exact K = {K} {worst_dm:.3f}.\n")
 
@@ -113,5 +113,5 @@ def plot(results, path):
   ax2.grid(alpha=0.3)
   ax2.legend(fontsize=7)
   fig.tight_layout()
-  io.atomic_save_figure(fig, path, dpi=120)
+  files.atomic_save_figure(fig, path, dpi=120)
   plt.close(fig)

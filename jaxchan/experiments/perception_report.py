@@ -11,7 +11,7 @@ import os
 import ml_collections
 import numpy as np
 
-from jaxchan import io, precoding
+from jaxchan import files, precoding
 from jaxchan.experiments.perception import CLASSICAL, SE_ROWS, dm_prediction
 
 
@@ -23,7 +23,7 @@ def render(results: dict, workdir: str):
   results = dict(results, scenarios={s: dict(results["scenarios"][s], training={
       u: results["scenarios"][s]["training"][u] for u in config.train.models if u in results["scenarios"][s]["training"]})
       for s in scs})
-  io.atomic_write_text(os.path.join(workdir, "tables.md"), tables(results, config))
+  files.atomic_write_text(os.path.join(workdir, "tables.md"), tables(results, config))
   plot_all(results, config, workdir)
 
 
@@ -44,7 +44,7 @@ def tables(results, config) -> str:
     for name in ("srs_baseline", "sl", "dm"):
       t = r["eval"]["table2"][name]
       rows.append([sc, LABELS[name], f"{t['nmse_db']:.2f}", f"{t['gcs']:.3f}"])
-  md.append(io.markdown_table(["scenario", "model", "NMSE [dB]", "GCS"], rows))
+  md.append(files.markdown_table(["scenario", "model", "NMSE [dB]", "GCS"], rows))
   md.append("\n## Table III: spectral efficiency\n\n")
   rows, notes = [], []
   for sc, r in results["scenarios"].items():
@@ -59,7 +59,7 @@ def tables(results, config) -> str:
     notes.append(f"- {sc}: Riemannian CG on the Monte-Carlo capacity (27), {c['iters']} iterations from the eq. (28) "
                  f"eigenvector solution with the same K = {K} samples, on {c['num_test']} test channels: SE "
                  f"{c['se_eigenvectors']:.4f} -> {c['se_riemannian_cg']:.4f} bps/Hz (gap {c['gap']:+.4f}).")
-  md.append(io.markdown_table(["scenario", "model", "SE [bps/Hz]", "Δ to E2E"], rows))
+  md.append(files.markdown_table(["scenario", "model", "SE [bps/Hz]", "Δ to E2E"], rows))
   md.append("\nNotes (energy surrogate check):\n\n" + "\n".join(notes) + "\n")
   md.append("\n## Fig. 8 data: SE against guidance scale w\n\n")
   rows = []
@@ -67,13 +67,13 @@ def tables(results, config) -> str:
     g = r["guidance"]
     for w, a, b in zip(g["w"], g["dm_bayes"], g["dm_deterministic"]):
       rows.append([sc, w, f"{a:.3f}", f"{b:.3f}"])
-  md.append(io.markdown_table(["scenario", "w", f"DM ensemble (K = {K})", "deterministic DM"], rows))
+  md.append(files.markdown_table(["scenario", "w", f"DM ensemble (K = {K})", "deterministic DM"], rows))
   md.append("\n## Training\n\n")
   rows = []
   for sc, r in results["scenarios"].items():
     for use, hist in r["training"].items():
       rows.append([sc, use, hist[-1]["epoch"], f"{hist[-1]['train_loss']:.4f}", f"{hist[-1]['test_loss']:.4f}"])
-  md.append(io.markdown_table(["scenario", "model", "epochs", "train loss", "test loss"], rows))
+  md.append(files.markdown_table(["scenario", "model", "epochs", "train loss", "test loss"], rows))
   rows = [[sc, f"{b['sl_zero']:.4f}", f"{b['dm_per_element']:.4f}", f"{b['dm_gaussian']:.4f}", b["num_samples"]]
           for sc, b in ((sc, r.get("bounds")) for sc, r in results["scenarios"].items()) if b]
   if rows:
@@ -81,7 +81,7 @@ def tables(results, config) -> str:
               "parameterization, v or eps) for "
               "per-element Gaussian shrinkage and for the best Gaussian model (full sample covariance). A DM above "
               "the per-element bound has learned no correlation.\n\n")
-    md.append(io.markdown_table(["scenario", "SL: zero predictor", "DM: per-element shrinkage", "DM: Gaussian",
+    md.append(files.markdown_table(["scenario", "SL: zero predictor", "DM: per-element shrinkage", "DM: Gaussian",
                                  "targets used"], rows))
   return "".join(md)
 
@@ -106,7 +106,7 @@ def _scenario_figure(plt, scenarios, panels, panel_size, draw, path):
   if groups[0][0].get_legend_handles_labels()[0]:
     groups[0][0].legend(fontsize=7)
   fig.tight_layout()
-  io.atomic_save_figure(fig, path, dpi=110)
+  files.atomic_save_figure(fig, path, dpi=110)
   plt.close(fig)
 
 

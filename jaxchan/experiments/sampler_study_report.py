@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import os
 
-from jaxchan import io, noniden
+from jaxchan import files, noniden
 
 
 def render(results: dict, workdir: str):
   """``sampler_study.md`` and ``sampler_study.png`` of ``results``."""
-  io.atomic_write_text(os.path.join(workdir, "sampler_study.md"), to_markdown(results))
+  files.atomic_write_text(os.path.join(workdir, "sampler_study.md"), to_markdown(results))
   _plot(results, os.path.join(workdir, "sampler_study.png"))
 
 
@@ -30,7 +30,7 @@ def to_markdown(results) -> str:
            f"tau0={c['tau0']}, {c['rule']} stepping, {c['num_samples']} samples. "
            "Errors are relative Frobenius (covariance) and in units of the std (mean); "
            "var ratio = trace of sample / exact posterior covariance (1 is right).\n\n")
-  md = intro + io.markdown_table(header, body)
+  md = intro + files.markdown_table(header, body)
   starts = [s for s in noniden.STARTS if all(s in r.get("observation", {}) for r in results["rows"])]
   if starts:
     keys = ("cov_err", "mean_err", "var_ratio")
@@ -41,7 +41,7 @@ def to_markdown(results) -> str:
     rows.append(["exact posterior samples (floor)", "-"] + [fo[k] for _ in starts for k in keys])
     md += (f"\n\n### From an observation H_bar = M o H + CN(0, I), M = {list(c['reliability'])}\n\n"
            "Against the exact posterior p(h | H_bar); `consistent` is the default start, `paper` eqs. (15)-(16).\n\n"
-           + io.markdown_table(head, rows))
+           + files.markdown_table(head, rows))
   return md
 
 
@@ -72,5 +72,5 @@ def _plot(results, path):
     ax.set_title(title)
   axes[0].legend(fontsize=8)
   fig.tight_layout()
-  io.atomic_save_figure(fig, path, dpi=120)
+  files.atomic_save_figure(fig, path, dpi=120)
   plt.close(fig)

@@ -1,0 +1,87 @@
+"""The learned half of the exact-posterior experiment: the perception backbone trained on the GMM prior.
+
+The SL (MSE) and the DM (v prediction, classifier-free guidance) see channels drawn
+from the experiment's prior through its observation
+(:func:`jaxchan.experiments.perception_oracle.srs_view`), trained with the shared loop
+(checkpoints, resume) on fresh draws every step; :func:`learned_precoders` scores them
+on the same channels as the exact precoders.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+
+from jaxchan import precoding, prediction, schedules, train
+from jaxchan.experiments.perception_oracle import LEARNED_USES, draw, exact_cme_mse, srs_view
+from jaxchan.models.transformer import ChannelTransformer
+
+
+def learned_model(config, use: str) -> ChannelTransformer:
+  L = config.learned
+  n_ue, n_bs, n_freq = config.shape
+  return ChannelTransformer(n_occ=1, n_ue=n_ue, n_bs=n_bs, n_prb=n_freq, num_hops=n_freq // config.sounded,
+                            ue_per_token=L.ue_per_token, use=use, d_model=L.d_model, num_heads=L.num_heads,
+                            enc_layers=L.layers, dec_layers=L.layers, mlp_ratio=L.mlp_ratio)
+
+
+def learned_schedule(config):
+  return schedules.cosine_schedule(config.learned.T)
+
+
+def train_learned(config, prior, use: str, model_dir: str, log=print):
+  """Train the SL or DM backbone on fresh draws from ``prior`` (every batch new; an "epoch" is
+  ``config.learned.steps_per_epoch`` steps). Returns ``(model, params, history, floor)``; for the SL,
+  ``floor["exact_cme_mse"]`` is the exact CME's loss on the same 1,024 test draws (:func:`exact_cme_mse`)."""
+  from jaxchan.experiments import common, perception
+  L, shape = config.learned, tuple(config.shape)
+  model = learned_model(config, use)
+  kw = dict(shape=shape, sounded=config.sounded, rho=config.rho)
+  sample = jax.jit(functools.partial(draw, prior, num=L.batch_size, snr_db_range=tuple(L.snr_db_range), **kw))
+  view = lambda y, s2: srs_view(y, shape, config.sounded, config.rho, s2)  # noqa: E731
+
+  def loss(params, batch, key):
+    obs = view(batch["y"], batch["sigma2"])
+    if use == "sl":
+      return prediction.sl_objective(model, params, batch["h"], obs, key)
+    return prediction.dm_objective(model, params, batch["h"], obs, key, learned_schedule(config),
+                                   p_uncond=L.p_uncond, prediction=L.prediction)
+
+  data_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1000 + LEARNED_USES.index(use))
+
+  def batches(epoch):
+    for i in range(L.steps_per_epoch):
+      h, y, s2 = sample(jax.random.fold_in(jax.random.fold_in(data_key, epoch), i))
+      yield {"h": h, "y": y, "sigma2": s2}
+
+  h_t, y_t, s2_t = jax.jit(functools.partial(draw, prior, num=1024, snr_db_range=tuple(L.snr_db_range), **kw))(
+      jax.random.fold_in(data_key, 10**6))
+  test = {"h": h_t, "y": y_t, "sigma2": s2_t}
+  floor = {}
+  if use == "sl":
+    floor["exact_cme_mse"] = exact_cme_mse(prior, h_t, y_t, s2_t, **kw)
+    log(f"  exact CME loss on the same test draws (the SL's floor): {floor['exact_cme_mse']:.4f}")
+  k_test, k_init, k_train = jax.random.split(common.key(config, f"perception_oracle/{use}"), 3)
+  test_loss = jax.jit(lambda p: loss(p, test, k_test))
+  opt = train.step_decay_adam(L.lr, steps_per_epoch=L.steps_per_epoch, decay_every_epochs=L.decay_every_epochs,
+                              decay_factor=L.decay_factor)
+  params = perception.init_params(model, k_init)
+  state = train.init_state(params, opt, k_train)
+  state, history = train.fit(state, train.make_train_step(loss, opt), batches, num_epochs=L.epochs[use],
+                             workdir=model_dir, eval_fn=lambda p: {"test_loss": test_loss(p)},
+                             progress=config.progress, log=log, name=f"oracle {use}")
+  return model, state.params, history, floor
+
+
+def learned_precoders(config, models, y, sigma2, key, n_streams):
+  """``{"sl": W, "dm_bayes": W}`` and the SL estimate, for observations ``y`` ``[B, m]`` at noise ``sigma2``."""
+  L, shape = config.learned, tuple(config.shape)
+  obs = srs_view(y, shape, config.sounded, config.rho, sigma2)
+  m_sl, p_sl = models["sl"]
+  m_dm, p_dm = models["dm"]
+  est = prediction.sl_predict(m_sl, p_sl, obs)
+  samples = prediction.sample_posterior(m_dm, p_dm, obs, key, learned_schedule(config), num_samples=L.num_samples,
+                                        prediction=L.prediction)
+  return {"sl": precoding.svd_precoder(est, n_streams),
+          "dm_bayes": precoding.bayesian_precoder(samples, n_streams)}, est
