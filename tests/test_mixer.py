@@ -10,6 +10,7 @@ import pytest
 from jaxchan import conventions, noniden, schedules
 from jaxchan.models.mixer import MixerDenoiser, axis_times, split_gelu
 
+
 SHAPE = (2, 8, 16)
 SCH = schedules.GammaSchedule(100)
 
@@ -181,28 +182,6 @@ def test_bad_placement():
     _model(placement="diag").init(jax.random.PRNGKey(0), jnp.zeros(SHAPE, jnp.complex64), jnp.zeros(SHAPE))
 
 
-def test_table1_pivots_training_losses():
-  import configs
-  from jaxchan.experiments import noniden_report as exp
-
-  config = configs.get("noniden:smoke,table1")
-  assert len(config.models) == 48
-  training = {}
-  for i, (name, m) in enumerate(config.models.items()):
-    hist = [{"epoch": e, "train_loss": 0.1 * i + 0.01 * e} for e in (1, 2, 3)]
-    training[name] = (m.to_dict(), hist)
-  config.eval.table1_last_epochs = 2
-  md = exp.table1({"training": training}, config)
-  lines = [l for l in md.splitlines() if l.startswith("| ")]
-  assert len(lines) == 1 + 6  # header + 3 placements x 2 averagings
-  assert lines[0].count("|") == 2 + 8 + 1  # 2 label columns + 4 patterns x 2 inputs
-  # Mean of epochs 2-3 of run i is 0.1 i + 0.025, std 0.005.
-  i = list(config.models).index("t1_col_alpha_power_periodical")
-  cell = f"{0.1 * i + 0.025:.3f} ± 0.005"
-  row = [l for l in lines if l.startswith("| col | alpha |")][0]
-  assert cell in row
-
-
 @pytest.mark.slow
 def test_flop_counter_matches_closed_form():
   from benchmarks.common import count_complex_dense_flops
@@ -217,48 +196,6 @@ def test_flop_counter_matches_closed_form():
     x, t = jnp.zeros((batch, 32, 64), jnp.complex64), jnp.zeros((batch, 32, 64))
     params = m.init(jax.random.PRNGKey(0), x, t)
     assert count_complex_dense_flops(m.apply, params, x, t) == 8 * (batch * per_sample + per_call)
-
-
-def _embedding_results():
-  """A ``:smoke,embeddings`` config and a results dict shaped like the experiment's (made-up numbers)."""
-  import configs
-
-  config = configs.get("noniden:smoke,embeddings")
-  training = {n: (m.to_dict(), [{"epoch": 1, "train_loss": 1.0, "test_loss": 1.0}]) for n, m in config.models.items()}
-  rows = [dict(model=n, pattern=p, stepping=config.eval.steppings[0], sampler=config.eval.samplers[0],
-               final_nmse=0.1 * i + 0.01 * j, nmse_per_step=[1.0] * config.eval.num_steps)
-          for i, n in enumerate(config.models) for j, p in enumerate(config.eval.patterns)]
-  results = dict(config=config.to_dict(), training=training, dataset="x.h5", device="cpu",
-                 generation=dict(num_test=4, raw_start_nmse={p: 1.0 for p in config.eval.patterns},
-                                 lmmse_nmse={}, one_shot_nmse={}, rows=rows))
-  return config, results
-
-
-def test_embedding_figure_from_results(tmp_path):
-  from jaxchan.experiments import noniden_report as exp
-
-  config, results = _embedding_results()
-  names = exp.embedding_models(results, config)
-  assert set(names) == {"nonid", "emb_row", "emb_both", "emb_col_tau"}
-  assert exp.plot_embeddings(results, config, str(tmp_path / "fig.png"))
-  assert (tmp_path / "fig.png").stat().st_size > 1000
-  md = exp.tables(results, config)
-  assert "Embedding schemes" in md and "row / alpha avg" in md
-
-
-def test_only_process_zero_writes_the_outputs(tmp_path, monkeypatch):
-  from jaxchan.experiments import common, noniden_report
-
-  config, results = _embedding_results()
-  monkeypatch.setattr(jax, "process_index", lambda: 1)
-  assert not common.write_results(str(tmp_path), results, noniden_report.render)
-  assert list(tmp_path.iterdir()) == []
-  monkeypatch.setattr(jax, "process_index", lambda: 0)
-  assert common.write_results(str(tmp_path), results, noniden_report.render)
-  assert {p.name for p in tmp_path.iterdir()} == {"results.json", "tables.md", "fig_steps.png", "fig_embeddings.png"}
-  # results.json records what it was computed with.
-  prov = __import__("json").load(open(tmp_path / "results.json"))["provenance"]
-  assert prov["versions"]["jax"] == jax.__version__ and prov["devices"] and prov["host"]
 
 
 def test_complex_dense_layouts_compute_the_same_map():

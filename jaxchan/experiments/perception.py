@@ -1,22 +1,10 @@
 """Score-based vs discriminative channel prediction for SRS-based precoding (``configs/perception.py``).
 
-For each scenario in ``config.scenarios`` (``low_mobility``, ``high_mobility``):
-
-1. the dataset is built once with datagen if missing;
-2. the backbone is trained three ways in ``workdir/<scenario>/models/{sl,dm,e2e}``
-   with the shared loop (:func:`jaxchan.train.fit`: orbax checkpoints, resume,
-   ``metrics.jsonl``);
-3. on the test set: Table II (NMSE, GCS of the SRS baseline, SL, one DM sample),
-   Table III (SE of perfect CSI, E2E, SRS baseline, SL, DM K = 1, DM K = K with the
-   Bayesian precoder of eq. 28) at the per-sample DL SNR (UL SNR + offset), the SE
-   against DL SNR (Fig. 7), the reverse trajectories (Fig. 6), the guidance sweep
-   (Fig. 8), example channels (Fig. 5), and the Riemannian-CG check of the energy
-   surrogate (eq. 27 against eq. 28).
-
-The evaluation studies are in :mod:`jaxchan.experiments.perception_eval`; ``results.json``
-goes to the workdir, then ``tables.md`` and ``fig5_examples.png``, ``fig6_trajectory.png``,
-``fig7_se_snr.png``, ``fig8_guidance.png`` (:mod:`jaxchan.experiments.perception_report`,
-re-rendered without retraining by ``python -m jaxchan.experiments.report WORKDIR``).
+For each scenario in ``config.scenarios``: the dataset is built once if missing; the backbone is trained
+three ways (SL, DM, E2E) in ``workdir/<scenario>/models/{sl,dm,e2e}`` with the shared loop; the studies of
+:mod:`jaxchan.experiments.perception_eval` (Tables II/III, Figs. 5-8, the Riemannian-CG check of eq. 27)
+run on the test set. ``results.json`` goes to the workdir, then the tables and figures of
+:mod:`jaxchan.experiments.perception_report` (re-rendered by ``python -m jaxchan.experiments.report WORKDIR``).
 """
 
 from __future__ import annotations
@@ -39,9 +27,6 @@ SE_ROWS = ("perfect_csi", "e2e", "srs_baseline", "sample_cov", "avg_gramian", "u
 # Precoders that need no learning (precoding.py): the strongest classical baselines.
 CLASSICAL = ("srs_baseline", "sample_cov", "avg_gramian", "uniform")
 
-
-# ---------------------------------------------------------------------------
-# Config validation and data.
 
 
 def validate(config):
