@@ -1,4 +1,4 @@
-"""Non-identical diffusion (jaxchan.experiments.noniden). Work in progress: see README "Status".
+"""Non-identical diffusion (jaxchan.experiments.noniden): train the models, generate from six noise patterns.
 
 Variants (``--config=configs/noniden.py:VARIANT[,VARIANT]``):
   (none)      paper scale: simo_ofdm full dataset (43,440 / 10,860), 100 epochs; for a GPU or TPU.

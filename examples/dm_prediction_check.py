@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import perception as perception_config
-from jaxchan import ddpm, prediction, srs
+from jaxchan import prediction, srs
 from jaxchan.experiments import perception, perception_eval
 
 
