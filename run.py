@@ -51,8 +51,9 @@ def main(argv):
   try:
     experiment = experiments.get(config.experiment)
     experiment.validate(config)
-  except (ValueError, TypeError) as e:
-    # A config error: one line naming the field, nothing built or trained yet.
+  except ValueError as e:
+    # A config error (validate raises ValueError only for those): one line naming the field, nothing built or
+    # trained yet. Anything else is a bug and keeps its traceback.
     print(f"config error: {e}", file=sys.stderr)
     sys.exit(2)
   logging.info("experiment %s -> %s", config.experiment, workdir)

@@ -83,7 +83,8 @@ class Stepping:
     checks.choice("stepping domain", self.domain, DOMAINS)
     checks.in_range("stepping mix (the epsilon of eq. 13)", self.mix, 0.0, 1.0,
                     hint="mix = 1 is uniform stepping, mix = 0 water-filling.")
-    object.__setattr__(self, "mix", float(self.mix))
+    # mix only matters for hybrid; one value otherwise, so equal rules compare (and compile) as equal.
+    object.__setattr__(self, "mix", float(self.mix) if self.rule == "hybrid" else 0.5)
 
   @classmethod
   def parse(cls, spec: str) -> "Stepping":

@@ -78,6 +78,8 @@ def test_noniden_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, capsys):
     ({"T": 0}, "config.T / config.beta_max: GammaSchedule: T must be a positive"),
     ({"eval.main_model": "nope"}, "config.eval.main_model: 'nope' names no model"),
     ({"models.nonid.embed_dim": 0}, "config.models.nonid"),
+    ({"eval.steppings": ()}, "config.eval.steppings is empty"),
+    ({"eval.samplers": ()}, "config.eval.samplers is empty"),
 ])
 def test_noniden_bad_config_is_refused_by_validate(overrides, match):
   from jaxchan.experiments import noniden as exp
@@ -158,3 +160,14 @@ def test_only_process_zero_writes_the_outputs(tmp_path, monkeypatch):
   # results.json records what it was computed with.
   prov = __import__("json").load(open(tmp_path / "results.json"))["provenance"]
   assert prov["versions"]["jax"] == jax.__version__ and prov["devices"] and prov["host"]
+
+
+def test_committed_results_re_render_to_their_tables(tmp_path):
+  # Tables are pure functions of results.json: re-rendering the committed :quick run gives its tables.md byte for
+  # byte (model order included, although results.json stores keys sorted).
+  import shutil
+  from jaxchan.experiments import report
+  src = os.path.join(ROOT, "docs", "results", "noniden_quick")
+  shutil.copy(os.path.join(src, "results.json"), tmp_path / "results.json")
+  assert report.render(str(tmp_path)) == "noniden"
+  assert (tmp_path / "tables.md").read_text() == open(os.path.join(src, "tables.md")).read()

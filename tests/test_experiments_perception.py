@@ -154,3 +154,19 @@ def test_perception_validate_refuses_nan_snrs():
   c.srs.snr_db_range = (float("nan"), 10.0)
   with pytest.raises(ValueError, match="config.srs.snr_db_range"):
     perception.validate(c)
+
+
+def test_committed_results_re_render_and_training_only_runs_render_nothing(tmp_path):
+  # Tables are pure functions of results.json: the committed :quick run re-renders to its tables.md byte for byte
+  # (scenario and model order included); a training-only run (eval disabled) has no tables and must not fail.
+  import shutil
+  from jaxchan.experiments import report
+  src = os.path.join(ROOT, "docs", "results", "perception_quick_gpu")
+  shutil.copy(os.path.join(src, "results.json"), tmp_path / "results.json")
+  assert report.render(str(tmp_path)) == "perception"
+  assert (tmp_path / "tables.md").read_text() == open(os.path.join(src, "tables.md")).read()
+  res = json.load(open(tmp_path / "results.json"))
+  res["config"]["eval"]["enabled"] = False
+  (tmp_path / "tables.md").unlink()
+  json.dump(res, open(tmp_path / "results.json", "w"))
+  assert report.render(str(tmp_path)) == "perception" and not (tmp_path / "tables.md").exists()

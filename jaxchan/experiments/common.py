@@ -21,23 +21,26 @@ from jaxchan import data, files, train
 def key(config, tag: str) -> jax.Array:
   """The PRNG key of one named use of randomness: ``fold_in(PRNGKey(config.seed), crc32(tag))``.
 
-  Every random draw of an experiment (initialization, test-loss noise, evaluation
-  observations) takes its key from here, so ``--config.seed`` moves all of them and
-  two uses never share a key by accident.
+  The trained experiments (noniden, perception, perception_oracle's learned models)
+  take their initialization, test-loss and evaluation keys from here, so
+  ``--config.seed`` moves all of them and two uses never share a key by accident; the
+  studies without training split ``PRNGKey(config.seed)`` themselves.
   """
   return jax.random.fold_in(jax.random.PRNGKey(config.seed), zlib.crc32(tag.encode()) & 0x7FFFFFFF)
 
 
 @contextlib.contextmanager
 def field(name: str):
-  """Re-raise a kernel's ``ValueError``/``TypeError`` as a ``ValueError`` that names the config field.
+  """Re-raise a kernel's ``ValueError`` (its input checks) as one that names the config field.
 
   ``validate`` functions build the real objects (schedules, samplers, models) inside
   ``with field("config.eval.num_steps"):`` so the kernels' own checks speak for the config.
+  Other exceptions (a ``TypeError`` from a bug in a traced function, say) pass through
+  with their traceback: they are not config errors.
   """
   try:
     yield
-  except (ValueError, TypeError) as e:
+  except ValueError as e:
     raise ValueError(f"{name}: {e}") from None
 
 

@@ -34,11 +34,15 @@ def schedule(config) -> schedules.GammaSchedule:
 
 
 def steppings(config) -> list[stepping.Stepping]:
+  if not config.eval.steppings:
+    raise ValueError("config.eval.steppings is empty; give at least one, e.g. ('tau-waterfilling',).")
   with common.field("config.eval.steppings"):
     return [stepping.Stepping.parse(s) for s in config.eval.steppings]
 
 
 def samplers(config) -> list[noniden.Sampler]:
+  if not config.eval.samplers:
+    raise ValueError("config.eval.samplers is empty; give at least one, e.g. ('eta:1.0',).")
   with common.field("config.eval.samplers"):
     return [noniden.Sampler.parse(s) for s in config.eval.samplers]
 

@@ -18,6 +18,11 @@ from jaxchan import files, noniden
 def render(results: dict, workdir: str):
   """``tables.md`` and the figures of ``results`` (as written by :func:`jaxchan.experiments.noniden.run`)."""
   config = ml_collections.ConfigDict(results["config"])
+  # results.json stores keys sorted; the tables follow config.eval.models (a tuple, so its order survives), then
+  # the other trained models in the order stored.
+  tr = results["training"]
+  order = [n for n in config.eval.models if n in tr] + [n for n in tr if n not in config.eval.models]
+  results = dict(results, training={n: tr[n] for n in order})
   files.atomic_write_text(os.path.join(workdir, "tables.md"), tables(results, config))
   plot_steps(results, config, os.path.join(workdir, "fig_steps.png"))
   plot_embeddings(results, config, os.path.join(workdir, "fig_embeddings.png"))

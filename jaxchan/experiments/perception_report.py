@@ -18,6 +18,8 @@ from jaxchan.experiments.perception import CLASSICAL, SE_ROWS, dm_prediction
 def render(results: dict, workdir: str):
   """``tables.md`` and ``fig{5,6,7,8}_*.png`` of ``results`` (as written by :func:`jaxchan.experiments.perception.run`)."""
   config = ml_collections.ConfigDict(results["config"])
+  if not config.eval.enabled:
+    return   # a training-only run (config.eval.enabled=False) has no tables or figures
   # results.json stores keys sorted; tables and figures follow the config's order of scenarios and models.
   scs = [s for s in config.scenarios if s in results["scenarios"]]
   results = dict(results, scenarios={s: dict(results["scenarios"][s], training={
