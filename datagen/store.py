@@ -69,7 +69,8 @@ def _marker(parts, split, b):
 # is idempotent, and the data crosses the disk once.
 
 
-def _create(path: str, cfg: dict, spec: dict, counts: dict, *, generator: str, shard=None, batch_ids=None):
+def _create(path: str, cfg: dict, spec: dict, counts: dict, *, generator: str, shard=None, batch_ids=None,
+            normalization: str | None = None):
   """Create ``path`` atomically with all datasets allocated. ``spec[name] = (per-sample shape, dtype)``."""
   import h5py
 
@@ -85,7 +86,7 @@ def _create(path: str, cfg: dict, spec: dict, counts: dict, *, generator: str, s
     f.attrs["seed"] = cfg["seed"]
     f.attrs["batch_size"] = cfg["batch_size"]
     f.attrs["config_json"] = json.dumps(cfg, sort_keys=True)
-    f.attrs["normalization"] = schema.NORMALIZATION
+    f.attrs["normalization"] = normalization or schema.NORMALIZATION
     f.attrs["layout_json"] = json.dumps({k: schema.LAYOUTS[k] for k in names})
     if shard is not None:
       f.attrs["shard"] = f"{shard[0]}/{shard[1]}"
@@ -210,18 +211,22 @@ def build(out: str, cfg: dict, make_batch, *, shard=(0, 1), generator: str, prog
   return "built"
 
 
-def write_hdf5(out: str, cfg: dict, sources: dict, counts: dict, *, generator: str) -> None:
+def write_hdf5(out: str, cfg: dict, sources: dict, counts: dict, *, generator: str,
+               normalization: str | None = None) -> None:
   """Stream ``sources[split]`` (iterables of ``(batch_id, {name: array})``, one batch per chunk) into ``out``.
 
-  Same file layout as :func:`build`, written to ``out.tmp`` and renamed.
+  Same file layout as :func:`build`, written to ``out.partial`` and renamed; ``normalization`` describes the
+  scaling in the file's attribute (default: :data:`jaxchan.data.NORMALIZATION`). On any error the partial file
+  is removed.
   """
   names = schema.KINDS[cfg["kind"]]
   tmp = out + ".partial"
   iters = {s: iter(sources[s]) for s in schema.SPLITS}
   first = next(iters[schema.SPLITS[0]])
-  _create(tmp, cfg, _spec(first[1], names), counts, generator=generator)
+  _create(tmp, cfg, _spec(first[1], names), counts, generator=generator, normalization=normalization)
   offsets = _chunk_offsets(tmp, names)
   fd = os.open(tmp, os.O_WRONLY)
+  ok = False
   try:
     for split in schema.SPLITS:
       rows = _rows(cfg, counts[split])
@@ -236,8 +241,11 @@ def write_hdf5(out: str, cfg: dict, sources: dict, counts: dict, *, generator: s
       if pos != counts[split]:
         raise RuntimeError(f"{split}: wrote {pos} samples, expected {counts[split]}.")
     os.fsync(fd)
+    ok = True
   finally:
     os.close(fd)
+    if not ok:
+      os.unlink(tmp)
   os.replace(tmp, out)
 
 

@@ -1,0 +1,197 @@
+"""Bring-your-own channels: datagen.from_numpy (.npy/.npz/.mat v5/v7.3, in-memory arrays, UE antennas, axes,
+history/target, normalization) and jaxchan.export (a trained model's estimates to .h5/.mat), round-tripped through
+a :smoke training run."""
+
+import json
+import os
+
+import h5py
+import numpy as np
+import pytest
+import scipy.io
+from conftest import config_with
+
+from datagen import from_numpy
+from jaxchan import data, export
+
+
+def _channels(rng, shape):
+  """Correlated complex channels: a random low-rank mix, so samples differ in power and are not white."""
+  n = shape[0]
+  basis = rng.normal(size=(4,) + shape[1:]) + 1j * rng.normal(size=(4,) + shape[1:])
+  coef = rng.normal(size=(n, 4)) + 1j * rng.normal(size=(n, 4))
+  return (np.tensordot(coef, basis, 1) * np.arange(1, n + 1).reshape((n,) + (1,) * (len(shape) - 1))).astype(
+      np.complex64)
+
+
+def _write_mat73(path, name, arr):
+  """A MATLAB v7.3 file as MATLAB writes it: HDF5, axes reversed (column-major), complex as (real, imag) records."""
+  t = np.transpose(arr)
+  rec = np.zeros(t.shape, dtype=[("real", "<f4"), ("imag", "<f4")])
+  rec["real"], rec["imag"] = t.real, t.imag
+  with h5py.File(path, "w") as f:
+    f[name] = rec
+    f[name].attrs["MATLAB_class"] = np.bytes_("single")
+
+
+def _all_samples(path):
+  with data.Dataset(path) as ds:
+    return np.concatenate([ds.load("train")["h"], ds.load("test")["h"]])
+
+
+def _unit(x, axes):
+  return x / np.sqrt(np.mean(np.abs(x) ** 2, axis=axes, keepdims=True))
+
+
+def _same_set(a, b):
+  """Same samples in any order (shuffled import), compared to float32 rounding."""
+  key = lambda x: np.round(x.reshape(x.shape[0], -1)[:, :3].real, 4).tolist()  # noqa: E731
+  return sorted(key(a)) == sorted(key(b))
+
+
+@pytest.mark.parametrize("fmt", ["npy", "npz", "mat5", "mat73", "memory"])
+def test_formats_and_axes_round_trip(tmp_path, rng, fmt):
+  """QuaDRiGa-style [n_rx, n_tx, n_freq, N] in every format: the stored samples are the source's, normalized."""
+  h = _channels(rng, (30, 2, 8, 16))                 # [N, ue, bs, freq]
+  q = np.transpose(h, (1, 2, 3, 0))                  # [ue, bs, freq, N]
+  src = tmp_path / f"in.{fmt[:3]}"
+  kw = dict(axes="ue,bs,freq,sample", ue_antennas="split", num_test=6)
+  out = str(tmp_path / "ds.h5")
+  if fmt == "memory":
+    cfg = from_numpy.import_arrays(out, h=q, **kw)
+  else:
+    if fmt == "npy":
+      np.save(src, q)
+    elif fmt == "npz":
+      np.savez(src, H=q, other=np.zeros(3))
+    elif fmt == "mat5":
+      scipy.io.savemat(src, {"H": q})
+    else:
+      _write_mat73(src, "H", q)
+    cfg = from_numpy.convert(str(src), out, key=None if fmt == "npy" else "H", **kw)
+  assert cfg["num_train"] == 2 * 24 and cfg["num_test"] == 2 * 6      # 30 channels x 2 UE antennas
+  got = _all_samples(out)
+  np.testing.assert_allclose(np.mean(np.abs(got) ** 2, axis=(1, 2)), 1.0, rtol=1e-5)
+  assert _same_set(got, _unit(h.reshape(60, 8, 16), (1, 2)))
+  # The two antennas of one channel land in the same split, next to each other: no train/test leakage.
+  with data.Dataset(out) as ds:
+    te = ds.load("test")["h"]
+  src_unit = _unit(h, (2, 3))
+  for i in range(0, len(te), 2):
+    match = np.flatnonzero(np.all(np.isclose(src_unit[:, 0], te[i], atol=1e-5), axis=(1, 2)))
+    assert len(match) == 1 and np.allclose(src_unit[match[0], 1], te[i + 1], atol=1e-5)
+
+
+def test_normalization_choices_are_applied_and_recorded(tmp_path, rng):
+  h = _channels(rng, (40, 4, 8))
+  for norm in ("per_sample", "global", "none"):
+    out = str(tmp_path / f"{norm}.h5")
+    cfg = from_numpy.import_arrays(out, h=h, normalization=norm, num_test=10, shuffle=False)
+    with data.Dataset(out) as ds:
+      tr, te = ds.load("train")["h"], ds.load("test")["h"]
+      attrs = json.loads(ds.file.attrs["config_json"]), str(ds.file.attrs["normalization"])
+    assert attrs[0]["normalization"] == norm
+    if norm == "per_sample":
+      np.testing.assert_allclose(np.mean(np.abs(tr) ** 2, axis=(1, 2)), 1.0, rtol=1e-5)
+    elif norm == "global":
+      # One factor: mean power 1 over the training split, the power ratios between samples kept.
+      np.testing.assert_allclose(np.mean(np.abs(tr) ** 2), 1.0, rtol=1e-4)
+      np.testing.assert_allclose(tr, h[:30] * cfg["normalization_scale"], rtol=1e-5)
+      np.testing.assert_allclose(te, h[30:] * cfg["normalization_scale"], rtol=1e-5)
+      assert "global" in attrs[1]
+    else:
+      np.testing.assert_array_equal(tr, h[:30])
+      assert "none" in attrs[1]
+
+
+def test_history_target_series_import(tmp_path, rng):
+  hist = _channels(rng, (20, 3, 2, 8, 6))            # [N, occasions, ue, bs, prb]
+  target = 0.5 * hist[:, -1]
+  speed = np.linspace(0, 30, 20)
+  src = tmp_path / "series.mat"
+  scipy.io.savemat(src, {"Hh": hist, "Ht": target, "v": speed})
+  out = str(tmp_path / "series.h5")
+  from_numpy.convert(str(src), out, history_key="Hh", target_key="Ht", speed_key="v", num_test=5, shuffle=False)
+  with data.Dataset(out, kind="srs_prediction", shapes={"history": (3, 2, 8, 6), "target": (2, 8, 6)}) as ds:
+    tr = ds.load("train")
+  # Per-sample normalization acts on history and target together: their ratio (the channel's evolution) stays.
+  np.testing.assert_allclose(tr["target"], 0.5 * tr["history"][:, -1], rtol=1e-5, atol=1e-6)
+  energy = np.sum(np.abs(tr["history"]) ** 2, axis=(1, 2, 3, 4)) + np.sum(np.abs(tr["target"]) ** 2, axis=(1, 2, 3))
+  np.testing.assert_allclose(energy / (3 * 2 * 8 * 6 + 2 * 8 * 6), 1.0, rtol=1e-5)
+  np.testing.assert_allclose(tr["speed_mps"], speed[:15], rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(h=np.ones((10, 4, 4))), "expected complex"),
+    (dict(h=np.ones((10, 2, 4, 4), np.complex64)), "2 UE antennas; choose --ue_antennas=split"),
+    (dict(h=np.ones((10, 4, 4), np.complex64), axes="sample,bs"), "names 2"),
+    (dict(h=np.ones((10, 4, 4), np.complex64), axes="sample,bs,time"), "need exactly sample, bs, freq"),
+    (dict(h=np.ones((10, 4, 4), np.complex64), normalization="max"), "normalization='max'"),
+    (dict(h=np.ones((10, 4, 4), np.complex64), num_test=10), "num_test=10 must leave both splits"),
+    (dict(h=np.full((10, 4, 4), np.nan, np.complex64)), "NaN/Inf"),
+    (dict(history=np.ones((10, 3, 1, 4, 4), np.complex64), target=np.ones((10, 1, 4, 5), np.complex64)),
+     "disagree"),
+    (dict(history=np.ones((10, 3, 1, 4, 4), np.complex64)), "needs both history and target"),
+])
+def test_import_refuses_bad_input_and_writes_nothing(tmp_path, kwargs, match):
+  out = tmp_path / "o.h5"
+  with pytest.raises(ValueError, match=match):
+    from_numpy.import_arrays(str(out), **kwargs)
+  assert os.listdir(tmp_path) == []
+
+
+def test_cli_reports_errors_in_one_line(tmp_path, capsys):
+  np.savez(tmp_path / "two.npz", a=np.ones((4, 2, 2), np.complex64), b=np.ones(3))
+  assert from_numpy.main([f"--input={tmp_path}/two.npz", f"--out={tmp_path}/o.h5"]) == 2
+  assert "holds arrays ['a', 'b']; pick one with --key" in capsys.readouterr().err
+  assert from_numpy.main([f"--input={tmp_path}/x.csv", f"--out={tmp_path}/o.h5"]) == 2
+
+
+@pytest.mark.slow
+def test_own_array_trains_and_exports(tmp_path, rng):
+  """A .mat file and an in-memory array -> dataset -> :smoke training -> export of estimates (.mat and .h5)."""
+  from jaxchan.experiments import noniden as exp
+
+  h = _channels(rng, (120, 1, 8, 16))               # DeepMIMO-like [N, 1, n_bs, n_freq]
+  scipy.io.savemat(tmp_path / "mine.mat", {"H": h})
+  mat_ds = str(tmp_path / "from_mat.h5")
+  from_numpy.convert(str(tmp_path / "mine.mat"), mat_ds, key="H", num_test=24)
+  mem_ds = str(tmp_path / "from_memory.h5")
+  from_numpy.import_arrays(mem_ds, h=h[:, 0], num_test=24)
+  assert _same_set(_all_samples(mat_ds), _all_samples(mem_ds))
+
+  overrides = {"data.path": mat_ds, "data.n_bs": 8, "data.n_freq": 16, "progress": False, "train.num_epochs": 1,
+               "eval.models": (), "eval.full_grid_models": (), "eval.lmmse": False, "eval.compare_identical": ""}
+  config = config_with("noniden:smoke", overrides)
+  with config.unlocked():
+    del config.models["identical"]
+  wd = tmp_path / "wd"
+  exp.run(config, str(wd))
+  model_dir = str(wd / "models" / "nonid")
+
+  for ext in (".mat", ".h5"):
+    out = str(tmp_path / f"est{ext}")
+    export.export(model_dir, mem_ds, out, num=10, pattern="pilot", num_steps=3, seed=1)
+    arrays, settings = export.read(out)
+    with data.Dataset(mem_ds) as ds:
+      truth = ds.load("test")["h"][:10]
+    np.testing.assert_array_equal(arrays["h"], truth)
+    assert {k: arrays[k].shape for k in ("h", "h_bar", "mask", "h_hat")} == {k: (10, 8, 16) for k in
+                                                                               ("h", "h_bar", "mask", "h_hat")}
+    assert np.all(np.isfinite(arrays["h_hat"]))
+    # The observation is h_bar = m h + unit noise (eq. 13): where the pilot pattern keeps nothing, h_bar is pure
+    # noise of unit variance; elsewhere its mean matches m h to within that noise.
+    kept = arrays["mask"] > 0
+    assert 0 < kept.mean() < 1
+    resid = arrays["h_bar"] - arrays["mask"] * arrays["h"]
+    assert abs(np.mean(np.abs(resid) ** 2) - 1.0) < 0.15     # 1,280 unit-variance draws: std of the mean 0.03
+    assert settings["experiment"] == "noniden" and settings["pattern"] == "pilot" and settings["samples"] == [0, 10]
+
+  # Bad settings stop before any estimate, naming the flag; nothing is written.
+  with pytest.raises(ValueError, match="--pattern='rain'"):
+    export.export(model_dir, mem_ds, str(tmp_path / "bad.mat"), pattern="rain")
+  with pytest.raises(ValueError, match="unknown format '.csv'"):
+    export.export(model_dir, mem_ds, str(tmp_path / "bad.csv"))
+  with pytest.raises(ValueError, match="holds no model.json"):
+    export.export(str(tmp_path), mem_ds, str(tmp_path / "bad.h5"))
+  assert not any(p.startswith("bad") for p in os.listdir(tmp_path))
