@@ -42,12 +42,16 @@ def atomic_write_json(path: str, obj: Any) -> None:
   atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def atomic_save_figure(fig, path: str, **kwargs) -> None:
-  """Save a matplotlib figure atomically (PNG by default)."""
+def atomic_save_figure(fig, path: str, *, vector: bool = True, **kwargs) -> None:
+  """Save a matplotlib figure atomically as PNG (``path``) and, with ``vector``, as PDF beside it (same name)."""
   import io as _io
   buf = _io.BytesIO()
   fig.savefig(buf, format=kwargs.pop("format", "png"), **kwargs)
   atomic_write_bytes(path, buf.getvalue())
+  if vector and path.endswith(".png"):
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="pdf", **{k: v for k, v in kwargs.items() if k != "dpi"})
+    atomic_write_bytes(path[:-4] + ".pdf", buf.getvalue())
 
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:

@@ -26,8 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+from absl import logging
 
-from jaxchan import files
+from jaxchan import files, summary
 
 
 @flax.struct.dataclass
@@ -126,7 +127,7 @@ def _restore(manager, step, state, ckpt_dir):
 
 
 def fit(state: TrainState, train_step, batches: Callable[[int], Iterable], *, num_epochs: int, workdir: str,
-        eval_fn: Callable[[Any], dict] | None = None, progress: bool = True, log: Callable = print, mesh=None,
+        eval_fn: Callable[[Any], dict] | None = None, progress: bool = True, log: Callable = logging.info, mesh=None,
         name: str = ""):
   """Train from ``state`` (or the latest checkpoint in ``workdir``) to ``num_epochs``.
 
@@ -139,6 +140,10 @@ def fit(state: TrainState, train_step, batches: Callable[[int], Iterable], *, nu
     eval_fn: ``params -> {name: float}`` run at each epoch end (e.g. test loss).
     mesh: data-parallel mesh (:mod:`jaxchan.parallel`); ``None`` runs on the default device.
     name: the model's name, put in the progress bar and the epoch lines (a sweep trains many).
+    log: where the resume and epoch lines go (absl INFO by default).
+
+  Each epoch's record (train and test loss, seconds) is also written as TensorBoard scalars in ``workdir``
+  (:mod:`jaxchan.summary`; with the optional tensorboardX), so ``tensorboard --logdir WORKDIR`` follows a sweep.
 
   A checkpoint (orbax, numbered by global step) is written at every epoch end,
   and also mid-epoch when SIGTERM or SIGINT arrives, after which :class:`Preempted`
@@ -180,6 +185,7 @@ def fit(state: TrainState, train_step, batches: Callable[[int], Iterable], *, nu
     manager.wait_until_finished()
 
   start = int(state.epoch)
+  tb = summary.writer(workdir) if start < num_epochs else None
   with _StopFlag() as stop:
     for epoch in range(start, num_epochs):
       t0 = time.time()
@@ -218,6 +224,9 @@ def fit(state: TrainState, train_step, batches: Callable[[int], Iterable], *, nu
       save(state)
       if is_main:
         files.atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in history))
+      summary.write_scalars(tb, epoch + 1, record)
       log(f"{name}: {json.dumps(record)}" if name else json.dumps(record))
   manager.close()
+  if tb is not None:
+    tb.close()
   return state, history

@@ -14,7 +14,7 @@ from jaxchan import noniden
 
 
 @pytest.mark.slow
-def test_noniden_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, capsys):
+def test_noniden_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, caplog):
   cfg = os.path.join(ROOT, "configs", "noniden.py")
   data_path = tiny_datasets["simo_ofdm"]      # the :smoke dataset (simo_ofdm, tiny, seed 0), built once per session
   args = [f"--config={cfg}:smoke", f"--workdir={tmp_path}/wd", f"--config.data.path={data_path}",
@@ -30,6 +30,21 @@ def test_noniden_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, capsys):
   assert all(len(r["nmse_per_step"]) == 5 and np.isfinite(r["final_nmse"]) for r in rows)
   assert (tmp_path / "wd" / "fig_steps.png").stat().st_size > 1000
   assert "raw start" in (tmp_path / "wd" / "tables.md").read_text()
+  # Logs: jaxchan's lines (each model named with its index) in WORKDIR/jaxchan.log, orbax's INFO chatter not.
+  log_text = (tmp_path / "wd" / "jaxchan.log").read_text()
+  assert "identical (1/2): {\"epoch\": 2" in log_text and "nonid (2/2): {\"epoch\": 1" in log_text
+  assert "results written to" in log_text and "orbax" not in log_text.lower()
+  # TensorBoard scalars: one train and test loss per epoch per model, equal to metrics.jsonl's.
+  from jaxchan import summary
+  for name in ("nonid", "identical"):
+    tb = summary.read_scalars(str(tmp_path / "wd" / "models" / name))
+    records = [json.loads(line) for line in open(tmp_path / "wd" / "models" / name / "metrics.jsonl")]
+    for tag in ("train_loss", "test_loss"):
+      assert [s for s, _ in tb[tag]] == [r["epoch"] for r in records]
+      assert [v for _, v in tb[tag]] == pytest.approx([r[tag] for r in records], rel=1e-6)   # float32 in the file
+  # Outputs are readable by the group and others (0644 under the usual umask 022): a shared workdir works.
+  for f in ("results.json", "tables.md", "fig_steps.png", "jaxchan.log", "models/nonid/metrics.jsonl"):
+    assert os.stat(tmp_path / "wd" / f).st_mode & 0o044 == 0o044, f
   # A trained model loads back and generates from a user's own (H_bar, M).
   import jax
 
@@ -52,9 +67,11 @@ def test_noniden_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, capsys):
   assert "raw start" in (tmp_path / "wd" / "tables.md").read_text()
   # Rerunning resumes from the checkpoints: no epoch is trained again (in-process, the command line is tested
   # above; the rerun skips the generation study, whose cost is not what this checks).
+  caplog.set_level("INFO", logger="absl")   # the jobs log through absl (jaxchan.experiments.common.log)
+  caplog.clear()
   overrides = {"data.path": data_path, "progress": False, "eval.models": (), "eval.lmmse": False}
   exp.run(config_with("noniden:smoke", overrides), str(tmp_path / "wd"))
-  out = capsys.readouterr().out
+  out = caplog.text
   assert out.count("resumed from") == 2 and '"epoch":' not in out     # no epoch record: nothing trained
   # A dataset whose shape does not match the config stops the job before any training.
   from jaxchan.data import DatasetError

@@ -16,7 +16,7 @@ from jaxchan import prediction, schedules, srs
 
 
 @pytest.mark.slow
-def test_perception_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, capsys):
+def test_perception_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, caplog):
   data_path = tiny_datasets["high_mobility"]   # the :smoke,high_mobility dataset, built once per session
   from jaxchan.experiments import perception
   # In-process (run.py's wiring is tested by the run_py tests); the job writes results.json as from the CLI.
@@ -48,12 +48,26 @@ def test_perception_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, capsys)
   s = prediction.sample_posterior(model, params, obs, jax.random.PRNGKey(1), schedules.cosine_schedule(cfg_.dm.T),
                                   num_samples=3)
   assert s.shape == (3, 2, 4, n_bs_used(cfg_), 52) and bool(jnp.all(jnp.isfinite(s.real)))
+  # Each trained use exports its estimates on the dataset (jaxchan.export).
+  from jaxchan import export, precoding
+  nb = n_bs_used(cfg_)
+  for use, expect in (("sl", {"estimate": (3, 4, nb, 52)}), ("e2e", {"precoder": (3, nb, 2, 52)}),
+                      ("dm", {"samples": (2, 3, 4, nb, 52), "precoder": (3, nb, 2, 52)})):
+    out = str(tmp_path / f"{use}.h5")
+    export.export(str(tmp_path / "wd" / "high_mobility" / "models" / use), data_path, out, num=3, num_samples=2)
+    arrays, settings = export.read(out)
+    assert {k: arrays[k].shape for k in expect} == expect and arrays["target"].shape == (3, 4, nb, 52)
+    assert settings["experiment"] == "perception" and arrays["ul_snr_db"].shape == (3,)
+    if use == "dm":   # the written precoder is eq. (28)'s of the written samples
+      W = precoding.bayesian_precoder(jnp.asarray(arrays["samples"]), 2)
+      np.testing.assert_allclose(np.abs(np.einsum("bisf,bisf->bsf", np.conj(W), arrays["precoder"])), 1.0, atol=1e-3)
   # Rerunning resumes: nothing is trained again (in-process, the command line is tested above; the rerun skips
   # the evaluation, not what this checks).
-  capsys.readouterr()
+  caplog.set_level("INFO", logger="absl")   # the jobs log through absl (jaxchan.experiments.common.log)
+  caplog.clear()
   overrides = {"data.path": data_path, "progress": False, "eval.enabled": False}
   perception.run(config_with("perception:smoke,high_mobility", overrides), str(tmp_path / "wd"))
-  out = capsys.readouterr().out
+  out = caplog.text
   assert out.count("resumed from") == 3 and '"epoch":' not in out
   # A dataset whose shapes do not match the config stops before any training.
   from jaxchan.data import DatasetError

@@ -14,8 +14,52 @@ import zlib
 
 import jax
 import jax.numpy as jnp
+from absl import logging
 
 from jaxchan import data, files, train
+
+
+def log(msg: str) -> None:
+  """One line of an experiment's progress, through absl at INFO.
+
+  ``run.py`` shows jaxchan's INFO lines on the console and writes them to ``WORKDIR/jaxchan.log``
+  (:func:`setup_logging`); in a notebook, ``absl.logging.set_verbosity("info")`` shows them.
+  """
+  logging.info("%s", msg)
+
+
+class _OwnInfo:
+  """A handler filter: jaxchan's and datagen's records from INFO up, everyone else's (orbax, jax) from WARNING."""
+
+  def filter(self, record) -> bool:
+    import logging as std
+    own = any(f"{os.sep}{p}{os.sep}" in record.pathname for p in ("jaxchan", "datagen")) or \
+        record.pathname.endswith("run.py")
+    return record.levelno >= (std.INFO if own else std.WARNING)
+
+
+def setup_logging(workdir: str | None) -> str | None:
+  """absl at INFO with the :class:`_OwnInfo` filter on the console and in ``WORKDIR/jaxchan.log`` (appended to, so a
+  resumed job keeps one log); returns the log file's path. Process 0 writes the file, the others log to the
+  console only; ``workdir=None`` sets up the console alone."""
+  import logging as std
+
+  logging.set_verbosity(logging.INFO)
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _OwnInfo) for f in handler.filters):
+    handler.addFilter(_OwnInfo())
+  if workdir is None:
+    return None
+  path = os.path.join(workdir, "jaxchan.log")
+  if is_main_process():
+    os.makedirs(workdir, exist_ok=True)
+    logger = logging.get_absl_logger()
+    if not any(isinstance(h, std.FileHandler) and h.baseFilename == os.path.abspath(path) for h in logger.handlers):
+      fh = std.FileHandler(path)
+      fh.setFormatter(logging.PythonFormatter())
+      fh.addFilter(_OwnInfo())
+      logger.addHandler(fh)
+  return path
 
 
 def key(config, tag: str) -> jax.Array:
@@ -45,7 +89,7 @@ def field(name: str):
 
 
 def train_model(name: str, *, params, loss_fn, ds, to_batch, tcfg, num_epochs: int, model_dir: str, meta: dict,
-                key: jax.Array, seed: int, progress: bool = True, log=print):
+                key: jax.Array, seed: int, progress: bool = True, log=log):
   """Train one model with the shared loop (:func:`jaxchan.train.fit`): Adam with step decay, test loss per epoch.
 
   Args:
@@ -118,7 +162,7 @@ def build_command(dcfg, preset: str | None = None) -> str:
           f"--out={dataset_path(dcfg, preset)}")
 
 
-def ensure_dataset(dcfg, preset: str | None = None, *, progress: bool = True, log=print) -> str:
+def ensure_dataset(dcfg, preset: str | None = None, *, progress: bool = True, log=log) -> str:
   """Path of the configured dataset, built once with datagen (with a progress bar) if it is missing.
 
   With ``build_if_missing=False`` a missing file raises :class:`jaxchan.data.DatasetError`

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxchan import data, metrics, precoding, srs
+from jaxchan.experiments import common
 
 METHODS = tuple(precoding.CLASSICAL_LABELS)
 LABELS = precoding.CLASSICAL_LABELS
@@ -57,7 +58,7 @@ def dataset_path(config, speed: float) -> str:
   return os.path.join(config.data_dir, f"mobility_{speed:g}kmh_{config.num_train}_{config.num_test}_s{config.seed}.h5")
 
 
-def ensure_dataset(config, speed: float, log=print) -> str:
+def ensure_dataset(config, speed: float, log=common.log) -> str:
   path = dataset_path(config, speed)
   if not os.path.exists(path):
     from datagen import presets, sionna_source, store

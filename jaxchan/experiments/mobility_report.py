@@ -30,9 +30,8 @@ def to_markdown(results) -> str:
 
 
 def plot(results, path):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from jaxchan.experiments import style
+  plt = style.pyplot()
   rows = results["rows"]
   v = [r["speed_kmh"] for r in rows]
   fig, ax = plt.subplots(figsize=(6.4, 4.0))

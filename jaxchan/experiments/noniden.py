@@ -115,7 +115,7 @@ def build_command(config) -> str:
   return common.build_command(config.data)
 
 
-def ensure_dataset(config, log=print) -> str:
+def ensure_dataset(config, log=common.log) -> str:
   return common.ensure_dataset(config.data, progress=config.progress, log=log)
 
 
@@ -137,8 +137,8 @@ def loss_fn(model, mcfg, config, sch):
   return loss
 
 
-def train_one(name, mcfg, config, ds, workdir, log=print):
-  """Algorithm 1 for model ``name``: ``(model, params, history)``."""
+def train_one(name, mcfg, config, ds, workdir, log=common.log, label: str | None = None):
+  """Algorithm 1 for model ``name``: ``(model, params, history)``; ``label`` names it in progress lines."""
   sch = schedule(config)
   model = make_model(mcfg, sch)
   shape = ds.shape("h")
@@ -148,7 +148,7 @@ def train_one(name, mcfg, config, ds, workdir, log=print):
   meta = dict(model=mcfg.to_dict(), schedule=sch.to_dict(), T=sch.T, beta_max=sch.beta_max, shape=list(shape),
               tau_min=tau_min, min_beta=noniden.input_floor(sch, min_beta))
   params, history = common.train_model(
-      name, params=params, loss_fn=loss_fn(model, mcfg, config, sch), ds=ds,
+      label or name, params=params, loss_fn=loss_fn(model, mcfg, config, sch), ds=ds,
       to_batch=lambda arrays, n: jnp.asarray(arrays["h"][:n]), tcfg=config.train,
       num_epochs=config.train.num_epochs, model_dir=os.path.join(workdir, "models", name), meta=meta,
       key=jax.random.fold_in(key, 1), seed=config.seed, progress=config.progress, log=log)
@@ -190,13 +190,14 @@ def run(config, workdir: str) -> dict:
   started = time.time()
   validate(config)
   os.makedirs(workdir, exist_ok=True)
-  log = print
+  log = common.log
   path = ensure_dataset(config, log=log)
   shape = (config.data.n_bs, config.data.n_freq)
   with data.Dataset(path, build_command=build_command(config), kind="snapshot", shapes={"h": shape}) as ds:
     models, training = {}, {}
-    for name, mcfg in config.models.items():
-      model, params, history = train_one(name, mcfg, config, ds, workdir, log=log)
+    for i, (name, mcfg) in enumerate(config.models.items()):
+      model, params, history = train_one(name, mcfg, config, ds, workdir, log=log,
+                                         label=f"{name} ({i + 1}/{len(config.models)})")
       models[name] = (model, params, mcfg)
       training[name] = (mcfg.to_dict(), history)
     generation = noniden_eval.evaluate(config, models, ds, log=log)

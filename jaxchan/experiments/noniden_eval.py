@@ -83,7 +83,7 @@ def combos(config, name, mcfg):
   return out
 
 
-def velocity_bounds(config, models, cov, key, log=print) -> dict:
+def velocity_bounds(config, models, cov, key, log=common.log) -> dict:
   """Per model: the velocity loss a Gaussian prior with the training covariance reaches on its tau pattern.
 
   ``{name: {"mean": ..., "sem": ...}}`` over ``config.eval.bound_samples`` tau draws
@@ -103,7 +103,7 @@ def velocity_bounds(config, models, cov, key, log=print) -> dict:
   return out
 
 
-def evaluate(config, models, ds, log=print):
+def evaluate(config, models, ds, log=common.log):
   """Generation NMSE per step for every model x pattern x (stepping, sampler, start), with the baselines."""
   sch = exp.schedule(config)
   min_beta = config.min_beta or None

@@ -154,15 +154,14 @@ def plot_steps(results, config, path):
   Dotted lines: the raw start, the one-shot estimate D(g0, tau0) and LMMSE, so a reader
   sees at once whether iterating helps.
   """
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from jaxchan.experiments import style
+  plt = style.pyplot()
   gen = results["generation"]
   pats = list(config.eval.patterns)
   start = gen.get("start", config.eval.start)
   ncol = min(3, len(pats))
   nrow = -(-len(pats) // ncol)
-  fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.3 * nrow), squeeze=False)
+  fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.3 * nrow), squeeze=False, sharey=True)
   main, ident = config.eval.main_model, config.eval.compare_identical
   s0, st0 = config.eval.samplers[0], config.eval.steppings[0]
   db = lambda x: 10 * np.log10(np.asarray(x))  # noqa: E731
@@ -172,18 +171,20 @@ def plot_steps(results, config, path):
         continue
       steps = np.arange(1, len(r["nmse_per_step"]) + 1)
       if r["model"] == main and r["stepping"] == st0 and r.get("start", start) == start:
-        ax.plot(steps, db(r["nmse_per_step"]), "C0-", label=f"non-identical, {st0}")
+        ax.plot(steps, db(r["nmse_per_step"]), "C0-", marker="o", ms=3.5, markevery=max(1, len(steps) // 10),
+                label=f"non-identical, {st0}")
       if ident and r["model"] == ident:
-        ax.plot(steps, db(r["nmse_per_step"]), "C1--", label="identical (scalar time)")
-    refs = [("raw_start_nmse", "raw start", "C7"), ("one_shot_nmse", "one-shot D(g0, tau0)", "C2"),
-            ("lmmse_nmse", "LMMSE", "C3")]
-    for k, label, color in refs:
+        ax.plot(steps, db(r["nmse_per_step"]), "C1--", marker="s", ms=3.5, mfc="none",
+                markevery=max(1, len(steps) // 10), label="identical (scalar time), tau-uniform")
+    refs = [("raw_start_nmse", "raw start g0", "C7", ":"), ("one_shot_nmse", "one-shot D(g0, tau0)", "C2", "-."),
+            ("lmmse_nmse", "LMMSE (sample covariance)", "C3", "--")]
+    for k, label, color, ls in refs:
       if p in gen.get(k, {}):
-        ax.axhline(db(gen[k][p]), color=color, ls=":", lw=1.2, label=label)
+        ax.axhline(db(gen[k][p]), color=color, ls=ls, lw=1.2, label=label)
     ax.set_title(f"{p} ({config.eval.snr_db[p]:+g} dB)")
     ax.set_xlabel("generation step")
     ax.set_ylabel("NMSE (dB)")
-    ax.grid(alpha=0.3)
+    ax.yaxis.set_tick_params(labelleft=True)
   for ax in list(axes.flat)[len(pats):]:
     ax.axis("off")
   axes.flat[0].legend(fontsize=7)
@@ -210,9 +211,8 @@ def plot_embeddings(results, config, path) -> bool:
   names = embedding_models(results, config)
   if len(names) < 2:
     return False
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from jaxchan.experiments import style
+  plt = style.pyplot()
   pats = list(config.eval.patterns)
   s0, st0 = config.eval.samplers[0], config.eval.steppings[0]
   start = results["generation"].get("start", config.eval.start)
@@ -222,11 +222,11 @@ def plot_embeddings(results, config, path) -> bool:
   width = 0.8 / len(names)
   for i, n in enumerate(names):
     m = results["training"][n][0]
-    ax.bar(np.arange(len(pats)) + i * width, [val.get((n, p), np.nan) for p in pats], width,
-           label=f"{m['placement']} / {m['averaging']} avg")
+    ax.bar(np.arange(len(pats)) + i * width, [10 * np.log10(val.get((n, p), np.nan)) for p in pats], width,
+           hatch=["", "//", "..", "xx", "\\\\"][i % 5], label=f"{m['placement']} / {m['averaging']} avg")
   ax.set_xticks(np.arange(len(pats)) + 0.4 - width / 2)
   ax.set_xticklabels(pats)
-  ax.set_ylabel(f"final NMSE ({st0}, {s0})")
+  ax.set_ylabel(f"final NMSE (dB), {st0}, {s0}")
   ax.set_title("embedding schemes (cf. Fig. 8)")
   ax.legend(fontsize=8)
   fig.tight_layout()

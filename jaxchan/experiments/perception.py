@@ -137,7 +137,7 @@ def srs_cfg(config) -> srs.SRSConfig:
   return srs.SRSConfig(config.srs.num_hops, tuple(config.srs.snr_db_range))
 
 
-def open_scenario(config, scenario, log=print):
+def open_scenario(config, scenario, log=common.log):
   """The scenario's dataset, built once if missing; a :class:`~jaxchan.data.BSAntennaSubset` view when
   ``config.data.bs_antennas`` keeps fewer antennas than the file holds."""
   path = common.ensure_dataset(config.data, scenario, progress=config.progress, log=log)
@@ -184,14 +184,15 @@ def _to_batch(arrays, n):
   return {k: jnp.asarray(arrays[k][:n]) for k in ("history", "target")}
 
 
-def train_one(config, use, ds, model_dir, log=print):
-  """The backbone trained as ``use`` (``sl``, ``dm`` or ``e2e``): ``(model, params, history)``."""
+def train_one(config, use, ds, model_dir, log=common.log, label: str | None = None):
+  """The backbone trained as ``use`` (``sl``, ``dm`` or ``e2e``): ``(model, params, history)``; ``label`` names it
+  in progress lines."""
   model = make_model(config, use)
   key = common.key(config, f"perception/{use}")
   meta = dict(use=use, model=config.model.to_dict(), data=config.data.to_dict(), srs=config.srs.to_dict(),
               dm=config.dm.to_dict())
   params, history = common.train_model(
-      use, params=init_params(model, jax.random.fold_in(key, 0)), loss_fn=loss_fn(config, model, use), ds=ds,
+      label or use, params=init_params(model, jax.random.fold_in(key, 0)), loss_fn=loss_fn(config, model, use), ds=ds,
       to_batch=_to_batch, tcfg=config.train, num_epochs=config.train.epochs[use], model_dir=model_dir, meta=meta,
       key=jax.random.fold_in(key, 1), seed=config.seed, progress=config.progress, log=log)
   return model, params, history
@@ -247,14 +248,15 @@ def run(config, workdir: str) -> dict:
   started = time.time()
   validate(config)
   os.makedirs(workdir, exist_ok=True)
-  log = print
+  log = common.log
   results = {"config": json.loads(config.to_json()), "device": str(jax.devices()[0]), "scenarios": {}}
   for sc in config.scenarios:
     log(f"== {sc}")
     with open_scenario(config, sc, log=log) as ds:
       models, training = {}, {}
-      for use in config.train.models:
-        model, params, hist = train_one(config, use, ds, os.path.join(workdir, sc, "models", use), log=log)
+      for i, use in enumerate(config.train.models):
+        model, params, hist = train_one(config, use, ds, os.path.join(workdir, sc, "models", use), log=log,
+                                        label=f"{sc}/{use} ({i + 1}/{len(config.train.models)})")
         models[use] = (model, params)
         training[use] = hist
       res = {"dataset": ds.path, "training": training, "bounds": perception_eval.loss_bounds(config, ds, log=log)}

@@ -79,7 +79,7 @@ def average_gramian(config, ds, max_samples: int = 20_000) -> jax.Array:
   return G / h.shape[0]
 
 
-def loss_bounds(config, ds, max_samples: int = 4000, log=print) -> dict:
+def loss_bounds(config, ds, max_samples: int = 4000, log=common.log) -> dict:
   """What the data allows, in the units of the training losses (computed from training targets).
 
   * ``sl_zero``: the SL loss of predicting 0 (the mean power of the targets).
@@ -112,7 +112,7 @@ def _batches(h_all, hist_all, batch):
     yield (i,) + common.shard_eval(jnp.asarray(hist_all[i:i + batch]), jnp.asarray(h_all[i:i + batch]))
 
 
-def evaluate(config, models, ds, log=print):
+def evaluate(config, models, ds, log=common.log):
   """Tables II/III, Fig. 7 and the CG check on the first ``config.eval.num_test`` test samples."""
   test = ds.load("test")
   n = min(config.eval.num_test, ds.size("test"))

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxchan import checks, conventions, ddpm, metrics, oracle, precoding, srs
+from jaxchan.experiments import common
 
 METHODS = ("perfect_csi", "bayes_inf", "cme", "prior", "uniform")
 LABELS = {"perfect_csi": "Perfect CSI (SVD)", "bayes_inf": "Exact Bayesian, K -> inf (posterior Gramian)",
@@ -207,7 +208,7 @@ def evaluate_snr(prior, key, *, shape, n_streams, sounded, rho, snr_db, dl_snr_d
   return out
 
 
-def run(config, workdir: str, log=print) -> dict:
+def run(config, workdir: str, log=common.log) -> dict:
   from jaxchan.experiments import common, perception_oracle_report
 
   started = time.time()

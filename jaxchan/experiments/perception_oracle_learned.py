@@ -14,6 +14,7 @@ import functools
 import jax
 
 from jaxchan import precoding, prediction, schedules, train
+from jaxchan.experiments import common
 from jaxchan.experiments.perception_oracle import LEARNED_USES, draw, exact_cme_mse, srs_view
 from jaxchan.models.transformer import ChannelTransformer
 
@@ -30,7 +31,7 @@ def learned_schedule(config):
   return schedules.cosine_schedule(config.learned.T)
 
 
-def train_learned(config, prior, use: str, model_dir: str, log=print):
+def train_learned(config, prior, use: str, model_dir: str, log=common.log):
   """Train the SL or DM backbone on fresh draws from ``prior`` (every batch new; an "epoch" is
   ``config.learned.steps_per_epoch`` steps). Returns ``(model, params, history, floor)``; for the SL,
   ``floor["exact_cme_mse"]`` is the exact CME's loss on the same 1,024 test draws (:func:`exact_cme_mse`)."""

@@ -87,9 +87,8 @@ def _learned_markdown(results) -> str:
 
 
 def plot(results, path):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from jaxchan.experiments import style
+  plt = style.pyplot()
   rows = results["rows"]
   s = [r["snr_db"] for r in rows]
   fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -105,9 +104,9 @@ def plot(results, path):
   ax.legend(fontsize=7)
   ax2.plot(s, [r["bayes_inf"]["se"] - r["cme"]["se"] for r in rows], "C0-o", label="K -> inf minus CME")
   k_colors = iter(["C2", "C1", "C4", "C5", "C6", "C8", "C9"])
-  for K in results["config"]["num_samples"]:
-    ax2.plot(s, [r[f"bayes_{K}"]["se"] - r["cme"]["se"] for r in rows], next(k_colors) + "--", marker=".",
-             label=f"K = {K} minus CME")
+  for j, K in enumerate(results["config"]["num_samples"]):
+    ax2.plot(s, [r[f"bayes_{K}"]["se"] - r["cme"]["se"] for r in rows], next(k_colors) + "--",
+             marker="sD^v<>ph*"[j % 9], ms=4, mfc="none", label=f"K = {K} minus CME")
   ax2.axhline(0, color="k", lw=0.8)
   ax2.set(xlabel="observation SNR [dB]", ylabel="SE gain over the CME precoder [bps/Hz]", title="Jensen gap")
   ax2.grid(alpha=0.3)

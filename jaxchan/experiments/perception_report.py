@@ -89,10 +89,8 @@ def tables(results, config) -> str:
 
 
 def _plt():
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  return plt
+  from jaxchan.experiments import style
+  return style.pyplot()
 
 
 def _scenario_figure(plt, scenarios, panels, panel_size, draw, path):
@@ -101,13 +99,13 @@ def _scenario_figure(plt, scenarios, panels, panel_size, draw, path):
   Several panels per scenario: one row per scenario. One panel: the scenarios side by side.
   """
   rows, cols = (len(scenarios), panels) if panels > 1 else (1, len(scenarios))
-  fig, axes = plt.subplots(rows, cols, figsize=(panel_size[0] * cols, panel_size[1] * rows), squeeze=False)
+  fig, axes = plt.subplots(rows, cols, figsize=(panel_size[0] * cols, panel_size[1] * rows), squeeze=False,
+                           layout="constrained")
   groups = axes if panels > 1 else [[ax] for ax in axes[0]]
   for group, sc in zip(groups, scenarios):
     draw(sc, group)
   if groups[0][0].get_legend_handles_labels()[0]:
     groups[0][0].legend(fontsize=7)
-  fig.tight_layout()
   files.atomic_save_figure(fig, path, dpi=110)
   plt.close(fig)
 
@@ -122,23 +120,31 @@ def plot_all(results, config, workdir):
     ex = results["scenarios"][sc]["example"]
     vmax = max(np.max(ex[k]) for k in ("truth", "dm", "sl"))
     for ax, k, title in zip(row, ("truth", "dm", "sl"), ("ground truth", "DM sample", "SL estimate")):
-      ax.imshow(np.asarray(ex[k]), aspect="auto", origin="lower", vmin=0, vmax=vmax, cmap="viridis")
+      im = ax.imshow(np.asarray(ex[k]), aspect="auto", origin="lower", vmin=0, vmax=vmax, cmap="viridis",
+                     interpolation="nearest")
       ax.set_title(f"{sc}: {title}", fontsize=9)
       ax.set_xlabel("PRB")
-    row[0].set_ylabel("BS antenna")
+      ax.grid(False)
+    row[0].set_ylabel(f"BS antenna\n(test sample {ex['index']}, UL SNR {ex['ul_snr_db']:.0f} dB)", fontsize=8)
+    cb = row[-1].figure.colorbar(im, ax=list(row), fraction=0.03, pad=0.01)
+    cb.set_label("|h| (unit average power), UE antenna 0", fontsize=8)
 
   def fig6_trajectory(sc, row):
     tr = results["scenarios"][sc]["trajectory"]
     steps = np.arange(len(tr["stochastic"]["nmse_xt"]), 0, -1)
-    for var, color in (("stochastic", "tab:red"), ("deterministic", "tab:blue")):
-      row[0].plot(steps, 10 * np.log10(tr[var]["nmse_xt"]), color=color, label=f"{var} x_t")
-      row[0].plot(steps, 10 * np.log10(tr[var]["nmse_x0"]), "--", color=color, label=f"{var} x0_hat")
-      row[1].plot(steps, tr[var]["gcs_xt"], color=color, label=f"{var} x_t")
-      row[1].plot(steps, tr[var]["gcs_x0"], "--", color=color, label=f"{var} x0_hat")
+    every = max(1, len(steps) // 10)
+    for var, color, mk in (("stochastic", "C3", "o"), ("deterministic", "C0", "s")):
+      for k, ls, fill in (("xt", "-", None), ("x0", "--", "none")):
+        label = f"{var} {'x_t' if k == 'xt' else 'x0_hat'}"
+        kw = dict(color=color, ls=ls, marker=mk, ms=3.5, mfc=fill, markevery=every, label=label)
+        row[0].plot(steps, 10 * np.log10(tr[var][f"nmse_{k}"]), **kw)
+        row[1].plot(steps, tr[var][f"gcs_{k}"], **kw)
     row[0].axhline(10 * np.log10(tr["sl"]["nmse"]), color="k", lw=0.8, label="SL")
     row[1].axhline(tr["sl"]["gcs"], color="k", lw=0.8, label="SL")
     row[0].set_ylabel(f"{sc}\nNMSE [dB]")
     row[1].set_ylabel("GCS")
+    row[0].set_title(f"{sc}: NMSE along the reverse chain", fontsize=9)
+    row[1].set_title(f"{sc}: GCS along the reverse chain", fontsize=9)
     for ax in row:
       ax.invert_xaxis()
       ax.set_xlabel("reverse step t")

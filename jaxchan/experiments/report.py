@@ -33,7 +33,9 @@ def render(workdir: str) -> str:
   return name
 
 
-def main(argv):
+def main(argv=None):
+  """``jaxchan-report WORKDIR...`` / ``python -m jaxchan.experiments.report WORKDIR...``."""
+  argv = sys.argv if argv is None else argv
   if len(argv) < 2 or argv[1] in ("-h", "--help"):
     print(__doc__.strip())
     return 0 if len(argv) >= 2 else 2

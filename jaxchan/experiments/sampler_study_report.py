@@ -46,9 +46,8 @@ def to_markdown(results) -> str:
 
 
 def _plot(results, path):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from jaxchan.experiments import style
+  plt = style.pyplot()
   panels = [("prior", "cov_err", "prior: covariance error", None),
             ("posterior", "cov_err", "posterior: covariance error", None),
             ("posterior", "var_ratio", "posterior: variance ratio", None)]

@@ -1,0 +1,65 @@
+"""Training curves in TensorBoard's event format (``tensorboard --logdir WORKDIR`` shows every model live).
+
+The writer is ``tensorboardX`` (``pip install -e ".[tensorboard]"``), an optional extra: without it
+:func:`writer` returns ``None`` and training goes on with ``metrics.jsonl`` alone (logged once). Only process 0
+writes. :func:`read_scalars` reads the curves back without TensorBoard (e.g. in a notebook or a test).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import struct
+
+from absl import logging
+
+_warned = False
+
+
+def writer(logdir: str):
+  """A ``tensorboardX.SummaryWriter`` for ``logdir``, or ``None`` when tensorboardX is missing or not process 0."""
+  global _warned
+  import jax
+
+  if jax.process_index() != 0:
+    return None
+  try:
+    from tensorboardX import SummaryWriter
+  except ImportError:
+    if not _warned:
+      logging.info("tensorboardX is not installed; training curves go to metrics.jsonl only "
+                   "(pip install -e '.[tensorboard]' for TensorBoard event files).")
+      _warned = True
+    return None
+  return SummaryWriter(logdir=logdir, flush_secs=10)
+
+
+def write_scalars(w, step: int, values: dict) -> None:
+  """Every numeric entry of ``values`` at ``step`` (``w`` from :func:`writer`; ``None`` does nothing)."""
+  if w is None:
+    return
+  for k, v in values.items():
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epoch", "step"):
+      w.add_scalar(k, float(v), global_step=int(step))
+  w.flush()
+
+
+def read_scalars(logdir: str) -> dict:
+  """``{tag: [(step, value), ...]}`` from the event files in ``logdir`` (TFRecord framing, tensorboardX's protos).
+
+  The record checksums are not verified: this reads back files this package wrote.
+  """
+  from tensorboardX.proto import event_pb2
+
+  out = {}
+  for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
+    with open(path, "rb") as f:
+      buf = f.read()
+    pos = 0
+    while pos + 12 <= len(buf):
+      (n,) = struct.unpack("<Q", buf[pos:pos + 8])
+      event = event_pb2.Event.FromString(buf[pos + 12:pos + 12 + n])
+      pos += 12 + n + 4
+      for v in event.summary.value:
+        out.setdefault(v.tag, []).append((int(event.step), float(v.simple_value)))
+  return out
