@@ -27,7 +27,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from jaxchan import checks, conventions, ddpm, metrics, precoding, srs
+from jaxchan import checks, conventions, ddpm, ddpm_solvers, metrics, precoding, srs
 from jaxchan.schedules import DDPMSchedule
 from jaxchan.srs import SRSConfig
 
@@ -110,7 +110,8 @@ def e2e_precoder(model, params, obs: srs.SRSObservation, n_streams: int) -> jax.
 def sample_posterior(model, params, obs: srs.SRSObservation, key: jax.Array, schedule: DDPMSchedule, *,
                      num_samples: int = 1, guidance: float = 1.0, deterministic: bool = False,
                      variance: str = "posterior", allow_extrapolation: bool = False, clip_x0: float | None = None,
-                     prediction: str = "v", record: Callable[[ddpm.Trajectory], Any] | None = None):
+                     prediction: str = "v", record: Callable[[ddpm.Trajectory], Any] | None = None,
+                     solver: ddpm_solvers.Solver | None = None):
   """Draw ``K = num_samples`` posterior samples per observation, one reverse loop for all of them.
 
   The encoder runs once per observation (twice with guidance: conditional and
@@ -129,12 +130,20 @@ def sample_posterior(model, params, obs: srs.SRSObservation, key: jax.Array, sch
     clip_x0: clip the jump-to-clean estimate to this element magnitude (:func:`jaxchan.ddpm.ddpm_step`).
     prediction: what the model was trained to predict, ``"v"`` or ``"eps"`` (:func:`dm_loss`).
     record: per-step reduction of the trajectory (see :func:`jaxchan.ddpm.sample`).
+    solver: a few-step solver (:class:`jaxchan.ddpm_solvers.Solver`, e.g. ``Solver.parse("dpm2m:10")``) instead
+      of the full ancestral chain; guidance works the same. Not combinable with ``deterministic``, a
+      ``variance`` other than ``"posterior"`` or ``record``.
 
   Returns:
     ``[K, B, n_ue, n_bs, n_prb]`` samples (and the stacked records when ``record`` is given).
   """
   K = checks.positive_int("num_samples (K)", num_samples)
   checks.choice("prediction", prediction, ddpm.PREDICTIONS)
+  if solver is not None:
+    solver.steps(schedule)      # a step count beyond T fails here, before any work
+    if deterministic or record is not None or variance != "posterior":
+      raise ValueError(f"solver={solver} replaces the full chain; deterministic, record and variance apply only "
+                       "to the full ancestral chain (solver=None).")
   if not allow_extrapolation:
     checks.in_range("guidance scale w", guidance, 0.0, 1.0,
                     hint="w = 1 is conditional, w = 0 unconditional; pass allow_extrapolation=True to go beyond.")
@@ -162,8 +171,11 @@ def sample_posterior(model, params, obs: srs.SRSObservation, key: jax.Array, sch
 
   k_init, k_rev = jax.random.split(key)
   x_T = conventions.standard_normal(k_init, (B * K,) + shape[1:], obs.obs.dtype)
-  out = ddpm.sample(eps_fn, x_T, k_rev, schedule, deterministic=deterministic, variance=variance, record=record,
-                    clip_x0=clip_x0)
+  if solver is not None:
+    out = ddpm_solvers.sample(eps_fn, x_T, k_rev, schedule, solver, clip_x0=clip_x0)
+  else:
+    out = ddpm.sample(eps_fn, x_T, k_rev, schedule, deterministic=deterministic, variance=variance, record=record,
+                      clip_x0=clip_x0)
   to_kb = lambda x: jnp.swapaxes(x.reshape((B, K) + shape[1:]), 0, 1)  # noqa: E731
   if record is not None:
     x0, rec = out
