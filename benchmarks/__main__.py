@@ -35,6 +35,17 @@ def table(res) -> str:
   for name, r, key in rows:
     lines.append(f"{name:<46} {r[key]:>12} {key.split('_per_s')[0] + '/s':>9} {r['gflops']:>9} "
                  f"{100 * r['fraction_of_peak']:>7.1f}%")
+  pr = res["perception"]
+  for key in ("posterior_sampling_dpm2m_10", "posterior_sampling_dpm2m_5"):
+    if key in pr:
+      lines.append(f"{'posterior sampling (K = 16, ' + pr[key]['solver'] + ')':<46} {pr[key]['channels_per_s']:>12} "
+                   f"{'channels/s':>9}   {pr[key]['speedup_over_full_chain']}x the full chain in this run")
+  for key in sorted(k for k in pr if k.startswith("subspace_precoder_")):
+    r = pr[key]
+    kind = key[len("subspace_precoder_"):].rsplit("_", 1)[0].replace("_", "-")
+    lines.append(f"{'subspace precoder (' + kind + ', ' + str(r['n_bs']) + ' x ' + str(r['n_bs']) + ')':<46} "
+                 f"{r['subspace_per_s']:>12} {'Gramians/s':>9}   {r['speedup']}x eigh ({r['eigh_per_s']}/s) in this "
+                 f"run; energy gap {r['max_rel_energy_gap']:.1e}, SE gap {r['se_gap_bps_hz']:.1e} bps/Hz")
   for name, what in (("datagen", "Sionna 38.901"), ("datagen_rt", "Sionna RT")):
     if name in res:
       d = res[name]

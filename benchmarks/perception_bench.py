@@ -11,8 +11,14 @@ variant (the first 16 BS antennas, 2 + 2 layers, a token per (PRB, time), T = 10
   Adam), batch 64;
 * posterior sampling: K = 16 samples for each of ``B`` observations, the full
   reverse loop of ``T`` steps (encoder once, decoder ``T`` times on ``K B``);
+* few-step posterior sampling: the same K = 16 samples with DPM-Solver++(2M) at 10
+  and 5 network calls (``jaxchan.ddpm_solvers``), as a speed-up over the full chain
+  measured in the same run, and the latency of one observation (K = 16) by each;
 * Bayesian precoding: the expected Gramian of K = 16 samples and its
-  eigendecomposition, per PRB, for a batch of observations (eq. 28).
+  eigendecomposition, per PRB, for a batch of observations (eq. 28); and the same
+  precoder by subspace iteration (``precoding.subspace_precoder``), as a speed-up
+  over ``eigh`` in the same run, on white samples (the slowest case for it) and on
+  posterior-like samples (K = 16 draws sharing 3 beams per observation), at the size's BS array and at 32.
 
 FLOPs: XLA's own cost analysis of the compiled, loop-free pieces (a training
 step; one encoder call plus one decoder call, the latter times ``T``; the
@@ -35,6 +41,7 @@ import jax.numpy as jnp
 
 from benchmarks.common import matmul_peak, timeit
 from jaxchan import conventions, precoding, prediction, srs, train
+from jaxchan.ddpm_solvers import Solver
 from jaxchan.experiments import perception
 
 SIZES = ("paper", "quick")
@@ -110,6 +117,22 @@ def run(size="paper", train_batch=64, sample_batch=None, K=16, precode_batch=256
                                    observations_per_s=round(sample_batch / t, 3),
                                    gflops=round(flops / t / 1e9, 1), fraction_of_peak=frac(flops, t))
 
+  # Few-step solvers: the same K samples with 10 and 5 network calls; latency of one observation.
+  full_cps = K * sample_batch / t
+  for spec in ("dpm2m:10", "dpm2m:5"):
+    fs = jax.jit(lambda p, o, k, sv=Solver.parse(spec): prediction.sample_posterior(
+        dm_model, p, o, k, sch, num_samples=K, prediction=perception.dm_prediction(cfg), solver=sv))
+    ts = timeit(fs, dm_params, o, jax.random.PRNGKey(3), repeats=3, min_time=0.0)
+    out[f"posterior_sampling_{spec.replace(':', '_')}"] = dict(
+        solver=spec, observations=sample_batch, K=K, run_s=ts, channels_per_s=round(K * sample_batch / ts, 2),
+        speedup_over_full_chain=round(K * sample_batch / ts / full_cps, 2))
+  o1 = jax.tree.map(lambda a: a[:1], o)
+  for spec in ("ancestral", "dpm2m:10"):
+    f1 = jax.jit(lambda p, o, k, sv=Solver.parse(spec): prediction.sample_posterior(
+        dm_model, p, o, k, sch, num_samples=K, prediction=perception.dm_prediction(cfg), solver=sv))
+    out[f"latency_one_user_{spec.replace(':', '_')}_s"] = timeit(f1, dm_params, o1, jax.random.PRNGKey(3), repeats=3,
+                                                                  min_time=0.0)
+
   # Bayesian precoding: Gramian of K samples + eigendecomposition per PRB.
   Hs = conventions.standard_normal(jax.random.PRNGKey(4), (K, precode_batch, SHAPE["n_ue"], SHAPE["n_bs"],
                                                            SHAPE["n_prb"]))
@@ -121,6 +144,31 @@ def run(size="paper", train_batch=64, sample_batch=None, K=16, precode_batch=256
                                    eigendecompositions_per_s=round(n_eig / t, 1),
                                    channels_per_s=round(precode_batch / t, 1),
                                    gflops=round(flops / t / 1e9, 1), fraction_of_peak=frac(flops, t))
+
+  # The same precoder by subspace iteration, against eigh in this run; white and posterior-like samples, at this
+  # size's BS array and at the paper's 32 antennas.
+  for nb in sorted({n, 32}):
+    shape = (K, precode_batch, SHAPE["n_ue"], nb, SHAPE["n_prb"])
+    k0, k1, k2, k3 = jax.random.split(jax.random.PRNGKey(5), 4)
+    H_white = conventions.standard_normal(k0, shape)
+    ang = jax.random.uniform(k1, (precode_batch, 3), minval=-1.0, maxval=1.0)
+    steer = jnp.exp(1j * jnp.pi * jnp.arange(nb)[None, None, :] * jnp.sin(ang)[..., None])   # [B, 3, nb]
+    gains = conventions.standard_normal(k2, (K, precode_batch, SHAPE["n_ue"], 3, SHAPE["n_prb"]))
+    H_post = (jnp.einsum("kbupf,bpi->kbuif", gains, steer.astype(jnp.complex64))
+              + 0.1 * conventions.standard_normal(k3, shape))
+    eig = jax.jit(functools.partial(precoding.precoder_from_gramian, n_streams=2))
+    sub = jax.jit(functools.partial(precoding.subspace_precoder, n_streams=2))
+    for name, Hk in (("white", H_white), ("posterior_like", H_post)):
+      G = jax.jit(precoding.gramian)(Hk)
+      t_eig, t_sub = timeit(eig, G), timeit(sub, G)
+      W_e, W_s = eig(G), sub(G)
+      cap = lambda W, G=G: jnp.real(jnp.einsum("bisf,bijf,bjsf->bf", jnp.conj(W), G, W))  # noqa: E731
+      se = lambda W, H=Hk[0]: float(jnp.mean(precoding.spectral_efficiency(H, W, 10.0)))  # noqa: E731
+      out[f"subspace_precoder_{name}_{nb}"] = dict(
+          n_bs=nb, gramians=n_eig, eigh_per_s=round(n_eig / t_eig, 1), subspace_per_s=round(n_eig / t_sub, 1),
+          speedup=round(t_eig / t_sub, 2),
+          max_rel_energy_gap=float(jnp.max(jnp.abs(cap(W_s) - cap(W_e)) / cap(W_e))),
+          se_gap_bps_hz=abs(se(W_s) - se(W_e)))
   return out
 
 

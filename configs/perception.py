@@ -100,6 +100,20 @@ def get_config(arg: str = ""):
   c.eval.cg_num_test = 1000        # test channels for the Riemannian-CG check of eq. (27)
   c.eval.cg_iters = 50
   c.eval.example_index = 0         # Fig. 5
+  # Fast posterior sampling (README): K-sample SE and one-sample NMSE per sampler (jaxchan.ddpm_solvers specs;
+  # "ancestral" alone is the full chain), plus the distilled students when config.distill.enabled.
+  c.eval.solvers = ("ancestral", "ancestral:10", "ddim:10", "dpm2m:10", "dpm2m:5", "dpm2m:2")
+  c.eval.fast_num_test = 256
+
+  # Progressive distillation of the DM (jaxchan.distill): one stage per entry, each halving the step count;
+  # the first teacher is this run's DM (or the trained DM folder `teacher`). Off by default (GPU work at
+  # paper scale); :smoke runs it.
+  c.distill = ml_collections.ConfigDict()
+  c.distill.enabled = False
+  c.distill.steps = (32, 16, 8, 4)
+  c.distill.epochs = 10            # per stage
+  c.distill.lr = 1e-4
+  c.distill.teacher = ""
 
   variants = [v for v in (arg or "").split(",") if v]
   allowed = {"smoke", "quick"} | set(SCENARIOS)
@@ -121,6 +135,8 @@ def get_config(arg: str = ""):
     c.train.decay_every_epochs = 10
     scale(c, size="small", batch=32, epochs=(15, 30, 15), test_loss=256, num_test=256, sweep=32, trajectory=128,
           cg=64)                   # 4,000 train / 1,000 test
+    c.distill.epochs = 5
+    c.distill.lr = 3e-4
   if "smoke" in variants:
     c.model.d_model = 32
     c.model.num_heads = 2
@@ -132,6 +148,11 @@ def get_config(arg: str = ""):
     c.eval.num_samples = 4
     c.eval.guidance_scales = (0.0, 1.0)
     c.eval.cg_iters = 5
+    c.eval.solvers = ("ancestral", "dpm2m:4", "ddim:2")
+    c.eval.fast_num_test = 8
+    c.distill.enabled = True
+    c.distill.steps = (4, 2)
+    c.distill.epochs = 1
     scale(c, size="tiny", batch=16, epochs=(2, 2, 2), test_loss=16, num_test=16, sweep=4, trajectory=8,
           cg=4)                    # 32 train / 16 test
   return c

@@ -128,11 +128,19 @@ def render(res, out):
          "| sampler | steps | covariance error |", "|---|---|---|"]
   md += [f"| {r['sampler']} | {r['steps']} | {r['cov_rel_error']:.3f} |" for r in nn["rows"]]
   files.atomic_write_text(os.path.join(out, "tables.md"), "\n".join(md) + "\n")
-  fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+  fig, (ax, ax1, ax2) = plt.subplots(1, 3, figsize=(15, 3.9))
   for i, kind in enumerate(labels):
     rr = [r for r in b["rows"] if r["solver"] == kind]
     ax.plot([r["network_calls"] for r in rr], [r["se_k16"] for r in rr], marker="osD^"[i], ms=4,
             ls=["-", "--", "-.", ":"][i], label=labels[kind])
+    ax1.plot([r["network_calls"] for r in rr], [r["nmse_one_sample_db"] for r in rr], marker="osD^"[i], ms=4,
+             ls=["-", "--", "-.", ":"][i], label=labels[kind])
+  ax1.axhline(b["exact_nmse_one_sample_db"], color="k", lw=1, label="an exact posterior sample")
+  ax1.axhline(b["exact_posterior_mean_nmse_db"], color="C7", ls="--", lw=1, label="the exact posterior mean")
+  ax1.set_xscale("log")
+  ax1.set(xlabel="network calls per sample", ylabel="NMSE of one sample [dB]",
+          title="Is it a posterior sample? (same setting)")
+  ax1.legend(fontsize=7)
   ax.axhline(b["exact_samples_k16"], color="k", lw=1, label="K = 16 exact posterior samples")
   ax.axhline(b["exact_gramian"], color="C7", ls="--", lw=1, label="exact posterior Gramian (K = inf)")
   ax.set_xscale("log")
@@ -157,7 +165,11 @@ def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--out", default="docs/results/fast_sampling")
   p.add_argument("--smoke", action="store_true")
+  p.add_argument("--render_only", action="store_true", help="redraw tables and figure from OUT/results.json")
   a = p.parse_args()
+  if a.render_only:
+    render(json.load(open(os.path.join(a.out, "results.json"))), a.out)
+    return
   t0 = time.time()
   steps = (2, 5) if a.smoke else (1, 2, 5, 10, 20, 50, 100)
   res = {"bayesian": bayesian_study(steps, B=4 if a.smoke else 16),

@@ -4,7 +4,7 @@
       [--split=test] [--num=N] [--seed=S]
       # non-identical models: [--pattern=white] [--snr_db=DB] [--stepping=tau-waterfilling] [--sampler=eta:1.0]
       #                       [--num_steps=50]
-      # perception models:    [--num_samples=16] [--guidance=1.0] [--n_streams=2]
+      # perception models:    [--num_samples=16] [--guidance=1.0] [--n_streams=2] [--solver=dpm2m:10]
 
 The model folder says which experiment trained it (its ``model.json``):
 
@@ -129,8 +129,11 @@ def noniden_estimates(model_dir: str, h: np.ndarray, key, *, pattern: str = "whi
 
 
 def perception_estimates(model_dir: str, history: np.ndarray, target: np.ndarray, key, *, num_samples: int = 16,
-                         guidance: float = 1.0, n_streams: int = 2, batch: int = 64) -> dict:
-  """The perception model's outputs on SRS histories ``[N, n_occ, n_ue, n_bs, n_prb]`` (see the module doc)."""
+                         guidance: float = 1.0, n_streams: int = 2, solver: str = "ancestral", batch: int = 64) -> dict:
+  """The perception model's outputs on SRS histories ``[N, n_occ, n_ue, n_bs, n_prb]`` (see the module doc);
+  ``solver``: the DM's sampler (:class:`jaxchan.ddpm_solvers.Solver` spec, e.g. ``"dpm2m:10"``; ``"ancestral"``
+  is the full chain; a distilled student ``dm_distill_N`` is sampled with ``"ddim:N"``)."""
+  from jaxchan.ddpm_solvers import Solver
   import jax
   import jax.numpy as jnp
 
@@ -149,8 +152,11 @@ def perception_estimates(model_dir: str, history: np.ndarray, target: np.ndarray
     if model.use == "sl":
       res["estimate"] = prediction.sl_predict(model, params, obs)
     elif model.use == "dm":
+      kw = exp._dm_kw(cfg)
+      if solver != "ancestral":
+        kw = dict(prediction=kw["prediction"], clip_x0=kw["clip_x0"], solver=Solver.parse(solver))
       s = prediction.sample_posterior(model, params, obs, k_dm, exp.dm_schedule(cfg), num_samples=num_samples,
-                                      guidance=guidance, **exp._dm_kw(cfg))
+                                      guidance=guidance, **kw)
       res["samples"] = s
       res["precoder"] = precoding.bayesian_precoder(s, n_streams)
     else:
@@ -183,6 +189,11 @@ def check_settings(which: str, kw: dict) -> None:
     checks.positive_int("--num_samples", kw.get("num_samples", 16))
     checks.positive_int("--n_streams", kw.get("n_streams", 2))
     checks.in_range("--guidance", kw.get("guidance", 1.0), 0.0, 1.0)
+    from jaxchan.ddpm_solvers import Solver
+    try:
+      Solver.parse(kw.get("solver", "ancestral"))
+    except ValueError as e:
+      raise ValueError(f"--solver: {e}") from None
 
 
 def export(model_dir: str, dataset: str, out: str, *, split: str = "test", num: int | None = None, seed: int = 0,
@@ -237,12 +248,13 @@ def main(argv=None) -> int:
   g.add_argument("--num_samples", type=int, default=16, help="K posterior samples (DM)")
   g.add_argument("--guidance", type=float, default=1.0, help="CFG scale w (DM)")
   g.add_argument("--n_streams", type=int, default=2)
+  g.add_argument("--solver", default="ancestral", help="DM sampler: ancestral (full chain), dpm2m:10, ddim:N, ...")
   args = p.parse_args(argv)
   try:
     which = experiment_of(args.model_dir)
     kw = (dict(pattern=args.pattern, snr_db=args.snr_db, stepping=args.stepping, sampler=args.sampler,
                num_steps=args.num_steps) if which == "noniden" else
-          dict(num_samples=args.num_samples, guidance=args.guidance, n_streams=args.n_streams))
+          dict(num_samples=args.num_samples, guidance=args.guidance, n_streams=args.n_streams, solver=args.solver))
     export(args.model_dir, args.dataset, args.out, split=args.split, num=args.num, seed=args.seed, **kw)
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)

@@ -18,11 +18,16 @@ def test_table_lists_every_benchmark():
              noniden={"train": r("samples_per_s"), "generation": r("samples_per_s")},
              perception={"train_sl": r("samples_per_s"), "train_dm": r("samples_per_s"),
                          "posterior_sampling": dict(r("channels_per_s"), T=100),
-                         "bayesian_precoding": r("eigendecompositions_per_s")},
+                         "bayesian_precoding": r("eigendecompositions_per_s"),
+                         "posterior_sampling_dpm2m_10": dict(solver="dpm2m:10", channels_per_s=9.0,
+                                                             speedup_over_full_chain=9.5),
+                         "subspace_precoder_white_32": dict(n_bs=32, subspace_per_s=7.0, speedup=6.0, eigh_per_s=1.0,
+                                                            max_rel_energy_gap=1e-5, se_gap_bps_hz=1e-4)},
              datagen=dict(preset="low_mobility", samples_per_s=3.0, overhead_share=0.1),
              datagen_rt=dict(preset="street_canyon", samples_per_s=40.0, overhead_share=0.02))
   text = table(res)
-  assert len(text.splitlines()) == 2 + 6 + 2 and "50.0%" in text
+  assert len(text.splitlines()) == 2 + 6 + 2 + 2 and "50.0%" in text
+  assert "9.5x the full chain" in text and "subspace precoder (white, 32 x 32)" in text and "6.0x eigh" in text
   assert "datagen street_canyon (Sionna RT)" in text and "datagen low_mobility (Sionna 38.901)" in text
 
 

@@ -31,11 +31,19 @@ def test_perception_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, caplog)
   assert len(r["trajectory"]["stochastic"]["nmse_xt"]) == 10        # T = 10 in :smoke
   assert r["guidance"]["w"] == [0.0, 1.0]
   assert r["eval"]["cg_check"]["num_test"] > 0
+  # Fast sampling: the :smoke solvers and both distilled students (4 and 2 steps), scored on the same observations.
+  fs = {row["sampler"]: row for row in r["fast_sampling"]["rows"]}
+  assert set(fs) == {"ancestral", "dpm2m:4", "ddim:2", "distilled:4", "distilled:2"}
+  assert [fs[k]["network_calls"] for k in ("ancestral", "dpm2m:4", "distilled:2")] == [10, 4, 2]
+  assert all(np.isfinite(row["se_bayes"]) and row["se_bayes"] <= t3["perfect_csi"] + 1e-4 for row in fs.values())
+  assert (tmp_path / "wd" / "high_mobility" / "models" / "dm_distill_2" / "model.json").exists()
+  assert "Fast posterior sampling" in (tmp_path / "wd" / "tables.md").read_text()
   # The covariance's eigenvalues majorize its diagonal and the per-direction eps error is concave in the
   # variance (Schur), so the full Gaussian bound never exceeds the per-element one.
   b = r["bounds"]
   assert 0.0 <= b["dm_gaussian"] <= b["dm_per_element"] + 1e-6 and b["sl_zero"] > 0
-  for f in ("fig5_examples.png", "fig6_trajectory.png", "fig7_se_snr.png", "fig8_guidance.png"):
+  for f in ("fig5_examples.png", "fig6_trajectory.png", "fig7_se_snr.png", "fig8_guidance.png",
+            "fig9_fast_sampling.png"):
     assert (tmp_path / "wd" / f).stat().st_size > 1000
   assert "Table III" in (tmp_path / "wd" / "tables.md").read_text()
   # A trained model loads back for library use.
@@ -68,7 +76,7 @@ def test_perception_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, caplog)
   overrides = {"data.path": data_path, "progress": False, "eval.enabled": False}
   perception.run(config_with("perception:smoke,high_mobility", overrides), str(tmp_path / "wd"))
   out = caplog.text
-  assert out.count("resumed from") == 3 and '"epoch":' not in out
+  assert out.count("resumed from") == 3 + 2 and '"epoch":' not in out    # 3 models, 2 distilled students
   # A dataset whose shapes do not match the config stops before any training.
   from jaxchan.data import DatasetError
   with pytest.raises(DatasetError, match=r"(?s)per-sample shape \(4, 4, 32, 52\).*expects \(4, 4, 16, 52\)"):
@@ -94,6 +102,13 @@ def test_perception_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, caplog)
                               "reals, wider than d_model=32"),
     ({"data.bs_antennas": 40}, "config.data.bs_antennas=40 must be an integer in [0, n_bs=32]"),
     ({"eval.dl_snr_grid_db": ()}, "config.eval.dl_snr_grid_db=() must be a non-empty list"),
+    ({"eval.solvers": ("dpm2m:11",)}, "config.eval.solvers: solver dpm2m:11: 11 steps exceed the schedule's T = 10"),
+    ({"eval.solvers": ("heun:4",)}, "config.eval.solvers: solver 'heun:4': unknown kind 'heun'"),
+    ({"distill.steps": (4, 3)}, "each stage must halve the previous one (4 -> 2)"),
+    ({"distill.steps": (8, 4)}, "2 x 8 = 16 steps, more than the schedule's T = 10"),
+    ({"distill.teacher": "/nonexistent/models/dm"}, "holds no trained DM (model.json and checkpoints); train one "
+                                                    "first with `python run.py --config=configs/perception.py:quick`"),
+    ({"eval.guidance": 0.5}, "distilled students sample the conditional model (w = 1)"),
 ])
 def test_perception_bad_config_is_refused_by_validate(overrides, match):
   from jaxchan.experiments import perception

@@ -34,7 +34,7 @@ def plot(results, path):
   plt = style.pyplot()
   rows = results["rows"]
   v = [r["speed_kmh"] for r in rows]
-  fig, ax = plt.subplots(figsize=(6.4, 4.0))
+  fig, ax = plt.subplots(figsize=(6.4, 5.0))
   styles = {"perfect_csi": "k-", "srs_baseline": "C1--", "sample_cov": "C5-", "avg_gramian": "C7-.", "uniform": "k:"}
   for i, m in enumerate(METHODS):
     ax.plot(v, [r["se"][m] for r in rows], styles[m], marker="osD^v"[i], mfc="none", label=LABELS[m])
@@ -48,7 +48,9 @@ def plot(results, path):
   ax2.set_ylim(0, 1.05)
   lines = ax.get_legend_handles_labels()
   lines2 = ax2.get_legend_handles_labels()
-  ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="lower left")
+  # Below the axes: inside, it would hide the no-CSI curves at the bottom.
+  ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14),
+            ncol=2)
   ax.set_title("What the SRS history is worth against UT speed")
   fig.tight_layout()
   files.atomic_save_figure(fig, path, dpi=120)

@@ -98,6 +98,8 @@ def validate(config):
     checks.positive_int(f"config.eval.{f}", config.eval[f])
   with common.field("config.dm (T, cosine_s, max_beta)"):
     sch = dm_schedule(config)
+  from jaxchan.experiments import perception_fast
+  perception_fast.check(config)
   # Build the real models and trace (jax.eval_shape: shapes only, no FLOPs) one initialization and one
   # training loss each, and one posterior draw, so the kernels' own checks fire before any data is built.
   d = config.data
@@ -243,7 +245,7 @@ def dm_schedule(config):
 
 
 def run(config, workdir: str) -> dict:
-  from jaxchan.experiments import perception_eval, perception_report
+  from jaxchan.experiments import perception_eval, perception_fast, perception_report
 
   started = time.time()
   validate(config)
@@ -259,8 +261,13 @@ def run(config, workdir: str) -> dict:
                                         label=f"{sc}/{use} ({i + 1}/{len(config.train.models)})")
         models[use] = (model, params)
         training[use] = hist
+      students = {}
+      if config.get("distill") and config.distill.enabled:
+        students = perception_fast.distill(config, sc, models.get("dm"), ds, os.path.join(workdir, sc, "models"),
+                                           log=log)
       res = {"dataset": ds.path, "training": training, "bounds": perception_eval.loss_bounds(config, ds, log=log)}
       if config.eval.enabled:
+        res["fast_sampling"] = perception_fast.evaluate(config, models["dm"], students, ds, log=log)
         res["eval"] = perception_eval.evaluate(config, models, ds, log=log)
         res["trajectory"] = perception_eval.trajectories(config, models, ds)
         res["guidance"] = perception_eval.guidance_sweep(config, models, ds)

@@ -85,6 +85,17 @@ def tables(results, config) -> str:
               "the per-element bound has learned no correlation.\n\n")
     md.append(files.markdown_table(["scenario", "SL: zero predictor", "DM: per-element shrinkage", "DM: Gaussian",
                                  "targets used"], rows))
+  fast = [(sc, r["fast_sampling"]) for sc, r in results["scenarios"].items() if "fast_sampling" in r]
+  if fast:
+    md.append("\n## Fast posterior sampling\n\nK-sample Bayesian precoder SE (DL SNR = UL SNR + "
+              f"{config.eval.dl_snr_offset_db} dB) and one sample's NMSE against the number of network calls per "
+              "sample: `ancestral` alone is the full chain, `ancestral:N` / `ddim:N` / `dpm2m:N` the few-step "
+              "solvers (jaxchan.ddpm_solvers), `distilled:N` a progressively distilled student sampled with DDIM "
+              "in N steps.\n\n")
+    rows = [[sc, r["sampler"], r["network_calls"], f"{r['se_bayes']:.3f}", f"{r['nmse_one_sample_db']:.2f}"]
+            for sc, f in fast for r in f["rows"]]
+    md.append(files.markdown_table(["scenario", "sampler", "network calls", f"SE, K = {fast[0][1]['K']} [bps/Hz]",
+                                    "NMSE one sample [dB]"], rows))
   return "".join(md)
 
 
@@ -164,6 +175,21 @@ def plot_all(results, config, workdir):
     axes[0].plot(g["w"], g["dm_deterministic"], marker="s", label="deterministic DM")
     axes[0].set(title=sc, xlabel="guidance scale w", ylabel="SE [bps/Hz]")
 
-  for draw, panels, size in ((fig5_examples, 3, (10 / 3, 2.8)), (fig6_trajectory, 2, (4.5, 3.0)),
-                             (fig7_se_snr, 1, (5, 3.6)), (fig8_guidance, 1, (5, 3.4))):
+  def fig9_fast_sampling(sc, row):
+    rows = results["scenarios"][sc]["fast_sampling"]["rows"]
+    families = sorted({r["sampler"].split(":")[0] for r in rows}, key=lambda f: (f != "ancestral", f))
+    for i, fam in enumerate(families):
+      rr = sorted((r for r in rows if r["sampler"].split(":")[0] == fam), key=lambda r: r["network_calls"])
+      kw = dict(marker="osD^v<"[i % 6], ls=["-", "--", "-.", ":"][i % 4], ms=5, label=fam)
+      row[0].plot([r["network_calls"] for r in rr], [r["se_bayes"] for r in rr], **kw)
+      row[1].plot([r["network_calls"] for r in rr], [r["nmse_one_sample_db"] for r in rr], **kw)
+    for ax, what in zip(row, (f"SE of the K = {K} Bayesian precoder [bps/Hz]", "NMSE of one sample [dB]")):
+      ax.set_xscale("log")
+      ax.set(xlabel="network calls per sample", ylabel=what, title=f"{sc}: fast sampling")
+
+  figures = [(fig5_examples, 3, (10 / 3, 2.8)), (fig6_trajectory, 2, (4.5, 3.0)), (fig7_se_snr, 1, (5, 3.6)),
+             (fig8_guidance, 1, (5, 3.4))]
+  if all("fast_sampling" in results["scenarios"][sc] for sc in scs):
+    figures.append((fig9_fast_sampling, 2, (4.8, 3.4)))
+  for draw, panels, size in figures:
     _scenario_figure(plt, scs, panels, size, draw, os.path.join(workdir, f"{draw.__name__}.png"))
