@@ -76,7 +76,8 @@ def bayesian_study(steps, *, B=16, K=16, shape=(2, 8, 4), snr_db=-10.0, dl_snr_d
 
 
 def _mixture_sample(gmm, key, num):
-  """``num`` draws from a Gaussian mixture (the exact posterior)."""
+  """``num`` draws from a Gaussian mixture (the exact posterior), with an eigendecomposition root: posterior
+  covariances can be near-singular, where :func:`jaxchan.oracle.sample`'s Cholesky factor is fragile."""
   kc, kz = jax.random.split(key)
   comp = jax.random.categorical(kc, jnp.log(jnp.maximum(gmm.weights, 1e-30)), shape=(num,))
   lam, V = jnp.linalg.eigh(gmm.covs)

@@ -84,8 +84,7 @@ def test_solver_samples_give_the_exact_posteriors_bayesian_precoder():
   def eps_fn(x, t):
     return jax.vmap(lambda g, xx: oracle.ddpm_eps(g, SCH)(xx, t))(post, x.reshape(B, K, d)).reshape(B * K, d)
 
-  exact = jax.vmap(lambda g, k: oracle.posterior_sample(g, jnp.zeros(d, H.dtype), jnp.zeros((d, d), H.dtype),
-                                                        jnp.eye(d), k, K))(post, jax.random.split(keys[3], B))
+  exact = jax.vmap(lambda g, k: oracle.sample(g, k, K))(post, jax.random.split(keys[3], B))   # K exact draws each
   x = conventions.standard_normal(keys[4], (B * K, d), H.dtype)
   for spec in ("dpm2m:10", "dpm2m_sde:10"):
     s = jax.jit(functools.partial(sample, eps_fn, schedule=SCH, solver=Solver.parse(spec)))(x, keys[5])

@@ -234,8 +234,9 @@ def test_sampler_parse_spec():
   assert Sampler.parse("eq9:0.4") == Sampler("eq9", 0.4)
   assert Sampler.parse("eta:1") == Sampler("eta", 1.0) == Sampler()
   assert Sampler.parse(str(Sampler("eq9", 0.4))) == Sampler("eq9", 0.4)
+  assert Sampler.parse("dpm2m:1") == Sampler("dpm2m", 1.0) and str(Sampler("dpm2m", 0.0)) == "dpm2m:0"
   for bad in ("eq9:1.5", "ddpm:0.5", "eta", "eta:x"):
-    with pytest.raises(ValueError, match="must be 'eta:ETA' or 'eq9:EPS'"):
+    with pytest.raises(ValueError, match="must be 'eta:ETA', 'eq9:EPS' or 'dpm2m:ETA'"):
       Sampler.parse(bad)
 
 
