@@ -224,6 +224,13 @@ def import_arrays(out: str, *, h=None, history=None, target=None, speed_mps=None
     for k in channels:
       if not np.all(np.isfinite(block[k])):
         raise ValueError(f"{k} holds NaN/Inf in samples {ids[:5]}...; clean it first.")
+    if normalization == "per_sample":
+      power = sum(np.sum(np.abs(block[k]) ** 2, axis=tuple(range(1, block[k].ndim))) for k in channels)
+      if np.any(power == 0):
+        zero = ids[power == 0]
+        raise ValueError(f"{len(zero)} samples have zero power (e.g. users that receive no path), first "
+                         f"{zero[:5].tolist()}; per-sample normalization cannot scale them. Drop them first, e.g. "
+                         "H = H[np.abs(H).reshape(len(H), -1).max(1) > 0], or choose normalization='global'.")
     return block
 
   scale = None

@@ -141,6 +141,13 @@ def perception_estimates(model_dir: str, history: np.ndarray, target: np.ndarray
   from jaxchan.experiments import perception as exp
 
   model, params, cfg = exp.load_trained(model_dir)
+  with open(os.path.join(model_dir, "model.json")) as f:
+    distilled = json.load(f).get("distilled_steps")
+  if distilled:   # a progressively distilled student samples with DDIM at its own step count, conditionally
+    if guidance != 1.0:
+      raise ValueError(f"{model_dir} is a distilled student (conditional sampler); --guidance must be 1.0.")
+    if solver == "ancestral":
+      solver = f"ddim:{distilled}"
   n_bs = exp.n_bs_used(cfg)
   scfg = exp.srs_cfg(cfg)
 

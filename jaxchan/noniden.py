@@ -475,7 +475,7 @@ def _generate(denoiser, start, key, schedule, stepping_, sampler, num_steps, wit
   def body(carry, xs):
     g, d_prev, h_prev = carry
     tau, tau_next, k = xs
-    d = denoiser(g, tau)
+    d = denoiser(g, tau).astype(g.dtype)     # carried (dpm2m's previous D): one dtype across steps
     if sampler.kind == "dpm2m":
       g_next, h = multistep_update(g, d, d_prev, h_prev, tau, tau_next, k, sampler.value, schedule)
     else:

@@ -58,6 +58,8 @@ def read_scalars(logdir: str) -> dict:
     pos = 0
     while pos + 12 <= len(buf):
       (n,) = struct.unpack("<Q", buf[pos:pos + 8])
+      if pos + 12 + n + 4 > len(buf):
+        break   # a record still being written (reading a live run)
       event = event_pb2.Event.FromString(buf[pos + 12:pos + 12 + n])
       pos += 12 + n + 4
       for v in event.summary.value:

@@ -136,8 +136,8 @@ def tiny_datasets(tmp_path_factory):
 # The longest tests (end-to-end jobs, dataset builds; measured with --durations) start first, so that under
 # pytest-xdist the workers finish together instead of one waiting on a late long job (longest-processing-time
 # first). The sort is stable and the same in every worker, as xdist requires.
-_LONGEST_FIRST = ("smoke_end_to_end", "oracle_smoke", "four_devices", "test_datagen.py", "run_py_smoke",
-                  "readme_library_example")
+_LONGEST_FIRST = ("smoke_end_to_end", "notebook_runs", "oracle_smoke", "own_array_trains", "four_devices",
+                  "test_datagen.py", "run_py_smoke", "readme_library_example")
 
 
 def pytest_collection_modifyitems(config, items):

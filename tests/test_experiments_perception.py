@@ -33,7 +33,7 @@ def test_perception_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, caplog)
   assert r["eval"]["cg_check"]["num_test"] > 0
   # Fast sampling: the :smoke solvers and both distilled students (4 and 2 steps), scored on the same observations.
   fs = {row["sampler"]: row for row in r["fast_sampling"]["rows"]}
-  assert set(fs) == {"ancestral", "dpm2m:4", "ddim:2", "distilled:4", "distilled:2"}
+  assert set(fs) == {"ancestral", "dpm2m:4", "distilled:4", "distilled:2"}
   assert [fs[k]["network_calls"] for k in ("ancestral", "dpm2m:4", "distilled:2")] == [10, 4, 2]
   assert all(np.isfinite(row["se_bayes"]) and row["se_bayes"] <= t3["perfect_csi"] + 1e-4 for row in fs.values())
   assert (tmp_path / "wd" / "high_mobility" / "models" / "dm_distill_2" / "model.json").exists()
@@ -113,6 +113,15 @@ def test_perception_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, caplog)
 def test_perception_bad_config_is_refused_by_validate(overrides, match):
   from jaxchan.experiments import perception
   assert_validate_refuses(perception, config_with("perception:smoke,low_mobility", overrides), match)
+
+
+def test_one_distillation_teacher_serves_one_scenario(tmp_path):
+  from jaxchan.experiments import perception
+  teacher = tmp_path / "dm"
+  (teacher / "checkpoints" / "1").mkdir(parents=True)
+  (teacher / "model.json").write_text("{}")
+  assert_validate_refuses(perception, config_with("perception:smoke", {"distill.teacher": str(teacher)}),
+                          "is one scenario's DM but config.scenarios=('low_mobility', 'high_mobility') has several")
 
 
 def test_perception_bad_config_stops_run_py_before_work(tmp_path):

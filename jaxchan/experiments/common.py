@@ -31,10 +31,16 @@ def log(msg: str) -> None:
 class _OwnInfo:
   """A handler filter: jaxchan's and datagen's records from INFO up, everyone else's (orbax, jax) from WARNING."""
 
+  def __init__(self):
+    import datagen
+    import jaxchan
+    # The packages' own directories (not any path containing "jaxchan": a venv inside a clone named jaxchan holds
+    # orbax and JAX too).
+    self.roots = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep for m in (jaxchan, datagen))
+
   def filter(self, record) -> bool:
     import logging as std
-    own = any(f"{os.sep}{p}{os.sep}" in record.pathname for p in ("jaxchan", "datagen")) or \
-        record.pathname.endswith("run.py")
+    own = os.path.abspath(record.pathname).startswith(self.roots)
     return record.levelno >= (std.INFO if own else std.WARNING)
 
 

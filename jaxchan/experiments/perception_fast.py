@@ -39,6 +39,9 @@ def check(config) -> None:
   checks_epochs = dcfg.epochs
   if not isinstance(checks_epochs, int) or checks_epochs < 1:
     raise ValueError(f"config.distill.epochs={checks_epochs!r} must be a positive integer (epochs per stage).")
+  if dcfg.teacher and len(config.scenarios) > 1:
+    raise ValueError(f"config.distill.teacher={dcfg.teacher!r} is one scenario's DM but config.scenarios="
+                     f"{tuple(config.scenarios)} has several; select the teacher's scenario (e.g. :high_mobility).")
   if dcfg.teacher:
     meta = os.path.join(dcfg.teacher, "model.json")
     ckpt = os.path.join(dcfg.teacher, "checkpoints")
@@ -58,8 +61,11 @@ def distill(config, scenario: str, teacher, ds, models_dir: str, log=common.log)
   """``{N: (model, params)}``: one student per stage, trained from the previous (resumable)."""
   dcfg = config.distill
   sch = exp.dm_schedule(config)
+  base = dict(use="dm", model=config.model.to_dict(), data=config.data.to_dict(), srs=config.srs.to_dict(),
+              dm=config.dm.to_dict())
   if dcfg.teacher:
-    model, params, _ = exp.load_trained(dcfg.teacher)
+    model, params, tcfg_ = exp.load_trained(dcfg.teacher)
+    base.update({k: tcfg_[k].to_dict() for k in ("model", "data", "srs", "dm")})   # the teacher's architecture
   else:
     model, params = teacher
   scfg = exp.srs_cfg(config)
@@ -75,8 +81,7 @@ def distill(config, scenario: str, teacher, ds, models_dir: str, log=common.log)
       return distill_kernels.objective(model, p, teacher_params, batch["target"], obs, k, sch, n,
                                        prediction=exp.dm_prediction(config), clip_x0=config.dm.clip_x0 or None)
 
-    meta = dict(use="dm", model=config.model.to_dict(), data=config.data.to_dict(), srs=config.srs.to_dict(),
-                dm=config.dm.to_dict(), distilled_steps=n)
+    meta = dict(base, distilled_steps=n)
     params, _ = common.train_model(
         f"{scenario}/distill {2 * n} -> {n} steps", params=params, loss_fn=loss, ds=ds, to_batch=exp._to_batch,
         tcfg=tcfg, num_epochs=dcfg.epochs, model_dir=os.path.join(models_dir, f"dm_distill_{n}"), meta=meta,
@@ -102,8 +107,11 @@ def evaluate(config, dm, students: dict, ds, log=common.log) -> dict:
     def batch_sums(p, hist, h, key, model=model, solver=solver):
       k_obs, k_s = jax.random.split(key)
       obs = srs.observe(hist, k_obs, num_hops=scfg.num_hops, snr_db_range=scfg.snr_db_range)
-      s = prediction.sample_posterior(model, p, obs, k_s, sch, num_samples=K, solver=solver,
-                                      prediction=exp.dm_prediction(config), clip_x0=config.dm.clip_x0 or None)
+      # The full chain with the DM's own settings (as in Tables II/III); the solvers with the same guidance.
+      kw = exp._dm_kw(config) if solver == Solver() else dict(prediction=exp.dm_prediction(config),
+                                                               clip_x0=config.dm.clip_x0 or None, solver=solver)
+      s = prediction.sample_posterior(model, p, obs, k_s, sch, num_samples=K, guidance=float(config.eval.guidance),
+                                      allow_extrapolation=config.eval.allow_extrapolation, **kw)
       rho = metrics.from_db(obs.snr_db + config.eval.dl_snr_offset_db)
       se = jnp.sum(precoding.spectral_efficiency(h, precoding.bayesian_precoder(s, n_s), rho))
       return se, jnp.sum(jnp.abs(s[0] - h) ** 2), jnp.sum(jnp.abs(h) ** 2)
