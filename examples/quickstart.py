@@ -103,18 +103,18 @@ plt.show()
 shape = (2, 16, 4)
 d = int(np.prod(shape))
 prior = oracle.clustered_mixture(jax.random.PRNGKey(5), shape, num_components=4)
-Bp = 64
+Bp = 32
 H = oracle.sample(prior, jax.random.PRNGKey(6), Bp)                         # [Bp, d]
 noise_var = 10 ** 0.5                                                      # -5 dB SNR
 y = H + jnp.sqrt(noise_var) * conventions.standard_normal(jax.random.PRNGKey(7), H.shape, H.dtype)
 A, N = jnp.eye(d, dtype=H.dtype), noise_var * jnp.eye(d)
 keys = jax.random.split(jax.random.PRNGKey(8), Bp)
-post_samples = jax.vmap(lambda yy, k: oracle.posterior_sample(prior, yy, A, N, k, 64))(y, keys)   # [Bp, 64, d]
+post_samples = jax.vmap(lambda yy, k: oracle.posterior_sample(prior, yy, A, N, k, 32))(y, keys)   # [Bp, 32, d]
 post_mean = jax.vmap(lambda yy: oracle.posterior_mean(prior, yy, A, N))(y)
 G_exact = jax.vmap(lambda yy: oracle.expected_gramian(oracle.posterior(prior, yy, A, N), shape))(y)
 Hc = H.reshape((Bp,) + shape)
 se = lambda W: float(jnp.mean(precoding.spectral_efficiency(Hc, W, 10.0)))   # noqa: E731
-ks = [1, 2, 4, 8, 16, 32, 64]
+ks = [1, 2, 4, 8, 16, 32]
 se_bayes = [se(precoding.bayesian_precoder(jnp.moveaxis(post_samples[:, :k], 1, 0).reshape((k, Bp) + shape), 2))
             for k in ks]
 ref = {"perfect CSI (SVD of H)": se(precoding.svd_precoder(Hc, 2)),

@@ -31,10 +31,10 @@ def test_perception_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, caplog)
   assert len(r["trajectory"]["stochastic"]["nmse_xt"]) == 10        # T = 10 in :smoke
   assert r["guidance"]["w"] == [0.0, 1.0]
   assert r["eval"]["cg_check"]["num_test"] > 0
-  # Fast sampling: the :smoke solvers and both distilled students (4 and 2 steps), scored on the same observations.
+  # Fast sampling: the :smoke solver and the distilled student (2 steps), scored on the same observations.
   fs = {row["sampler"]: row for row in r["fast_sampling"]["rows"]}
-  assert set(fs) == {"ancestral", "dpm2m:4", "distilled:4", "distilled:2"}
-  assert [fs[k]["network_calls"] for k in ("ancestral", "dpm2m:4", "distilled:2")] == [10, 4, 2]
+  assert set(fs) == {"dpm2m:4", "distilled:2"}
+  assert [fs[k]["network_calls"] for k in ("dpm2m:4", "distilled:2")] == [4, 2]
   assert all(np.isfinite(row["se_bayes"]) and row["se_bayes"] <= t3["perfect_csi"] + 1e-4 for row in fs.values())
   assert (tmp_path / "wd" / "high_mobility" / "models" / "dm_distill_2" / "model.json").exists()
   assert "Fast posterior sampling" in (tmp_path / "wd" / "tables.md").read_text()
@@ -76,7 +76,7 @@ def test_perception_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, caplog)
   overrides = {"data.path": data_path, "progress": False, "eval.enabled": False}
   perception.run(config_with("perception:smoke,high_mobility", overrides), str(tmp_path / "wd"))
   out = caplog.text
-  assert out.count("resumed from") == 3 + 2 and '"epoch":' not in out    # 3 models, 2 distilled students
+  assert out.count("resumed from") == 3 + 1 and '"epoch":' not in out    # 3 models, 1 distilled student
   # A dataset whose shapes do not match the config stops before any training.
   from jaxchan.data import DatasetError
   with pytest.raises(DatasetError, match=r"(?s)per-sample shape \(4, 4, 32, 52\).*expects \(4, 4, 16, 52\)"):
