@@ -56,11 +56,11 @@ def test_perception_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, caplog)
   s = prediction.sample_posterior(model, params, obs, jax.random.PRNGKey(1), schedules.cosine_schedule(cfg_.dm.T),
                                   num_samples=3)
   assert s.shape == (3, 2, 4, n_bs_used(cfg_), 52) and bool(jnp.all(jnp.isfinite(s.real)))
-  # The DM exports its K samples and Bayesian precoder on the dataset (jaxchan.export; the SL and E2E branches
-  # write one array each and share this code path).
+  # Each trained use exports its estimates on the dataset (jaxchan.export).
   from jaxchan import export, precoding
   nb = n_bs_used(cfg_)
-  for use, expect in (("dm", {"samples": (2, 3, 4, nb, 52), "precoder": (3, nb, 2, 52)}),):
+  for use, expect in (("sl", {"estimate": (3, 4, nb, 52)}), ("e2e", {"precoder": (3, nb, 2, 52)}),
+                      ("dm", {"samples": (2, 3, 4, nb, 52), "precoder": (3, nb, 2, 52)})):
     out = str(tmp_path / f"{use}.h5")
     export.export(str(tmp_path / "wd" / "high_mobility" / "models" / use), data_path, out, num=3, num_samples=2)
     arrays, settings = export.read(out)
