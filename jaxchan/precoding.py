@@ -158,7 +158,10 @@ def subspace_precoder(G: jax.Array, n_streams: int, *, block: int | None = None,
                              jnp.arange(n)[:, None] ** 2 / n)).astype(G.dtype)
 
   def solve(A):                                                        # [c, n, n] -> [c, n, N_s]
-    A = A / jnp.maximum(jnp.real(jnp.trace(A, axis1=-2, axis2=-1)), 1e-30)[..., None, None]
+    tr = jnp.real(jnp.trace(A, axis1=-2, axis2=-1))[..., None, None]
+    # An all-zero Gramian (no energy) is replaced by I: every orthonormal W is then optimal, and the iteration
+    # would otherwise collapse its block to zero vectors.
+    A = jnp.where(tr > 0, A / jnp.where(tr > 0, tr, 1.0), jnp.eye(n, dtype=A.dtype))
 
     def ritz(Q):
       """The best N_s-dimensional subspace of the block (Rayleigh-Ritz) and its relative residual."""

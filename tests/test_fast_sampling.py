@@ -173,6 +173,13 @@ def test_subspace_precoder_captures_the_energy_of_eigh(kind):
     assert abs(se(W_sub) - se(W_eig)) < 1e-3
 
 
+def test_subspace_precoder_of_a_zero_gramian_is_orthonormal():
+  W = precoding.subspace_precoder(jnp.zeros((3, 8, 8, 2), jnp.complex64), 2)
+  Wf = jnp.moveaxis(W, -1, -3)
+  np.testing.assert_allclose(jnp.conj(jnp.swapaxes(Wf, -1, -2)) @ Wf, jnp.broadcast_to(jnp.eye(2), (3, 2, 2, 2)),
+                             atol=1e-5)
+
+
 def test_subspace_precoder_refuses_bad_input():
   G = _gramians("low_rank", jax.random.PRNGKey(0), B=1, n=4, F=1)
   with pytest.raises(ValueError, match="n_streams=5 exceeds the Gramian's size n_bs=4"):

@@ -59,7 +59,7 @@ def setup_logging(workdir: str | None) -> str | None:
   path = os.path.join(workdir, "jaxchan.log")
   if is_main_process():
     os.makedirs(workdir, exist_ok=True)
-    logger = logging.get_absl_logger()
+    logger = std.getLogger()   # the root logger: absl's records propagate to it, and so do JAX's own warnings
     if not any(isinstance(h, std.FileHandler) and h.baseFilename == os.path.abspath(path) for h in logger.handlers):
       fh = std.FileHandler(path)
       fh.setFormatter(logging.PythonFormatter())
