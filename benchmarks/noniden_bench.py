@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.common import count_complex_dense_flops, matmul_peak, timeit
-from jaxchan import conventions, noniden, schedules, tau_patterns, train
+from jaxchan import conventions, denoiser, noniden, schedules, tau_patterns, train
 from jaxchan.models.mixer import MixerDenoiser
 
 SHAPE = (32, 64)
@@ -40,13 +40,15 @@ def run(train_batch=64, gen_batch=256, num_steps=50, peak=None):
     x = jnp.zeros((b,) + SHAPE, jnp.complex64)
     return count_complex_dense_flops(model.apply, params, x, jnp.zeros((b,) + SHAPE))
 
+  den = denoiser.make(model, SCH)
+
   # Training.
   opt = train.step_decay_adam(1e-3, steps_per_epoch=100, decay_every_epochs=0, decay_factor=0.5)
 
   def loss_fn(p, h, key):
     k1, k2 = jax.random.split(key)
     tau = tau_patterns.sample(k1, "all", h.shape[0], SHAPE, SCH.T)
-    return noniden.velocity_loss(functools.partial(model.apply, p), h, tau, k2, SCH)
+    return den.loss(p, h, tau, k2)
 
   step = train.make_train_step(loss_fn, opt)
   state = train.init_state(params, opt, jax.random.PRNGKey(1))
@@ -57,7 +59,7 @@ def run(train_batch=64, gen_batch=256, num_steps=50, peak=None):
   # Generation.
   # Parameters are an argument of the compiled program (closed over, they become HLO
   # constants, which XLA:CPU compiles into a slower loop body).
-  gen = noniden.make_network_generator(model.apply, SCH, num_steps=num_steps)
+  gen = noniden.make_network_generator(den, num_steps=num_steps)
   g0 = conventions.standard_normal(jax.random.PRNGKey(3), (gen_batch,) + SHAPE)
   tau0 = jax.random.uniform(jax.random.PRNGKey(4), g0.shape, minval=5.0, maxval=100.0)
   t_gen = timeit(gen, params, noniden.Start(g0, tau0), jax.random.PRNGKey(5), repeats=3)

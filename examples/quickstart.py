@@ -174,13 +174,12 @@ with config.unlocked():
   config.eval.lmmse = False
 noniden_exp.run(config, os.path.join(workdir, "run"))
 
-model, params, info = noniden_exp.load_trained(os.path.join(workdir, "run", "models", "nonid"))
+den, params, info = noniden_exp.load_trained(os.path.join(workdir, "run", "models", "nonid"))
 with data.Dataset(dataset) as ds:
   h_test = jnp.asarray(ds.load("test")["h"][:64])
-obs = noise_patterns.observe(h_test, jax.random.PRNGKey(11), "pilot", info["schedule"])
-gen = noniden.make_network_generator(model.apply, info["schedule"], input_norm=info["model"]["input_norm"],
-                                     min_beta=info["min_beta"], num_steps=10)
-h_hat = gen(params, noniden.initial_state(obs.h_bar, obs.m, info["schedule"]), jax.random.PRNGKey(12))
+obs = noise_patterns.observe(h_test, jax.random.PRNGKey(11), "pilot", den.schedule)
+gen = noniden.make_network_generator(den, num_steps=10)
+h_hat = gen(params, noniden.initial_state(obs.h_bar, obs.m, den.schedule), jax.random.PRNGKey(12))
 # The classical baseline: LMMSE with the training set's sample mean and covariance.
 with data.Dataset(dataset) as ds:
   mu, cov = lmmse.sample_moments(jnp.asarray(ds.load("train")["h"]))

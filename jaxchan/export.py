@@ -109,12 +109,11 @@ def noniden_estimates(model_dir: str, h: np.ndarray, key, *, pattern: str = "whi
   from jaxchan import stepping as stepping_mod
   from jaxchan.experiments import noniden as exp
 
-  model, params, info = exp.load_trained(model_dir)
-  sch = info["schedule"]
+  den, params, info = exp.load_trained(model_dir)
+  sch = den.schedule
   identical = info["model"]["placement"] == "identical"
   st = stepping_mod.Stepping.parse("tau-uniform" if identical else stepping)
-  gen = noniden.make_network_generator(model.apply, sch, input_norm=info["model"]["input_norm"],
-                                       min_beta=info["min_beta"], stepping=st, sampler=noniden.Sampler.parse(sampler),
+  gen = noniden.make_network_generator(den, stepping=st, sampler=noniden.Sampler.parse(sampler),
                                        num_steps=num_steps)
   out = {k: [] for k in ("h", "h_bar", "mask", "h_hat")}
   for i in range(0, h.shape[0], batch):

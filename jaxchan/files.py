@@ -38,6 +38,15 @@ def atomic_write_text(path: str, text: str) -> None:
   atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def atomic_write_npz(path: str, arrays: dict) -> None:
+  """``np.savez`` of ``arrays`` to ``path``, atomically (the same guarantee as :func:`atomic_write_bytes`)."""
+  import io
+  import numpy as np
+  buf = io.BytesIO()
+  np.savez(buf, **arrays)
+  atomic_write_bytes(path, buf.getvalue())
+
+
 def atomic_write_json(path: str, obj: Any) -> None:
   atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 

@@ -149,37 +149,6 @@ def noise_power_input(g: jax.Array, beta: jax.Array, *, min_beta: float) -> jax.
   return (z * inv).astype(g.dtype) * g
 
 
-def velocity_denoiser(velocity_fn: Callable[[jax.Array, jax.Array], jax.Array],
-                      schedule: schedules.GammaSchedule, *, input_norm: str = "noise",
-                      min_beta: float | None = None) -> Denoiser:
-  """Turn a velocity network ``f(x, tau)`` into a denoiser ``D(g, tau)`` (Algorithm 2).
-
-  Args:
-    velocity_fn: ``f(x, tau) -> v``, batched ``[B, *event]``; typically
-      ``functools.partial(model.apply, params)``.
-    schedule: the gamma schedule the network was trained with.
-    input_norm: ``"noise"`` feeds ``f`` the identical-noise-power input
-      (:func:`noise_power_input`), ``"power"`` feeds ``g`` itself (identical
-      total power).
-    min_beta: floor of ``beta`` in the noise-power input; None: ``beta(1)``
-      (:func:`input_floor`), as in training.
-
-  Returns:
-    ``D(g, tau) = alpha * g - beta * f(x(g), tau)``. The network sees the
-    normalized input, but the velocity is converted back with the *unnormalized*
-    ``g``, matching how Algorithm 1 builds its targets.
-  """
-  checks.choice("input_norm", input_norm, INPUT_NORMS)
-  floor = input_floor(schedule, min_beta)
-
-  def denoise(g, tau):
-    alpha, beta = schedules.alpha_beta(tau, schedule)
-    x = noise_power_input(g, beta, min_beta=floor) if input_norm == "noise" else g
-    return denoised_from_velocity(g, velocity_fn(x, tau), alpha, beta)
-
-  return denoise
-
-
 # ---------------------------------------------------------------------------
 # Reverse steps.
 
@@ -500,7 +469,7 @@ def generate(denoiser: Denoiser, start: Start, key: jax.Array, schedule: schedul
 
   Args:
     denoiser: ``D(g, tau) -> h0_hat`` on batches ``[B, *event]`` (e.g.
-      :func:`velocity_denoiser` of a trained network, or an exact oracle).
+      a trained :class:`jaxchan.denoiser.VelocityDenoiser` bound to its parameters, or an exact oracle).
     start: :class:`Start` ``(g0, tau0)``, each ``[B, *event]``, ``tau0`` in
       ``[0, T]`` (e.g. from :func:`initial_state`).
     key: PRNG key.
@@ -549,15 +518,13 @@ def make_generator(denoiser: Denoiser, schedule: schedules.GammaSchedule, *,
   return _checked(jax.jit(lambda start, key: fn(Start(*start), key)), schedule, stepping_, sampler, num_steps)
 
 
-def make_network_generator(apply_fn: Callable, schedule: schedules.GammaSchedule, *, input_norm: str = "noise",
-                           min_beta: float | None = None, stepping: stepping.Stepping = stepping.Stepping(),
+def make_network_generator(denoiser, *, stepping: stepping.Stepping = stepping.Stepping(),
                            sampler: Sampler = Sampler(), num_steps: int = 50):
-  """Algorithm 2 for a velocity network, compiled once for any parameters.
+  """Algorithm 2 for a trained network, compiled once for any parameters.
 
   Args:
-    apply_fn: ``apply_fn(params, x, tau) -> v`` (e.g. ``model.apply``).
-    schedule: the gamma schedule the network was trained with.
-    input_norm, min_beta: as in :func:`velocity_denoiser`.
+    denoiser: a :class:`jaxchan.denoiser.VelocityDenoiser` (``denoiser(params, g, tau) -> D``, with its
+      ``schedule``), e.g. from ``jaxchan.experiments.noniden.load_trained``.
     stepping, sampler, num_steps: as in :func:`generate`.
 
   Returns:
@@ -565,45 +532,12 @@ def make_network_generator(apply_fn: Callable, schedule: schedules.GammaSchedule
     The parameters are an argument of the compiled program (not constants), so
     one compilation serves every checkpoint, and XLA:CPU compiles a faster loop.
   """
-  checks.choice("input_norm", input_norm, INPUT_NORMS)
+  schedule = denoiser.schedule
   stepping_ = stepping
   _check_generation((jnp.zeros(1), jnp.zeros(1)), schedule, stepping_, sampler, num_steps)
 
   def run(params, start, key):
-    D = velocity_denoiser(functools.partial(apply_fn, params), schedule, input_norm=input_norm, min_beta=min_beta)
+    D = functools.partial(denoiser, params)
     return generate(D, Start(*start), key, schedule, stepping=stepping_, sampler=sampler, num_steps=num_steps)
 
   return _checked(jax.jit(run), schedule, stepping_, sampler, num_steps, n_lead=1)
-
-
-# ---------------------------------------------------------------------------
-# Algorithm 1 (training objective).
-
-
-def velocity_loss(velocity_fn: Callable[[jax.Array, jax.Array], jax.Array], h0: jax.Array, tau: jax.Array,
-                  key: jax.Array, schedule: schedules.GammaSchedule, *, input_norm: str = "noise",
-                  min_beta: float | None = None) -> jax.Array:
-  """Velocity-parameterized loss of Algorithm 1 / eq. (12), averaged per element.
-
-  ``h_tau = alpha h0 + beta xi``; the network sees the identical-noise-power
-  (``"noise"``) or identical-total-power (``"power"``) input and is regressed on
-  ``v = alpha xi - beta h0``. For unit-power ``h0`` the target has unit power, so
-  the value is directly an NMSE (the quantity of the paper's Table I).
-
-  Args:
-    velocity_fn: ``f(x, tau)`` on ``[B, *event]``.
-    h0: clean batch ``[B, *event]``.
-    tau: element-wise times, same shape (e.g. from :mod:`jaxchan.tau_patterns`).
-    key: PRNG key for ``xi``.
-    schedule: the gamma schedule (eq. 10).
-    min_beta: floor of ``beta`` in the noise-power input; None: ``beta(1)``, as in generation.
-  """
-  checks.choice("input_norm", input_norm, INPUT_NORMS)
-  checks.same_shape("h0", h0, "tau", tau)
-  floor = input_floor(schedule, min_beta)
-  alpha, beta = schedules.alpha_beta(tau, schedule)
-  xi = conventions.standard_normal(key, h0.shape, h0.dtype)
-  h_tau = alpha * h0 + beta * xi
-  x = noise_power_input(h_tau, beta, min_beta=floor) if input_norm == "noise" else h_tau
-  v = velocity_target(h0, xi, alpha, beta)
-  return jnp.mean(jnp.abs(velocity_fn(x, tau) - v) ** 2)

@@ -49,14 +49,14 @@ def test_noniden_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, caplog):
   import jax
 
   from jaxchan.experiments.noniden import load_trained
-  model, params, info = load_trained(str(tmp_path / "wd" / "models" / "nonid"))
-  sch = info["schedule"]
+  den, params, info = load_trained(str(tmp_path / "wd" / "models" / "nonid"))
+  sch = den.schedule
+  assert den.anchor == "kronecker"
   m = jnp.zeros((3, 32, 64)).at[:, ::2, ::4].set(3.0)
   h_bar = m * jnp.ones((3, 32, 64), jnp.complex64)
   start = noniden.initial_state(h_bar, m, sch)
   # The README's library example, with 4 steps.
-  generate = noniden.make_network_generator(model.apply, sch, input_norm=info["model"]["input_norm"], num_steps=4,
-                                            sampler=noniden.Sampler.parse("eq9:0.4"))
+  generate = noniden.make_network_generator(den, num_steps=4, sampler=noniden.Sampler.parse("eq9:0.4"))
   out = generate(params, start, jax.random.PRNGKey(0))
   assert out.shape == (3, 32, 64) and bool(jnp.all(jnp.isfinite(out.real)))
   # The tables and figures re-render from results.json alone.

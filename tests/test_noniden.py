@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import complex_moment_zscores
-from jaxchan import conventions, noniden, oracle, schedules
+from jaxchan import conventions, denoiser, noniden, oracle, schedules
 from jaxchan.noniden import Sampler, Start
 from jaxchan.stepping import Stepping
 
@@ -78,10 +78,9 @@ def test_velocity_parameterization_round_trip():
   v = noniden.velocity_target(h0, xi, alpha, beta)
   np.testing.assert_allclose(noniden.denoised_from_velocity(g, v, alpha, beta), h0, atol=1e-5)
   # A velocity network that is exact gives the exact denoiser through the input normalization.
-  f = lambda x, t: v  # noqa: E731  (an oracle "network" for this fixed batch)
   for norm in noniden.INPUT_NORMS:
-    D = noniden.velocity_denoiser(f, SCH, input_norm=norm)
-    np.testing.assert_allclose(D(g, tau), h0, atol=1e-5)
+    D = denoiser.make(denoiser.FunctionNetwork(lambda x, t: v), SCH, input_norm=norm)
+    np.testing.assert_allclose(D(None, g, tau), h0, atol=1e-5)
 
 
 def test_noise_power_input_has_power_d():
@@ -250,17 +249,18 @@ def test_network_generator_takes_params_as_an_argument():
   p1 = model.init(jax.random.PRNGKey(2), g0, tau0)
   p2 = jax.tree_util.tree_map(lambda v: v + 0.05, p1)
   kw = dict(num_steps=4, stepping=Stepping("waterfilling"), sampler=Sampler("eta", 1.0))
-  gen = noniden.make_network_generator(model.apply, SCH, input_norm="noise", **kw)
+  den = denoiser.make(model, SCH, input_norm="noise")
+  gen = noniden.make_network_generator(den, **kw)
   key = jax.random.PRNGKey(3)
   for params in (p1, p2):  # one compiled program, two parameter sets
-    D = noniden.velocity_denoiser(functools.partial(model.apply, params), SCH, input_norm="noise")
+    D = den.bind(params)
     # Same computation as the closed-over form; only XLA's constant folding differs (float32 round-off).
     np.testing.assert_allclose(gen(params, Start(g0, tau0), key),
                                noniden.make_generator(D, SCH, **kw)(Start(g0, tau0), key), atol=1e-4)
   with pytest.raises(ValueError, match=r"tau0 must lie in \[0.0, 100\]"):
     gen(p1, Start(g0, tau0 + T), key)
   with pytest.raises(ValueError, match="input_norm='unit' is not supported"):
-    noniden.make_network_generator(model.apply, SCH, input_norm="unit", **kw)
+    denoiser.make(model, SCH, input_norm="unit")
 
 
 # --- Defaults: the eta sampler from the variance-consistent start ---------------------------

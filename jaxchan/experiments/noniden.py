@@ -22,9 +22,14 @@ import time
 import jax
 import jax.numpy as jnp
 
-from jaxchan import checks, data, noise_patterns, noniden, schedules, stepping, tau_patterns
+import numpy as np
+
+from jaxchan import checks, data, denoiser, files, gaussian_prior, noise_patterns, noniden, schedules, stepping, tau_patterns
 from jaxchan.experiments import common
 from jaxchan.models.mixer import AVERAGING, PLACEMENTS, MixerDenoiser
+
+#: The anchored model's Gaussian prior, saved beside its checkpoints (KroneckerGaussian.to_numpy).
+PRIOR_FILE = "prior.npz"
 
 
 def schedule(config) -> schedules.GammaSchedule:
@@ -57,12 +62,17 @@ def validate(config):
     checks.choice(f"config.models.{name}.averaging", m.averaging, AVERAGING)
     checks.choice(f"config.models.{name}.tau_pattern", m.tau_pattern, tau_patterns.PATTERNS)
     checks.choice(f"config.models.{name}.input_norm", m.input_norm, noniden.INPUT_NORMS)
+    checks.choice(f"config.models.{name}.anchor", m.get("anchor", "none"), denoiser.ANCHORS)
     with common.field(f"config.models.{name}.tau_min / config.train.tau_min / config.min_beta"):
       noniden.check_training_times(m.get("tau_min", config.train.tau_min), config.min_beta or None, sch)
   for p in config.eval.patterns:
     checks.choice("config.eval.patterns entry", p, noise_patterns.PATTERNS)
     if p not in config.eval.snr_db:
       raise ValueError(f"config.eval.snr_db has no SNR for pattern {p!r}; add --config.eval.snr_db.{p}=DB.")
+  with common.field("config.anchor"):
+    gaussian_prior.check_solver(config.anchor.tol, config.anchor.max_iter)
+    checks.positive_int("train_samples", config.anchor.train_samples)
+    checks.in_range("shrinkage", config.anchor.shrinkage, 0.0, 0.5)
   checks.choice("config.eval.start", config.eval.start, noniden.STARTS)
   checks.in_range("config.eval.background", config.eval.background, 0.0, 1.0)
   for f in ("num_test", "batch_size", "bound_samples"):
@@ -81,25 +91,30 @@ def validate(config):
   k = jax.random.PRNGKey(0)
   traced = set()   # one trace per architecture: the rest of a model config is checked by name above
   for name, mcfg in config.models.items():
-    arch = tuple(mcfg[f] for f in ("placement", "averaging", "num_layers", "expansion", "embed_dim", "input_norm"))
+    arch = tuple(mcfg.get(f) for f in ("placement", "averaging", "num_layers", "expansion", "embed_dim",
+                                         "input_norm", "anchor"))
     arch += (name in config.eval.models,)
     if arch in traced:
       continue
     traced.add(arch)
     with common.field(f"config.models.{name}"):
-      model = make_model(mcfg, sch)
-      params = jax.eval_shape(model.init, k, h, tau)
-      jax.eval_shape(jax.grad(loss_fn(model, mcfg, config, sch)), params, h, k)
+      prior = _placeholder_prior(shape[1:]) if mcfg.get("anchor", "none") != "none" else None
+      den = make_denoiser(mcfg, config, sch, prior)
+      params = jax.eval_shape(den.network.init, k, h, tau)
+      jax.eval_shape(jax.grad(loss_fn(den, mcfg, config)), params, h, k)
     if name in config.eval.models:
       checks.positive_int("config.eval.num_steps", config.eval.num_steps)
       with common.field(f"config.eval (generation with {name})"):
-        jax.eval_shape(functools.partial(_generate_one, model, mcfg, config, sch, sts[0], sps[0]), params, h, tau, k)
+        jax.eval_shape(functools.partial(_generate_one, den, config, sts[0], sps[0]), params, h, tau, k)
 
 
-def _generate_one(model, mcfg, config, sch, st, sp, params, g0, tau0, key):
-  D = noniden.velocity_denoiser(functools.partial(model.apply, params), sch, input_norm=mcfg.input_norm,
-                                min_beta=config.min_beta or None)
-  return noniden.generate(D, noniden.Start(g0, tau0), key, sch, stepping=st, sampler=sp,
+def _placeholder_prior(shape):
+  """A white prior of the channel shape: what validation traces the anchored denoiser with (no data yet)."""
+  return gaussian_prior.from_factors(np.zeros(shape), np.eye(shape[0]), np.eye(shape[1]))
+
+
+def _generate_one(den, config, st, sp, params, g0, tau0, key):
+  return noniden.generate(den.bind(params), noniden.Start(g0, tau0), key, den.schedule, stepping=st, sampler=sp,
                           num_steps=config.eval.num_steps)
 
 
@@ -121,65 +136,111 @@ def ensure_dataset(config, log=common.log) -> str:
 
 def make_model(mcfg, sch: schedules.GammaSchedule) -> MixerDenoiser:
   return MixerDenoiser(num_layers=mcfg.num_layers, expansion=mcfg.expansion, embed_dim=mcfg.embed_dim,
-                       placement=mcfg.placement, averaging=mcfg.averaging, schedule=sch)
+                       placement=mcfg.placement, averaging=mcfg.averaging, schedule=sch,
+                       zero_head=mcfg.get("anchor", "none") != "none")
 
 
-def loss_fn(model, mcfg, config, sch):
+def make_denoiser(mcfg, config, sch, prior=None) -> denoiser.VelocityDenoiser:
+  """The model's :class:`~jaxchan.denoiser.VelocityDenoiser` (``prior``: its Gaussian anchor, or None)."""
+  return denoiser.make(make_model(mcfg, sch), sch, input_norm=mcfg.input_norm, min_beta=config.min_beta or None,
+                       prior=prior, tol=config.anchor.tol, max_iter=config.anchor.max_iter)
+
+
+def fit_prior(config, ds, log=common.log) -> gaussian_prior.KroneckerGaussian:
+  """The anchor's Kronecker Gaussian prior, fitted on the first ``config.anchor.train_samples`` training channels."""
+  n = min(config.anchor.train_samples, ds.size("train"))
+  prior = gaussian_prior.fit(ds.load("train")["h"][:n], shrinkage=config.anchor.shrinkage)
+  log(f"Gaussian anchor: Kronecker prior fitted on {n} training channels")
+  return prior
+
+
+def loss_fn(den: denoiser.VelocityDenoiser, mcfg, config):
   """``(params, h, key) -> velocity loss`` of Algorithm 1 with the model's tau pattern."""
-  tau_min, min_beta = mcfg.get("tau_min", config.train.tau_min), config.min_beta or None
+  tau_min = mcfg.get("tau_min", config.train.tau_min)
 
   def loss(params, h, key):
     k_tau, k_xi = jax.random.split(key)
-    tau = tau_patterns.sample(k_tau, mcfg.tau_pattern, h.shape[0], h.shape[1:], sch.T, tau_min=tau_min)
-    return noniden.velocity_loss(functools.partial(model.apply, params), h, tau, k_xi, sch,
-                                 input_norm=mcfg.input_norm, min_beta=min_beta)
+    tau = tau_patterns.sample(k_tau, mcfg.tau_pattern, h.shape[0], h.shape[1:], den.schedule.T, tau_min=tau_min)
+    return den.loss(params, h, tau, k_xi)
 
   return loss
 
 
-def train_one(name, mcfg, config, ds, workdir, log=common.log, label: str | None = None):
-  """Algorithm 1 for model ``name``: ``(model, params, history)``; ``label`` names it in progress lines."""
+def train_one(name, mcfg, config, ds, workdir, log=common.log, label: str | None = None, prior=None):
+  """Algorithm 1 for model ``name``: ``(denoiser, params, history)``; ``label`` names it in progress lines;
+  ``prior``: the Gaussian anchor's prior (:func:`fit_prior`) when the model is anchored."""
   sch = schedule(config)
-  model = make_model(mcfg, sch)
+  anchored = mcfg.get("anchor", "none") != "none"
+  if anchored and prior is None:
+    raise ValueError(f"model {name!r} is anchored ({mcfg.anchor!r}) but no Gaussian prior was given.")
+  den = make_denoiser(mcfg, config, sch, prior if anchored else None)
   shape = ds.shape("h")
   key = common.key(config, f"noniden/{name}")
-  params = model.init(jax.random.fold_in(key, 0), jnp.zeros((1,) + shape, jnp.complex64), jnp.zeros((1,) + shape))
-  tau_min, min_beta = mcfg.get("tau_min", config.train.tau_min), config.min_beta or None
+  params = den.network.init(jax.random.fold_in(key, 0), jnp.zeros((1,) + shape, jnp.complex64),
+                            jnp.zeros((1,) + shape))
+  tau_min = mcfg.get("tau_min", config.train.tau_min)
   meta = dict(model=mcfg.to_dict(), schedule=sch.to_dict(), T=sch.T, beta_max=sch.beta_max, shape=list(shape),
-              tau_min=tau_min, min_beta=noniden.input_floor(sch, min_beta))
+              tau_min=tau_min, min_beta=den.min_beta, denoiser=den.settings())
+  model_dir = os.path.join(workdir, "models", name)
+  _check_resume(model_dir, den.anchor)
+  if anchored and common.is_main_process():
+    os.makedirs(model_dir, exist_ok=True)
+    files.atomic_write_npz(os.path.join(model_dir, PRIOR_FILE), den.prior.to_numpy())
   params, history = common.train_model(
-      label or name, params=params, loss_fn=loss_fn(model, mcfg, config, sch), ds=ds,
+      label or name, params=params, loss_fn=loss_fn(den, mcfg, config), ds=ds,
       to_batch=lambda arrays, n: jnp.asarray(arrays["h"][:n]), tcfg=config.train,
-      num_epochs=config.train.num_epochs, model_dir=os.path.join(workdir, "models", name), meta=meta,
+      num_epochs=config.train.num_epochs, model_dir=model_dir, meta=meta,
       key=jax.random.fold_in(key, 1), seed=config.seed, progress=config.progress, log=log)
-  return model, params, history
+  return den, params, history
 
 
-def load_trained(model_dir: str):
-  """A trained model from ``WORKDIR/models/NAME``: ``(model, params, info)``.
+def _check_resume(model_dir: str, anchor: str):
+  """Refuse to continue a checkpoint trained with another anchor (its parameters mean something else)."""
+  path = os.path.join(model_dir, "model.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f).get("denoiser", {}).get("anchor", "none")
+    if old != anchor:
+      raise ValueError(f"{model_dir} holds a model trained with anchor {old!r}; this config asks for {anchor!r}. "
+                       "Use another --workdir, or the config that trained it.")
 
-  ``info`` holds the model config, the :class:`~jaxchan.schedules.GammaSchedule`
-  (``info["schedule"]``), the input floor ``min_beta`` it was trained with and the
-  channel shape. Use it as::
 
-    model, params, info = load_trained("workdir/noniden_quick/models/nonid")
-    sch = info["schedule"]
-    D = noniden.velocity_denoiser(functools.partial(model.apply, params), sch,
-                                  input_norm=info["model"]["input_norm"], min_beta=info["min_beta"])
-    start = noniden.initial_state(h_bar, m, sch)
-    h_hat = noniden.make_generator(D, sch, num_steps=50)(start, key)
+def load_trained(model_dir: str, *, anchor: str | None = None):
+  """A trained model from ``WORKDIR/models/NAME``: ``(denoiser, params, info)``.
+
+  ``denoiser`` is the :class:`~jaxchan.denoiser.VelocityDenoiser` it was trained as (network, schedule, input
+  normalization, Gaussian anchor with its saved prior); ``info`` is its ``model.json``. ``anchor``, if given,
+  must match the one the model was trained with. Use it as::
+
+    den, params, info = load_trained("workdir/noniden_quick/models/nonid")
+    start = noniden.initial_state(h_bar, m, den.schedule)
+    h_hat = noniden.make_generator(den.bind(params), den.schedule, num_steps=50)(start, key)
   """
   import ml_collections
 
   def build(info):
-    # model.json files written before the schedule value existed hold T (and maybe beta_max) at the top level,
-    # and older ones trained on times 0..T with a fixed 1e-3 input floor.
-    info["schedule"] = schedules.GammaSchedule.from_dict(info.get("schedule", info))
-    info.setdefault("tau_min", 0)
-    info.setdefault("min_beta", 1e-3)
-    model = make_model(ml_collections.ConfigDict(info["model"]), info["schedule"])
+    if "denoiser" not in info:
+      raise ValueError(f"{model_dir}/model.json has no 'denoiser' field (its schedule, input normalization and "
+                       "anchor): it was written by an older jaxchan; retrain the model with this version.")
+    d = info["denoiser"]
+    if anchor is not None and d["anchor"] != anchor:
+      raise ValueError(f"{model_dir} was trained with anchor {d['anchor']!r}, not {anchor!r}; load it with "
+                       f"anchor={d['anchor']!r} or train a model with anchor {anchor!r}.")
+    sch = schedules.GammaSchedule.from_dict(d["schedule"])
+    info["schedule"] = sch
+    prior = None
+    if d["anchor"] != "none":
+      path = os.path.join(model_dir, PRIOR_FILE)
+      if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: the model is anchored ({d['anchor']!r}) and needs the prior it "
+                                "was trained with.")
+      with np.load(path) as z:
+        prior = gaussian_prior.from_numpy(z, shape=tuple(info["shape"]))
+    mcfg = ml_collections.ConfigDict(info["model"])
+    den = denoiser.make(make_model(mcfg, sch), sch, input_norm=d["input_norm"], min_beta=d["min_beta"], prior=prior,
+                        tol=d["solver"]["tol"], max_iter=d["solver"]["max_iter"])
     shape = (1,) + tuple(info["shape"])
-    return model, model.init(jax.random.PRNGKey(0), jnp.zeros(shape, jnp.complex64), jnp.zeros(shape))
+    return den, den.network.init(jax.random.PRNGKey(0), jnp.zeros(shape, jnp.complex64), jnp.zeros(shape))
 
   return common.load_trained(model_dir, build, "WORKDIR/models/NAME")
 
@@ -195,10 +256,12 @@ def run(config, workdir: str) -> dict:
   shape = (config.data.n_bs, config.data.n_freq)
   with data.Dataset(path, build_command=build_command(config), kind="snapshot", shapes={"h": shape}) as ds:
     models, training = {}, {}
+    prior = fit_prior(config, ds, log=log) if any(m.get("anchor", "none") != "none"
+                                                  for m in config.models.values()) else None
     for i, (name, mcfg) in enumerate(config.models.items()):
-      model, params, history = train_one(name, mcfg, config, ds, workdir, log=log,
-                                         label=f"{name} ({i + 1}/{len(config.models)})")
-      models[name] = (model, params, mcfg)
+      den, params, history = train_one(name, mcfg, config, ds, workdir, log=log,
+                                       label=f"{name} ({i + 1}/{len(config.models)})", prior=prior)
+      models[name] = (den, params, mcfg)
       training[name] = (mcfg.to_dict(), history)
     generation = noniden_eval.evaluate(config, models, ds, log=log)
   results = dict(config=json.loads(config.to_json()), dataset=path, device=str(jax.devices()[0]),

@@ -17,49 +17,57 @@ from jaxchan.experiments import common
 from jaxchan.experiments import noniden as exp
 
 
-@functools.partial(jax.jit, static_argnames=("model", "input_norm", "min_beta", "schedule", "stepping", "sampler",
-                                             "num_steps"))
-def _per_step_sqerr(params, g0, tau0, h, key, *, model, input_norm, min_beta, schedule, stepping, sampler,
-                    num_steps):
+@functools.partial(jax.jit, static_argnames=("stepping", "sampler", "num_steps"))
+def _per_step_sqerr(den, params, g0, tau0, h, key, *, stepping, sampler, num_steps):
   """Squared error summed over the batch after each generation step, ``[num_steps]``.
 
-  Everything but the arrays is static, so models of one architecture share compiled code
-  (Flax modules compare by their fields) and a sweep compiles each stepping x sampler once.
+  ``den`` (a :class:`~jaxchan.denoiser.VelocityDenoiser`) is a pytree whose settings are static, so models of
+  one architecture share compiled code and a sweep compiles each stepping x sampler once.
   """
-  D = noniden.velocity_denoiser(functools.partial(model.apply, params), schedule, input_norm=input_norm,
-                                min_beta=min_beta)
-  _, traj = noniden.generate_trajectory(D, noniden.Start(g0, tau0), key, schedule, stepping=stepping,
-                                        sampler=sampler, num_steps=num_steps)
+  _, traj = noniden.generate_trajectory(den.bind(params), noniden.Start(g0, tau0), key, den.schedule,
+                                        stepping=stepping, sampler=sampler, num_steps=num_steps)
   return jnp.sum(jnp.abs(traj.g - h[None]) ** 2, axis=tuple(range(1, traj.g.ndim)))
 
 
-def generation_nmse(model, params, mcfg, h, start, *, schedule, stepping, sampler, num_steps, batch, min_beta, key):
+def generation_nmse(den, params, h, start, *, stepping, sampler, num_steps, batch, key):
   """Dataset-level NMSE (ratio of sums) after each of the ``num_steps`` generation steps, ``[num_steps]``.
 
   ``start``: ``(g0, tau0)``, each ``[N, N_a, N_c]``; ``h``: the true channels ``[N, N_a, N_c]``.
   """
   g0, tau0 = start
-  num, den = np.zeros(num_steps), 0.0
+  num, den_sum = np.zeros(num_steps), 0.0
   for i in range(0, h.shape[0], batch):
     sl = slice(i, i + batch)
-    num += np.asarray(_per_step_sqerr(params, *common.shard_eval(g0[sl], tau0[sl], h[sl]), jax.random.fold_in(key, i),
-                                      model=model, input_norm=mcfg.input_norm, min_beta=min_beta, schedule=schedule,
-                                      stepping=stepping, sampler=sampler, num_steps=num_steps))
-    den += float(jnp.sum(jnp.abs(h[sl]) ** 2))
-  return num / den
+    num += np.asarray(_per_step_sqerr(den, params, *common.shard_eval(g0[sl], tau0[sl], h[sl]),
+                                      jax.random.fold_in(key, i), stepping=stepping, sampler=sampler,
+                                      num_steps=num_steps))
+    den_sum += float(jnp.sum(jnp.abs(h[sl]) ** 2))
+  return num / den_sum
 
 
-def one_shot_nmse(model, params, mcfg, h, start, *, schedule, batch, min_beta):
-  """NMSE of the single denoising step ``D(g0, tau0)`` (no iteration); ``start = (g0, tau0)``."""
+@jax.jit
+def _one_shot(den, params, g0, tau0):
+  return den(params, g0, tau0)
+
+
+@jax.jit
+def _gaussian_one_shot(den, g0, tau0):
+  return den.gaussian(g0, tau0).h_mean
+
+
+def one_shot_nmse(den, params, h, start, *, batch, gaussian_only: bool = False):
+  """NMSE of the single denoising step ``D(g0, tau0)`` (no iteration); ``start = (g0, tau0)``.
+
+  ``gaussian_only``: the anchor's Gaussian posterior mean alone (an anchored ``den`` only).
+  """
   g0, tau0 = start
-  D = jax.jit(noniden.velocity_denoiser(functools.partial(model.apply, params), schedule,
-                                        input_norm=mcfg.input_norm, min_beta=min_beta))
-  num = den = 0.0
+  num = den_sum = 0.0
   for i in range(0, h.shape[0], batch):
     sl = slice(i, i + batch)
-    num += float(jnp.sum(jnp.abs(D(g0[sl], tau0[sl]) - h[sl]) ** 2))
-    den += float(jnp.sum(jnp.abs(h[sl]) ** 2))
-  return num / den
+    est = _gaussian_one_shot(den, g0[sl], tau0[sl]) if gaussian_only else _one_shot(den, params, g0[sl], tau0[sl])
+    num += float(jnp.sum(jnp.abs(est - h[sl]) ** 2))
+    den_sum += float(jnp.sum(jnp.abs(h[sl]) ** 2))
+  return num / den_sum
 
 
 def combos(config, name, mcfg):
@@ -106,7 +114,6 @@ def velocity_bounds(config, models, cov, key, log=common.log) -> dict:
 def evaluate(config, models, ds, log=common.log):
   """Generation NMSE per step for every model x pattern x (stepping, sampler, start), with the baselines."""
   sch = exp.schedule(config)
-  min_beta = config.min_beta or None
   n = min(config.eval.num_test, ds.size("test"))
   h = jnp.asarray(ds.load("test")["h"][:n])
   out = {"num_test": n, "start": config.eval.start, "raw_start_nmse": {}, "lmmse_nmse": {}, "one_shot_nmse": {},
@@ -126,23 +133,27 @@ def evaluate(config, models, ds, log=common.log):
     if config.eval.lmmse:
       out["lmmse_nmse"][pattern] = float(metrics.nmse(h, lmmse_fn(obs.h_bar, obs.m, mu, cov)))
       log(f"LMMSE {pattern}: NMSE {out['lmmse_nmse'][pattern]:.4f}")
-    for name, (model, params, mcfg) in models.items():
+    for name, (den, params, mcfg) in models.items():
       if name not in config.eval.models:
         continue
       if name == config.eval.main_model:
+        if den.prior is not None:
+          # The anchor alone: the Gaussian posterior mean of the element-wise observation (no network).
+          out.setdefault("gaussian_nmse", {})[pattern] = one_shot_nmse(
+              den, params, h, starts[config.eval.start], batch=config.eval.batch_size, gaussian_only=True)
+          log(f"Gaussian anchor {pattern}: one-shot NMSE {out['gaussian_nmse'][pattern]:.4f}")
         # One denoiser call at the start, D(g0, tau0): the network's jump-to-clean estimate
         # (the CME it approximates), against which the iterative generation can be judged.
-        by_start = {s: one_shot_nmse(model, params, mcfg, h, starts[s], schedule=sch, batch=config.eval.batch_size,
-                                     min_beta=min_beta) for s in noniden.STARTS}
+        by_start = {s: one_shot_nmse(den, params, h, starts[s], batch=config.eval.batch_size)
+                    for s in noniden.STARTS}
         out["one_shot_nmse"][pattern] = by_start[config.eval.start]
         out["one_shot_nmse_by_start"][pattern] = by_start
         log(f"{name} {pattern} one-shot D(g0, tau0): NMSE {by_start[config.eval.start]:.4f} "
             f"({', '.join(f'{s} start {v:.4f}' for s, v in by_start.items())})")
       for st, sp, start in combos(config, name, mcfg):
-        curve = generation_nmse(model, params, mcfg, h, starts[start], schedule=sch,
-                                stepping=stepping.Stepping.parse(st), sampler=noniden.Sampler.parse(sp),
-                                num_steps=config.eval.num_steps, batch=config.eval.batch_size, min_beta=min_beta,
-                                key=k_gen)
+        curve = generation_nmse(den, params, h, starts[start], stepping=stepping.Stepping.parse(st),
+                                sampler=noniden.Sampler.parse(sp), num_steps=config.eval.num_steps,
+                                batch=config.eval.batch_size, key=k_gen)
         out["rows"].append(dict(model=name, pattern=pattern, stepping=st, sampler=sp, start=start,
                                 final_nmse=float(curve[-1]), nmse_per_step=curve.tolist()))
         log(f"{name} {pattern} {st} {sp} {start} start: final NMSE {curve[-1]:.4f}")

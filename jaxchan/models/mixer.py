@@ -235,6 +235,8 @@ class MixerDenoiser(nn.Module):
   averaging: str = "alpha"
   # The gamma schedule of eq. (10): the embedding table holds one entry per integer time 0..T.
   schedule: schedules.GammaSchedule = None
+  # Output layer initialized at zero: a Gaussian-anchored model (jaxchan.denoiser) starts exactly at its anchor.
+  zero_head: bool = False
 
   def _sources(self):
     # Which embeddings feed points (1)-(4) (point 1 and 3 carry scale and shift, 2 and 4 a gate).
@@ -285,7 +287,7 @@ class MixerDenoiser(nn.Module):
       y = ComplexMLP(self.expansion, out_scale, layout="interleaved", name=f"ant_mlp{layer}")(u)
       y = jnp.transpose(y.reshape(-1, n_c, n_a, 2), (0, 2, 3, 1))      # back to [B, N_a, 2, N_c]
       h = h + complex_affine(y, mods["gate"], None)
-    return from_planar(ComplexDense(n_c, layout="planar", name="head")(h))
+    return from_planar(ComplexDense(n_c, zero_init=self.zero_head, layout="planar", name="head")(h))
 
   def _modulations(self, emb, index, sources, layer, point, n_a, n_c):
     """Scale and shift at ``point`` (0 or 2), gate at ``point + 1``; sums over the sources, ``None`` if none."""

@@ -1,0 +1,101 @@
+"""How close the Kronecker Gaussian denoiser comes to the full-covariance LMMSE, and what it costs per call.
+
+One-shot NMSE of ``D_gauss(g0, tau0)`` (:mod:`jaxchan.gaussian_prior`, the anchor of the non-identical models)
+against LMMSE with the full ``d x d`` training-set sample covariance (:mod:`jaxchan.lmmse`), on the six
+initial-noise patterns at their default SNRs; CG iterations per call; and the time of one anchored call against
+one network call (the paper-size mixer) on the same batch, measured side by side in this process.
+
+  python -m examples.gaussian_anchor_check --data=data/simo_ofdm_small.h5 --out=docs/results/gaussian_anchor/uma
+"""
+
+import json
+import os
+import time
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxchan import data, gaussian_prior, lmmse, metrics, noise_patterns, schedules, tau_patterns
+from jaxchan.models.mixer import MixerDenoiser
+
+FLAGS = flags.DEFINE_string("data", None, "an existing snapshot dataset (.h5) with train and test splits",
+                            required=True)
+OUT = flags.DEFINE_string("out", None, "folder for results.json and table.md", required=True)
+NUM_TRAIN = flags.DEFINE_integer("num_train", 8000, "training channels for both covariances")
+NUM_TEST = flags.DEFINE_integer("num_test", 128, "test channels")
+BATCH = flags.DEFINE_integer("batch", 64, "batch of the timing comparison")
+MAX_ITER = flags.DEFINE_multi_integer("max_iter", [12, 50], "CG iteration caps compared (the first is timed)")
+
+PATTERNS = ("white", "exp", "salt", "salt_rec", "pilot", "pilot_car")
+
+
+def _time(fn, *args, repeats=5):
+  jax.block_until_ready(fn(*args))
+  t = time.perf_counter()
+  for _ in range(repeats):
+    jax.block_until_ready(fn(*args))
+  return (time.perf_counter() - t) / repeats
+
+
+def main(_):
+  sch = schedules.GammaSchedule(100, 0.2)
+  with data.Dataset(FLAGS.value, kind="snapshot") as ds:
+    train = np.asarray(ds.load("train")["h"][:NUM_TRAIN.value])
+    h = jnp.asarray(ds.load("test")["h"][:NUM_TEST.value])
+  prior = gaussian_prior.fit(train)
+  mu, cov = lmmse.sample_moments(jnp.asarray(train))
+  posts = {k: jax.jit(lambda g, a, b, k=k: gaussian_prior.posterior(prior, g, a, b, max_iter=k))
+           for k in MAX_ITER.value}
+  post = posts[MAX_ITER.value[0]]
+  rows = {}
+  for i, p in enumerate(PATTERNS):
+    obs = noise_patterns.observe(h, jax.random.PRNGKey(i), p, sch)
+    full = metrics.nmse(h, lmmse.estimate(obs.h_bar, obs.m, mu, cov))
+    a, b = schedules.alpha_beta(obs.tau0, sch)
+    rows[p] = dict(full_lmmse=float(full))
+    for k, fn in posts.items():
+      s = fn(obs.g0, a, b)
+      rows[p][k] = dict(nmse=float(metrics.nmse(h, s.h_mean)), iterations_mean=float(jnp.mean(s.iterations)),
+                        iterations_max=int(jnp.max(s.iterations)), residual_max=float(jnp.max(s.residual)))
+    print(p, rows[p], flush=True)
+
+  # Cost per call on training-like times (the "all" pattern), side by side with the paper-size network.
+  B = BATCH.value
+  shape = h.shape[1:]
+  tau = tau_patterns.sample(jax.random.PRNGKey(7), "all", B, shape, sch.T)
+  a, b = schedules.alpha_beta(tau, sch)
+  g = a * jnp.asarray(train[:B]) + b * (jax.random.normal(jax.random.PRNGKey(8), (B,) + shape) + 0j)
+  net = MixerDenoiser(schedule=sch)
+  params = net.init(jax.random.PRNGKey(0), g, tau)
+  t_net = _time(jax.jit(net.apply), params, g, tau)
+  t_gauss = _time(post, g, a, b)
+  s = post(g, a, b)
+  macs_kron_matvec = int(np.prod(shape) * sum(shape))  # C_a X C_s^T through the eigenvectors, complex MACs
+  timing = dict(batch=B, network_s=t_net, gaussian_s=t_gauss, ratio=t_gauss / t_net,
+                iterations_mean=float(jnp.mean(s.iterations)), iterations_max=int(jnp.max(s.iterations)),
+                kron_matvec_complex_macs=2 * macs_kron_matvec)
+  print(timing, flush=True)
+  os.makedirs(OUT.value, exist_ok=True)
+  res = dict(data=FLAGS.value, num_train=len(train), num_test=int(h.shape[0]), patterns=rows, timing=timing,
+             device=str(jax.devices()[0]))
+  with open(os.path.join(OUT.value, "results.json"), "w") as f:
+    json.dump(res, f, indent=1)
+  lines = ["| one-shot NMSE | " + " | ".join(PATTERNS) + " |", "|---|" + "---|" * len(PATTERNS),
+           "| LMMSE, full sample covariance | " + " | ".join(f"{rows[p]['full_lmmse']:.3f}" for p in PATTERNS) + " |",
+           *[f"| D_gauss, Kronecker prior, CG <= {k} | " + " | ".join(f"{rows[p][k]['nmse']:.3f}" for p in PATTERNS)
+             + " |" for k in posts],
+           *[f"| CG iterations (mean / max), cap {k}, relative residual max | " + " | ".join(
+               f"{rows[p][k]['iterations_mean']:.1f} / {rows[p][k]['iterations_max']}, {rows[p][k]['residual_max']:.0e}"
+               for p in PATTERNS) + " |" for k in posts], "",
+           f"Per call on a batch of {B} ('all' tau pattern): network {t_net * 1e3:.1f} ms, D_gauss "
+           f"{t_gauss * 1e3:.1f} ms at CG <= {MAX_ITER.value[0]} ({t_gauss / t_net:.2f}x; CG {timing['iterations_mean']:.1f} iterations mean, "
+           f"{timing['iterations_max']} max), {jax.devices()[0]}."]
+  with open(os.path.join(OUT.value, "table.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+  print("\n".join(lines))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,131 @@
+"""A trained non-identical denoiser as one value: the network with every setting it was trained with.
+
+:class:`VelocityDenoiser` holds the velocity network (a flax module), the gamma
+schedule (eq. 10), the input normalization (Sec. III-A) with its floor, and an
+optional Gaussian anchor (:mod:`jaxchan.gaussian_prior`). It maps
+``(params, g, tau) -> D`` (eq. 6) and gives the training loss of Algorithm 1
+(eq. 12) with the same algebra, so training, evaluation, export and loading
+pass one value instead of loose fields (NVlabs/edm's ``EDMPrecond`` is the model).
+
+**The Gaussian anchor.** With ``prior`` set, the velocity is
+
+``v_hat(g, tau) = v_gauss(g, tau) + f_theta(x(g), tau)``,
+``v_gauss = alpha o E_G[xi | g] - beta o E_G[h | g]``,
+
+where ``E_G`` is the exact posterior under the Gaussian prior ``CN(mu, C)``
+(eq. 6 in closed form). The clean estimate is ``D = E_G[h | g] - beta o f_theta``:
+with ``f_theta = 0`` (the network's output layer starts at zero) it *is* the
+Gaussian posterior mean, the LMMSE estimate of the element-wise observation,
+and the velocity loss starts at the Gaussian bound. Training only learns what
+the channels hold beyond their second-order statistics. ``prior=None`` is the
+paper's literal network (``D = alpha g - beta f_theta``), kept as the ablation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+
+from jaxchan import checks, conventions, gaussian_prior, noniden, schedules
+
+#: ``"kronecker"``: the Kronecker-structured Gaussian prior fitted on the training set (the default);
+#: ``"none"``: the paper's network alone (a labelled ablation).
+ANCHORS = ("kronecker", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionNetwork:
+  """A plain ``f(x, tau)`` in the place of a flax network (``apply(params, x, tau)`` ignores ``params``): an
+  oracle velocity in tests and studies."""
+  fn: Callable
+
+  def apply(self, params, x, tau):
+    del params
+    return self.fn(x, tau)
+
+
+@flax.struct.dataclass
+class VelocityDenoiser:
+  """``D(params, g, tau)`` of a velocity network (module docstring); ``g, tau``: ``[B, N_a, N_c]``.
+
+  Build it with :func:`make`; the settings are static (hashable), the prior is a pytree leaf, so the value
+  can be closed over or passed to a jitted function.
+  """
+  network: Any = flax.struct.field(pytree_node=False)
+  schedule: schedules.GammaSchedule = flax.struct.field(pytree_node=False)
+  input_norm: str = flax.struct.field(pytree_node=False, default="noise")
+  min_beta: float = flax.struct.field(pytree_node=False, default=0.0)
+  prior: gaussian_prior.KroneckerGaussian | None = None
+  tol: float = flax.struct.field(pytree_node=False, default=1e-4)
+  max_iter: int = flax.struct.field(pytree_node=False, default=50)
+
+  @property
+  def anchor(self) -> str:
+    return "none" if self.prior is None else "kronecker"
+
+  def _input(self, g, beta):
+    return noniden.noise_power_input(g, beta, min_beta=self.min_beta) if self.input_norm == "noise" else g
+
+  def gaussian(self, g, tau) -> gaussian_prior.Solve:
+    """The anchor's exact posterior under the Gaussian prior (``None`` without one)."""
+    if self.prior is None:
+      return None
+    alpha, beta = schedules.alpha_beta(tau, self.schedule)
+    return gaussian_prior.posterior(self.prior, g, alpha, beta, min_beta=self.min_beta, tol=self.tol,
+                                    max_iter=self.max_iter)
+
+  def velocity(self, params, g, tau):
+    """``v_hat(g, tau)``: the network's velocity plus the anchor's (module docstring)."""
+    alpha, beta = schedules.alpha_beta(tau, self.schedule)
+    v = self.network.apply(params, self._input(g, beta), tau)
+    s = self.gaussian(g, tau)
+    if s is not None:
+      v = v + (alpha * s.xi_mean - beta * s.h_mean).astype(v.dtype)
+    return v
+
+  def __call__(self, params, g, tau):
+    """``D(g, tau)``, ``[B, N_a, N_c]`` (Algorithm 2)."""
+    checks.same_shape("g", g, "tau", tau)
+    alpha, beta = schedules.alpha_beta(tau, self.schedule)
+    f = self.network.apply(params, self._input(g, beta), tau)
+    s = self.gaussian(g, tau)
+    if s is None:
+      return noniden.denoised_from_velocity(g, f, alpha, beta)
+    return s.h_mean.astype(g.dtype) - beta * f
+
+  def bind(self, params) -> noniden.Denoiser:
+    """``D(g, tau)`` for fixed parameters: what :func:`jaxchan.noniden.generate` takes."""
+    return functools.partial(self, params)
+
+  def loss(self, params, h0, tau, key):
+    """Velocity loss of Algorithm 1 / eq. (12), per element (an NMSE for unit-power ``h0``)."""
+    checks.same_shape("h0", h0, "tau", tau)
+    alpha, beta = schedules.alpha_beta(tau, self.schedule)
+    xi = conventions.standard_normal(key, h0.shape, h0.dtype)
+    g = alpha * h0 + beta * xi
+    v = noniden.velocity_target(h0, xi, alpha, beta)
+    return jnp.mean(jnp.abs(self.velocity(params, g, tau) - v) ** 2)
+
+  def settings(self) -> dict:
+    """What a checkpoint records (``model.json``) beside the network's own config."""
+    return dict(schedule=self.schedule.to_dict(), input_norm=self.input_norm, min_beta=self.min_beta,
+                anchor=self.anchor, solver=dict(tol=self.tol, max_iter=self.max_iter))
+
+
+def make(network, schedule: schedules.GammaSchedule, *, input_norm: str = "noise", min_beta: float | None = None,
+         prior: gaussian_prior.KroneckerGaussian | None = None, tol: float = 1e-4,
+         max_iter: int = 50) -> VelocityDenoiser:
+  """A validated :class:`VelocityDenoiser`; ``min_beta=None`` floors the input at ``beta(1)``
+  (:func:`jaxchan.noniden.input_floor`), as training does."""
+  checks.choice("input_norm", input_norm, noniden.INPUT_NORMS)
+  gaussian_prior.check_solver(tol, max_iter)
+  if not isinstance(schedule, schedules.GammaSchedule):
+    raise TypeError(f"schedule must be a jaxchan.schedules.GammaSchedule; got {schedule!r}.")
+  return VelocityDenoiser(network=network, schedule=schedule, input_norm=input_norm,
+                          min_beta=noniden.input_floor(schedule, min_beta), prior=prior, tol=float(tol),
+                          max_iter=int(max_iter))

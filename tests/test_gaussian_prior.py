@@ -1,0 +1,148 @@
+"""The Kronecker Gaussian prior, its CG posterior solve, and the Gaussian-anchored denoiser."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxchan import conventions, denoiser, gaussian_prior, lmmse, oracle, schedules, tau_patterns
+from jaxchan.models.mixer import MixerDenoiser
+
+SCH = schedules.GammaSchedule(100, 0.2)
+NA, NS = 6, 10
+
+
+def _cov(rng, n, decay):
+  q, _ = np.linalg.qr(rng.normal(size=(n, n)) + 1j * rng.normal(size=(n, n)))
+  return (q * np.exp(-decay * np.arange(n))) @ q.conj().T
+
+
+def _prior(seed=0, decay=(0.9, 0.7)):
+  rng = np.random.default_rng(seed)
+  mu = 0.3 * (rng.normal(size=(NA, NS)) + 1j * rng.normal(size=(NA, NS)))
+  return gaussian_prior.from_factors(mu, _cov(rng, NA, decay[0]), _cov(rng, NS, decay[1]), shrinkage=0.0)
+
+
+def _exact(prior):
+  return oracle.denoiser(oracle.GaussianMixture(jnp.ones(1), prior.mean.reshape(1, -1), prior.covariance()[None]),
+                         SCH)
+
+
+def _diffused(prior, tau, seed=1):
+  k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+  ca, cs = prior.factors()
+  la, ls = jnp.linalg.cholesky(ca), jnp.linalg.cholesky(cs)
+  z = conventions.standard_normal(k1, tau.shape)
+  h = prior.mean + la @ z @ ls.T
+  alpha, beta = schedules.alpha_beta(tau, SCH)
+  return alpha * h + beta * conventions.standard_normal(k2, tau.shape), alpha, beta
+
+
+@pytest.mark.parametrize("pattern", ["same", "independent", "periodical", "car_only"])
+def test_posterior_equals_the_exact_gaussian_posterior_mean(pattern):
+  prior = _prior()
+  tau = tau_patterns.sample(jax.random.PRNGKey(2), pattern, 8, (NA, NS), SCH.T)
+  g, alpha, beta = _diffused(prior, tau)
+  s = gaussian_prior.posterior(prior, g, alpha, beta, tol=1e-6, max_iter=200)
+  ref = _exact(prior)(g, tau)
+  # float32 CG to a 1e-6 relative residual against a float32 Cholesky solve of the dense d x d system:
+  # both carry ~1e-6 relative round-off, amplified by the system's condition number (< 1e3 here).
+  np.testing.assert_allclose(s.h_mean, ref, atol=2e-4 * float(jnp.max(jnp.abs(ref))))
+  assert float(jnp.max(s.residual)) <= 1e-6
+  # E[xi | g] is consistent with E[h | g]: g = alpha E[h|g] + beta E[xi|g] exactly (linear posterior).
+  np.testing.assert_allclose(alpha * s.h_mean + beta * s.xi_mean, g, atol=1e-4)
+
+
+def test_solve_converges_when_clean_and_pure_noise_elements_sit_side_by_side():
+  # tau = 1 (SNR 27 dB) next to tau = T (SNR -47 dB) in a checkerboard on a strongly correlated prior:
+  # the worst conditioning the schedule allows.
+  prior = _prior(3, decay=(2.0, 1.5))
+  board = (np.add.outer(np.arange(NA), np.arange(NS)) % 2).astype(np.float32)
+  tau = jnp.broadcast_to(jnp.asarray(1.0 + (SCH.T - 1.0) * board), (4, NA, NS))
+  g, alpha, beta = _diffused(prior, tau, seed=4)
+  s = gaussian_prior.posterior(prior, g, alpha, beta, tol=1e-5, max_iter=500)
+  assert float(jnp.max(s.residual)) <= 1e-5
+  np.testing.assert_allclose(s.h_mean, _exact(prior)(g, tau), atol=1e-3)
+
+
+def test_fit_recovers_a_separable_covariance():
+  prior = _prior(5)
+  ca, cs = prior.factors()
+  n = 4000
+  z = conventions.standard_normal(jax.random.PRNGKey(6), (n, NA, NS))
+  h = prior.mean + jnp.linalg.cholesky(ca) @ z @ jnp.linalg.cholesky(cs).T
+  fitted = gaussian_prior.fit(np.asarray(h))
+  c_true, c_fit = np.asarray(prior.covariance()), np.asarray(fitted.covariance())
+  # 4000 samples of a 60-dim vector: sample-covariance entries carry ~1/sqrt(4000) = 1.6 % relative error;
+  # the Kronecker fit averages them further. 5 % of the Frobenius norm leaves ample room.
+  assert np.linalg.norm(c_fit - c_true) < 0.05 * np.linalg.norm(c_true)
+  np.testing.assert_allclose(fitted.mean, prior.mean, atol=0.1)
+
+
+def test_bad_priors_and_solver_settings_are_refused():
+  rng = np.random.default_rng(0)
+  good = _cov(rng, NA, 1.0)
+  with pytest.raises(ValueError, match="not Hermitian"):
+    gaussian_prior.from_factors(np.zeros((NA, NS)), good + np.triu(np.ones((NA, NA)), 1), np.eye(NS))
+  with pytest.raises(ValueError, match="not positive semi-definite"):
+    gaussian_prior.from_factors(np.zeros((NA, NS)), -good, np.eye(NS))
+  with pytest.raises(ValueError, match=r"shape \(6, 6\) but the channels need \(10, 10\)"):
+    gaussian_prior.from_factors(np.zeros((NA, NS)), good, good)
+  prior = _prior()
+  g = jnp.zeros((1, NA, NS), jnp.complex64)
+  a = jnp.full(g.shape, 0.5)
+  with pytest.raises(ValueError, match="tolerance 0 must be a finite number > 0"):
+    gaussian_prior.posterior(prior, g, a, a, tol=0)
+  with pytest.raises(ValueError, match="max_iter 0 must be an integer >= 1"):
+    gaussian_prior.posterior(prior, g, a, a, max_iter=0)
+  with pytest.raises(ValueError, match=r"the Gaussian prior is for channels \(6, 10\)"):
+    gaussian_prior.posterior(prior, jnp.zeros((1, NS, NA), jnp.complex64), a.T[None, :, :, 0], a.T[None, :, :, 0])
+  with pytest.raises(ValueError, match="dataset holds"):
+    gaussian_prior.from_numpy(prior.to_numpy(), shape=(NA, NS + 1))
+
+
+def _anchored(prior):
+  net = MixerDenoiser(num_layers=1, embed_dim=8, schedule=SCH, zero_head=True)
+  den = denoiser.make(net, SCH, prior=prior, tol=1e-6, max_iter=200)
+  tau = jnp.full((1, NA, NS), 50.0)
+  return den, net.init(jax.random.PRNGKey(0), jnp.zeros((1, NA, NS), jnp.complex64), tau)
+
+
+def test_untrained_anchored_denoiser_is_the_exact_posterior_mean():
+  prior = _prior()
+  den, params = _anchored(prior)
+  tau = tau_patterns.sample(jax.random.PRNGKey(7), "independent", 6, (NA, NS), SCH.T)
+  g, _, _ = _diffused(prior, tau, seed=8)
+  ref = _exact(prior)(g, tau)
+  np.testing.assert_allclose(den(params, g, tau), ref, atol=2e-4 * float(jnp.max(jnp.abs(ref))))
+
+
+@pytest.mark.slow
+def test_untrained_anchored_loss_is_the_gaussian_bound():
+  # On Gaussian data the anchored model's loss at initialization is the LMMSE velocity error
+  # (jaxchan.lmmse.velocity_error), per tau draw, up to the Monte-Carlo noise of one xi draw.
+  prior = _prior(9)
+  den, params = _anchored(prior)
+  n = 512
+  tau = jnp.broadcast_to(tau_patterns.sample(jax.random.PRNGKey(10), "periodical", 1, (NA, NS), SCH.T), (n, NA, NS))
+  ca, cs = prior.factors()
+  z = conventions.standard_normal(jax.random.PRNGKey(11), (n, NA, NS))
+  h = prior.mean + jnp.linalg.cholesky(ca) @ z @ jnp.linalg.cholesky(cs).T
+  loss = float(den.loss(params, h, tau, jax.random.PRNGKey(12)))
+  alpha, beta = schedules.alpha_beta(tau[:1], SCH)
+  bound = float(lmmse.velocity_error(prior.covariance(), alpha, beta)[0])
+  # 512 x 60 squared errors of roughly equal size: the mean's relative standard error is ~1/sqrt(30720)
+  # times the spread of the per-element errors; 3 % is several standard errors.
+  assert loss == pytest.approx(bound, rel=0.03)
+
+
+def test_literal_denoiser_is_the_papers_velocity_form():
+  net = MixerDenoiser(num_layers=1, embed_dim=8, schedule=SCH)
+  den = denoiser.make(net, SCH)
+  assert den.anchor == "none" and den.gaussian(None, None) is None
+  g = conventions.standard_normal(jax.random.PRNGKey(0), (2, NA, NS))
+  tau = jnp.full(g.shape, 30.0)
+  params = net.init(jax.random.PRNGKey(1), g, tau)
+  alpha, beta = schedules.alpha_beta(tau, SCH)
+  v = den.velocity(params, g, tau)
+  np.testing.assert_allclose(den(params, g, tau), alpha * g - beta * v, atol=1e-5)
