@@ -64,7 +64,7 @@ def get_config(arg: str = ""):
   c.data.size = "full"
   c.data.seed = 0
   c.data.path = ""               # default: data/<preset>_<size>.h5
-  c.data.build_if_missing = True
+  c.data.build_if_missing = False  # the default path (data/...) is built when missing; a path you give only if True
   c.data.n_bs = 32
   c.data.n_freq = 64
 

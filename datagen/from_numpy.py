@@ -222,8 +222,11 @@ def import_arrays(out: str, *, h=None, history=None, target=None, speed_mps=None
     inv = np.argsort(srt)
     block = {k: np.asarray(v[ids[srt]])[inv] for k, v in arrays.items()}  # sorted reads (memmaps, h5py)
     for k in channels:
-      if not np.all(np.isfinite(block[k])):
-        raise ValueError(f"{k} holds NaN/Inf in samples {ids[:5]}...; clean it first.")
+      ok = np.isfinite(block[k]).reshape(len(ids), -1).all(1)
+      if not ok.all():
+        bad = np.sort(ids[~ok])   # the input array's own sample indices (sample axis of the file as given)
+        raise ValueError(f"{k} holds NaN/Inf in input sample(s) {bad[:5].tolist()}"
+                         f"{' and more' if len(bad) > 5 else ''}; clean it first.")
     if normalization == "per_sample":
       power = sum(np.sum(np.abs(block[k]) ** 2, axis=tuple(range(1, block[k].ndim))) for k in channels)
       if np.any(power == 0):

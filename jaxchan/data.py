@@ -52,9 +52,27 @@ class DatasetError(ValueError):
   """A dataset file that is missing, corrupted, or does not match what the job expects."""
 
 
+def fresh_path(path: str) -> str:
+  """A path next to ``path`` that does not exist yet (``x.h5`` -> ``x.new.h5``, ``x.new2.h5``, ...; always ``.h5``)."""
+  base = os.path.splitext(path)[0]
+  cand, i = f"{base}.new.h5", 2
+  while os.path.exists(cand):
+    cand, i = f"{base}.new{i}.h5", i + 1
+  return cand
+
+
 def build_hint(path: str, build_command: str | None) -> str:
-  return (f" Build it with:\n  {build_command}" if build_command else
-          " Build it with `python -m datagen.uma --preset=NAME --out=PATH` (see --help).")
+  """How to build the dataset: at ``path`` while nothing is there, else at a new path (never over a file)."""
+  if not build_command:
+    build_command = "python -m datagen.uma --preset=NAME --out=PATH  (see --help)"
+  if not os.path.exists(path):
+    return f" Build it with: {build_command}"
+  new = fresh_path(path)
+  cmd = build_command.replace(f"--out={path}", f"--out={new}")
+  if cmd == build_command:
+    cmd = f"{build_command}  (with --out={new})"
+  return (f" The file is left as it is; build a new dataset at another path with: {cmd} and pass "
+          f"--config.data.path={new}")
 
 
 def open_dataset(path: str, *, build_command: str | None = None, kind: str | None = None,
@@ -87,27 +105,28 @@ def open_dataset(path: str, *, build_command: str | None = None, kind: str | Non
     f = h5py.File(path, "r")
   except OSError as e:
     raise DatasetError(f"dataset {path!r} is not a readable HDF5 file ({e}); it is truncated or corrupted. "
-                       "Delete it and rebuild." + build_hint(path, build_command)) from e
+                       + build_hint(path, build_command)) from e
   try:
     version = f.attrs.get("schema_version")
     version = version.item() if hasattr(version, "item") else version
     if version != SCHEMA_VERSION:
       raise DatasetError(f"dataset {path!r} has schema_version={version!r} but this jaxchan reads version "
-                         f"{SCHEMA_VERSION}; rebuild it with this version's datagen." + build_hint(path, build_command))
+                         f"{SCHEMA_VERSION}." + build_hint(path, build_command))
     file_kind = str(f.attrs.get("kind"))
     if file_kind not in KINDS:
-      raise DatasetError(f"dataset {path!r} has unknown kind {file_kind!r}; expected one of {sorted(KINDS)}.")
+      raise DatasetError(f"dataset {path!r} has unknown kind {file_kind!r}; expected one of {sorted(KINDS)}."
+                         + build_hint(path, build_command))
     if kind is not None and file_kind != kind:
       raise DatasetError(f"dataset {path!r} holds kind={file_kind!r} data but the job needs kind={kind!r}."
                          + build_hint(path, build_command))
     for split in SPLITS:
       if split not in f:
-        raise DatasetError(f"dataset {path!r} has no {split!r} group; it is incomplete. Rebuild it."
+        raise DatasetError(f"dataset {path!r} has no {split!r} group; it is incomplete."
                            + build_hint(path, build_command))
       n = None
       for name in KINDS[file_kind]:
         if name not in f[split]:
-          raise DatasetError(f"dataset {path!r} lacks {split}/{name}; rebuild it." + build_hint(path, build_command))
+          raise DatasetError(f"dataset {path!r} lacks {split}/{name}; it is incomplete." + build_hint(path, build_command))
         ds = f[split][name]
         if n is not None and ds.shape[0] != n:
           raise DatasetError(f"dataset {path!r}: {split}/{name} has {ds.shape[0]} samples, other arrays {n}.")
@@ -116,7 +135,7 @@ def open_dataset(path: str, *, build_command: str | None = None, kind: str | Non
           raise DatasetError(
               f"dataset {path!r}: {split}/{name} has per-sample shape {tuple(ds.shape[1:])} "
               f"({' x '.join(LAYOUTS[name][1:])}) but the config expects {tuple(shapes[name])}. Fix the config's "
-              "shape fields or build a matching dataset." + build_hint(path, build_command))
+              "shape fields (e.g. --config.data.n_bs / n_freq) or use a matching dataset." + build_hint(path, build_command))
     _verify_finite(f, path, verify, max_verify_bytes)
   except BaseException:
     f.close()
@@ -139,7 +158,7 @@ def _verify_finite(f, path, verify, max_bytes):
       if not np.all(np.isfinite(block.view(block.real.dtype) if np.iscomplexobj(block) else block)):
         bad = start + int(np.argmax(~np.isfinite(np.abs(block)).reshape(block.shape[0], -1).all(1)))
         raise DatasetError(f"dataset {path!r}: {a.name} holds NaN or Inf (first at sample {bad}); the file is "
-                           "corrupted. Delete it and rebuild.")
+                           "corrupted." + build_hint(path, None))
 
 
 class Dataset:

@@ -48,6 +48,50 @@ def config_file(arg: str) -> str:
   return arg
 
 
+def _fail(kind: str, message: str, workdir: str | None = None) -> None:
+  """A user mistake: one line on stderr (the traceback, if any, went to the log), exit status 2."""
+  print(f"{kind} error: {' '.join(str(message).split())}", file=sys.stderr)
+  sys.exit(2)
+
+
+def non_finite_fields(config, prefix: str = "config") -> list[str]:
+  """Dotted names of every float field (also inside tuples) that is NaN or infinite."""
+  import math
+  out = []
+  for k, v in config.items():
+    name = f"{prefix}.{k}"
+    if hasattr(v, "items"):
+      out += non_finite_fields(v, name)
+    elif isinstance(v, float) and not math.isfinite(v):
+      out.append(f"{name}={v}")
+    elif isinstance(v, (tuple, list)) and any(isinstance(x, float) and not math.isfinite(x) for x in v):
+      out.append(f"{name}={v}")
+  return out
+
+
+def _log_traceback_to_file(workdir: str) -> None:
+  """The current exception's traceback into ``WORKDIR/jaxchan.log`` only (the console gets one line)."""
+  import logging as std
+  import traceback
+  for h in std.getLogger().handlers:
+    if isinstance(h, std.FileHandler):
+      h.stream.write(f"stopped by a user error:\n{traceback.format_exc()}")
+      h.flush()
+
+
+def _usable_workdir(workdir: str) -> None:
+  """Create ``workdir`` (and parents) now and check it is writable, so a bad --workdir fails before any work."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, ".jaxchan_write_probe")
+    with open(probe, "w"):
+      pass
+    os.remove(probe)
+  except OSError as e:
+    _fail("workdir", f"--workdir={workdir} cannot be used: {e.strerror or e} ({e.filename or workdir}); "
+                     "pass a writable directory.")
+
+
 def _job(argv):
   del argv
   from jaxchan import experiments, parallel  # imported after flag parsing so --help stays fast
@@ -59,20 +103,31 @@ def _job(argv):
   parallel.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
   config = FLAGS.config
   workdir = FLAGS.workdir or default_workdir(config_flags.get_config_filename(FLAGS["config"]))
+  bad = non_finite_fields(config)
+  if bad:
+    _fail("config", f"{', '.join(bad)}: every numeric field must be finite; give a number.")
   try:
     experiment = experiments.get(config.experiment)
     experiment.validate(config)
   except ValueError as e:
     # A config error (validate raises ValueError only for those): one line naming the field, nothing built or
     # trained yet. Anything else is a bug and keeps its traceback.
-    print(f"config error: {e}", file=sys.stderr)
-    sys.exit(2)
+    _fail("config", e)
+  _usable_workdir(workdir)
   if FLAGS["verbosity"].present:
     logging.info("verbosity set on the command line; jaxchan.log is not written")
   else:
-    log_file = common.setup_logging(workdir)
-    logging.info("experiment %s -> %s (log: %s)", config.experiment, workdir, log_file)
-  experiment.run(config, workdir)
+    common.setup_logging(workdir)
+  from jaxchan import data
+  try:
+    experiment.run(config, workdir)
+  except (data.DatasetError, ValueError) as e:
+    # Dataset problems and config values that only the opened dataset can refute (sizes, shapes): one line;
+    # the traceback goes to jaxchan.log (or the console with --verbosity).
+    if FLAGS["verbosity"].present:
+      raise
+    _log_traceback_to_file(workdir)
+    _fail("dataset" if isinstance(e, data.DatasetError) else "config", e)
   logging.info("results written to %s", os.path.abspath(workdir))
 
 
@@ -84,7 +139,43 @@ def main(argv=None):
     print(__doc__.strip() + "\n\nflags:\n" + FLAGS.module_help(__name__) + "\n\nTry --helpfull for absl's own flags.")
     sys.exit(0)
   argv = [f"--config={config_file(a.split('=', 1)[1])}" if a.startswith("--config=") else a for a in argv]
+  _check_config_args(argv)
   app.run(_job, argv=argv)
+
+
+def _check_config_args(argv) -> None:
+  """A missing config file or an unknown config field: one line (absl would print chained tracebacks)."""
+  import difflib
+  import importlib.util
+  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  if spec is None:
+    return
+  path, _, variant = spec.partition(":")
+  if not os.path.exists(path):
+    _fail("config", f"no config file {path!r}; the configs are {', '.join(configs.NAMES)} "
+                    f"(e.g. --config=configs/noniden.py:quick or --config=noniden:quick).")
+  try:
+    loader = importlib.util.spec_from_file_location("_jaxchan_config_check", path)
+    module = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(module)
+    config = module.get_config(variant) if variant else module.get_config()
+  except ValueError as e:
+    _fail("config", e)
+  for a in argv:
+    if not a.startswith("--config.") or "=" not in a:
+      continue
+    field = a[len("--config."):].split("=", 1)[0]
+    node, walked = config, []
+    for part in field.split("."):
+      if not hasattr(node, "keys") or part not in node:
+        options = list(node.keys()) if hasattr(node, "keys") else []
+        near = difflib.get_close_matches(part, options, n=1)
+        where = "config" + "".join(f".{w}" for w in walked)
+        hint = f"; did you mean --config.{'.'.join(walked + [near[0]])}?" if near else \
+            (f"; {where} has {', '.join(options)}" if options else f"; {where} is a value, not a group")
+        _fail("config", f"--config.{field}: {where} has no field {part!r}{hint}")
+      node = node[part]
+      walked.append(part)
 
 
 if __name__ == "__main__":

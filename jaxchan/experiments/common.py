@@ -155,6 +155,24 @@ def load_trained(model_dir: str, build, expected: str):
   return model, restore_params(model_dir, template), info
 
 
+def check_sizes(config, ds, fields: tuple[str, ...]) -> None:
+  """Refuse a requested number of test samples larger than the test split, naming the field and both numbers.
+
+  ``fields``: dotted config fields (``"eval.num_test"``); absent fields are skipped. Run once the dataset is
+  open and before any training, so a size the data cannot give never silently shrinks.
+  """
+  n = ds.size("test")
+  for f in fields:
+    node = config
+    for part in f.split("."):
+      node = node.get(part) if hasattr(node, "get") else None
+      if node is None:
+        break
+    if node is not None and int(node) > n:
+      raise ValueError(f"config.{f}={int(node)} exceeds the {n} test samples of {ds.path}; use "
+                       f"--config.{f}={n} (or fewer), or a larger dataset.")
+
+
 def dataset_path(dcfg, preset: str | None = None) -> str:
   preset = preset or dcfg.preset
   return dcfg.path or os.path.join("data", f"{preset}_{dcfg.size}.h5")
@@ -171,16 +189,21 @@ def build_command(dcfg, preset: str | None = None) -> str:
 def ensure_dataset(dcfg, preset: str | None = None, *, progress: bool = True, log=log) -> str:
   """Path of the configured dataset, built once with datagen (with a progress bar) if it is missing.
 
-  With ``build_if_missing=False`` a missing file raises :class:`jaxchan.data.DatasetError`
-  naming the command that builds it.
+  The default path (``data/<preset>_<size>.h5``, ``config.data.path`` empty) is built when missing; a path the
+  user gives is built only with ``config.data.build_if_missing=True``, otherwise a missing file raises
+  :class:`jaxchan.data.DatasetError` naming the path and the command that builds it.
   """
   preset = preset or dcfg.preset
   path = dataset_path(dcfg, preset)
   cmd = build_command(dcfg, preset)
+  # A dataset is built only where the software owns the path (the default data/<preset>_<size>.h5) or where the
+  # user asked for a build: a mistyped --config.data.path must fail, not train on data nobody asked for.
+  if not os.path.exists(path) and dcfg.path and not dcfg.build_if_missing:
+    raise data.DatasetError(
+        f"dataset {path!r} (config.data.path) does not exist. Check the path, or build a {preset} dataset there "
+        f"with: {cmd} (or rerun with --config.data.build_if_missing=True to build it first).")
   # In a multi-process run only process 0 builds (the others would write the same file at
   # once); the rest wait for it, then need the file on their own filesystem.
-  if not os.path.exists(path) and not dcfg.build_if_missing:
-    data.open_dataset(path, build_command=cmd)  # raises with the command to run (on every process)
   if not os.path.exists(path) and is_main_process():
     log(f"dataset {path} is missing; building it once with datagen ({cmd})")
     from datagen import presets, store

@@ -255,6 +255,7 @@ def run(config, workdir: str) -> dict:
   path = ensure_dataset(config, log=log)
   shape = (config.data.n_bs, config.data.n_freq)
   with data.Dataset(path, build_command=build_command(config), kind="snapshot", shapes={"h": shape}) as ds:
+    common.check_sizes(config, ds, ("eval.num_test", "train.test_loss_samples"))
     models, training = {}, {}
     prior = fit_prior(config, ds, log=log) if any(m.get("anchor", "none") != "none"
                                                   for m in config.models.values()) else None

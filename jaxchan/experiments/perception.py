@@ -255,6 +255,9 @@ def run(config, workdir: str) -> dict:
   for sc in config.scenarios:
     log(f"== {sc}")
     with open_scenario(config, sc, log=log) as ds:
+      common.check_sizes(config, ds, ("train.test_loss_samples",) + (
+          ("eval.num_test", "eval.sweep_num_test", "eval.trajectory_num_test", "eval.cg_num_test",
+           "eval.fast_num_test") if config.eval.enabled else ()))
       models, training = {}, {}
       for i, use in enumerate(config.train.models):
         model, params, hist = train_one(config, use, ds, os.path.join(workdir, sc, "models", use), log=log,

@@ -1,0 +1,118 @@
+"""A new user's mistakes: each is refused with one line on stderr naming the field or path, before any training,
+and never writes a dataset where the user did not ask for one (a user's own file keeps its bytes and mtime)."""
+
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import run_py
+
+
+def _snapshot_dataset(path, n=80, shape=(32, 64)):
+  from datagen import from_numpy
+  rng = np.random.default_rng(0)
+  h = (rng.normal(size=(n, *shape)) + 1j * rng.normal(size=(n, *shape))).astype(np.complex64)
+  from_numpy.import_arrays(str(path), h=h, num_test=40)
+  return str(path)
+
+
+def _check(proc, match, tmp_path, untouched=()):
+  """Non-zero exit, exactly one line on stderr holding ``match``, nothing trained, user files unchanged."""
+  assert proc.returncode != 0
+  lines = [line for line in proc.stderr.splitlines() if line.strip()]
+  assert len(lines) == 1, proc.stderr[-3000:]
+  assert match in lines[0], lines[0]
+  assert not (tmp_path / "wd" / "models").exists()
+  for path, (data, mtime) in untouched:
+    assert open(path, "rb").read() == data and os.stat(path).st_mtime_ns == mtime, path
+
+
+def _snapshot(path):
+  return str(path), (open(path, "rb").read(), os.stat(path).st_mtime_ns)
+
+
+CONFIG_MISTAKES = [
+    (["--config=configs/nonidem.py:smoke"], "no config file"),
+    (["--config=noniden:smokee"], "unknown variant 'smokee'"),
+    (["--config=noniden:smoke", "--config.train.lrr=0.1"], "did you mean --config.train.lr?"),
+    (["--config=noniden:smoke", "--config.evall.num_test=3"], "did you mean --config.eval?"),
+    (["--config=noniden:smoke", "--config.train.lr=nan"], "config.train.lr=nan"),
+    (["--config=noniden:smoke", "--config.eval.snr_db.salt=nan"], "config.eval.snr_db.salt=nan"),
+    (["--config=noniden:smoke", "--config.beta_max=inf"], "config.beta_max=inf"),
+    (["--config=perception:smoke", "--config.train.lr=nan"], "config.train.lr=nan"),
+    (["--config=noniden:smoke", "--config.models.nonid.anchor=gauss"], "config.models.nonid.anchor"),
+    (["--config=noniden:smoke", "--config.anchor.max_iter=0"], "config.anchor"),
+    (["--config=noniden:smoke", "--config.anchor.tol=-1.0"], "config.anchor"),
+    (["--config=noniden:smoke", "--config.eval.num_steps=-3"], "config.eval.num_steps"),
+]
+
+
+@pytest.mark.parametrize("args,match", CONFIG_MISTAKES, ids=[m for _, m in CONFIG_MISTAKES])
+def test_config_mistakes_are_one_line(args, match, tmp_path):
+  proc = run_py([*args, f"--config.data.path={tmp_path}/never.h5", f"--workdir={tmp_path}/wd"]
+                if args[0] != "--config=configs/nonidem.py:smoke" else args, tmp_path)
+  _check(proc, match, tmp_path)
+  assert not (tmp_path / "never.h5").exists()
+
+
+def test_unusable_workdir_is_one_line(tmp_path):
+  (tmp_path / "afile").write_text("mine")
+  proc = run_py(["--config=noniden:smoke", f"--config.data.path={tmp_path}/never.h5",
+                 f"--workdir={tmp_path}/afile/wd"], tmp_path)
+  _check(proc, f"--workdir={tmp_path}/afile/wd cannot be used", tmp_path)
+  assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_a_mistyped_dataset_path_is_never_built(tmp_path):
+  proc = run_py(["--config=noniden:smoke", f"--config.data.path={tmp_path}/typo.h5", f"--workdir={tmp_path}/wd"],
+                tmp_path)
+  _check(proc, f"dataset '{tmp_path}/typo.h5' (config.data.path) does not exist", tmp_path)
+  assert not (tmp_path / "typo.h5").exists()
+  assert "build_if_missing=True" in proc.stderr
+
+
+@pytest.mark.parametrize("damage", ["not_hdf5", "truncated", "wrong_kind"])
+def test_a_damaged_or_wrong_file_is_left_alone_and_the_hint_names_a_new_path(damage, tmp_path):
+  path = tmp_path / "mine.h5"
+  if damage == "not_hdf5":
+    path.write_text("my notes, not a dataset\n")
+  else:
+    _snapshot_dataset(path)
+    if damage == "truncated":
+      data = path.read_bytes()
+      path.write_bytes(data[:len(data) // 2])
+    else:
+      with h5py.File(path, "r+") as f:
+        f.attrs["kind"] = "srs_prediction"
+  before = _snapshot(path)
+  proc = run_py(["--config=noniden:smoke", f"--config.data.path={path}", f"--workdir={tmp_path}/wd"], tmp_path)
+  match = {"not_hdf5": "is not a readable HDF5 file", "truncated": str(path),
+           "wrong_kind": "kind="}[damage]
+  _check(proc, match, tmp_path, untouched=[before])
+  assert f"--out={tmp_path}/mine.new.h5" in proc.stderr and f"--out={path} " not in proc.stderr
+  assert not (tmp_path / "mine.new.h5").exists()
+
+
+@pytest.mark.parametrize("override,match", [
+    ("--config.data.n_bs=8", "config.data.n_bs"),
+    ("--config.eval.num_test=100000", "config.eval.num_test=100000 exceeds the 40 test samples"),
+    ("--config.train.test_loss_samples=500", "config.train.test_loss_samples=500 exceeds the 40 test samples"),
+])
+def test_a_dataset_that_cannot_serve_the_config_stops_before_training(override, match, tmp_path):
+  path = _snapshot_dataset(tmp_path / "mine.h5")
+  before = _snapshot(path)
+  proc = run_py(["--config=noniden:smoke", f"--config.data.path={path}", override, f"--workdir={tmp_path}/wd"],
+                tmp_path)
+  _check(proc, match, tmp_path, untouched=[before])
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_import_names_the_input_samples_that_hold_nan(shuffle, tmp_path):
+  from datagen import from_numpy
+  h = np.ones((20, 4, 8), np.complex64)
+  h[3, 1, 2] = np.nan
+  with pytest.raises(ValueError, match=r"input sample\(s\) \[3\];"):
+    from_numpy.import_arrays(str(tmp_path / "x.h5"), h=h, num_test=5, shuffle=shuffle)
+  assert not (tmp_path / "x.h5").exists()
