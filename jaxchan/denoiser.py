@@ -62,7 +62,7 @@ class VelocityDenoiser:
   min_beta: float = flax.struct.field(pytree_node=False, default=0.0)
   prior: gaussian_prior.KroneckerGaussian | None = None
   tol: float = flax.struct.field(pytree_node=False, default=1e-4)
-  max_iter: int = flax.struct.field(pytree_node=False, default=50)
+  max_iter: int = flax.struct.field(pytree_node=False, default=16)
 
   @property
   def anchor(self) -> str:
@@ -119,7 +119,7 @@ class VelocityDenoiser:
 
 def make(network, schedule: schedules.GammaSchedule, *, input_norm: str = "noise", min_beta: float | None = None,
          prior: gaussian_prior.KroneckerGaussian | None = None, tol: float = 1e-4,
-         max_iter: int = 50) -> VelocityDenoiser:
+         max_iter: int = 16) -> VelocityDenoiser:
   """A validated :class:`VelocityDenoiser`; ``min_beta=None`` floors the input at ``beta(1)``
   (:func:`jaxchan.noniden.input_floor`), as training does."""
   checks.choice("input_norm", input_norm, noniden.INPUT_NORMS)

@@ -19,13 +19,13 @@ channels ``C X = C_a X C_s^T``, about ``N_a N_s (N_a + N_s)`` complex
 multiply-adds instead of ``(N_a N_s)^2`` (measured on the UMa and ray-traced
 sets, it loses almost nothing against the full sample covariance: docs).
 
-The system is solved per sample by preconditioned conjugate gradients
-(:func:`posterior`). The preconditioner is the same system with ``R`` replaced
-by its best rank-one fit ``a b^T``: ``I + (D_a C_a D_a) (x) (D_b C_s D_b)`` is a
-Kronecker product again, inverted exactly through two small eigendecompositions.
-It is exact when the times are shared (the ``same`` pattern, identical diffusion)
-or vary along one axis only (``car_only``, pilot rows or columns), so CG stops
-after one iteration there; element-wise patterns take a few more.
+The system is solved per sample by conjugate gradients with the Jacobi
+preconditioner ``1 + r^2 diag(C)`` (:func:`posterior`), for ``E[xi | g]`` itself:
+its error is at most the residual, which matters because the velocity target
+at small ``tau`` is almost all ``xi``. Measured on UMa channels (docs), 16
+iterations bring the velocity error of the training tau patterns within 1-7 %
+of the converged solve; the one-shot estimates of the six noise patterns need
+fewer.
 
 Shapes: one sample is ``[N_a, N_s]``; batched functions take ``[B, N_a, N_s]``.
 """
@@ -192,51 +192,54 @@ class Solve(NamedTuple):
   iterations: jax.Array
 
 
+def _cov_diag(prior):
+  """``diag(C)`` as ``[N_a, N_s]``: ``diag(C_a) diag(C_s)^T``."""
+  da = (jnp.abs(prior.ant_vecs) ** 2) @ prior.ant_vals
+  ds = (jnp.abs(prior.sub_vecs) ** 2) @ prior.sub_vals
+  return da[:, None] * ds[None, :]
+
+
 def _posterior_one(prior, g, alpha, beta, tol, max_iter):
   r = alpha / beta
   u = (g - alpha * prior.mean) / beta
-  r2 = r * r
-  lam = prior.ant_vals[:, None] * prior.sub_vals[None, :]
-  sq = jnp.sqrt(lam)
 
-  def op(z):
-    return z + sq * _to_eig(prior, r2 * _from_eig(prior, sq * z))
+  def op(w):
+    return w + r * _cov_apply(prior, r * w)
 
-  # Jacobi preconditioner, exact and cheap for a Kronecker basis: diag(U^H R^2 U) = |U_a|^2^T R^2 |U_s|^2.
-  diag = 1.0 + lam * ((jnp.abs(prior.ant_vecs) ** 2).T @ r2 @ (jnp.abs(prior.sub_vecs) ** 2))
-  inv_diag = 1.0 / diag
+  # Jacobi preconditioner diag(I + R C R) = 1 + r^2 diag(C). Solving for w = E[xi | g] itself (not a whitened
+  # variable) keeps the error of a truncated solve in xi bounded by its residual (every eigenvalue is >= 1):
+  # the velocity target at small tau is almost all xi, so this is the quantity training needs accurate.
+  inv_diag = 1.0 / (1.0 + r * r * _cov_diag(prior))
 
   def dot(x, y):
     return jnp.real(jnp.vdot(x, y))
 
-  b = sq * _to_eig(prior, r * u)
-  norm_b = jnp.sqrt(dot(b, b))
-  stop = tol * jnp.maximum(norm_b, 1e-30)
-  z = inv_diag * b
-  res = b - op(z)
-  y = inv_diag * res
-  p = y
-  ry = dot(res, y)
+  norm_u = jnp.sqrt(dot(u, u))
+  stop = tol * jnp.maximum(norm_u, 1e-30)
+  w = inv_diag * u
+  res = u - op(w)
+  z = inv_diag * res
+  p = z
+  rz = dot(res, z)
 
   def cond(state):
     _, res, _, _, k = state
     return (k < max_iter) & (jnp.sqrt(dot(res, res)) > stop)
 
   def body(state):
-    z, res, p, ry, k = state
+    w, res, p, rz, k = state
     q = op(p)
-    step = ry / jnp.maximum(dot(p, q), 1e-30)
-    z = z + step * p
+    step = rz / jnp.maximum(dot(p, q), 1e-30)
+    w = w + step * p
     res = res - step * q
-    y = inv_diag * res
-    ry_new = dot(res, y)
-    p = y + (ry_new / jnp.maximum(ry, 1e-30)) * p
-    return z, res, p, ry_new, k + 1
+    z = inv_diag * res
+    rz_new = dot(res, z)
+    p = z + (rz_new / jnp.maximum(rz, 1e-30)) * p
+    return w, res, p, rz_new, k + 1
 
-  z, res, _, _, k = jax.lax.while_loop(cond, body, (z, res, p, ry, jnp.asarray(0)))
-  dh = _from_eig(prior, sq * z)       # E[h | g] - mu
-  rel = jnp.sqrt(dot(res, res)) / jnp.maximum(norm_b, 1e-30)
-  return prior.mean + dh, u - r * dh, rel, k
+  w, res, _, _, k = jax.lax.while_loop(cond, body, (w, res, p, rz, jnp.asarray(0)))
+  rel = jnp.sqrt(dot(res, res)) / jnp.maximum(norm_u, 1e-30)
+  return prior.mean + _cov_apply(prior, r * w), w, rel, k
 
 
 def posterior(prior: KroneckerGaussian, g: jax.Array, alpha: jax.Array, beta: jax.Array, *,

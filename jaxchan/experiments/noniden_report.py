@@ -26,6 +26,48 @@ def render(results: dict, workdir: str):
   files.atomic_write_text(os.path.join(workdir, "tables.md"), tables(results, config))
   plot_steps(results, config, os.path.join(workdir, "fig_steps.png"))
   plot_embeddings(results, config, os.path.join(workdir, "fig_embeddings.png"))
+  plot_learning_curves(results, os.path.join(workdir, "fig_learning_curves.png"))
+
+
+def plot_learning_curves(results, path, *, reference: dict | None = None, labels=("", "")) -> bool:
+  """Test loss against Adam steps for every trained model, its Gaussian bound drawn in (dashed).
+
+  ``reference``: another run's ``results.json`` (e.g. the literal networks beside the anchored ones), drawn in
+  the same panel with dotted lines; ``labels`` name the two runs in the legend.
+  """
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  from jaxchan.experiments import style
+
+  bounds = results["generation"].get("velocity_bound", {}) if results.get("generation") else {}
+  names = list(results["training"])
+  if not names:
+    return False
+  cols = min(4, len(names))
+  rows = (len(names) + cols - 1) // cols
+  fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False, sharey=True)
+  for ax, name in zip(axes.flat, names):
+    for res, ls, lab in ((results, "-", labels[0]), (reference, ":", labels[1])):
+      if res is None or name not in res["training"]:
+        continue
+      hist = res["training"][name][1]
+      ax.plot([h["step"] for h in hist], [h["test_loss"] for h in hist], ls, marker="o", ms=2.5,
+              color=style.PALETTE[0] if ls == "-" else style.PALETTE[1], label=f"test loss {lab}".strip())
+    if name in bounds:
+      ax.axhline(bounds[name]["mean"], color="k", ls="--", lw=1, label="Gaussian bound")
+    ax.set_title(f"{name} ({results['training'][name][0]['tau_pattern']})", fontsize=9)
+    ax.set_xlabel("Adam steps")
+    ax.grid(alpha=0.3)
+  for ax in axes[:, 0]:
+    ax.set_ylabel("velocity loss (NMSE)")
+  for ax in list(axes.flat)[len(names):]:
+    ax.axis("off")
+  axes.flat[0].legend(fontsize=7)
+  fig.tight_layout()
+  files.atomic_save_figure(fig, path)
+  plt.close(fig)
+  return True
 
 
 def _fmt(mean, std):
@@ -70,11 +112,11 @@ def tables(results, config) -> str:
               f"{config.eval.bound_samples} tau draws). A loss above it means the network has not learned even "
               "the channel's second-order statistics.\n\n")
   fmt_b = lambda n: f"{bounds[n]['mean']:.4f} ± {bounds[n]['sem']:.4f}" if n in bounds else "-"  # noqa: E731
-  md.append(files.markdown_table(["model", "placement", "averaging", "input", "tau pattern", "epochs", "train loss",
-                               "test loss", "Gaussian bound"],
-                              [[n, m["placement"], m["averaging"], m["input_norm"], m["tau_pattern"],
-                                h[-1]["epoch"], h[-1]["train_loss"], h[-1]["test_loss"], fmt_b(n)]
-                               for n, (m, h) in results["training"].items()]))
+  md.append(files.markdown_table(["model", "anchor", "placement", "averaging", "input", "tau pattern", "epochs",
+                                  "train loss", "test loss", "Gaussian bound"],
+                                 [[n, m.get("anchor", "none"), m["placement"], m["averaging"], m["input_norm"],
+                                   m["tau_pattern"], h[-1]["epoch"], h[-1]["train_loss"], h[-1]["test_loss"], fmt_b(n)]
+                                  for n, (m, h) in results["training"].items()]))
   md.append(table1(results, config))
   start = gen.get("start", config.eval.start)
   # Main tables: every model from its own default start (non-identical: config.eval.start; the
@@ -93,6 +135,9 @@ def tables(results, config) -> str:
   if gen.get("one_shot_nmse"):
     baseline_rows.append([f"one-shot D(g0, tau0) of `{main}`"] + [gen["one_shot_nmse"].get(p, float("nan"))
                                                                   for p in pats])
+  if gen.get("gaussian_nmse"):
+    baseline_rows.append(["Gaussian anchor alone, E_G[h | g0] (Kronecker prior)"] + [gen["gaussian_nmse"][p]
+                                                                                    for p in pats])
   if gen["lmmse_nmse"]:
     baseline_rows.append(["LMMSE (train sample covariance)"] + [gen["lmmse_nmse"][p] for p in pats])
   # Table II: stepping methods of the main model.
@@ -233,3 +278,78 @@ def plot_embeddings(results, config, path) -> bool:
   files.atomic_save_figure(fig, path, dpi=110)
   plt.close(fig)
   return True
+
+
+def steps_to_bound(history: list[dict], bound: float) -> dict:
+  """Adam steps at which a test-loss curve reaches ``bound``: measured, or extrapolated by a power law.
+
+  Measured: the first recorded step whose test loss is at or below the bound. Otherwise the power law
+  ``loss = a * step^-b`` is fitted by least squares in log-log space to the last half of the records and solved
+  for the bound (``None`` when the fitted curve does not fall). The law has no floor, so the extrapolation is a
+  lower estimate of the steps a curve that flattens would need.
+  """
+  steps = np.array([h["step"] for h in history], float)
+  loss = np.array([h["test_loss"] for h in history], float)
+  hit = np.nonzero(loss <= bound)[0]
+  if len(hit):
+    return {"steps": int(steps[hit[0]]), "how": "measured"}
+  tail = slice(len(steps) // 2, None)
+  slope, icpt = np.polyfit(np.log(steps[tail]), np.log(loss[tail]), 1)
+  if slope >= 0:
+    return {"steps": None, "how": "not falling"}
+  return {"steps": float(np.exp((np.log(bound) - icpt) / slope)), "how": f"power law, exponent {slope:.3f}"}
+
+
+def anchor_comparison(anchored: dict, literal: dict) -> str:
+  """Markdown: the anchored run beside the literal (paper's) networks, one-shot, generation and training."""
+  config = ml_collections.ConfigDict(anchored["config"])
+  ga, gl = anchored["generation"], literal["generation"]
+  pats = [p for p in config.eval.patterns if p in gl.get("lmmse_nmse", {})]
+  main = config.eval.main_model
+  s0, st0, start = config.eval.samplers[0], config.eval.steppings[0], ga.get("start", config.eval.start)
+
+  def final(gen, model, stepping):
+    return {r["pattern"]: r["final_nmse"] for r in gen["rows"] if r["model"] == model and r["stepping"] == stepping
+            and r["sampler"] == s0 and r.get("start", start) in (start, "identical")}
+
+  rows = [["LMMSE, full training sample covariance (literal run)"] + [gl["lmmse_nmse"][p] for p in pats],
+          ["LMMSE, full training sample covariance (anchored run)"] + [ga["lmmse_nmse"].get(p, float("nan"))
+                                                                       for p in pats]]
+  if ga.get("gaussian_nmse"):
+    rows.append(["Gaussian anchor alone E_G[h | g0]"] + [ga["gaussian_nmse"][p] for p in pats])
+  rows += [[f"one-shot D(g0, tau0), `{main}` literal"] + [gl["one_shot_nmse"][p] for p in pats],
+           [f"one-shot D(g0, tau0), `{main}` anchored"] + [ga["one_shot_nmse"][p] for p in pats]]
+  fl, fa = final(gl, main, st0), final(ga, main, st0)
+  rows += [[f"generation ({st0}, {s0}), `{main}` literal"] + [fl.get(p, float("nan")) for p in pats],
+           [f"generation ({st0}, {s0}), `{main}` anchored"] + [fa.get(p, float("nan")) for p in pats]]
+  ident = config.eval.compare_identical
+  if ident:
+    il, ia = final(gl, ident, "tau-uniform"), final(ga, ident, "tau-uniform")
+    rows += [[f"generation, identical `{ident}` literal"] + [il.get(p, float("nan")) for p in pats],
+             [f"generation, identical `{ident}` anchored"] + [ia.get(p, float("nan")) for p in pats]]
+  md = ["# Gaussian-anchored vs literal non-identical models\n\n",
+        f"Anchored: `{anchored['dataset']}`, {ga['num_test']} test channels; literal: `{literal['dataset']}`, "
+        f"{gl['num_test']} test channels. NMSE, linear, dataset level.\n\n",
+        files.markdown_table(["estimate"] + pats, rows)]
+  bl = gl.get("velocity_bound", {})
+  ba = ga.get("velocity_bound", {})
+  trows = []
+  for name in anchored["training"]:
+    if name not in literal["training"]:
+      continue
+    hl, ha = literal["training"][name][1], anchored["training"][name][1]
+    b = bl.get(name, {}).get("mean")
+    reach = steps_to_bound(hl, b) if b is not None else {"steps": None, "how": "-"}
+    reach_s = (f"{reach['steps']:.3g} ({reach['how']})" if isinstance(reach["steps"], float)
+               else f"{reach['steps']} ({reach['how']})")
+    trows.append([name, anchored["training"][name][0]["tau_pattern"], hl[-1]["step"], hl[-1]["test_loss"],
+                  ha[-1]["test_loss"], f"{b:.4f}" if b is not None else "-",
+                  f"{ba[name]['mean']:.4f}" if name in ba else "-", reach_s])
+  md.append("\n\n## Training: final test loss against the Gaussian bound\n\n"
+            "Steps to the bound for the literal network: measured when its curve reaches it, otherwise the power "
+            "law `loss = a step^-b` fitted (log-log least squares) to the last half of its test-loss records, "
+            "solved for the bound; the law has no floor, so this underestimates a curve that flattens.\n\n")
+  md.append(files.markdown_table(["model", "tau pattern", "steps", "test loss literal", "test loss anchored",
+                                  "bound (literal run)", "bound (anchored run)", "literal: steps to its bound"],
+                                 trows))
+  return "".join(md) + "\n"
