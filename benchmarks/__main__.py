@@ -35,6 +35,11 @@ def table(res) -> str:
   for name, r, key in rows:
     lines.append(f"{name:<46} {r[key]:>12} {key.split('_per_s')[0] + '/s':>9} {r['gflops']:>9} "
                  f"{100 * r['fraction_of_peak']:>7.1f}%")
+  a = res["noniden"].get("anchor")
+  if a:
+    lines.append(f"{'noniden denoiser call, Gaussian anchor (CG <= ' + str(a['max_iter']) + ')':<46} "
+                 f"{a['anchored_call_s'] * 1e3:>10.1f} ms/batch {a['batch']}   {a['ratio']}x the network's call "
+                 f"({a['network_call_s'] * 1e3:.1f} ms) in this run")
   pr = res["perception"]
   for key in ("posterior_sampling_dpm2m_10", "posterior_sampling_dpm2m_5"):
     if key in pr:

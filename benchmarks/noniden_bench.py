@@ -65,7 +65,10 @@ def run(train_batch=64, gen_batch=256, num_steps=50, peak=None):
   t_gen = timeit(gen, params, noniden.Start(g0, tau0), jax.random.PRNGKey(5), repeats=3)
   gen_flops = num_steps * fwd_flops(gen_batch)
 
+  anchor = anchor_cost(model, params, train_batch)
+
   return dict(
+      anchor=anchor,
       device=str(jax.devices()[0]), machine=f"{platform.machine()}, {os.cpu_count()} cores",
       matmul_peak_gflops=round(peak["flops_per_s"] / 1e9, 1),
       complex_matmul_gflops=round(peak_c["flops_per_s"] / 1e9, 1),
@@ -77,6 +80,33 @@ def run(train_batch=64, gen_batch=256, num_steps=50, peak=None):
       generation=dict(batch=gen_batch, steps=num_steps, run_s=t_gen, samples_per_s=round(gen_batch / t_gen, 2),
                       gflops=round(gen_flops / t_gen / 1e9, 1),
                       fraction_of_peak=round(gen_flops / t_gen / peak["flops_per_s"], 3)))
+
+
+def anchor_cost(model, params, batch, max_iter=16):
+  """One denoiser call with the Gaussian anchor against the network alone, side by side (same batch and times).
+
+  The prior is a synthetic Kronecker Gaussian of the channel shape (its cost does not depend on the values);
+  times follow the training pattern "all". The anchor's complex multiply-adds per CG iteration: one Kronecker
+  product ``C_a X C_s^T`` through the eigenvectors, ``2 N_a N_s (N_a + N_s)``.
+  """
+  import numpy as np
+  from jaxchan import gaussian_prior
+  rng = np.random.default_rng(0)
+
+  def cov(n):
+    q, _ = np.linalg.qr(rng.normal(size=(n, n)) + 1j * rng.normal(size=(n, n)))
+    return (q * np.exp(-0.2 * np.arange(n))) @ q.conj().T
+
+  prior = gaussian_prior.from_factors(np.zeros(SHAPE), cov(SHAPE[0]), cov(SHAPE[1]))
+  tau = tau_patterns.sample(jax.random.PRNGKey(7), "all", batch, SHAPE, SCH.T)
+  g = conventions.standard_normal(jax.random.PRNGKey(8), (batch,) + SHAPE)
+  net = jax.jit(denoiser.make(model, SCH).__call__)
+  anchored = jax.jit(denoiser.make(model, SCH, prior=prior, max_iter=max_iter).__call__)
+  t_net = timeit(net, params, g, tau)
+  t_anchored = timeit(anchored, params, g, tau)
+  macs = 2 * SHAPE[0] * SHAPE[1] * (SHAPE[0] + SHAPE[1])
+  return dict(batch=batch, max_iter=max_iter, network_call_s=t_net, anchored_call_s=t_anchored,
+              ratio=round(t_anchored / t_net, 2), anchor_mflop_per_iteration_per_sample=round(8 * macs / 1e6, 2))
 
 
 def main():

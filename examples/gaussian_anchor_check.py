@@ -5,7 +5,10 @@ against LMMSE with the full ``d x d`` training-set sample covariance (:mod:`jaxc
 initial-noise patterns at their default SNRs; CG iterations per call; and the time of one anchored call against
 one network call (the paper-size mixer) on the same batch, measured side by side in this process.
 
-  python -m examples.gaussian_anchor_check --data=data/simo_ofdm_small.h5 --out=docs/results/gaussian_anchor/uma
+  python -m examples.gaussian_anchor_check --data=data/simo_ofdm_small.h5 --out=docs/results/gaussian_anchor/uma \
+      --max_iter=16 --max_iter=8 --max_iter=100
+  python -m examples.gaussian_anchor_check --data=data/simo_ofdm_small.h5 --out=docs/results/gaussian_anchor/uma \
+      --velocity_only --max_iter=8 --max_iter=16 --max_iter=32 --max_iter=300
 """
 
 import json
@@ -26,6 +29,8 @@ OUT = flags.DEFINE_string("out", None, "folder for results.json and table.md", r
 NUM_TRAIN = flags.DEFINE_integer("num_train", 8000, "training channels for both covariances")
 NUM_TEST = flags.DEFINE_integer("num_test", 128, "test channels")
 BATCH = flags.DEFINE_integer("batch", 64, "batch of the timing comparison")
+VELOCITY_ONLY = flags.DEFINE_bool("velocity_only", False, "only the anchor's velocity loss on the training tau "
+                                  "patterns per CG cap (velocity.md / velocity.json)")
 MAX_ITER = flags.DEFINE_multi_integer("max_iter", [12, 50], "CG iteration caps compared (the first is timed)")
 
 PATTERNS = ("white", "exp", "salt", "salt_rec", "pilot", "pilot_car")
@@ -39,12 +44,40 @@ def _time(fn, *args, repeats=5):
   return (time.perf_counter() - t) / repeats
 
 
+def velocity_accuracy(prior, h, sch, caps, out):
+  """Velocity loss (eq. 12) of the anchor alone on the training tau patterns, per CG cap: how close a truncated
+  solve comes to the converged one (the largest cap), which is what an anchored model's training starts from."""
+  rows = {}
+  for i, pattern in enumerate(tau_patterns.SIMPLE):
+    tau = tau_patterns.sample(jax.random.PRNGKey(100 + i), pattern, h.shape[0], h.shape[1:], sch.T)
+    a, b = schedules.alpha_beta(tau, sch)
+    xi = jax.random.normal(jax.random.PRNGKey(200 + i), h.shape + (2,)) @ jnp.array([1.0, 1j]) / jnp.sqrt(2.0)
+    g, v = a * h + b * xi, a * xi - b * h
+    floor = float(schedules.alpha_beta(jnp.asarray(1.0), sch)[1])
+    rows[pattern] = {}
+    for k in caps:
+      s = gaussian_prior.posterior(prior, g, a, b, min_beta=floor, max_iter=k)
+      rows[pattern][k] = float(jnp.mean(jnp.abs(a * s.xi_mean - b * s.h_mean - v) ** 2))
+    print(pattern, rows[pattern], flush=True)
+  lines = ["| anchor's velocity loss | " + " | ".join(f"CG <= {k}" for k in caps) + " |",
+           "|---|" + "---|" * len(caps)]
+  lines += [f"| {p} | " + " | ".join(f"{rows[p][k]:.4f}" for k in caps) + " |" for p in rows]
+  with open(os.path.join(out, "velocity.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+  with open(os.path.join(out, "velocity.json"), "w") as f:
+    json.dump(dict(num_test=int(h.shape[0]), caps=list(caps), velocity_loss=rows), f, indent=1)
+  print("\n".join(lines))
+
+
 def main(_):
   sch = schedules.GammaSchedule(100, 0.2)
   with data.Dataset(FLAGS.value, kind="snapshot") as ds:
     train = np.asarray(ds.load("train")["h"][:NUM_TRAIN.value])
     h = jnp.asarray(ds.load("test")["h"][:NUM_TEST.value])
   prior = gaussian_prior.fit(train)
+  if VELOCITY_ONLY.value:
+    os.makedirs(OUT.value, exist_ok=True)
+    return velocity_accuracy(prior, h, sch, MAX_ITER.value, OUT.value)
   mu, cov = lmmse.sample_moments(jnp.asarray(train))
   posts = {k: jax.jit(lambda g, a, b, k=k: gaussian_prior.posterior(prior, g, a, b, max_iter=k))
            for k in MAX_ITER.value}
