@@ -154,7 +154,7 @@ def build(out: str, cfg: dict, make_batch, *, shard=(0, 1), generator: str, prog
   marker per finished batch. A rerun skips marked batches; at the end the file is
   flushed and renamed to ``out``.
   """
-  from tqdm import tqdm
+  from jaxchan import progress
 
   if os.path.exists(out):
     return "exists"
@@ -177,7 +177,7 @@ def build(out: str, cfg: dict, make_batch, *, shard=(0, 1), generator: str, prog
   chunk_of = {(s, b): batch_ids[s].index(b) for (s, b, _) in plan}
   data_path = os.path.join(parts, "data.h5")
   todo = [p for p in plan if not os.path.exists(_marker(parts, p[0], p[1]))]
-  bar = tqdm(total=sum(p[2] for p in plan), initial=sum(p[2] for p in plan) - sum(p[2] for p in todo),
+  bar = progress.bar(total=sum(p[2] for p in plan), initial=sum(p[2] for p in plan) - sum(p[2] for p in todo),
              unit="samples", desc=f"datagen {cfg['preset']}", disable=not progress)
   first = None
   if not os.path.exists(data_path):

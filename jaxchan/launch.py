@@ -119,6 +119,8 @@ def _job(argv):
   else:
     common.setup_logging(workdir)
   from jaxchan import data
+  import time
+  started = time.time()
   try:
     experiment.run(config, workdir)
   except (data.DatasetError, ValueError) as e:
@@ -128,7 +130,28 @@ def _job(argv):
       raise
     _log_traceback_to_file(workdir)
     _fail("dataset" if isinstance(e, data.DatasetError) else "config", e)
-  logging.info("results written to %s", os.path.abspath(workdir))
+  logging.info("results written to %s:\n%s", os.path.abspath(workdir), written_summary(workdir, started))
+
+
+def written_summary(workdir: str, since: float) -> str:
+  """The files a job wrote or changed under ``workdir`` since ``since``: outputs one per line, checkpoints counted
+  per model folder."""
+  outputs, models = [], {}
+  for root, _, names in os.walk(workdir):
+    for n in names:
+      path = os.path.join(root, n)
+      if os.path.getmtime(path) < since - 1:
+        continue
+      rel = os.path.relpath(path, workdir)
+      parts = rel.split(os.sep)
+      if "models" in parts and len(parts) > parts.index("models") + 2:
+        key = os.sep.join(parts[:parts.index("models") + 2])
+        models[key] = models.get(key, 0) + 1
+      else:
+        outputs.append(rel)
+  lines = [f"  {p}" for p in sorted(outputs)]
+  lines += [f"  {k}/ ({n} checkpoint and log files)" for k, n in sorted(models.items())]
+  return "\n".join(lines) or "  (nothing new)"
 
 
 def main(argv=None):

@@ -156,7 +156,7 @@ def fit(state: TrainState, train_step, batches: Callable[[int], Iterable], *, nu
   Returns:
     ``(state, history)`` with one metrics dict per epoch.
   """
-  from tqdm import tqdm
+  from jaxchan import progress
 
   ckpt_dir = os.path.abspath(os.path.join(workdir, "checkpoints"))
   manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
@@ -192,7 +192,7 @@ def fit(state: TrainState, train_step, batches: Callable[[int], Iterable], *, nu
       skip = int(state.epoch_step)
       losses = []
       it = itertools.islice(batches(epoch), skip, None)
-      for batch in tqdm(it, desc=f"{name + ': ' if name else ''}epoch {epoch + 1}/{num_epochs}", leave=False, disable=not progress,
+      for batch in progress.bar(it, desc=f"{name + ': ' if name else ''}epoch {epoch + 1}/{num_epochs}", leave=False, disable=not progress,
                         initial=skip):
         if mesh is not None:
           batch = parallel.shard_batch(batch, mesh)

@@ -146,3 +146,17 @@ def test_literal_denoiser_is_the_papers_velocity_form():
   alpha, beta = schedules.alpha_beta(tau, SCH)
   v = den.velocity(params, g, tau)
   np.testing.assert_allclose(den(params, g, tau), alpha * g - beta * v, atol=1e-5)
+
+
+def test_a_model_trained_with_one_anchor_is_refused_under_another(tmp_path):
+  import json
+
+  from jaxchan.experiments import noniden as exp
+  (tmp_path / "model.json").write_text(json.dumps({"denoiser": {"anchor": "none"}, "model": {}, "shape": [4, 4]}))
+  with pytest.raises(ValueError, match="trained with anchor 'none', not 'kronecker'"):
+    exp.load_trained(str(tmp_path), anchor="kronecker")
+  with pytest.raises(ValueError, match="trained with anchor 'none'; this config asks for 'kronecker'"):
+    exp._check_resume(str(tmp_path), "kronecker")
+  (tmp_path / "model.json").write_text(json.dumps({"model": {}, "shape": [4, 4]}))
+  with pytest.raises(ValueError, match="has no 'denoiser' field"):
+    exp.load_trained(str(tmp_path))

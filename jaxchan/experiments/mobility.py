@@ -83,13 +83,13 @@ def run(config, workdir: str) -> dict:
   started = time.time()
   validate(config)
   os.makedirs(workdir, exist_ok=True)
-  from tqdm import tqdm
+  from jaxchan import progress
   key = jax.random.PRNGKey(config.seed)
   score = jax.jit(lambda h, hist, G, k: classical_se(
       h, hist, G, k, n_streams=config.n_streams, snr_db_range=tuple(config.snr_db_range),
       dl_offset_db=config.dl_snr_offset_db))
   rows = []
-  for i, speed in enumerate(tqdm(config.speeds, desc="mobility sweep", disable=not config.progress)):
+  for i, speed in enumerate(progress.bar(config.speeds, desc="mobility sweep", disable=not config.progress)):
     path = ensure_dataset(config, speed)
     with data.Dataset(path, kind="srs_prediction") as ds:
       train, test = ds.load("train"), ds.load("test")
@@ -108,7 +108,7 @@ def run(config, workdir: str) -> dict:
                      predictor_nmse_noiseless=pred["nmse_noiseless"], corr=pred["corr"],
                      se={m: sums[m] / n for m in METHODS}))
     if config.progress:
-      tqdm.write(f"{speed:g} km/h: predictor NMSE {pred['nmse']:.3f}, SE "
+      progress.tqdm.write(f"{speed:g} km/h: predictor NMSE {pred['nmse']:.3f}, SE "
                  + ", ".join(f"{m} {sums[m] / n:.2f}" for m in METHODS))
   results = dict(config=config.to_dict(), rows=rows, device=str(jax.devices()[0]))
   from jaxchan.experiments import common, mobility_report

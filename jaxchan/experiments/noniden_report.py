@@ -15,6 +15,9 @@ import numpy as np
 from jaxchan import files, noniden
 
 
+PIPELINE_NOTE = ("> **Pipeline check** (a `:smoke` run): tiny data and a few steps check that every stage runs; "
+                 "the numbers below mean nothing about the method.\n\n")
+
 def render(results: dict, workdir: str):
   """``tables.md`` and the figures of ``results`` (as written by :func:`jaxchan.experiments.noniden.run`)."""
   config = ml_collections.ConfigDict(results["config"])
@@ -101,7 +104,7 @@ def table1(results, config) -> str:
 def tables(results, config) -> str:
   gen = results["generation"]
   pats = list(config.eval.patterns)
-  md = ["# Non-identical diffusion results\n\n",
+  md = ["# Non-identical diffusion results\n\n", PIPELINE_NOTE if config.get("pipeline_check") else "",
         f"Dataset `{results['dataset']}`, device {results['device']}. Generation: {gen['num_test']} test channels, "
         f"N_G = {config.eval.num_steps}; NMSE is linear and dataset level (ratio of sums).\n"]
   md.append("\n## Training\n\n")

@@ -123,8 +123,8 @@ def evaluate(config, models, ds, log=common.log):
   cg = jax.jit(functools.partial(stiefel.capacity_precoder, num_iters=config.eval.cg_iters))
   sums, cg_sums, n_cg = {}, {"eig": 0.0, "cg": 0.0}, 0
   eval_key = common.key(config, "perception/eval")
-  from tqdm import tqdm
-  for i, hist, h in tqdm(list(_batches(h_all, hist_all, config.eval.batch_size)), desc="evaluate",
+  from jaxchan import progress
+  for i, hist, h in progress.bar(list(_batches(h_all, hist_all, config.eval.batch_size)), desc="evaluate",
                          disable=not config.progress, leave=False):
     out, samples, W_bayes, dl_snr = run(params, hist, h, jax.random.fold_in(eval_key, i), G_avg)
     for k, v in out.items():

@@ -15,6 +15,9 @@ from jaxchan import files, precoding
 from jaxchan.experiments.perception import CLASSICAL, SE_ROWS, dm_prediction
 
 
+PIPELINE_NOTE = ("> **Pipeline check** (a `:smoke` run): tiny data and a few steps check that every stage runs; "
+                 "the numbers below mean nothing about the method.\n\n")
+
 def render(results: dict, workdir: str):
   """``tables.md`` and ``fig{5,6,7,8}_*.png`` of ``results`` (as written by :func:`jaxchan.experiments.perception.run`)."""
   config = ml_collections.ConfigDict(results["config"])
@@ -35,7 +38,7 @@ LABELS = {**precoding.CLASSICAL_LABELS, "e2e": "End-to-end model", "sl": "SL mod
 
 def tables(results, config) -> str:
   K = config.eval.num_samples
-  md = ["# Perception vs. distortion results\n\n",
+  md = ["# Perception vs. distortion results\n\n", PIPELINE_NOTE if config.get("pipeline_check") else "",
         f"Device {results['device']}. NMSE is dataset level (ratio of sums); GCS is averaged over BS-antenna "
         f"vectors; SE is eq. (25) with N_s = {config.eval.n_streams}, equal power per layer, at each sample's DL "
         f"SNR = UL SNR + {config.eval.dl_snr_offset_db} dB. DM: T = {config.dm.T} cosine steps, guidance "

@@ -34,9 +34,8 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
-from jaxchan import checks, conventions, noniden, oracle, schedules, stepping
+from jaxchan import checks, conventions, noniden, oracle, progress, schedules, stepping
 from jaxchan.experiments import common
 
 
@@ -135,7 +134,7 @@ def run(config, workdir: str) -> dict:
 
   rows = []
   grid = [(s, ng) for s in config.samplers for ng in config.num_steps]
-  for spec, n_steps in tqdm(grid, desc="sampler study", disable=not config.progress):
+  for spec, n_steps in progress.bar(grid, desc="sampler study", disable=not config.progress):
     gen = noniden.make_generator(D, sch, stepping=stepping.Stepping(config.rule), sampler=noniden.Sampler.parse(spec),
                                  num_steps=n_steps)
     t0 = time.time()
@@ -152,7 +151,7 @@ def run(config, workdir: str) -> dict:
                                                 [m for m, _ in post_mom], [c for _, c in post_mom]),
                      observation=observation))
     if config.progress:
-      tqdm.write(f"{spec} N_G={n_steps}: prior cov err {rows[-1]['prior']['cov_err']:.4f}, "
+      progress.tqdm.write(f"{spec} N_G={n_steps}: prior cov err {rows[-1]['prior']['cov_err']:.4f}, "
                  f"posterior cov err {rows[-1]['posterior']['cov_err']:.4f}")
 
   results = dict(config=config.to_dict(), floor=floor, rows=rows, device=str(jax.devices()[0]))
