@@ -118,11 +118,18 @@ def _job(argv):
     logging.info("verbosity set on the command line; jaxchan.log is not written")
   else:
     common.setup_logging(workdir)
-  from jaxchan import data
+  from jaxchan import data, train
   import time
   started = time.time()
   try:
     experiment.run(config, workdir)
+  except train.NonFiniteLoss as e:
+    _log_traceback_to_file(workdir)
+    suspects = ", ".join(f"config.{k}={v}" for k, v in (("train.lr", config.train.get("lr")),
+                                                        ("beta_max", config.get("beta_max")),
+                                                        ("train.batch_size", config.train.get("batch_size")))
+                         if v is not None)
+    _fail("training", f"{e} Most likely responsible: {suspects}.")
   except (data.DatasetError, ValueError) as e:
     # Dataset problems and config values that only the opened dataset can refute (sizes, shapes): one line;
     # the traceback goes to jaxchan.log (or the console with --verbosity).

@@ -143,3 +143,13 @@ _LONGEST_FIRST = ("smoke_end_to_end", "notebook_runs", "oracle_smoke", "own_arra
 def pytest_collection_modifyitems(config, items):
   items.sort(key=lambda item: next((i for i, s in enumerate(_LONGEST_FIRST) if s in item.nodeid),
                                    len(_LONGEST_FIRST)))
+
+
+def docs_block(doc: str, test_name: str) -> str:
+  """The Python block of ``doc`` (relative to the repository) marked ``<!-- docs-code: runs in ...::TEST_NAME -->``."""
+  import re
+  text = open(os.path.join(ROOT, doc)).read()
+  m = re.search(r"<!-- docs-code: runs in [^>]*::" + re.escape(test_name) + r" -->\n```python\n(.*?)```", text,
+                flags=re.S)
+  assert m, f"{doc} has no Python block marked to run in {test_name}"
+  return m.group(1)

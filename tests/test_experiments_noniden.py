@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, assert_stops_before_work, assert_validate_refuses, config_with, run_py
+from conftest import docs_block, ROOT, assert_stops_before_work, assert_validate_refuses, config_with, run_py
 
 from jaxchan import noniden
 
@@ -55,10 +55,15 @@ def test_noniden_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, caplog):
   m = jnp.zeros((3, 32, 64)).at[:, ::2, ::4].set(3.0)
   h_bar = m * jnp.ones((3, 32, 64), jnp.complex64)
   start = noniden.initial_state(h_bar, m, sch)
-  # The README's library example, with 4 steps.
   generate = noniden.make_network_generator(den, num_steps=4, sampler=noniden.Sampler.parse("eq9:0.4"))
   out = generate(params, start, jax.random.PRNGKey(0))
   assert out.shape == (3, 32, 64) and bool(jnp.all(jnp.isfinite(out.real)))
+  # The README's load_trained block, as written, on this run's model.
+  code = docs_block("README.md", "test_noniden_smoke_end_to_end_and_resume")
+  ns = dict(H_bar=h_bar, M=m)
+  exec(compile(code.replace("workdir/noniden_quick/models/nonid", str(tmp_path / "wd" / "models" / "nonid")),
+               "README.md", "exec"), ns)
+  assert ns["H_hat"].shape == (3, 32, 64) and ns["D0"].shape == (3, 32, 64)
   # The tables and figures re-render from results.json alone.
   from jaxchan.experiments import noniden as exp
   from jaxchan.experiments import report
