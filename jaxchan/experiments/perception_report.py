@@ -18,6 +18,7 @@ from jaxchan.experiments.perception import CLASSICAL, SE_ROWS, dm_prediction
 PIPELINE_NOTE = ("> **Pipeline check** (a `:smoke` run): tiny data and a few steps check that every stage runs; "
                  "the numbers below mean nothing about the method.\n\n")
 
+
 def render(results: dict, workdir: str):
   """``tables.md`` and ``fig{5,6,7,8}_*.png`` of ``results`` (as written by :func:`jaxchan.experiments.perception.run`)."""
   config = ml_collections.ConfigDict(results["config"])
@@ -127,6 +128,7 @@ def _scenario_figure(plt, scenarios, panels, panel_size, draw, path):
 def plot_all(results, config, workdir):
   """Figs. 5-8 of the perception paper from ``results``, one panel group per scenario."""
   plt = _plt()
+  from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullLocator
   scs = list(results["scenarios"])
   K = config.eval.num_samples
 
@@ -139,6 +141,8 @@ def plot_all(results, config, workdir):
       ax.set_title(f"{sc}: {title}", fontsize=9)
       ax.set_xlabel("PRB")
       ax.grid(False)
+      for axis in (ax.xaxis, ax.yaxis):   # antennas and PRBs are integers: no half-integer ticks
+        axis.set_major_locator(MaxNLocator(integer=True))
     row[0].set_ylabel(f"BS antenna\n(test sample {ex['index']}, UL SNR {ex['ul_snr_db']:.0f} dB)", fontsize=8)
     cb = row[-1].figure.colorbar(im, ax=list(row), fraction=0.03, pad=0.01)
     cb.set_label("|h| (unit average power), UE antenna 0", fontsize=8)
@@ -167,8 +171,17 @@ def plot_all(results, config, workdir):
     se = results["scenarios"][sc]["eval"]["se_vs_snr"]
     styles = {"perfect_csi": "k-", "uniform": "k:", "avg_gramian": "C7-.", "sample_cov": "C5--",
               "srs_baseline": "C1--"}
+    # Learned rows take the colours the reference rows above leave free, then a new line style per cycle, so no
+    # two curves share colour and line style.
+    free = ("C0", "C2", "C3", "C4", "C6")
+    learned = 0
     for i, name in enumerate(n for n in SE_ROWS if n in se):
-      axes[0].plot(se["dl_snr_db"], se[name], styles.get(name, f"C{i % 10}-"), marker="osD^v<>ph*"[i % 10],
+      if name in styles:
+        style = styles[name]
+      else:
+        style = free[learned % len(free)] + ("-", "--", "-.")[(learned // len(free)) % 3]
+        learned += 1
+      axes[0].plot(se["dl_snr_db"], se[name], style, marker="osD^v<>ph*"[i % 10],
                    ms=4, mfc="none", label=LABELS[name].format(K=K))
     axes[0].set(title=sc, xlabel="DL SNR [dB]", ylabel="SE [bps/Hz]")
 
@@ -186,8 +199,16 @@ def plot_all(results, config, workdir):
       kw = dict(marker="osD^v<"[i % 6], ls=["-", "--", "-.", ":"][i % 4], ms=5, label=fam)
       row[0].plot([r["network_calls"] for r in rr], [r["se_bayes"] for r in rr], **kw)
       row[1].plot([r["network_calls"] for r in rr], [r["nmse_one_sample_db"] for r in rr], **kw)
-    for ax, what in zip(row, (f"SE of the K = {K} Bayesian precoder [bps/Hz]", "NMSE of one sample [dB]")):
+    full = max(rows, key=lambda r: r["network_calls"])   # the full chain: the most calls
+    calls = sorted({r["network_calls"] for r in rows})
+    for ax, key, what in zip(row, ("se_bayes", "nmse_one_sample_db"),
+                             (f"SE of the K = {K} Bayesian precoder [bps/Hz]", "NMSE of one sample [dB]")):
+      ax.axhline(full[key], color="k", lw=0.8, ls=":", label=f"full chain ({full['sampler']}, "
+                                                                f"{full['network_calls']} calls)")
       ax.set_xscale("log")
+      ax.set_xticks(calls)
+      ax.xaxis.set_major_formatter(FormatStrFormatter("%d"))
+      ax.xaxis.set_minor_locator(NullLocator())
       ax.set(xlabel="network calls per sample", ylabel=what, title=f"{sc}: fast sampling")
 
   figures = [(fig5_examples, 3, (10 / 3, 2.8)), (fig6_trajectory, 2, (4.5, 3.0)), (fig7_se_snr, 1, (5, 3.6)),
