@@ -23,9 +23,13 @@ from jaxchan.experiments import common
 from jaxchan.models.transformer import USES, ChannelTransformer, check_token_width
 
 SCENARIOS = ("low_mobility", "high_mobility")
-SE_ROWS = ("perfect_csi", "e2e", "srs_baseline", "sample_cov", "avg_gramian", "uniform", "sl", "dm_k1", "dm_bayes")
-# Precoders that need no learning (precoding.py): the strongest classical baselines.
-CLASSICAL = ("srs_baseline", "sample_cov", "avg_gramian", "uniform")
+SE_ROWS = ("perfect_csi", "e2e", "srs_baseline", "sample_cov", "gaussian_mean", "gaussian_bayes",
+           "gaussian_bayes_inf", "avg_gramian", "uniform", "sl", "dm_k1", "dm_bayes")
+# Precoders that need no learning (precoding.py, gaussian_predictor.py): the strongest classical baselines.
+CLASSICAL = ("srs_baseline", "sample_cov", "gaussian_mean", "gaussian_bayes", "gaussian_bayes_inf", "avg_gramian",
+             "uniform")
+# Estimates in Table II: the SRS baseline, the Gaussian predictor's conditional mean, and the learned models.
+ESTIMATES = ("srs_baseline", "gaussian", "sl", "dm")
 
 
 

@@ -13,17 +13,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxchan import ddpm, metrics, precoding, prediction, srs, stiefel
+from jaxchan import ddpm, gaussian_predictor, metrics, precoding, prediction, srs, stiefel
 from jaxchan.experiments import common
-from jaxchan.experiments.perception import SE_ROWS, _dm_kw, dm_prediction, dm_schedule, srs_cfg
+from jaxchan.experiments.perception import ESTIMATES, SE_ROWS, _dm_kw, dm_prediction, dm_schedule, srs_cfg
 
 
 def _svd(H, n_s):
   return precoding.svd_precoder(H, n_s)
 
 
-def make_eval_batch(config, models):
-  """Jitted ``(params, history, target, key) -> dict of per-batch sums`` for Tables II/III and Fig. 7."""
+def make_eval_batch(config, models, rho):
+  """Jitted ``(params, history, target, key) -> dict of per-batch sums`` for Tables II/III and Fig. 7.
+
+  ``rho``: ``[n_occ]`` per-occasion correlation of the Gaussian predictor (:func:`age_correlation`).
+  """
   n_s, K = config.eval.n_streams, config.eval.num_samples
   sch = dm_schedule(config)
   scfg = srs_cfg(config)
@@ -43,14 +46,21 @@ def make_eval_batch(config, models):
                                           guidance=float(config.eval.guidance), **_dm_kw(config),
                                           allow_extrapolation=config.eval.allow_extrapolation)
     latent = m_e2e.apply(p_e2e, obs.obs, obs.mask, obs.noise_var)
-    return est, samples, latent, dl_snr, srs.history_gramian(obs)
+    # The closed-form Gaussian predictor (no learning): its mean, K draws and its K -> infinity Gramian.
+    gp = gaussian_predictor.predict(obs, rho)
+    est["gaussian"] = gp.mean
+    gauss = dict(samples=gaussian_predictor.sample(gp, jax.random.fold_in(k_dm, 1), K),
+                 gram=gaussian_predictor.expected_gramian(gp))
+    return est, samples, latent, dl_snr, srs.history_gramian(obs), gauss
 
   @jax.jit
-  def score(est, samples, latent, h, dl_snr, G_hist, G_avg, key):
+  def score(est, samples, latent, h, dl_snr, G_hist, G_avg, gauss, key):
     est = dict(est, dm=samples[0])
     W = dict(precoding.classical_precoders(h, est["srs_baseline"], G_hist, G_avg, key, n_s),
              e2e=precoding.latent_precoder(latent, n_s), sl=_svd(est["sl"], n_s), dm_k1=_svd(samples[0], n_s),
-             dm_bayes=precoding.bayesian_precoder(samples, n_s))
+             dm_bayes=precoding.bayesian_precoder(samples, n_s), gaussian_mean=_svd(est["gaussian"], n_s),
+             gaussian_bayes=precoding.bayesian_precoder(gauss["samples"], n_s),
+             gaussian_bayes_inf=precoding.precoder_from_gramian(gauss["gram"], n_s))
     out = {"energy": jnp.sum(jnp.abs(h) ** 2)}
     for name, e in est.items():
       out[f"sqerr/{name}"] = jnp.sum(jnp.abs(e - h) ** 2)
@@ -63,11 +73,18 @@ def make_eval_batch(config, models):
   def run(params, history, h, key, G_avg):
     """``G_avg``: ``[n_bs, n_bs, n_prb]`` average Gramian of training targets (:func:`average_gramian`)."""
     k_pred, k_uniform = jax.random.split(key)
-    est, samples, latent, dl_snr, G_hist = predict(params, history, k_pred)
-    out, W_bayes = score(est, samples, latent, h, dl_snr, G_hist, G_avg, k_uniform)
+    est, samples, latent, dl_snr, G_hist, gauss = predict(params, history, k_pred)
+    out, W_bayes = score(est, samples, latent, h, dl_snr, G_hist, G_avg, gauss, k_uniform)
     return out, samples, W_bayes, dl_snr
 
   return run
+
+
+def age_correlation(ds, max_samples: int = 4000):
+  """The Gaussian predictor's per-occasion correlation, fitted on (up to ``max_samples``) training histories."""
+  train = ds.load("train")
+  n = min(max_samples, ds.size("train"))
+  return gaussian_predictor.fit_age_correlation(train["history"][:n], train["target"][:n])
 
 
 def average_gramian(config, ds, max_samples: int = 20_000) -> jax.Array:
@@ -118,7 +135,7 @@ def evaluate(config, models, ds, log=common.log):
   n = min(config.eval.num_test, ds.size("test"))
   hist_all, h_all = test["history"][:n], test["target"][:n]
   params = tuple(models[u][1] for u in ("sl", "dm", "e2e"))
-  run = make_eval_batch(config, models)
+  run = make_eval_batch(config, models, age_correlation(ds))
   G_avg = average_gramian(config, ds)
   cg = jax.jit(functools.partial(stiefel.capacity_precoder, num_iters=config.eval.cg_iters))
   sums, cg_sums, n_cg = {}, {"eig": 0.0, "cg": 0.0}, 0
@@ -136,7 +153,7 @@ def evaluate(config, models, ds, log=common.log):
       cg_sums["cg"] += float(jnp.sum(precoding.spectral_efficiency(h, W_cg, dl_snr)))
       n_cg += h.shape[0]
   res = {"num_test": n, "table2": {}, "table3": {}, "se_vs_snr": {"dl_snr_db": list(config.eval.dl_snr_grid_db)}}
-  for name in ("srs_baseline", "sl", "dm"):
+  for name in ESTIMATES:
     nm = sums[f"sqerr/{name}"] / sums["energy"]
     res["table2"][name] = {"nmse": float(nm), "nmse_db": float(10 * np.log10(nm)), "gcs": float(sums[f"gcs/{name}"] / n)}
   for name in SE_ROWS:
@@ -145,7 +162,7 @@ def evaluate(config, models, ds, log=common.log):
   res["cg_check"] = {"num_test": n_cg, "iters": config.eval.cg_iters, "se_eigenvectors": cg_sums["eig"] / max(n_cg, 1),
                      "se_riemannian_cg": cg_sums["cg"] / max(n_cg, 1),
                      "gap": (cg_sums["cg"] - cg_sums["eig"]) / max(n_cg, 1)}
-  for k in ("sl", "dm"):
+  for k in ESTIMATES:
     log(f"  NMSE {k}: {res['table2'][k]['nmse_db']:.2f} dB, GCS {res['table2'][k]['gcs']:.3f}")
   log("  SE: " + ", ".join(f"{k} {v:.3f}" for k, v in res["table3"].items()))
   return res

@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 
 from jaxchan import files, precoding
-from jaxchan.experiments.perception import CLASSICAL, SE_ROWS, dm_prediction
+from jaxchan.experiments.perception import CLASSICAL, ESTIMATES, SE_ROWS, dm_prediction
 
 
 PIPELINE_NOTE = ("> **Pipeline check** (a `:smoke` run): tiny data and a few steps check that every stage runs; "
@@ -33,7 +33,10 @@ def render(results: dict, workdir: str):
   plot_all(results, config, workdir)
 
 
-LABELS = {**precoding.CLASSICAL_LABELS, "e2e": "End-to-end model", "sl": "SL model",
+LABELS = {**precoding.CLASSICAL_LABELS, "gaussian_mean": "Gaussian predictor, mean (SVD)",
+          "gaussian_bayes": "Gaussian predictor, Bayesian (K = {K} draws)",
+          "gaussian_bayes_inf": "Gaussian predictor, Bayesian (K -> infinity)",
+          "gaussian": "Gaussian predictor (conditional mean)", "e2e": "End-to-end model", "sl": "SL model",
           "dm_k1": "DM model (K = 1)", "dm_bayes": "DM model (K = {K}, Bayesian)", "dm": "DM model (one sample)"}
 
 
@@ -47,7 +50,9 @@ def tables(results, config) -> str:
   md.append("\n## Table II: NMSE and GCS\n\n")
   rows = []
   for sc, r in results["scenarios"].items():
-    for name in ("srs_baseline", "sl", "dm"):
+    for name in ESTIMATES:
+      if name not in r["eval"]["table2"]:   # results written before the Gaussian predictor existed
+        continue
       t = r["eval"]["table2"][name]
       rows.append([sc, LABELS[name], f"{t['nmse_db']:.2f}", f"{t['gcs']:.3f}"])
   md.append(files.markdown_table(["scenario", "model", "NMSE [dB]", "GCS"], rows))
