@@ -122,7 +122,7 @@ def _job(argv):
   import time
   started = time.time()
   try:
-    experiment.run(config, workdir)
+    results = experiment.run(config, workdir)
   except train.NonFiniteLoss as e:
     _log_traceback_to_file(workdir)
     suspects = ", ".join(f"config.{k}={v}" for k, v in (("train.lr", config.train.get("lr")),
@@ -138,6 +138,10 @@ def _job(argv):
     _log_traceback_to_file(workdir)
     _fail("dataset" if isinstance(e, data.DatasetError) else "config", e)
   logging.info("results written to %s:\n%s", os.path.abspath(workdir), written_summary(workdir, started))
+  from jaxchan.experiments import report
+  lines = report.headline(results) if isinstance(results, dict) else ""
+  if lines:
+    logging.info("%s", lines)
 
 
 def written_summary(workdir: str, since: float) -> str:

@@ -73,6 +73,25 @@ def plot_learning_curves(results, path, *, reference: dict | None = None, labels
   return True
 
 
+def headline(results: dict) -> str:
+  """The job's last lines: the main model's one-shot and default generation NMSE against the Gaussian baselines."""
+  gen = results.get("generation") or {}
+  if not gen.get("one_shot_nmse"):
+    return ""
+  config = ml_collections.ConfigDict(results["config"])
+  main, s0, st0 = config.eval.main_model, config.eval.samplers[0], config.eval.steppings[0]
+  final = {r["pattern"]: r["final_nmse"] for r in gen["rows"] if r["model"] == main and r["stepping"] == st0
+           and r["sampler"] == s0 and r.get("start") == gen.get("start", config.eval.start)}
+  lines = [f"NMSE per pattern ({main}): " + "; ".join(
+      f"{p}: one-shot {gen['one_shot_nmse'][p]:.3f}, generated {final.get(p, float('nan')):.3f}"
+      + (f", LMMSE {gen['lmmse_nmse'][p]:.3f}" if p in gen.get("lmmse_nmse", {}) else "")
+      + (f", Gaussian anchor {gen['gaussian_nmse'][p]:.3f}" if p in gen.get("gaussian_nmse", {}) else "")
+      for p in config.eval.patterns if p in gen["one_shot_nmse"])]
+  if config.get("pipeline_check"):
+    lines.append("(a :smoke pipeline check: these numbers mean nothing about the method)")
+  return "\n".join(lines)
+
+
 def _fmt(mean, std):
   return f"{mean:.3f} ± {std:.3f}"
 

@@ -40,6 +40,20 @@ LABELS = {**precoding.CLASSICAL_LABELS, "gaussian_mean": "Gaussian predictor, me
           "dm_k1": "DM model (K = 1)", "dm_bayes": "DM model (K = {K}, Bayesian)", "dm": "DM model (one sample)"}
 
 
+def headline(results: dict) -> str:
+  """The job's last lines: SE of the learned models and the strongest classical baselines per scenario."""
+  config = ml_collections.ConfigDict(results["config"])
+  lines = []
+  for sc, r in results.get("scenarios", {}).items():
+    t3 = r.get("eval", {}).get("table3")
+    if t3:
+      lines.append(f"{sc} SE [bps/Hz]: " + ", ".join(f"{k} {t3[k]:.2f}" for k in (
+          "perfect_csi", "e2e", "sl", "dm_bayes", "sample_cov", "gaussian_bayes", "gaussian_bayes_inf") if k in t3))
+  if lines and config.get("pipeline_check"):
+    lines.append("(a :smoke pipeline check: these numbers mean nothing about the method)")
+  return "\n".join(lines)
+
+
 def tables(results, config) -> str:
   K = config.eval.num_samples
   md = ["# Perception vs. distortion results\n\n", PIPELINE_NOTE if config.get("pipeline_check") else "",

@@ -33,6 +33,13 @@ def render(workdir: str) -> str:
   return name
 
 
+def headline(results: dict) -> str:
+  """The report module's ``headline(results)`` (a few lines of the main numbers), or ``""`` if it has none."""
+  name = results.get("config", {}).get("experiment")
+  module = importlib.import_module(REPORTS[name]) if name in REPORTS else None
+  return module.headline(results) if module is not None and hasattr(module, "headline") else ""
+
+
 def main(argv=None):
   """``jaxchan-report WORKDIR...`` / ``python -m jaxchan.experiments.report WORKDIR...``."""
   argv = sys.argv if argv is None else argv
