@@ -97,7 +97,7 @@ def get_config(arg: str = ""):
   c.eval.steppings = ("tau-waterfilling", "tau-uniform", "tau-hybrid0.7", "tau-hybrid0.5", "tau-hybrid0.3",
                       "alpha-waterfilling", "alpha-uniform", "alpha-hybrid0.7", "alpha-hybrid0.5",
                       "alpha-hybrid0.3")
-  # The first sampler is the default (picked by the eta sweep on :quick, README); "eq9:0.4" is the
+  # The first sampler is the default (picked by the eta sweep on :quick, docs/noniden.md); "eq9:0.4" is the
   # paper's eq. (9) as printed, an ablation row.
   c.eval.samplers = ("eta:1.0", "eta:0.0", "eta:0.2", "eta:0.4", "eta:0.6", "eta:0.8", "eq9:0.4")
   c.eval.num_steps = 50

@@ -5,7 +5,7 @@ Variants (``--config=configs/perception.py:VARIANT[,VARIANT]``), combinable:
                   K = 16), both scenarios; for a GPU or TPU.
   low_mobility    only the low-mobility scenario (0.3 km/h: minimal aging; the paper lost its speeds).
   high_mobility   only the high-mobility scenario (30 / 60 km/h).
-  quick           within an hour per scenario on 2 CPU cores (measured figures in the README): 4k / 1k
+  quick           within an hour per scenario on 2 CPU cores (measured figures in docs/perception.md): 4k / 1k
                   samples, 2+2 layers, T = 100, and a reduced geometry: the first 16 of the 32 BS
                   antennas, one token per (PRB, time) with all 4 UE antennas (2 x 16 x 4 = 128 reals =
                   d_model, a full-rank read-in).
@@ -101,7 +101,7 @@ def get_config(arg: str = ""):
   c.eval.cg_num_test = 1000        # test channels for the Riemannian-CG check of eq. (27)
   c.eval.cg_iters = 50
   c.eval.example_index = 0         # Fig. 5
-  # Fast posterior sampling (README): K-sample SE and one-sample NMSE per sampler (jaxchan.ddpm_solvers specs;
+  # Fast posterior sampling (docs/fast_sampling.md): K-sample SE and one-sample NMSE per sampler (jaxchan.ddpm_solvers specs;
   # "ancestral" alone is the full chain), plus the distilled students when config.distill.enabled.
   c.eval.solvers = ("ancestral", "ancestral:10", "ddim:10", "dpm2m:10", "dpm2m:5", "dpm2m:2")
   c.eval.fast_num_test = 256

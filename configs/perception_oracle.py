@@ -2,7 +2,7 @@
 
 Variants (``--config=configs/perception_oracle.py:VARIANT``):
   (none)  2 UE x 8 BS antennas x 4 PRBs, 4 clusters, 11 SNRs, 2,000 channels each, and the learned SL / DM
-          trained on the same prior (measured time in the README; --config.learned.enabled=False: exact only).
+          trained on the same prior (measured time in docs/perception.md; --config.learned.enabled=False: exact only).
   smoke   tiny, for tests: seconds.
 """
 

@@ -1,7 +1,7 @@
 """Exact-denoiser study of the non-identical samplers (jaxchan.experiments.sampler_study).
 
 Variants (``--config=configs/sampler_study.py:VARIANT``):
-  (none)  the README's numbers: 10,000 samples, N_G in {10, 50, 200, 800}; ~10 min on 2 CPU cores.
+  (none)  the numbers of docs/library.md: 10,000 samples, N_G in {10, 50, 200, 800}; ~10 min on 2 CPU cores.
   smoke   a tiny run for tests: seconds.
 """
 

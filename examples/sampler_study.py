@@ -1,4 +1,4 @@
-"""Exact-denoiser study of eq. (9) vs the eta family (see the README section of the same name).
+"""Exact-denoiser study of eq. (9) vs the eta family (see the section of the same name in docs/library.md).
 
   python examples/sampler_study.py [--workdir=DIR] [--smoke]
 

@@ -15,7 +15,7 @@ Three samplers are offered, as :class:`Sampler` values:
   ``sigma_DDPM = (beta_next / beta) sqrt(1 - (alpha / alpha_next)^2)``;
   ``eta = 0`` is eq. (8), ``eta = 1`` ancestral sampling. Consistent for every
   ``eta`` as the step count grows; the default ``eta`` (:data:`DEFAULT_ETA`)
-  was picked by the sweep of ``configs/noniden.py:quick`` (README).
+  was picked by the sweep of ``configs/noniden.py:quick`` (docs/noniden.md).
 * ``Sampler("eq9", eps)``: the paper's eq. (9) as printed, with mixing ``eps`` in
   ``[0, 1]`` (``eps = 1`` is the deterministic eq. 8; the paper uses
   ``eps = 0.4``). It is DDIM with noise level ``sigma = sqrt(1 - eps^2) * beta_next``,
@@ -51,7 +51,7 @@ from jaxchan import stepping
 SAMPLERS = ("eta", "eq9", "dpm2m")
 STARTS = ("consistent", "paper")
 INPUT_NORMS = ("noise", "power")
-# The eta of the default sampler, picked by the eta sweep on configs/noniden.py:quick (README).
+# The eta of the default sampler, picked by the eta sweep on configs/noniden.py:quick (docs/noniden.md).
 DEFAULT_ETA = 1.0
 
 Denoiser = Callable[[jax.Array, jax.Array], jax.Array]

@@ -30,18 +30,18 @@ def test_every_python_block_runs_in_a_named_test_or_says_why_not():
         assert "docs_block(" in src or "```python" in src, f"{doc}:{i + 1}: {m.group(2)} does not read the block"
 
 
-def test_readme_import_arrays_block(tmp_path, monkeypatch):
+def test_datasets_import_arrays_block(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   os.makedirs("data")
   rng = np.random.default_rng(0)
   cplx = lambda *s: (rng.normal(size=s) + 1j * rng.normal(size=s)).astype(np.complex64)  # noqa: E731
   ns = dict(H=cplx(20, 4, 8), H4=cplx(10, 2, 4, 8), Hh=cplx(20, 3, 2, 4, 6), Ht=cplx(20, 2, 4, 6))
-  code = docs_block("README.md", "test_readme_import_arrays_block")
+  code = docs_block("docs/datasets.md", "test_datasets_import_arrays_block")
   # The block writes data/mine.h5 twice (two alternatives); each line runs on a fresh path.
   for line in code.splitlines():
     if "data/mine.h5" in line and os.path.exists("data/mine.h5"):
       os.remove("data/mine.h5")
-    exec(compile(line.split("  #")[0], "README.md", "exec"), ns)
+    exec(compile(line.split("  #")[0], "docs/datasets.md", "exec"), ns)
   import h5py
   with h5py.File("data/mine.h5") as f, h5py.File("data/series.h5") as g:
     assert f.attrs["kind"] == "snapshot" and g.attrs["kind"] == "srs_prediction"

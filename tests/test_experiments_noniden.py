@@ -58,11 +58,11 @@ def test_noniden_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, caplog):
   generate = noniden.make_network_generator(den, num_steps=4, sampler=noniden.Sampler.parse("eq9:0.4"))
   out = generate(params, start, jax.random.PRNGKey(0))
   assert out.shape == (3, 32, 64) and bool(jnp.all(jnp.isfinite(out.real)))
-  # The README's load_trained block, as written, on this run's model.
-  code = docs_block("README.md", "test_noniden_smoke_end_to_end_and_resume")
+  # The load_trained block of docs/noniden.md, as written, on this run's model.
+  code = docs_block("docs/noniden.md", "test_noniden_smoke_end_to_end_and_resume")
   ns = dict(H_bar=h_bar, M=m)
   exec(compile(code.replace("workdir/noniden_quick/models/nonid", str(tmp_path / "wd" / "models" / "nonid")),
-               "README.md", "exec"), ns)
+               "docs/noniden.md", "exec"), ns)
   assert ns["H_hat"].shape == (3, 32, 64) and ns["D0"].shape == (3, 32, 64)
   # The tables and figures re-render from results.json alone.
   from jaxchan.experiments import noniden as exp

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, assert_validate_refuses, config_with, run_py
+from conftest import ROOT, assert_validate_refuses, config_with, docs_block, run_py
 
 
 def _readme_commands():
@@ -73,15 +73,13 @@ def test_run_py_help_lists_the_configs_and_variants():
 
 
 @pytest.mark.slow
-def test_readme_library_example_runs():
-  text = open(os.path.join(ROOT, "README.md")).read()
-  blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-  assert blocks, "the README must carry a library example"
+def test_library_example_runs():
+  blocks = [docs_block("docs/library.md", "test_library_example_runs")]
   import contextlib
   import io
   out = io.StringIO()
   with contextlib.redirect_stdout(out):
-    exec(compile(blocks[0], "README.md", "exec"), {"__name__": "__readme__"})   # in-process: as a notebook would
+    exec(compile(blocks[0], "docs/library.md", "exec"), {"__name__": "__docs__"})   # in-process: as a notebook would
   vals = dict(re.findall(r"^(.*?):\s*(-?[\d.]+)", out.getvalue(), flags=re.M))
   sample = float(vals["NMSE of one posterior sample"])
   cme = float(vals["NMSE of the exact CME       "])

@@ -95,7 +95,7 @@ def velocity_bounds(config, models, cov, key, log=common.log) -> dict:
   """Per model: the velocity loss a Gaussian prior with the training covariance reaches on its tau pattern.
 
   ``{name: {"mean": ..., "sem": ...}}`` over ``config.eval.bound_samples`` tau draws
-  (:func:`jaxchan.lmmse.velocity_error`); the README reports training losses against it.
+  (:func:`jaxchan.lmmse.velocity_error`); docs/noniden.md reports training losses against it.
   """
   out = {}
   sch = exp.schedule(config)

@@ -1,6 +1,6 @@
 """Fast posterior sampling in the perception experiment: progressive distillation of the trained DM
 (:mod:`jaxchan.distill`) and the study of SE and one-sample NMSE against network calls (Sec. "Fast posterior
-sampling and precoding" of the README).
+sampling and precoding" in docs/fast_sampling.md).
 
 * :func:`distill` trains one student per stage of ``config.distill.steps`` in ``WORKDIR/SCENARIO/models/
   dm_distill_<N>`` through the shared training loop (checkpoints, resume, logs), each starting from its teacher;
