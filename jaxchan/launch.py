@@ -106,9 +106,14 @@ def _job(argv):
   bad = non_finite_fields(config)
   if bad:
     _fail("config", f"{', '.join(bad)}: every numeric field must be finite; give a number.")
+  from jaxchan import data
   try:
     experiment = experiments.get(config.experiment)
+    if hasattr(experiment, "preflight"):
+      experiment.preflight(config)     # a user's dataset path: missing, damaged, wrong kind, too small
     experiment.validate(config)
+  except data.DatasetError as e:
+    _fail("dataset", e)
   except ValueError as e:
     # A config error (validate raises ValueError only for those): one line naming the field, nothing built or
     # trained yet. Anything else is a bug and keeps its traceback.
@@ -118,7 +123,7 @@ def _job(argv):
     logging.info("verbosity set on the command line; jaxchan.log is not written")
   else:
     common.setup_logging(workdir)
-  from jaxchan import data, train
+  from jaxchan import train
   import time
   started = time.time()
   try:

@@ -108,6 +108,7 @@ def _anchored(prior):
   return den, net.init(jax.random.PRNGKey(0), jnp.zeros((1, NA, NS), jnp.complex64), tau)
 
 
+@pytest.mark.slow
 def test_untrained_anchored_denoiser_is_the_exact_posterior_mean():
   prior = _prior()
   den, params = _anchored(prior)
@@ -136,6 +137,7 @@ def test_untrained_anchored_loss_is_the_gaussian_bound():
   assert loss == pytest.approx(bound, rel=0.03)
 
 
+@pytest.mark.slow
 def test_literal_denoiser_is_the_papers_velocity_form():
   net = MixerDenoiser(num_layers=1, embed_dim=8, schedule=SCH)
   den = denoiser.make(net, SCH)

@@ -173,6 +173,17 @@ def check_sizes(config, ds, fields: tuple[str, ...]) -> None:
                        f"--config.{f}={n} (or fewer), or a larger dataset.")
 
 
+def preflight_dataset(config, *, kind: str, shapes: dict, size_fields: tuple[str, ...], preset: str | None = None):
+  """The checks an existing user-given dataset file can fail, done first (the file's header, no tracing):
+  damaged, of the wrong kind or shape, or too small for the test sizes asked."""
+  dcfg = config.data
+  path = dataset_path(dcfg, preset)
+  if not dcfg.path or not os.path.exists(path):
+    return   # a missing file is refused (or built, where allowed) by ensure_dataset, after validate
+  with data.Dataset(path, build_command=build_command(dcfg, preset), kind=kind, shapes=shapes) as ds:
+    check_sizes(config, ds, size_fields)
+
+
 def dataset_path(dcfg, preset: str | None = None) -> str:
   preset = preset or dcfg.preset
   return dcfg.path or os.path.join("data", f"{preset}_{dcfg.size}.h5")

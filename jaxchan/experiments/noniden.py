@@ -30,6 +30,8 @@ from jaxchan.models.mixer import AVERAGING, PLACEMENTS, MixerDenoiser
 
 #: The anchored model's Gaussian prior, saved beside its checkpoints (KroneckerGaussian.to_numpy).
 PRIOR_FILE = "prior.npz"
+#: Test-set sizes a config asks for; each must fit the dataset's test split.
+SIZE_FIELDS = ("eval.num_test", "train.test_loss_samples")
 
 
 def schedule(config) -> schedules.GammaSchedule:
@@ -106,6 +108,12 @@ def validate(config):
       checks.positive_int("config.eval.num_steps", config.eval.num_steps)
       with common.field(f"config.eval (generation with {name})"):
         jax.eval_shape(functools.partial(_generate_one, den, config, sts[0], sps[0]), params, h, tau, k)
+
+
+def preflight(config):
+  """Dataset checks that need no tracing, run before :func:`validate` (see :func:`common.preflight_dataset`)."""
+  common.preflight_dataset(config, kind="snapshot", shapes={"h": (config.data.n_bs, config.data.n_freq)},
+                           size_fields=SIZE_FIELDS)
 
 
 def _placeholder_prior(shape):
@@ -255,7 +263,7 @@ def run(config, workdir: str) -> dict:
   path = ensure_dataset(config, log=log)
   shape = (config.data.n_bs, config.data.n_freq)
   with data.Dataset(path, build_command=build_command(config), kind="snapshot", shapes={"h": shape}) as ds:
-    common.check_sizes(config, ds, ("eval.num_test", "train.test_loss_samples"))
+    common.check_sizes(config, ds, SIZE_FIELDS)
     models, training = {}, {}
     prior = fit_prior(config, ds, log=log) if any(m.get("anchor", "none") != "none"
                                                   for m in config.models.values()) else None
