@@ -63,7 +63,7 @@ def plot_learning_curves(results, path, *, reference: dict | None = None, labels
     ax.set_xlabel("Adam steps")
     ax.grid(alpha=0.3)
   for ax in axes[:, 0]:
-    ax.set_ylabel("velocity loss (NMSE)")
+    ax.set_ylabel("velocity loss (NMSE, linear)")
   for ax in list(axes.flat)[len(names):]:
     ax.axis("off")
   axes.flat[0].legend(fontsize=7)
