@@ -13,9 +13,9 @@ pass one value instead of loose fields (NVlabs/edm's ``EDMPrecond`` is the model
 ``v_gauss = alpha o E_G[xi | g] - beta o E_G[h | g]``,
 
 where ``E_G`` is the exact posterior under the Gaussian prior ``CN(mu, C)``
-(eq. 6 in closed form). The clean estimate is ``D = E_G[h | g] - beta o f_theta``:
-with ``f_theta = 0`` (the network's output layer starts at zero) it *is* the
-Gaussian posterior mean, the LMMSE estimate of the element-wise observation,
+(eq. 6 in closed form). The clean estimate is ``D = alpha o g - beta o v_hat``
+(``= E_G[h | g] - beta o f_theta`` for an exact solve): with ``f_theta = 0`` (the
+network's output layer starts at zero) it *is* the Gaussian posterior mean, the LMMSE estimate of the element-wise observation,
 and the velocity loss starts at the Gaussian bound. Training only learns what
 the channels hold beyond their second-order statistics. ``prior=None`` is the
 paper's literal network (``D = alpha g - beta f_theta``), kept as the ablation.
@@ -89,14 +89,15 @@ class VelocityDenoiser:
     return v
 
   def __call__(self, params, g, tau):
-    """``D(g, tau)``, ``[B, N_a, N_c]`` (Algorithm 2)."""
+    """``D(g, tau) = alpha g - beta v_hat(g, tau)``, ``[B, N_a, N_c]`` (Algorithm 2).
+
+    Always through the velocity, also with the anchor: there ``alpha g - beta v_gauss`` equals ``E_G[h | g]`` for
+    an exact solve, and a truncated solve's error enters multiplied by ``beta`` (small near the data), where
+    ``E_G[h | g] = mu + C R E_G[xi | g]`` itself would multiply it by ``C R`` (large near the data).
+    """
     checks.same_shape("g", g, "tau", tau)
     alpha, beta = schedules.alpha_beta(tau, self.schedule)
-    f = self.network.apply(params, self._input(g, beta), tau)
-    s = self.gaussian(g, tau)
-    if s is None:
-      return noniden.denoised_from_velocity(g, f, alpha, beta)
-    return s.h_mean.astype(g.dtype) - beta * f
+    return noniden.denoised_from_velocity(g, self.velocity(params, g, tau), alpha, beta)
 
   def bind(self, params) -> noniden.Denoiser:
     """``D(g, tau)`` for fixed parameters: what :func:`jaxchan.noniden.generate` takes."""
