@@ -33,7 +33,7 @@ def main(_):
   with data.Dataset(DATA.value, kind="snapshot") as ds:
     h = jnp.asarray(ds.load("test")["h"][:NUM.value])
   full = jax.jit(den.__call__)
-  gauss = jax.jit(lambda g, t: den.gaussian(g, t).h_mean)
+  gauss = jax.jit(den.gaussian_denoised)
   rows = []
   for i, t in enumerate(float(x) for x in TIMES.value):
     tau = jnp.full(h.shape, t)

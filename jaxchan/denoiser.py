@@ -79,6 +79,12 @@ class VelocityDenoiser:
     return gaussian_prior.posterior(self.prior, g, alpha, beta, min_beta=self.min_beta, tol=self.tol,
                                     max_iter=self.max_iter)
 
+  def gaussian_denoised(self, g, tau):
+    """The anchor alone as a denoiser, ``alpha g - beta v_gauss`` (``E_G[h | g]``, robust to a truncated solve)."""
+    alpha, beta = schedules.alpha_beta(tau, self.schedule)
+    s = self.gaussian(g, tau)
+    return noniden.denoised_from_velocity(g, (alpha * s.xi_mean - beta * s.h_mean).astype(g.dtype), alpha, beta)
+
   def velocity(self, params, g, tau):
     """``v_hat(g, tau)``: the network's velocity plus the anchor's (module docstring)."""
     alpha, beta = schedules.alpha_beta(tau, self.schedule)

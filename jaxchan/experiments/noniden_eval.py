@@ -52,7 +52,7 @@ def _one_shot(den, params, g0, tau0):
 
 @jax.jit
 def _gaussian_one_shot(den, g0, tau0):
-  return den.gaussian(g0, tau0).h_mean
+  return den.gaussian_denoised(g0, tau0)
 
 
 def one_shot_nmse(den, params, h, start, *, batch, gaussian_only: bool = False):
