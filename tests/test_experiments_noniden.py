@@ -180,7 +180,8 @@ def test_only_process_zero_writes_the_outputs(tmp_path, monkeypatch):
   monkeypatch.setattr(jax, "process_index", lambda: 0)
   assert common.write_results(str(tmp_path), results, noniden_report.render)
   assert {p.name for p in tmp_path.iterdir()} == {"results.json", "tables.md", "fig_steps.png", "fig_steps.pdf",
-                                                "fig_embeddings.png", "fig_embeddings.pdf"}
+                                                "fig_embeddings.png", "fig_embeddings.pdf",
+                                                "fig_learning_curves.png", "fig_learning_curves.pdf"}
   # results.json records what it was computed with.
   prov = __import__("json").load(open(tmp_path / "results.json"))["provenance"]
   assert prov["versions"]["jax"] == jax.__version__ and prov["devices"] and prov["host"]

@@ -140,7 +140,7 @@ models = {}
 for i, use in enumerate(("sl", "dm", "e2e")):
   m = perception.make_model(config, use)
   models[use] = (m, perception.init_params(m, jax.random.PRNGKey(i)))
-run = perception_eval.make_eval_batch(config, models)
+run = perception_eval.make_eval_batch(config, models, jnp.full((config.data.n_occ,), 0.5, jnp.complex64))
 k1, k2 = jax.random.split(jax.random.PRNGKey(5))
 from jaxchan import conventions
 d = config.data

@@ -163,6 +163,7 @@ def test_own_array_trains_and_exports(tmp_path, rng):
   assert _same_set(_all_samples(mat_ds), _all_samples(mem_ds))
 
   overrides = {"data.path": mat_ds, "data.n_bs": 8, "data.n_freq": 16, "progress": False, "train.num_epochs": 1,
+               "train.test_loss_samples": 24,     # the file's whole test split (a larger request is refused)
                "eval.models": (), "eval.full_grid_models": (), "eval.lmmse": False, "eval.compare_identical": ""}
   config = config_with("noniden:smoke", overrides)
   with config.unlocked():

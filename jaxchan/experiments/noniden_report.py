@@ -55,12 +55,13 @@ def plot_learning_curves(results, path, *, reference: dict | None = None, labels
       if res is None or name not in res["training"]:
         continue
       hist = res["training"][name][1]
-      ax.plot([h["step"] for h in hist], [h["test_loss"] for h in hist], ls, marker="o", ms=2.5,
+      x = "step" if all("step" in h for h in hist) else "epoch"   # records written before steps were logged
+      ax.plot([h[x] for h in hist], [h["test_loss"] for h in hist], ls, marker="o", ms=2.5,
               color=style.PALETTE[0] if ls == "-" else style.PALETTE[1], label=f"test loss {lab}".strip())
     if name in bounds:
       ax.axhline(bounds[name]["mean"], color="k", ls="--", lw=1, label="Gaussian bound")
     ax.set_title(f"{name} ({results['training'][name][0]['tau_pattern']})", fontsize=9)
-    ax.set_xlabel("Adam steps")
+    ax.set_xlabel("Adam steps" if all("step" in h for h in results["training"][name][1]) else "epochs")
     ax.grid(alpha=0.3)
   for ax in axes[:, 0]:
     ax.set_ylabel("velocity loss (NMSE, linear)")
