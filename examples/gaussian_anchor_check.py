@@ -23,7 +23,7 @@ import numpy as np
 from jaxchan import data, gaussian_prior, lmmse, metrics, noise_patterns, schedules, tau_patterns
 from jaxchan.models.mixer import MixerDenoiser
 
-FLAGS = flags.DEFINE_string("data", None, "an existing snapshot dataset (.h5) with train and test splits",
+DATA = flags.DEFINE_string("data", None, "an existing snapshot dataset (.h5) with train and test splits",
                             required=True)
 OUT = flags.DEFINE_string("out", None, "folder for results.json and table.md", required=True)
 NUM_TRAIN = flags.DEFINE_integer("num_train", 8000, "training channels for both covariances")
@@ -72,7 +72,7 @@ def velocity_accuracy(prior, h, sch, caps, out):
 
 def main(_):
   sch = schedules.GammaSchedule(100, 0.2)
-  with data.Dataset(FLAGS.value, kind="snapshot") as ds:
+  with data.Dataset(DATA.value, kind="snapshot") as ds:
     train = np.asarray(ds.load("train")["h"][:NUM_TRAIN.value])
     h = jnp.asarray(ds.load("test")["h"][:NUM_TEST.value])
   prior = gaussian_prior.fit(train)
@@ -98,7 +98,7 @@ def main(_):
   # Cost per call on training-like times (the "all" pattern), side by side with the paper-size network.
   timing = timed(prior, train, h.shape[1:], sch, post) if TIMING.value else None
   os.makedirs(OUT.value, exist_ok=True)
-  res = dict(data=FLAGS.value, num_train=len(train), num_test=int(h.shape[0]), patterns=rows, timing=timing,
+  res = dict(data=DATA.value, num_train=len(train), num_test=int(h.shape[0]), patterns=rows, timing=timing,
              device=str(jax.devices()[0]))
   with open(os.path.join(OUT.value, "results.json"), "w") as f:
     json.dump(res, f, indent=1)

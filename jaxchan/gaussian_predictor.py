@@ -39,18 +39,9 @@ from jaxchan import checks, conventions, srs
 
 
 def fit_age_correlation(history, target) -> np.ndarray:
-  """``rho_o = E[h_target conj(h_o)] / sqrt(E|h_target|^2 E|h_o|^2)`` per occasion ``o``, ``[n_occ]`` complex.
-
-  ``history``: clean training histories ``[N, n_occ, n_ue, n_bs, n_prb]``; ``target``: ``[N, n_ue, n_bs, n_prb]``.
-  """
-  checks.min_ndim("history", history, 5, "[N, n_occasions, n_ue, n_bs, n_prb]")
-  h = np.asarray(target, np.complex128)
-  x = np.asarray(history, np.complex128)
-  if x.shape[:1] + x.shape[2:] != h.shape:
-    raise ValueError(f"history {x.shape} and target {h.shape} do not match ([N, n_occ, *target_shape]).")
-  p_t = np.sum(np.abs(h) ** 2)
-  rho = [np.sum(h * np.conj(x[:, o])) / np.sqrt(p_t * np.sum(np.abs(x[:, o]) ** 2)) for o in range(x.shape[1])]
-  return np.asarray(rho, np.complex64)
+  """The per-occasion correlation ``rho_o`` of the aging model, fitted on clean training histories
+  (:func:`jaxchan.srs.age_correlation`, the estimate the latest-SRS predictor bound uses too)."""
+  return srs.age_correlation(history, target)
 
 
 class GaussianPrediction(NamedTuple):

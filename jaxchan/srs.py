@@ -124,6 +124,22 @@ def history_gramian(observation: SRSObservation) -> jax.Array:
   return G / jnp.maximum(n, 1).reshape(-1, 1, 1).astype(G.dtype)
 
 
+def age_correlation(history, target):
+  """``rho_o = E[h_target conj(h_o)] / sqrt(E|h_target|^2 E|h_o|^2)`` per occasion ``o``, ``[n_occ]`` complex64.
+
+  ``history``: clean histories ``[N, n_occ, n_ue, n_bs, n_prb]``; ``target``: ``[N, n_ue, n_bs, n_prb]``.
+  """
+  import numpy as np
+  checks.min_ndim("history", history, 5, "[N, n_occasions, n_ue, n_bs, n_prb]")
+  h = np.asarray(target, np.complex128)
+  x = np.asarray(history, np.complex128)
+  if x.shape[:1] + x.shape[2:] != h.shape:
+    raise ValueError(f"history {x.shape} and target {h.shape} do not match ([N, n_occ, *target_shape]).")
+  p_t = np.sum(np.abs(h) ** 2)
+  rho = [np.sum(h * np.conj(x[:, o])) / np.sqrt(p_t * np.sum(np.abs(x[:, o]) ** 2)) for o in range(x.shape[1])]
+  return np.asarray(rho, np.complex64)
+
+
 def latest_predictor_nmse(history: jax.Array, target: jax.Array, snr_db_range: tuple[float, float] = (-10.0, 10.0),
                           *, num_hops: int = 4) -> dict:
   """How much the SRS history can tell: NMSE of the best per-age linear predictor from the latest sounding.
@@ -145,10 +161,7 @@ def latest_predictor_nmse(history: jax.Array, target: jax.Array, snr_db_range: t
     ``{"nmse": float, "nmse_noiseless": float, "corr": [n_occ] |rho_o|}``.
   """
   checks.min_ndim("history", history, 5, "[N, n_occasions, n_ue, n_bs, n_prb]")
-  h = jnp.asarray(target)
-  p_t = jnp.sum(jnp.abs(h) ** 2)
-  rho = jnp.stack([jnp.sum(h * jnp.conj(history[:, o])) / jnp.sqrt(p_t * jnp.sum(jnp.abs(history[:, o]) ** 2))
-                   for o in range(history.shape[1])])
+  rho = jnp.asarray(age_correlation(history, target))
   r2 = jnp.abs(rho[-num_hops:]) ** 2
   snr = jnp.linspace(snr_db_range[0], snr_db_range[1], 401)
   nv = 10.0 ** (-snr / 10.0)
