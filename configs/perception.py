@@ -10,6 +10,7 @@ Variants (``--config=configs/perception.py:VARIANT[,VARIANT]``), combinable:
                   antennas, one token per (PRB, time) with all 4 UE antennas (2 x 16 x 4 = 128 reals =
                   d_model, a full-rank read-in).
   smoke           end to end on a tiny dataset it builds itself, in a few minutes on 2 CPU cores.
+  literal         the paper's networks without the Gaussian anchor (config.model.anchor = "none"), an ablation.
 
 The paper's Table IV lost its numbers; the defaults here are this project's choices, all config fields
 (see ../shared/papers/NOTES.md for the scenario defaults the datasets follow).
@@ -64,6 +65,9 @@ def get_config(arg: str = ""):
   c.model.mlp_ratio = 4
   c.model.dropout = 0.0
   c.model.ue_per_token = 1         # 1: a token per (UE antenna, PRB, time) cell, as in the paper
+  # "gaussian": every model is the closed-form Gaussian predictor plus a learned residual (head at zero), so
+  # training starts where the classical estimator ends; "none": the paper's networks (the `literal` variant).
+  c.model.anchor = "gaussian"
 
   c.dm = ml_collections.ConfigDict()
   c.dm.T = 1000                    # cosine schedule steps
@@ -117,13 +121,16 @@ def get_config(arg: str = ""):
   c.distill.teacher = ""
 
   variants = [v for v in (arg or "").split(",") if v]
-  allowed = {"smoke", "quick"} | set(SCENARIOS)
+  allowed = {"smoke", "quick", "literal"} | set(SCENARIOS)
   if set(variants) - allowed or ("smoke" in variants and "quick" in variants):
     raise ValueError(f"unknown variant {arg!r} for configs/perception.py; combine at most one of 'smoke', 'quick' "
-                     "with 'low_mobility' or 'high_mobility', e.g. configs/perception.py:quick,high_mobility.")
+                     "with 'low_mobility' or 'high_mobility' and 'literal', e.g. "
+                     "configs/perception.py:quick,high_mobility.")
   chosen = tuple(s for s in SCENARIOS if s in variants)
   if chosen:
     c.scenarios = chosen
+  if "literal" in variants:
+    c.model.anchor = "none"
   if "quick" in variants:
     c.model.enc_layers = c.model.dec_layers = 2
     # 52 tokens a side instead of 208 (1/16 of the attention cost on CPU). A token then holds all 4 UE

@@ -31,7 +31,7 @@ def main(_):
   rows = {}
   for sc in config.scenarios:
     with perception.open_scenario(config, sc) as ds:
-      rho = perception_eval.age_correlation(ds)
+      rho = perception.fit_age_correlation(ds)
       test = ds.load("test")
       hist, h = jnp.asarray(test["history"][:NUM.value]), jnp.asarray(test["target"][:NUM.value])
     obs = srs.observe(hist, jax.random.PRNGKey(0), num_hops=scfg.num_hops, snr_db_range=scfg.snr_db_range)

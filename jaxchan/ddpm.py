@@ -262,3 +262,34 @@ def gaussian_loss_bound(variances: jax.Array, schedule: DDPMSchedule, prediction
   lam = jnp.maximum(jnp.asarray(variances, jnp.float32), 0.0)[None, :]
   miss = lam / (ab * lam + 1.0 - ab)
   return jnp.mean(ab * miss if prediction == "eps" else miss)
+
+
+def gaussian_chain_variance(variances: jax.Array, schedule: DDPMSchedule) -> jax.Array:
+  """Variance of what the ancestral chain (eq. 5, posterior variance, no clip) outputs when its denoiser is the
+  exact posterior mean of a Gaussian ``x0 ~ CN(m, c)``, per eigen-direction of variance ``c``.
+
+  The chain is then linear: ``x_{t-1} - sqrt(abar_{t-1}) m = (c0_t k_t + ct_t) (x_t - sqrt(abar_t) m) +
+  sigma_t z`` with the reverse-mean coefficients ``c0_t, ct_t`` of :func:`reverse_mean_from_x0` and the
+  Wiener gain ``k_t = sqrt(abar_t) c / (abar_t c + 1 - abar_t)``, so the mean arrives exactly and the
+  variance follows ``P_{t-1} = (c0_t k_t + ct_t)^2 P_t + sigma_t^2`` from ``P_T = 1``. The result is below
+  ``c`` (the posterior variance ignores ``Var[x0 | x_t]``), approaching it as ``T`` grows: the ``K -> infinity``
+  ensemble of a sampler with an exact Gaussian denoiser.
+
+  Args:
+    variances: non-negative variances ``c`` (any shape).
+    schedule: the DDPM schedule (``T`` steps).
+  """
+  c = jnp.maximum(jnp.asarray(variances, jnp.float32), 0.0)
+  ab, be = schedule.alpha_bars, schedule.betas
+  prev = jnp.concatenate([jnp.ones((1,), ab.dtype), ab[:-1]])
+  one_minus = jnp.maximum(1.0 - ab, 1e-20)
+  c0 = jnp.sqrt(prev) * be / one_minus
+  ct = jnp.sqrt(schedule.alphas) * (1.0 - prev) / one_minus
+  sig2 = jnp.where(jnp.arange(ab.shape[0]) > 1, (1.0 - prev) / one_minus * be, 0.0)
+
+  def step(P, t):
+    k = jnp.sqrt(ab[t]) * c / (ab[t] * c + 1.0 - ab[t])
+    return (c0[t] * k + ct[t]) ** 2 * P + sig2[t], None
+
+  P, _ = jax.lax.scan(step, jnp.ones_like(c), jnp.arange(schedule.num_steps, 0, -1))
+  return P

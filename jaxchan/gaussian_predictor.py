@@ -37,6 +37,9 @@ import numpy as np
 
 from jaxchan import checks, conventions, srs
 
+# Relative isotropic floor of the latent's Gramian (:func:`latent`); channels have unit power per element.
+LATENT_FLOOR = 1e-3
+
 
 def fit_age_correlation(history, target) -> np.ndarray:
   """The per-occasion correlation ``rho_o`` of the aging model, fitted on clean training histories
@@ -110,3 +113,45 @@ def sample(pred: GaussianPrediction, key: jax.Array, num: int) -> jax.Array:
   z = conventions.standard_normal(key, (num,) + pred.mean.shape, pred.mean.dtype)
   scaled = jnp.sqrt(pred.cov_vals)[None, :, None, :, :].astype(z.dtype) * z          # coordinates in V
   return pred.mean[None] + jnp.einsum("bnk,sbukf->sbunf", pred.vecs, scaled)
+
+
+def unconditional(pred: GaussianPrediction, keep: jax.Array) -> GaussianPrediction:
+  """Samples with ``keep = False`` (``[B]`` bool) get the observation-free prior ``CN(0, I)`` of a unit-power
+  channel: classifier-free guidance's null condition (eq. 12) must not see the history."""
+  k = keep[:, None, None]
+  return GaussianPrediction(jnp.where(k[..., None], pred.mean, 0), pred.vecs, jnp.where(k, pred.cov_vals, 1.0))
+
+
+def denoise(pred: GaussianPrediction, x_t: jax.Array, abar: jax.Array) -> jax.Array:
+  """The exact posterior mean ``E[h | x_t]`` (the clean estimate of eq. 7) under the conditional Gaussian.
+
+  ``x_t = sqrt(abar) h + sqrt(1 - abar) eps`` (eq. 3) with ``h ~ CN(m, S)``, ``S = V diag(c_f) V^H`` per PRB:
+  ``E[h | x_t] = m + V diag(sqrt(abar) c / (abar c + 1 - abar)) V^H (x_t - sqrt(abar) m)``, diagonal in ``R``'s
+  eigenbasis, so it costs two ``n_bs x n_bs`` products per row. ``x_t``: ``[B, n_ue, n_bs, n_prb]``;
+  ``abar``: ``[B]``.
+  """
+  abar = jnp.asarray(abar, jnp.float32)
+  a = jnp.sqrt(abar)
+  coef = jnp.einsum("bnk,bunf->bukf", jnp.conj(pred.vecs), x_t - a[:, None, None, None].astype(x_t.dtype) * pred.mean)
+  c = pred.cov_vals
+  gain = c * a[:, None, None] / (abar[:, None, None] * c + (1.0 - abar)[:, None, None])       # [B, N, F]
+  return pred.mean + jnp.einsum("bnk,bukf->bunf", pred.vecs, gain[:, None].astype(x_t.dtype) * coef)
+
+
+def latent(pred: GaussianPrediction, n_rows: int) -> jax.Array:
+  """``Z`` ``[B, n_rows, n_bs, n_prb]`` whose Gramian ``sum_u conj(z_u) z_u^T`` is the best rank-``n_rows``
+  approximation of :func:`expected_gramian`: its dominant ``N_s <= n_rows`` eigenvectors, hence the
+  ``K -> infinity`` Gaussian Bayesian precoder (eq. 28), are those of the full ``E[H^H H | y]``.
+
+  The Gramian gets ``FLOOR (1 + tr G / n_bs) I`` first: the same eigenvectors, but no row of ``Z`` is 0 where
+  the history carries no information (a zero row would leave the E2E precoder's eigenvalues equal at 0, with
+  an unbounded derivative ``lam^(-1/2)``)."""
+  G = jnp.moveaxis(expected_gramian(pred), -1, 1)                               # [B, F, N, N]
+  n = G.shape[-1]
+  tr = jnp.real(jnp.trace(G, axis1=-2, axis2=-1))[..., None, None] / n
+  G = G + (LATENT_FLOOR * (1.0 + tr)).astype(G.dtype) * jnp.eye(n, dtype=G.dtype)
+  lam, U = jnp.linalg.eigh(0.5 * (G + jnp.conj(jnp.swapaxes(G, -1, -2))))
+  lam, U = lam[..., ::-1][..., :n_rows], U[..., ::-1][..., :n_rows]               # [B, F, r], [B, F, N, r]
+  # conj(z) z^T = lam e e^H for z = sqrt(lam) conj(e).
+  Z = jnp.conj(U) * jnp.sqrt(jnp.maximum(lam, 0.0))[..., None, :].astype(U.dtype)
+  return jnp.moveaxis(Z, (1, 3), (3, 1)).astype(pred.mean.dtype)               # [B, r, N, F]

@@ -233,6 +233,30 @@ def average_gramian(H: jax.Array) -> jax.Array:
   return gramian(H)
 
 
+@jax.custom_jvp
+def _eigh(A: jax.Array):
+  """``jnp.linalg.eigh`` of Hermitian ``A`` whose derivative stays finite at repeated eigenvalues.
+
+  The eigenvector derivative ``V (F o V^H dA V)`` has ``F_ij = 1 / (w_j - w_i)``, infinite where two
+  eigenvalues coincide (e.g. a latent with an all-zero row, as an untrained Gaussian-anchored E2E model
+  has where the history carries no information). The derivative here uses the broadened
+  ``F_ij = g / (g^2 + s^2)``, ``g = w_j - w_i``, ``s = 1e-6 max |w|``: equal to the exact one wherever the gap
+  exceeds ``s`` by far, 0 (no rotation) inside a degenerate eigenspace, where any rotation is a solution.
+  """
+  return jnp.linalg.eigh(A)
+
+
+@_eigh.defjvp
+def _eigh_jvp(primals, tangents):
+  (A,), (dA,) = primals, tangents
+  w, V = jnp.linalg.eigh(A)
+  M = jnp.einsum("...ji,...jk,...kl->...il", jnp.conj(V), 0.5 * (dA + jnp.conj(jnp.swapaxes(dA, -1, -2))), V)
+  gap = w[..., None, :] - w[..., :, None]
+  s = 1e-6 * jnp.max(jnp.abs(w), axis=-1, keepdims=True)[..., None] + 1e-30
+  F = gap / (gap ** 2 + s ** 2)
+  return (w, V), (jnp.real(jnp.diagonal(M, axis1=-2, axis2=-1)), V @ (F.astype(M.dtype) * M))
+
+
 def latent_precoder(Z: jax.Array, n_streams: int, *, eps: float = 1e-12) -> jax.Array:
   """Dominant eigenvectors of the Gramian ``Z_k^H Z_k``, differentiable (the E2E baseline's precoder).
 
@@ -254,7 +278,7 @@ def latent_precoder(Z: jax.Array, n_streams: int, *, eps: float = 1e-12) -> jax.
   _check_channel("Z", Z, n_streams)
   Zf = _freq_first(Z)                                                  # [..., F, n_ue, n_bs]
   small = jnp.einsum("...ui,...vi->...uv", Zf, jnp.conj(Zf))           # Z Z^H, [..., F, n_ue, n_ue]
-  lam, U = jnp.linalg.eigh(0.5 * (small + jnp.conj(jnp.swapaxes(small, -1, -2))))
+  lam, U = _eigh(0.5 * (small + jnp.conj(jnp.swapaxes(small, -1, -2))))
   lam, U = lam[..., ::-1][..., :n_streams], U[..., ::-1][..., :n_streams]
   W = jnp.einsum("...ui,...us->...is", jnp.conj(Zf), U) * jax.lax.rsqrt(jnp.maximum(lam, eps))[..., None, :]
   return _freq_last(W.astype(Z.dtype))

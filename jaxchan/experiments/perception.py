@@ -20,7 +20,7 @@ import numpy as np
 
 from jaxchan import checks, data, ddpm, prediction, schedules, srs
 from jaxchan.experiments import common
-from jaxchan.models.transformer import USES, ChannelTransformer, check_token_width
+from jaxchan.models.transformer import ANCHORS, USES, ChannelTransformer, check_token_width
 
 SCENARIOS = ("low_mobility", "high_mobility")
 SE_ROWS = ("perfect_csi", "e2e", "srs_baseline", "sample_cov", "gaussian_mean", "gaussian_bayes",
@@ -79,6 +79,7 @@ def validate(config):
   if config.model.d_model % config.model.num_heads:
     raise ValueError(f"config.model.d_model={config.model.d_model} must be divisible by config.model.num_heads="
                      f"{config.model.num_heads}.")
+  checks.choice("config.model.anchor", anchor_of(config), ANCHORS)
   checks.in_range("config.dm.p_uncond", config.dm.p_uncond, 0.0, 1.0)
   checks.choice("config.dm.variance", config.dm.variance, ddpm.VARIANCES)
   checks.choice("config.dm.prediction", config.dm.prediction, ddpm.PREDICTIONS)
@@ -156,13 +157,40 @@ def open_scenario(config, scenario, log=common.log):
 # Models and training.
 
 
-def make_model(config, use: str) -> ChannelTransformer:
+def make_model(config, use: str, age_corr=None) -> ChannelTransformer:
+  """The backbone for one use. ``age_corr``: ``[n_occ]`` complex per-occasion correlation of the Gaussian
+  predictor (:func:`fit_age_correlation`), needed when ``config.model.anchor == "gaussian"``; ``None`` there
+  builds the model with placeholder zeros (shapes and checks only)."""
   d, m = config.data, config.model
+  anchor = anchor_of(config)
+  corr = ()
+  if anchor == "gaussian":
+    rho = np.zeros(d.n_occ, np.complex64) if age_corr is None else np.asarray(age_corr, np.complex64)
+    if rho.shape != (d.n_occ,):
+      raise ValueError(f"age_corr has shape {rho.shape}; the Gaussian anchor needs one value per SRS occasion "
+                       f"(config.data.n_occ={d.n_occ}).")
+    corr = tuple((float(r.real), float(r.imag)) for r in rho)
   return ChannelTransformer(n_occ=d.n_occ, n_ue=d.n_ue, n_bs=n_bs_used(config), n_prb=d.n_prb,
                             num_hops=config.srs.num_hops,
                             ue_per_token=m.ue_per_token, use=use, d_model=m.d_model, num_heads=m.num_heads,
                             enc_layers=m.enc_layers, dec_layers=m.dec_layers, mlp_ratio=m.mlp_ratio,
-                            dropout=m.dropout)
+                            dropout=m.dropout, anchor=anchor, age_corr=corr,
+                            dm_schedule=(config.dm.T, config.dm.get("cosine_s", 0.008), config.dm.get("max_beta", 0.999)),
+                            prediction=dm_prediction(config))
+
+
+def anchor_of(config) -> str:
+  """The model's anchor (``config.model.anchor``); models saved before the field existed had none."""
+  return config.model.get("anchor", "none")
+
+
+def fit_age_correlation(ds, max_samples: int = 4000) -> np.ndarray:
+  """The Gaussian predictor's per-occasion correlation ``[n_occ]``, fitted on (up to ``max_samples``) training
+  histories of ``ds`` (:func:`jaxchan.gaussian_predictor.fit_age_correlation`)."""
+  from jaxchan import gaussian_predictor
+  train = ds.load("train")
+  n = min(max_samples, ds.size("train"))
+  return np.asarray(gaussian_predictor.fit_age_correlation(train["history"][:n], train["target"][:n]))
 
 
 def init_params(model: ChannelTransformer, key):
@@ -193,10 +221,13 @@ def _to_batch(arrays, n):
 def train_one(config, use, ds, model_dir, log=common.log, label: str | None = None):
   """The backbone trained as ``use`` (``sl``, ``dm`` or ``e2e``): ``(model, params, history)``; ``label`` names it
   in progress lines."""
-  model = make_model(config, use)
+  rho = fit_age_correlation(ds) if anchor_of(config) == "gaussian" else None
+  model = make_model(config, use, rho)
   key = common.key(config, f"perception/{use}")
   meta = dict(use=use, model=config.model.to_dict(), data=config.data.to_dict(), srs=config.srs.to_dict(),
-              dm=config.dm.to_dict())
+              dm=config.dm.to_dict(), anchor=anchor_of(config),
+              age_corr=None if rho is None else [[float(r.real), float(r.imag)] for r in rho])
+  _check_resume(model_dir, anchor_of(config))
   params, history = common.train_model(
       label or use, params=init_params(model, jax.random.fold_in(key, 0)), loss_fn=loss_fn(config, model, use), ds=ds,
       to_batch=_to_batch, tcfg=config.train, num_epochs=config.train.epochs[use], model_dir=model_dir, meta=meta,
@@ -204,11 +235,23 @@ def train_one(config, use, ds, model_dir, log=common.log, label: str | None = No
   return model, params, history
 
 
-def load_trained(model_dir: str):
+def _check_resume(model_dir: str, anchor: str):
+  """Refuse to continue a checkpoint trained with another anchor (its parameters mean something else)."""
+  path = os.path.join(model_dir, "model.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f).get("anchor", "none")
+    if old != anchor:
+      raise ValueError(f"{model_dir} holds a model trained with anchor {old!r}; this config asks for {anchor!r} "
+                       "(config.model.anchor). Use another --workdir, or the config that trained it.")
+
+
+def load_trained(model_dir: str, *, anchor: str | None = None):
   """``(model, params, config)`` of a model trained by this experiment (``WORKDIR/SCENARIO/models/USE``).
 
   ``config`` is a ConfigDict with the ``model``, ``data``, ``srs`` and ``dm``
-  sections it was trained with. Example (K posterior samples for your own SRS
+  sections it was trained with; the model carries its anchor (``config.model.anchor``) and, anchored, the
+  age correlation it was fitted with. ``anchor``, if given, must match the one the model was trained with. Example (K posterior samples for your own SRS
   history ``[B, n_occ, n_ue, n_bs, n_prb]``; a reduced-geometry model, as in ``:quick``,
   sees only the first ``n_bs_used(cfg)`` BS antennas)::
 
@@ -220,7 +263,14 @@ def load_trained(model_dir: str):
   import ml_collections
 
   def build(info):
-    model = make_model(ml_collections.ConfigDict({k: info[k] for k in ("model", "data", "srs", "dm")}), info["use"])
+    trained = info.get("anchor", "none")
+    if anchor is not None and anchor != trained:
+      raise ValueError(f"{model_dir} was trained with anchor {trained!r}, not {anchor!r}; load it with "
+                       f"anchor={trained!r} (or None), or train a model with anchor {anchor!r}.")
+    cfg = ml_collections.ConfigDict({k: info[k] for k in ("model", "data", "srs", "dm")})
+    cfg.model.anchor = trained
+    rho = None if info.get("age_corr") is None else np.array([complex(*p) for p in info["age_corr"]])
+    model = make_model(cfg, info["use"], rho)
     return model, init_params(model, jax.random.PRNGKey(0))
 
   model, params, info = common.load_trained(model_dir, build, "WORKDIR/SCENARIO/models/USE")

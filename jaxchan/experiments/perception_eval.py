@@ -15,7 +15,8 @@ import numpy as np
 
 from jaxchan import ddpm, gaussian_predictor, metrics, precoding, prediction, srs, stiefel
 from jaxchan.experiments import common
-from jaxchan.experiments.perception import ESTIMATES, SE_ROWS, _dm_kw, dm_prediction, dm_schedule, srs_cfg
+from jaxchan.experiments.perception import (ESTIMATES, SE_ROWS, _dm_kw, dm_prediction, dm_schedule,
+                                            fit_age_correlation, srs_cfg)
 
 
 def _svd(H, n_s):
@@ -25,7 +26,7 @@ def _svd(H, n_s):
 def make_eval_batch(config, models, rho):
   """Jitted ``(params, history, target, key) -> dict of per-batch sums`` for Tables II/III and Fig. 7.
 
-  ``rho``: ``[n_occ]`` per-occasion correlation of the Gaussian predictor (:func:`age_correlation`).
+  ``rho``: ``[n_occ]`` per-occasion correlation of the Gaussian predictor (:func:`~jaxchan.experiments.perception.fit_age_correlation`).
   """
   n_s, K = config.eval.n_streams, config.eval.num_samples
   sch = dm_schedule(config)
@@ -80,13 +81,6 @@ def make_eval_batch(config, models, rho):
   return run
 
 
-def age_correlation(ds, max_samples: int = 4000):
-  """The Gaussian predictor's per-occasion correlation, fitted on (up to ``max_samples``) training histories."""
-  train = ds.load("train")
-  n = min(max_samples, ds.size("train"))
-  return gaussian_predictor.fit_age_correlation(train["history"][:n], train["target"][:n])
-
-
 def average_gramian(config, ds, max_samples: int = 20_000) -> jax.Array:
   """``[n_bs, n_bs, n_prb]`` per-PRB Gramian averaged over (up to ``max_samples``) training targets."""
   h = ds.load("train")["target"][:max_samples]
@@ -135,7 +129,7 @@ def evaluate(config, models, ds, log=common.log):
   n = min(config.eval.num_test, ds.size("test"))
   hist_all, h_all = test["history"][:n], test["target"][:n]
   params = tuple(models[u][1] for u in ("sl", "dm", "e2e"))
-  run = make_eval_batch(config, models, age_correlation(ds))
+  run = make_eval_batch(config, models, fit_age_correlation(ds))
   G_avg = average_gramian(config, ds)
   cg = jax.jit(functools.partial(stiefel.capacity_precoder, num_iters=config.eval.cg_iters))
   sums, cg_sums, n_cg = {}, {"eig": 0.0, "cg": 0.0}, 0

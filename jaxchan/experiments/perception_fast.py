@@ -68,6 +68,8 @@ def distill(config, scenario: str, teacher, ds, models_dir: str, log=common.log)
     base.update({k: tcfg_[k].to_dict() for k in ("model", "data", "srs", "dm")})   # the teacher's architecture
   else:
     model, params = teacher
+  # A student keeps its teacher's anchor (the Gaussian term and its fitted age correlation live in the model).
+  base.update(anchor=model.anchor, age_corr=[list(p) for p in model.age_corr] or None)
   scfg = exp.srs_cfg(config)
   students = {}
   tcfg = config.train.copy_and_resolve_references()

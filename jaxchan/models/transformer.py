@@ -40,6 +40,15 @@ map to ``d_model``; wider tokens would make that map (and the DM's read-in of
 ``x_t``) rank-deficient, so the epsilon prediction could not depend on part of
 the state. Such configs are refused.
 
+Gaussian anchor (``anchor="gaussian"``). The output adds the closed-form Gaussian predictor's term
+(:mod:`jaxchan.gaussian_predictor`, with the per-occasion correlation ``age_corr`` fitted on the
+training set) and the head starts at zero, so the untrained model *is* the classical estimator and
+training learns only a residual: ``sl`` adds the conditional mean ``E[h | y]``; ``e2e`` adds a latent
+whose Gramian has the dominant eigenvectors of ``E[H^H H | y]`` (the ``K -> infinity`` Gaussian
+Bayesian precoder); ``dm`` adds the ``v`` (or ``eps``) of the exact posterior mean of ``h`` given
+``x_t`` under the conditional Gaussian, so the untrained DM samples that Gaussian. ``"none"`` is the
+paper's network, a labelled ablation.
+
 Classifier-free guidance: ``drop`` (``[B]`` bool) replaces every encoder token
 embedding of those samples by one learned null embedding, and zeroes their
 latest-observation path, so the decoder sees no information about the
@@ -58,9 +67,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxchan import srs
+from jaxchan import ddpm, gaussian_predictor, schedules, srs
 
 USES = ("sl", "dm", "e2e")
+ANCHORS = ("gaussian", "none")
 
 
 def token_width(n_bs: int, ue_per_token: int) -> int:
@@ -144,6 +154,10 @@ class ChannelTransformer(nn.Module):
       with ``n_ue`` times longer tokens, 1/n_ue^2 of the attention cost).
     use: ``"sl"``, ``"dm"`` or ``"e2e"`` (only ``"dm"`` reads ``x_t`` and ``t``).
     d_model, num_heads, enc_layers, dec_layers, mlp_ratio, dropout: sizes.
+    anchor: ``"gaussian"`` (the Gaussian predictor plus a learned residual) or ``"none"`` (module docstring).
+    age_corr: ``((re, im), ...)``, the per-occasion correlation of the Gaussian predictor (``anchor="gaussian"``).
+    dm_schedule: ``(T, cosine_s, max_beta)`` of the DM's cosine schedule (``use="dm"``, ``anchor="gaussian"``).
+    prediction: what the DM predicts, ``"v"`` or ``"eps"`` (the anchor's term is given in the same form).
   """
   n_occ: int
   n_ue: int
@@ -158,6 +172,10 @@ class ChannelTransformer(nn.Module):
   dec_layers: int = 4
   mlp_ratio: int = 4
   dropout: float = 0.0
+  anchor: str = "none"
+  age_corr: tuple = ()
+  dm_schedule: tuple = ()
+  prediction: str = "v"
 
   def setup(self):
     if self.use not in USES:
@@ -169,6 +187,15 @@ class ChannelTransformer(nn.Module):
     if self.n_ue % self.ue_per_token:
       raise ValueError(f"ue_per_token={self.ue_per_token} must divide n_ue={self.n_ue}.")
     check_token_width(self.n_bs, self.ue_per_token, self.d_model)
+    if self.anchor not in ANCHORS:
+      raise ValueError(f"anchor={self.anchor!r}; allowed: {ANCHORS} (config.model.anchor).")
+    if self.anchor == "gaussian":
+      if len(self.age_corr) != self.n_occ:
+        raise ValueError(f"anchor='gaussian' needs age_corr with one (re, im) pair per occasion (n_occ="
+                         f"{self.n_occ}); got {len(self.age_corr)}. Fit it with gaussian_predictor.fit_age_correlation.")
+      if self.use == "dm" and len(self.dm_schedule) != 3:
+        raise ValueError(f"anchor='gaussian' with use='dm' needs dm_schedule=(T, cosine_s, max_beta); got "
+                         f"{self.dm_schedule!r}.")
     init = nn.initializers.normal(0.02)
     self.obs_embed = nn.Dense(self.d_model)
     self.snr_embed = nn.Dense(self.d_model)
@@ -188,7 +215,9 @@ class ChannelTransformer(nn.Module):
     self.decoder = [_Block(self.d_model, self.num_heads, self.mlp_ratio, self.dropout, cross=True)
                     for _ in range(self.dec_layers)]
     self.dec_norm = nn.LayerNorm()
-    self.head = nn.Dense(2 * self.n_bs * self.ue_per_token)
+    # Anchored: a zero head makes the untrained model the Gaussian predictor exactly.
+    zero = dict(kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros) if self.anchor == "gaussian" else {}
+    self.head = nn.Dense(2 * self.n_bs * self.ue_per_token, **zero)
 
   def encode(self, obs: jax.Array, mask: jax.Array, noise_var: jax.Array, drop: jax.Array | None = None, *,
              train: bool = False) -> dict:
@@ -203,7 +232,9 @@ class ChannelTransformer(nn.Module):
     Returns:
       ``{"memory": [B, n_occ * n_ue/g * n_prb/num_hops, d_model], "query": [B, n_ue/g, n_prb, d_model],
       "skip": [B, n_ue, n_bs, n_prb]}``: the encoder memory, the per-cell query term of the latest
-      observation and the latest-observation output path (zero for ``dm``).
+      observation and the latest-observation output path (zero for ``dm``); anchored, ``skip`` includes
+      the Gaussian predictor's term (``sl``, ``e2e``) and ``"gauss"`` holds the conditional Gaussian
+      (``dm``; the null prior ``CN(0, I)`` for dropped samples).
     """
     B = obs.shape[0]
     s = self.n_prb // self.num_hops
@@ -230,6 +261,16 @@ class ChannelTransformer(nn.Module):
       g = jax.lax.complex(self.skip_gain[:, 0], self.skip_gain[:, 1])[occ]                # [B, n_prb]
       shrink = (1.0 / (1.0 + noise_var)).astype(obs.dtype)
       skip = (g * shrink[:, None])[:, None, None, :] * latest
+    extra = {}
+    if self.anchor == "gaussian":
+      gp = self._gaussian(obs, mask, noise_var)
+      if self.use == "sl":
+        skip = skip + gp.mean
+      elif self.use == "e2e":
+        skip = skip + gaussian_predictor.latent(gp, self.n_ue)
+      else:
+        keep = jnp.ones((B,), bool) if drop is None else ~drop
+        extra["gauss"] = gaussian_predictor.unconditional(gp, keep)._asdict()
     if drop is not None:
       x = jnp.where(drop[:, None, None, None, None], self.null_embed, x)
     n_tok_ue = self.n_ue // self.ue_per_token
@@ -238,7 +279,21 @@ class ChannelTransformer(nn.Module):
     x = (x + pos).reshape(B, -1, self.d_model)
     for blk in self.encoder:
       x = blk(x, train=train)
-    return {"memory": self.enc_norm(x), "query": query, "skip": skip}
+    return {"memory": self.enc_norm(x), "query": query, "skip": skip, **extra}
+
+  def _gaussian(self, obs, mask, noise_var) -> gaussian_predictor.GaussianPrediction:
+    """The Gaussian predictor of the observation (a function of the data only: no gradient flows into it)."""
+    rho = jnp.asarray([complex(re, im) for re, im in self.age_corr], jnp.complex64)
+    o = srs.SRSObservation(obs, mask, -10.0 * jnp.log10(noise_var), noise_var)
+    return jax.tree.map(jax.lax.stop_gradient, gaussian_predictor.predict(o, rho))
+
+  def _gaussian_output(self, gauss: dict, x_t, t):
+    """The anchored DM's closed-form term: the ``v`` (or ``eps``) of the exact Gaussian posterior mean."""
+    T, s, max_beta = self.dm_schedule
+    sch = schedules.cosine_schedule(int(T), s=float(s), max_beta=float(max_beta))
+    x0 = gaussian_predictor.denoise(gaussian_predictor.GaussianPrediction(**gauss), x_t, sch.alpha_bars[t])
+    eps = ddpm.eps_from_x0(x_t, x0, t, sch)
+    return eps if self.prediction == "eps" else ddpm.v_target(x0, eps, t, sch)
 
   def decode(self, enc: dict, x_t: jax.Array | None = None, t: jax.Array | None = None, *,
              train: bool = False) -> jax.Array:
@@ -263,7 +318,10 @@ class ChannelTransformer(nn.Module):
     for blk in self.decoder:
       x = blk(x, memory, train=train)
     out = self.head(self.dec_norm(x)).reshape(B, n_tok_ue, self.n_prb, 2 * self.n_bs * self.ue_per_token)
-    return jnp.moveaxis(from_tokens(out, self.ue_per_token), -1, -2) + enc["skip"]   # [B, n_ue, n_bs, n_prb]
+    out = jnp.moveaxis(from_tokens(out, self.ue_per_token), -1, -2) + enc["skip"]   # [B, n_ue, n_bs, n_prb]
+    if "gauss" in enc:
+      out = out + self._gaussian_output(enc["gauss"], x_t, t)
+    return out
 
   def __call__(self, obs, mask, noise_var, x_t=None, t=None, drop=None, *, train: bool = False):
     return self.decode(self.encode(obs, mask, noise_var, drop, train=train), x_t, t, train=train)
