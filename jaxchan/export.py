@@ -137,7 +137,7 @@ def perception_estimates(model_dir: str, history: np.ndarray, target: np.ndarray
   import jax.numpy as jnp
 
   from jaxchan import precoding, prediction, srs
-  from jaxchan.experiments import perception as exp
+  from jaxchan.experiments import perception_setup as exp
 
   model, params, cfg = exp.load_trained(model_dir)
   with open(os.path.join(model_dir, "model.json")) as f:
@@ -158,7 +158,7 @@ def perception_estimates(model_dir: str, history: np.ndarray, target: np.ndarray
     if model.use == "sl":
       res["estimate"] = prediction.sl_predict(model, params, obs)
     elif model.use == "dm":
-      kw = exp._dm_kw(cfg)
+      kw = exp.dm_kw(cfg)
       if solver != "ancestral":
         kw = dict(prediction=kw["prediction"], clip_x0=kw["clip_x0"], solver=Solver.parse(solver))
       s = prediction.sample_posterior(model, params, obs, k_dm, exp.dm_schedule(cfg), num_samples=num_samples,

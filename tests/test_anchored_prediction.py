@@ -47,12 +47,14 @@ def _tol(x):
   return 1e-5 * float(jnp.max(jnp.abs(x))) + 1e-6
 
 
+@pytest.mark.slow
 def test_untrained_anchored_sl_is_the_gaussian_conditional_mean():
   obs, m, params, gp = _setup("sl")
   out = prediction.sl_predict(m, params, obs)
   np.testing.assert_allclose(np.asarray(out), np.asarray(gp.mean), atol=_tol(gp.mean))
 
 
+@pytest.mark.slow
 def test_untrained_anchored_e2e_is_the_gaussian_bayesian_precoder_in_its_limit():
   obs, m, params, gp = _setup("e2e")
   W = prediction.e2e_precoder(m, params, obs, n_streams=2)
@@ -75,7 +77,7 @@ def test_latent_gramian_is_the_best_rank_n_ue_approximation():
     np.testing.assert_allclose(Gz[0, :, :, f], best, atol=1e-4 * lam[-1])
 
 
-@pytest.mark.parametrize("prediction_", ["v", "eps"])
+@pytest.mark.parametrize("prediction_", ["v", pytest.param("eps", marks=pytest.mark.slow)])
 def test_untrained_anchored_dm_output_is_the_exact_gaussian_posterior(prediction_):
   obs, m, params, gp = _setup("dm", prediction_)
   sch = schedules.cosine_schedule(*SCHED)
@@ -107,6 +109,7 @@ def test_dropped_condition_gets_the_observation_free_prior():
   np.testing.assert_allclose(np.asarray(out), 0.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_untrained_anchored_dm_samples_the_conditional_gaussian():
   """K posterior draws of the untrained anchored DM: the sample mean is the conditional mean (the ancestral
   chain with an exact Gaussian denoiser keeps means exactly, by linearity) and the spread is the conditional

@@ -160,7 +160,7 @@ def test_a_model_trained_with_one_anchor_is_refused_under_another(tmp_path):
   with pytest.raises(ValueError, match="trained with anchor 'none', not 'kronecker'"):
     exp.load_trained(str(tmp_path), anchor="kronecker")
   with pytest.raises(ValueError, match="trained with anchor 'none'; this config asks for 'kronecker'"):
-    exp._check_resume(str(tmp_path), "kronecker")
+    exp.check_resume(str(tmp_path), "kronecker")
   (tmp_path / "model.json").write_text(json.dumps({"model": {}, "shape": [4, 4]}))
   with pytest.raises(ValueError, match="has no 'denoiser' field"):
     exp.load_trained(str(tmp_path))

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import os
 
-from jaxchan import files
-from jaxchan.experiments.mobility import LABELS, METHODS
+from jaxchan import files, precoding
+
+# The mobility sweep scores the classical precoders (jaxchan.precoding), in this order.
+LABELS = precoding.CLASSICAL_LABELS
+METHODS = tuple(LABELS)
 
 
 def render(results: dict, workdir: str):

@@ -24,35 +24,13 @@ import jax.numpy as jnp
 
 import numpy as np
 
-from jaxchan import checks, data, denoiser, files, gaussian_prior, noise_patterns, noniden, schedules, stepping, tau_patterns
+from jaxchan import checks, data, denoiser, files, gaussian_prior, noise_patterns, noniden, tau_patterns
 from jaxchan.experiments import common
-from jaxchan.models.mixer import AVERAGING, PLACEMENTS, MixerDenoiser
-
-#: The anchored model's Gaussian prior, saved beside its checkpoints (KroneckerGaussian.to_numpy).
-PRIOR_FILE = "prior.npz"
-#: Test-set sizes a config asks for; each must fit the dataset's test split.
-SIZE_FIELDS = ("eval.num_test", "train.test_loss_samples")
-
-
-def schedule(config) -> schedules.GammaSchedule:
-  """The gamma schedule (eq. 10) of ``config.T`` and ``config.beta_max``."""
-  with common.field("config.T / config.beta_max"):
-    return schedules.GammaSchedule(config.T, config.beta_max)
-
-
-def steppings(config) -> list[stepping.Stepping]:
-  if not config.eval.steppings:
-    raise ValueError("config.eval.steppings is empty; give at least one, e.g. ('tau-waterfilling',).")
-  with common.field("config.eval.steppings"):
-    return [stepping.Stepping.parse(s) for s in config.eval.steppings]
-
-
-def samplers(config) -> list[noniden.Sampler]:
-  if not config.eval.samplers:
-    raise ValueError("config.eval.samplers is empty; give at least one, e.g. ('eta:1.0',).")
-  with common.field("config.eval.samplers"):
-    return [noniden.Sampler.parse(s) for s in config.eval.samplers]
-
+# The config's values (re-exported here: ``noniden.load_trained``, ``noniden.make_denoiser``, ...).
+from jaxchan.experiments.noniden_setup import (  # noqa: F401
+    PRIOR_FILE, SIZE_FIELDS, check_resume, load_trained, loss_fn, make_denoiser, make_model, samplers, schedule,
+    steppings)
+from jaxchan.models.mixer import AVERAGING, PLACEMENTS
 
 def validate(config):
   """Every config error before any work: builds the schedule, steppings, samplers and models, and traces
@@ -142,36 +120,12 @@ def ensure_dataset(config, log=common.log) -> str:
   return common.ensure_dataset(config.data, progress=config.progress, log=log)
 
 
-def make_model(mcfg, sch: schedules.GammaSchedule) -> MixerDenoiser:
-  return MixerDenoiser(num_layers=mcfg.num_layers, expansion=mcfg.expansion, embed_dim=mcfg.embed_dim,
-                       placement=mcfg.placement, averaging=mcfg.averaging, schedule=sch,
-                       zero_head=mcfg.get("anchor", "none") != "none")
-
-
-def make_denoiser(mcfg, config, sch, prior=None) -> denoiser.VelocityDenoiser:
-  """The model's :class:`~jaxchan.denoiser.VelocityDenoiser` (``prior``: its Gaussian anchor, or None)."""
-  return denoiser.make(make_model(mcfg, sch), sch, input_norm=mcfg.input_norm, min_beta=config.min_beta or None,
-                       prior=prior, tol=config.anchor.tol, max_iter=config.anchor.max_iter)
-
-
 def fit_prior(config, ds, log=common.log) -> gaussian_prior.KroneckerGaussian:
   """The anchor's Kronecker Gaussian prior, fitted on the first ``config.anchor.train_samples`` training channels."""
   n = min(config.anchor.train_samples, ds.size("train"))
   prior = gaussian_prior.fit(ds.load("train")["h"][:n], shrinkage=config.anchor.shrinkage)
   log(f"Gaussian anchor: Kronecker prior fitted on {n} training channels")
   return prior
-
-
-def loss_fn(den: denoiser.VelocityDenoiser, mcfg, config):
-  """``(params, h, key) -> velocity loss`` of Algorithm 1 with the model's tau pattern."""
-  tau_min = mcfg.get("tau_min", config.train.tau_min)
-
-  def loss(params, h, key):
-    k_tau, k_xi = jax.random.split(key)
-    tau = tau_patterns.sample(k_tau, mcfg.tau_pattern, h.shape[0], h.shape[1:], den.schedule.T, tau_min=tau_min)
-    return den.loss(params, h, tau, k_xi)
-
-  return loss
 
 
 def train_one(name, mcfg, config, ds, workdir, log=common.log, label: str | None = None, prior=None):
@@ -190,7 +144,7 @@ def train_one(name, mcfg, config, ds, workdir, log=common.log, label: str | None
   meta = dict(model=mcfg.to_dict(), schedule=sch.to_dict(), T=sch.T, beta_max=sch.beta_max, shape=list(shape),
               tau_min=tau_min, min_beta=den.min_beta, denoiser=den.settings())
   model_dir = os.path.join(workdir, "models", name)
-  _check_resume(model_dir, den.anchor)
+  check_resume(model_dir, den.anchor)
   if anchored and common.is_main_process():
     os.makedirs(model_dir, exist_ok=True)
     files.atomic_write_npz(os.path.join(model_dir, PRIOR_FILE), den.prior.to_numpy())
@@ -200,57 +154,6 @@ def train_one(name, mcfg, config, ds, workdir, log=common.log, label: str | None
       num_epochs=config.train.num_epochs, model_dir=model_dir, meta=meta,
       key=jax.random.fold_in(key, 1), seed=config.seed, progress=config.progress, log=log)
   return den, params, history
-
-
-def _check_resume(model_dir: str, anchor: str):
-  """Refuse to continue a checkpoint trained with another anchor (its parameters mean something else)."""
-  path = os.path.join(model_dir, "model.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f).get("denoiser", {}).get("anchor", "none")
-    if old != anchor:
-      raise ValueError(f"{model_dir} holds a model trained with anchor {old!r}; this config asks for {anchor!r}. "
-                       "Use another --workdir, or the config that trained it.")
-
-
-def load_trained(model_dir: str, *, anchor: str | None = None):
-  """A trained model from ``WORKDIR/models/NAME``: ``(denoiser, params, info)``.
-
-  ``denoiser`` is the :class:`~jaxchan.denoiser.VelocityDenoiser` it was trained as (network, schedule, input
-  normalization, Gaussian anchor with its saved prior); ``info`` is its ``model.json``. ``anchor``, if given,
-  must match the one the model was trained with. Use it as::
-
-    den, params, info = load_trained("workdir/noniden_quick/models/nonid")
-    start = noniden.initial_state(h_bar, m, den.schedule)
-    h_hat = noniden.make_generator(den.bind(params), den.schedule, num_steps=50)(start, key)
-  """
-  import ml_collections
-
-  def build(info):
-    if "denoiser" not in info:
-      raise ValueError(f"{model_dir}/model.json has no 'denoiser' field (its schedule, input normalization and "
-                       "anchor): it was written by an older jaxchan; retrain the model with this version.")
-    d = info["denoiser"]
-    if anchor is not None and d["anchor"] != anchor:
-      raise ValueError(f"{model_dir} was trained with anchor {d['anchor']!r}, not {anchor!r}; load it with "
-                       f"anchor={d['anchor']!r} or train a model with anchor {anchor!r}.")
-    sch = schedules.GammaSchedule.from_dict(d["schedule"])
-    info["schedule"] = sch
-    prior = None
-    if d["anchor"] != "none":
-      path = os.path.join(model_dir, PRIOR_FILE)
-      if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: the model is anchored ({d['anchor']!r}) and needs the prior it "
-                                "was trained with.")
-      with np.load(path) as z:
-        prior = gaussian_prior.from_numpy(z, shape=tuple(info["shape"]))
-    mcfg = ml_collections.ConfigDict(info["model"])
-    den = denoiser.make(make_model(mcfg, sch), sch, input_norm=d["input_norm"], min_beta=d["min_beta"], prior=prior,
-                        tol=d["solver"]["tol"], max_iter=d["solver"]["max_iter"])
-    shape = (1,) + tuple(info["shape"])
-    return den, den.network.init(jax.random.PRNGKey(0), jnp.zeros(shape, jnp.complex64), jnp.zeros(shape))
-
-  return common.load_trained(model_dir, build, "WORKDIR/models/NAME")
 
 
 def run(config, workdir: str) -> dict:

@@ -14,7 +14,7 @@ import numpy as np
 
 from jaxchan import lmmse, metrics, noise_patterns, noniden, schedules, stepping, tau_patterns
 from jaxchan.experiments import common
-from jaxchan.experiments import noniden as exp
+from jaxchan.experiments import noniden_setup as exp
 
 
 @functools.partial(jax.jit, static_argnames=("stepping", "sampler", "num_steps"))

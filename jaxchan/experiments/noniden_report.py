@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 
 from jaxchan import files, noniden
+from jaxchan.experiments import report
 
 
 PIPELINE_NOTE = ("> **Pipeline check** (a `:smoke` run): tiny data and a few steps check that every stage runs; "
@@ -303,26 +304,6 @@ def plot_embeddings(results, config, path) -> bool:
   return True
 
 
-def steps_to_bound(history: list[dict], bound: float) -> dict:
-  """Adam steps at which a test-loss curve reaches ``bound``: measured, or extrapolated by a power law.
-
-  Measured: the first recorded step whose test loss is at or below the bound. Otherwise the power law
-  ``loss = a * step^-b`` is fitted by least squares in log-log space to the last half of the records and solved
-  for the bound (``None`` when the fitted curve does not fall). The law has no floor, so the extrapolation is a
-  lower estimate of the steps a curve that flattens would need.
-  """
-  steps = np.array([h["step"] for h in history], float)
-  loss = np.array([h["test_loss"] for h in history], float)
-  hit = np.nonzero(loss <= bound)[0]
-  if len(hit):
-    return {"steps": int(steps[hit[0]]), "how": "measured"}
-  tail = slice(len(steps) // 2, None)
-  slope, icpt = np.polyfit(np.log(steps[tail]), np.log(loss[tail]), 1)
-  if slope >= 0:
-    return {"steps": None, "how": "not falling"}
-  return {"steps": float(np.exp((np.log(bound) - icpt) / slope)), "how": f"power law, exponent {slope:.3f}"}
-
-
 def anchor_comparison(anchored: dict, literal: dict) -> str:
   """Markdown: the anchored run beside the literal (paper's) networks, one-shot, generation and training."""
   config = ml_collections.ConfigDict(anchored["config"])
@@ -362,7 +343,7 @@ def anchor_comparison(anchored: dict, literal: dict) -> str:
       continue
     hl, ha = literal["training"][name][1], anchored["training"][name][1]
     b = bl.get(name, {}).get("mean")
-    reach = steps_to_bound(hl, b) if b is not None else {"steps": None, "how": "-"}
+    reach = report.steps_to_bound(hl, b) if b is not None else {"steps": None, "how": "-"}
     reach_s = (f"{reach['steps']:.3g} ({reach['how']})" if isinstance(reach["steps"], float)
                else f"{reach['steps']} ({reach['how']})")
     trows.append([name, anchored["training"][name][0]["tau_pattern"], f"{hl[-1]['step']} / {ha[-1]['step']}", hl[-1]["test_loss"],

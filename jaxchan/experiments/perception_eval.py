@@ -15,8 +15,9 @@ import numpy as np
 
 from jaxchan import ddpm, gaussian_predictor, metrics, precoding, prediction, srs, stiefel
 from jaxchan.experiments import common
-from jaxchan.experiments.perception import (ESTIMATES, SE_ROWS, _dm_kw, dm_prediction, dm_schedule,
-                                            fit_age_correlation, srs_cfg)
+from jaxchan.experiments.perception_setup import (ESTIMATES, SE_ROWS, dm_kw, dm_prediction, dm_schedule,
+                                                  fit_age_correlation, init_params, loss_fn, make_model, srs_cfg,
+                                                  to_batch)
 
 
 def _svd(H, n_s):
@@ -26,7 +27,7 @@ def _svd(H, n_s):
 def make_eval_batch(config, models, rho):
   """Jitted ``(params, history, target, key) -> dict of per-batch sums`` for Tables II/III and Fig. 7.
 
-  ``rho``: ``[n_occ]`` per-occasion correlation of the Gaussian predictor (:func:`~jaxchan.experiments.perception.fit_age_correlation`).
+  ``rho``: ``[n_occ]`` per-occasion correlation of the Gaussian predictor (:func:`~jaxchan.experiments.perception_setup.fit_age_correlation`).
   """
   n_s, K = config.eval.n_streams, config.eval.num_samples
   sch = dm_schedule(config)
@@ -44,7 +45,7 @@ def make_eval_batch(config, models, rho):
     dl_snr = metrics.from_db(obs.snr_db + config.eval.dl_snr_offset_db)
     est = {"srs_baseline": srs.baseline(obs), "sl": prediction.sl_predict(m_sl, p_sl, obs)}
     samples = prediction.sample_posterior(m_dm, p_dm, obs, k_dm, sch, num_samples=K,
-                                          guidance=float(config.eval.guidance), **_dm_kw(config),
+                                          guidance=float(config.eval.guidance), **dm_kw(config),
                                           allow_extrapolation=config.eval.allow_extrapolation)
     latent = m_e2e.apply(p_e2e, obs.obs, obs.mask, obs.noise_var)
     # The closed-form Gaussian predictor (no learning): its mean, K draws and its K -> infinity Gramian.
@@ -99,6 +100,8 @@ def loss_bounds(config, ds, max_samples: int = 4000, log=common.log) -> dict:
     element's variance): a DM above it has not learned any correlation.
   * ``dm_gaussian``: the same for the best Gaussian model (eigenvalues of the full
     sample covariance of up to ``max_samples`` targets).
+  * ``sl_gaussian_predictor``, ``dm_gaussian_predictor``: the losses of the Gaussian predictor given the
+    history (:func:`anchor_losses`), where every anchored model starts.
   """
   h = np.asarray(ds.load("train")["target"][:max_samples])
   x = h.reshape(h.shape[0], -1).astype(np.complex128)
@@ -112,8 +115,35 @@ def loss_bounds(config, ds, max_samples: int = 4000, log=common.log) -> dict:
   out = {"sl_zero": float(np.mean(np.abs(h) ** 2)), "num_samples": int(n), "dm_prediction": pred,
          "dm_per_element": float(ddpm.gaussian_loss_bound(jnp.asarray(var), sch, pred)),
          "dm_gaussian": float(ddpm.gaussian_loss_bound(jnp.asarray(eig), sch, pred))}
+  out.update(anchor_losses(config, ds))
   log(f"  bounds from {n} training targets: SL zero predictor {out['sl_zero']:.4f}; DM {pred} loss, per-element "
-      f"shrinkage {out['dm_per_element']:.4f}, Gaussian {out['dm_gaussian']:.4f}")
+      f"shrinkage {out['dm_per_element']:.4f}, Gaussian {out['dm_gaussian']:.4f}; the Gaussian predictor's own "
+      f"test losses: SL {out['sl_gaussian_predictor']:.4f}, DM {out['dm_gaussian_predictor']:.4f}")
+  return out
+
+
+def anchor_losses(config, ds, num_keys: int = 4) -> dict:
+  """The training losses of the Gaussian predictor itself, on the test samples the training curves use.
+
+  They are the losses of the untrained Gaussian-anchored SL and DM (zero head: the model is the predictor's
+  conditional mean, and the v of its exact conditional-Gaussian posterior mean) and E2E (the Gaussian Bayesian
+  precoder's K -> infinity limit), computed with the same loss functions, so every learning curve can be read
+  against them: ``{sl,dm,e2e}_gaussian_predictor`` (mean over ``num_keys`` draws of the observation, ``t``
+  and the noise).
+  """
+  cfg = config.copy_and_resolve_references()
+  with cfg.unlocked():
+    cfg.model.anchor = "gaussian"
+  rho = fit_age_correlation(ds)
+  test = to_batch(ds.load("test"), config.train.test_loss_samples)
+  key = common.key(config, "perception/anchor_losses")
+  out = {}
+  for use in ("sl", "dm", "e2e"):
+    model = make_model(cfg, use, rho)
+    params = init_params(model, key)
+    f = jax.jit(loss_fn(cfg, model, use))
+    out[f"{use}_gaussian_predictor"] = float(np.mean([f(params, test, jax.random.fold_in(key, i))
+                                                      for i in range(num_keys)]))
   return out
 
 
@@ -176,7 +206,7 @@ def trajectories(config, models, ds):
     k_obs, k_dm = jax.random.split(key)
     obs = srs.observe(hist, k_obs, num_hops=scfg.num_hops, snr_db_range=scfg.snr_db_range)
     _, rec = prediction.sample_posterior(m_dm, p_dm, obs, k_dm, sch, deterministic=deterministic,
-                                         **_dm_kw(config), record=prediction.trajectory_metrics(h))
+                                         **dm_kw(config), record=prediction.trajectory_metrics(h))
     sl = prediction.sl_predict(m_sl, p_sl, obs)
     return rec, jnp.stack([jnp.sum(jnp.abs(sl - h) ** 2),
                            jnp.sum(jnp.mean(metrics.gcs(h, sl, reduce="none"), axis=(-2, -1)))])
@@ -210,7 +240,7 @@ def guidance_sweep(config, models, ds):
     k_obs, k_dm = jax.random.split(key)
     obs = srs.observe(hist, k_obs, num_hops=scfg.num_hops, snr_db_range=scfg.snr_db_range)
     dl_snr = metrics.from_db(obs.snr_db + config.eval.dl_snr_offset_db)
-    kw = dict(guidance=w, **_dm_kw(config), allow_extrapolation=config.eval.allow_extrapolation)
+    kw = dict(guidance=w, **dm_kw(config), allow_extrapolation=config.eval.allow_extrapolation)
     ens = prediction.sample_posterior(m_dm, p_dm, obs, k_dm, sch, num_samples=K, **kw)
     det = prediction.sample_posterior(m_dm, p_dm, obs, k_dm, sch, deterministic=True, **kw)[0]
     return ens, det, dl_snr
@@ -247,7 +277,7 @@ def example(config, models, ds):
   m_dm, p_dm = models["dm"]
   m_sl, p_sl = models["sl"]
   dm = jax.jit(lambda o, k: prediction.sample_posterior(m_dm, p_dm, o, k, dm_schedule(config),
-                                                        **_dm_kw(config)))(obs, k_dm)[0]
+                                                        **dm_kw(config)))(obs, k_dm)[0]
   sl = prediction.sl_predict(m_sl, p_sl, obs)
   mag = lambda x: np.abs(np.asarray(x[0, 0])).tolist()                 # [n_bs, n_prb]
   return {"index": i, "ul_snr_db": float(obs.snr_db[0]), "truth": mag(h), "dm": mag(dm), "sl": mag(sl)}

@@ -22,7 +22,7 @@ from jaxchan import distill as distill_kernels
 from jaxchan import metrics, precoding, prediction, srs
 from jaxchan.ddpm_solvers import Solver
 from jaxchan.experiments import common
-from jaxchan.experiments import perception as exp
+from jaxchan.experiments import perception_setup as exp
 
 
 def check(config) -> None:
@@ -85,7 +85,7 @@ def distill(config, scenario: str, teacher, ds, models_dir: str, log=common.log)
 
     meta = dict(base, distilled_steps=n)
     params, _ = common.train_model(
-        f"{scenario}/distill {2 * n} -> {n} steps", params=params, loss_fn=loss, ds=ds, to_batch=exp._to_batch,
+        f"{scenario}/distill {2 * n} -> {n} steps", params=params, loss_fn=loss, ds=ds, to_batch=exp.to_batch,
         tcfg=tcfg, num_epochs=dcfg.epochs, model_dir=os.path.join(models_dir, f"dm_distill_{n}"), meta=meta,
         key=common.key(config, f"perception/distill/{n}"), seed=config.seed, progress=config.progress, log=log)
     students[n] = (model, params)
@@ -110,7 +110,7 @@ def evaluate(config, dm, students: dict, ds, log=common.log) -> dict:
       k_obs, k_s = jax.random.split(key)
       obs = srs.observe(hist, k_obs, num_hops=scfg.num_hops, snr_db_range=scfg.snr_db_range)
       # The full chain with the DM's own settings (as in Tables II/III); the solvers with the same guidance.
-      kw = exp._dm_kw(config) if solver == Solver() else dict(prediction=exp.dm_prediction(config),
+      kw = exp.dm_kw(config) if solver == Solver() else dict(prediction=exp.dm_prediction(config),
                                                                clip_x0=config.dm.clip_x0 or None, solver=solver)
       s = prediction.sample_posterior(model, p, obs, k_s, sch, num_samples=K, guidance=float(config.eval.guidance),
                                       allow_extrapolation=config.eval.allow_extrapolation, **kw)

@@ -41,18 +41,11 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jaxchan import checks, conventions, ddpm, metrics, oracle, precoding, srs
+from jaxchan import checks, conventions, ddpm, metrics, oracle, precoding
 from jaxchan.experiments import common
-
-METHODS = ("perfect_csi", "bayes_inf", "cme", "prior", "uniform")
-LABELS = {"perfect_csi": "Perfect CSI (SVD)", "bayes_inf": "Exact Bayesian, K -> inf (posterior Gramian)",
-          "cme": "Exact CME precoder (SVD of E[H|y])", "prior": "Prior Gramian (no observation)",
-          "uniform": "Uniform precoder (no CSI)", "sl": "Learned SL (SVD of its estimate)",
-          "dm_bayes": "Learned DM, Bayesian from K samples"}
-LEARNED = ("sl", "dm_bayes")
-
+from jaxchan.experiments.perception_oracle_setup import (  # noqa: F401  (re-exported)
+    LABELS, LEARNED, LEARNED_CHUNK, LEARNED_USES, METHODS, draw, exact_cme_mse, observation, srs_view)
 
 def validate(config):
   if len(config.shape) != 3 or not all(isinstance(x, int) and x >= 1 for x in config.shape):
@@ -94,67 +87,6 @@ def validate(config):
     for u in LEARNED_USES:
       if not isinstance(L.epochs[u], int) or L.epochs[u] < 1:
         raise ValueError(f"config.learned.epochs.{u}={L.epochs[u]!r} must be a positive integer.")
-
-
-def observation(shape, sounded: int, rho: float, sigma2: float):
-  """``(A [m, d], N [m, m])``: the sounded PRBs (the first ``sounded``), scaled by ``rho``, plus noise."""
-  n_ue, n_bs, n_freq = shape
-  keep = np.zeros(shape, bool)
-  keep[..., :sounded] = True
-  rows = np.flatnonzero(keep.reshape(-1))
-  A = np.zeros((rows.size, keep.size), np.complex64)
-  A[np.arange(rows.size), rows] = rho
-  return jnp.asarray(A), jnp.asarray((1.0 - rho**2 + sigma2) * np.eye(rows.size, dtype=np.float32))
-
-
-# ---------------------------------------------------------------------------
-# The learned models on the same problem.
-
-LEARNED_USES = ("sl", "dm")
-LEARNED_CHUNK = 250               # channels per learned-evaluation call
-
-
-def srs_view(y: jax.Array, shape, sounded: int, rho: float, sigma2) -> srs.SRSObservation:
-  """The observation ``y = rho S h + n`` (``[B, m]``) as the transformer's SRS input.
-
-  One occasion sounding the first ``sounded`` PRBs (hop 0 of ``n_freq / sounded``
-  hops, :func:`jaxchan.srs.hop_masks`), least-squares scaled: ``y / rho = S h + n / rho``,
-  so the per-element noise variance the network is told is ``(1 - rho^2 + sigma^2) / rho^2``
-  (aging and thermal noise together, both independent of ``h`` in this model).
-  ``sigma2``: a scalar or ``[B]``.
-  """
-  n_ue, n_bs, n_freq = shape
-  B = y.shape[0]
-  cells = (y / rho).reshape(B, n_ue, n_bs, sounded)
-  obs = jnp.zeros((B, 1, n_ue, n_bs, n_freq), y.dtype).at[:, 0, :, :, :sounded].set(cells)
-  mask = jnp.broadcast_to(srs.hop_masks(n_freq, n_freq // sounded)[0], (B, 1, n_freq))
-  noise_var = jnp.broadcast_to((1.0 - rho**2 + jnp.asarray(sigma2, jnp.float32)) / rho**2, (B,))
-  return srs.SRSObservation(obs, mask, -10.0 * jnp.log10(noise_var), noise_var)
-
-
-def draw(prior, key, num: int, *, shape, sounded: int, rho: float, snr_db_range):
-  """``(h [num, *shape], y [num, m], sigma2 [num])``: channels from the prior and their observations, SNR uniform in dB."""
-  k_h, k_s, k_n = jax.random.split(key, 3)
-  A, _ = observation(shape, sounded, rho, 0.0)
-  h = oracle.sample(prior, k_h, num)
-  snr = jax.random.uniform(k_s, (num,), minval=snr_db_range[0], maxval=snr_db_range[1])
-  sigma2 = 10.0 ** (-snr / 10.0)
-  noise = jnp.sqrt(1.0 - rho**2 + sigma2)[:, None] * conventions.standard_normal(k_n, (num, A.shape[0]), h.dtype)
-  return h.reshape((num,) + tuple(shape)), h @ A.T + noise, sigma2
-
-
-def exact_cme_mse(prior, h, y, sigma2, *, shape, sounded: int, rho: float) -> float:
-  """The SL's Bayes-optimal loss on ``(h, y, sigma2)`` from :func:`draw`: ``mean |h - E[h | y]|^2`` with the
-  exact posterior of each observation at its own noise level."""
-  A, _ = observation(shape, sounded, rho, 0.0)
-  eye = jnp.eye(A.shape[0], dtype=jnp.float32)
-
-  def cme(yi, s2):
-    post = oracle.posterior(prior, yi, A, (1.0 - rho**2 + s2) * eye)
-    return jnp.einsum("k,kd->d", post.weights.astype(post.means.dtype), post.means)
-
-  est = jax.vmap(cme)(y, sigma2).reshape(h.shape)
-  return float(jnp.mean(jnp.abs(h - est) ** 2))
 
 
 def evaluate_snr(prior, key, *, shape, n_streams, sounded, rho, snr_db, dl_snr_db, num_test, num_samples,

@@ -15,7 +15,7 @@ import jax
 
 from jaxchan import precoding, prediction, schedules, train
 from jaxchan.experiments import common
-from jaxchan.experiments.perception_oracle import LEARNED_USES, draw, exact_cme_mse, srs_view
+from jaxchan.experiments.perception_oracle_setup import LEARNED_USES, draw, exact_cme_mse, srs_view
 from jaxchan.models.transformer import ChannelTransformer
 
 
@@ -35,7 +35,7 @@ def train_learned(config, prior, use: str, model_dir: str, log=common.log):
   """Train the SL or DM backbone on fresh draws from ``prior`` (every batch new; an "epoch" is
   ``config.learned.steps_per_epoch`` steps). Returns ``(model, params, history, floor)``; for the SL,
   ``floor["exact_cme_mse"]`` is the exact CME's loss on the same 1,024 test draws (:func:`exact_cme_mse`)."""
-  from jaxchan.experiments import common, perception
+  from jaxchan.experiments import common, perception_setup as perception
   L, shape = config.learned, tuple(config.shape)
   model = learned_model(config, use)
   kw = dict(shape=shape, sounded=config.sounded, rho=config.rho)

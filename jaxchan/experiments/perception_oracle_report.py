@@ -10,7 +10,7 @@ import os
 import numpy as np
 
 from jaxchan import files
-from jaxchan.experiments.perception_oracle import LABELS, LEARNED, LEARNED_USES, METHODS
+from jaxchan.experiments.perception_oracle_setup import LABELS, LEARNED, LEARNED_USES, METHODS
 
 
 def render(results: dict, workdir: str):

@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 
 from jaxchan import files, precoding
-from jaxchan.experiments.perception import CLASSICAL, ESTIMATES, SE_ROWS, dm_prediction
+from jaxchan.experiments.perception_setup import CLASSICAL, ESTIMATES, SE_ROWS, dm_prediction
 
 
 PIPELINE_NOTE = ("> **Pipeline check** (a `:smoke` run): tiny data and a few steps check that every stage runs; "
@@ -99,15 +99,19 @@ def tables(results, config) -> str:
     for use, hist in r["training"].items():
       rows.append([sc, use, hist[-1]["epoch"], f"{hist[-1]['train_loss']:.4f}", f"{hist[-1]['test_loss']:.4f}"])
   md.append(files.markdown_table(["scenario", "model", "epochs", "train loss", "test loss"], rows))
-  rows = [[sc, f"{b['sl_zero']:.4f}", f"{b['dm_per_element']:.4f}", f"{b['dm_gaussian']:.4f}", b["num_samples"]]
+  fmt = lambda b, k: f"{b[k]:.4f}" if k in b else "-"  # noqa: E731  (bounds of runs before the anchor: absent)
+  rows = [[sc, fmt(b, "sl_zero"), fmt(b, "sl_gaussian_predictor"), fmt(b, "dm_per_element"), fmt(b, "dm_gaussian"),
+           fmt(b, "dm_gaussian_predictor"), fmt(b, "e2e_gaussian_predictor"), b["num_samples"]]
           for sc, b in ((sc, r.get("bounds")) for sc, r in results["scenarios"].items()) if b]
   if rows:
     md.append("\nBounds from the training targets: the SL loss of predicting 0, and the DM's loss (in its own "
               "parameterization, v or eps) for "
               "per-element Gaussian shrinkage and for the best Gaussian model (full sample covariance). A DM above "
-              "the per-element bound has learned no correlation.\n\n")
-    md.append(files.markdown_table(["scenario", "SL: zero predictor", "DM: per-element shrinkage", "DM: Gaussian",
-                                 "targets used"], rows))
+              "the per-element bound has learned no correlation. The Gaussian predictor's columns are the losses of the "
+              "closed-form predictor given the history, where every anchored model starts.\n\n")
+    md.append(files.markdown_table(["scenario", "SL: zero predictor", "SL: Gaussian predictor",
+                                    "DM: per-element shrinkage", "DM: Gaussian prior", "DM: Gaussian predictor",
+                                    "E2E: Gaussian predictor", "targets used"], rows))
   fast = [(sc, r["fast_sampling"]) for sc, r in results["scenarios"].items() if "fast_sampling" in r]
   if fast:
     md.append("\n## Fast posterior sampling\n\nK-sample Bayesian precoder SE (DL SNR = UL SNR + "
@@ -236,3 +240,115 @@ def plot_all(results, config, workdir):
     figures.append((fig9_fast_sampling, 2, (4.8, 3.4)))
   for draw, panels, size in figures:
     _scenario_figure(plt, scs, panels, size, draw, os.path.join(workdir, f"{draw.__name__}.png"))
+
+
+# Learning-curve bounds per model: (bounds key, label, line style); the E2E loss is minus the captured energy share.
+CURVE_BOUNDS = {"sl": (("sl_zero", "zero predictor", ":"), ("sl_gaussian_predictor", "Gaussian predictor", "--")),
+                "dm": (("dm_per_element", "per-element Gaussian", ":"), ("dm_gaussian", "Gaussian prior", "-."),
+                       ("dm_gaussian_predictor", "Gaussian predictor", "--")),
+                "e2e": (("e2e_gaussian_predictor", "Gaussian Bayesian, K -> inf", "--"),)}
+
+
+def plot_learning_curves(results, path, *, reference: dict | None = None, labels=("", ""),
+                         bounds: dict | None = None) -> bool:
+  """Test loss against Adam steps per scenario (rows) and model (columns), the bounds drawn in.
+
+  ``reference``: another run's ``results.json`` (e.g. the literal networks beside the anchored ones), dotted;
+  ``labels`` name the two runs. ``bounds``: ``{scenario: {key: value}}`` added to each run's own ``bounds``.
+  """
+  from jaxchan.experiments import style
+  plt = _plt()
+  scs = list(results["scenarios"])
+  uses = [u for u in ("sl", "dm", "e2e") if any(u in results["scenarios"][s]["training"] for s in scs)]
+  if not scs or not uses:
+    return False
+  fig, axes = plt.subplots(len(scs), len(uses), figsize=(3.6 * len(uses), 2.8 * len(scs)), squeeze=False,
+                           layout="constrained")
+  for i, sc in enumerate(scs):
+    b = dict(results["scenarios"][sc].get("bounds") or {}, **((bounds or {}).get(sc, {})))
+    for j, use in enumerate(uses):
+      ax = axes[i, j]
+      for res, ls, lab, color in ((results, "-", labels[0], style.PALETTE[0]),
+                                  (reference, ":", labels[1], style.PALETTE[1])):
+        hist = (res or {}).get("scenarios", {}).get(sc, {}).get("training", {}).get(use)
+        if hist:
+          ax.plot([h["step"] for h in hist], [h["test_loss"] for h in hist], ls, marker="o", ms=2.5, color=color,
+                  label=f"test loss {lab}".strip())
+      for key, name, bls in CURVE_BOUNDS[use]:
+        if key in b:
+          ax.axhline(b[key], color="k", ls=bls, lw=1, label=name)
+      ax.set_title(f"{sc}: {use}", fontsize=9)
+      ax.set_xlabel("Adam steps")
+      ax.grid(alpha=0.3)
+      ax.legend(fontsize=6)
+    axes[i, 0].set_ylabel("test loss")
+  files.atomic_save_figure(fig, path, dpi=110)
+  plt.close(fig)
+  return True
+
+
+def anchor_comparison(anchored: dict, literal: dict, bounds: dict | None = None) -> str:
+  """Markdown: the Gaussian-anchored run beside the literal (paper's) networks, with the classical baselines.
+
+  ``bounds``: ``{scenario: {key: value}}`` (e.g. :func:`jaxchan.experiments.perception_eval.anchor_losses`)
+  added to the anchored run's own ``bounds``.
+  """
+  from jaxchan.experiments import report
+  config = ml_collections.ConfigDict(anchored["config"])
+  K = config.eval.num_samples
+  md = ["# Gaussian-anchored perception models beside the literal networks\n\n",
+        f"`anchored`: {anchored['device']}; `literal`: {literal['device']}. SE at DL SNR = UL SNR + "
+        f"{config.eval.dl_snr_offset_db} dB, N_s = {config.eval.n_streams}, K = {K}. Classical rows are "
+        "the anchored run's (its datasets).\n"]
+  for sc, r in anchored["scenarios"].items():
+    lit = literal.get("scenarios", {}).get(sc)
+    t2, t3 = r["eval"]["table2"], r["eval"]["table3"]
+    l2 = lit["eval"]["table2"] if lit else {}
+    l3 = lit["eval"]["table3"] if lit else {}
+    md.append(f"\n## {sc}\n\n")
+    rows = [[LABELS[n], f"{t2[n]['nmse_db']:.2f}", f"{l2[n]['nmse_db']:.2f}" if n in l2 and n in ("sl", "dm") else ""]
+            for n in ESTIMATES if n in t2]
+    md.append(files.markdown_table(["estimate", "NMSE [dB], anchored run", "literal"], rows))
+    md.append("\n")
+    rows = [[LABELS[n].format(K=K), f"{t3[n]:.3f}", f"{l3[n]:.3f}" if n in l3 and n not in CLASSICAL else ""]
+            for n in SE_ROWS if n in t3]
+    md.append(files.markdown_table(["precoder", "SE [bps/Hz], anchored run", "literal"], rows))
+    checks = [
+        ("SL NMSE <= Gaussian predictor", t2["sl"]["nmse_db"] <= t2["gaussian"]["nmse_db"],
+         f"{t2['sl']['nmse_db']:.2f} vs {t2['gaussian']['nmse_db']:.2f} dB"),
+        (f"DM K = {K} >= Gaussian Bayesian (K = {K}) - 0.1", t3["dm_bayes"] >= t3["gaussian_bayes"] - 0.1,
+         f"{t3['dm_bayes']:.3f} vs {t3['gaussian_bayes']:.3f}"),
+        (f"DM K = {K} >= sample-covariance - 0.1", t3["dm_bayes"] >= t3["sample_cov"] - 0.1,
+         f"{t3['dm_bayes']:.3f} vs {t3['sample_cov']:.3f}"),
+        ("E2E >= Gaussian Bayesian (K -> inf) - 0.1", t3["e2e"] >= t3["gaussian_bayes_inf"] - 0.1,
+         f"{t3['e2e']:.3f} vs {t3['gaussian_bayes_inf']:.3f}"),
+        ("E2E >= sample-covariance - 0.1", t3["e2e"] >= t3["sample_cov"] - 0.1,
+         f"{t3['e2e']:.3f} vs {t3['sample_cov']:.3f}")]
+    spread = max(t3[n] for n in ("sl", "dm_bayes", "e2e")) - min(t3[n] for n in ("sl", "dm_bayes", "e2e"))
+    if sc == "high_mobility":
+      checks.append((f"DM K = {K} - SL >= 0.2", t3["dm_bayes"] - t3["sl"] >= 0.2, f"{t3['dm_bayes'] - t3['sl']:+.3f}"))
+    else:
+      checks.append(("SL, DM and E2E within 0.5", spread <= 0.5, f"spread {spread:.3f}"))
+    md.append("\n" + files.markdown_table(["check", "met", "numbers"],
+                                          [[c, "yes" if ok else "**no**", v] for c, ok, v in checks]))
+    b = dict(r.get("bounds") or {}, **((bounds or {}).get(sc, {})))
+    rows = []
+    for use in ("sl", "dm", "e2e"):
+      key = f"{use}_gaussian_predictor"
+      bound = b.get(key)
+      for name, res in (("anchored", r), ("literal", lit)):
+        hist = (res or {}).get("training", {}).get(use)
+        if not hist:
+          continue
+        reach = report.steps_to_bound(hist, bound) if bound is not None else {"steps": None, "how": "-"}
+        steps = "-" if reach["steps"] is None else f"{reach['steps']:.3g}"
+        rows.append([use, name, hist[-1]["step"], f"{hist[-1]['test_loss']:.4f}",
+                     "-" if bound is None else f"{bound:.4f}", steps, reach["how"]])
+    md.append("\n" + files.markdown_table(
+        ["model", "run", "Adam steps", "final test loss", "Gaussian predictor's loss", "steps to reach it", "how"],
+        rows))
+  md.append("\nThe Gaussian predictor's loss is that of the untrained anchored model (the predictor itself) under "
+            "the same loss function (`perception_eval.anchor_losses`); the extrapolation fits `loss = a step^-b` "
+            "to the last half of the test-loss records (`report.steps_to_bound`): a curve that flattens needs more "
+            "steps than that.\n")
+  return "".join(md)

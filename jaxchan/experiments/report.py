@@ -14,6 +14,8 @@ import json
 import os
 import sys
 
+import numpy as np
+
 # experiment name -> its report module (same names as jaxchan.experiments.REGISTRY).
 REPORTS = {name: f"jaxchan.experiments.{name}_report"
            for name in ("noniden", "perception", "sampler_study", "mobility", "perception_oracle")}
@@ -31,6 +33,26 @@ def render(workdir: str) -> str:
     raise ValueError(f"{path}: config.experiment={name!r} has no report; known: {', '.join(sorted(REPORTS))}.")
   importlib.import_module(REPORTS[name]).render(results, workdir)
   return name
+
+
+def steps_to_bound(history: list[dict], bound: float) -> dict:
+  """Adam steps at which a test-loss curve reaches ``bound``: measured, or extrapolated by a power law.
+
+  Measured: the first recorded step whose test loss is at or below the bound. Otherwise the power law
+  ``loss = a * step^-b`` is fitted by least squares in log-log space to the last half of the records and solved
+  for the bound (``None`` when the fitted curve does not fall). The law has no floor, so the extrapolation is a
+  lower estimate of the steps a curve that flattens would need.
+  """
+  steps = np.array([h["step"] for h in history], float)
+  loss = np.array([h["test_loss"] for h in history], float)
+  hit = np.nonzero(loss <= bound)[0]
+  if len(hit):
+    return {"steps": int(steps[hit[0]]), "how": "measured"}
+  tail = slice(len(steps) // 2, None)
+  slope, icpt = np.polyfit(np.log(steps[tail]), np.log(loss[tail]), 1)
+  if slope >= 0:
+    return {"steps": None, "how": "not falling"}
+  return {"steps": float(np.exp((np.log(bound) - icpt) / slope)), "how": f"power law, exponent {slope:.3f}"}
 
 
 def headline(results: dict) -> str:
