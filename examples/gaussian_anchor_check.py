@@ -57,7 +57,7 @@ def velocity_accuracy(prior, h, sch, caps, out):
     floor = float(schedules.alpha_beta(jnp.asarray(1.0), sch)[1])
     rows[pattern] = {}
     for k in caps:
-      s = gaussian_prior.posterior(prior, g, a, b, min_beta=floor, max_iter=k)
+      s = gaussian_prior.posterior(prior, g, a, b, beta_floor=floor, max_iter=k)
       rows[pattern][k] = float(jnp.mean(jnp.abs(a * s.xi_mean - b * s.h_mean - v) ** 2))
     print(pattern, rows[pattern], flush=True)
   lines = ["| anchor's velocity loss | " + " | ".join(f"CG <= {k}" for k in caps) + " |",

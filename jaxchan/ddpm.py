@@ -190,8 +190,7 @@ class Trajectory(NamedTuple):
 
 def sample(eps_fn: EpsFn, x_T: jax.Array, key: jax.Array, schedule: DDPMSchedule, *,
            deterministic: bool = False, variance: str = "posterior",
-           return_trajectory: bool = False, record: Callable[[Trajectory], object] | None = None,
-           clip_x0: float | None = None):
+           record: Callable[[Trajectory], object] | None = None, clip_x0: float | None = None):
   """Reverse diffusion from ``t = T`` to 0 as one ``lax.scan``.
 
   Args:
@@ -202,15 +201,13 @@ def sample(eps_fn: EpsFn, x_T: jax.Array, key: jax.Array, schedule: DDPMSchedule
     schedule: the discrete schedule.
     deterministic: propagate only the reverse mean.
     variance: ``"posterior"`` (``beta_tilde``) or ``"beta"``.
-    return_trajectory: also return a :class:`Trajectory` (for the paper's
-      reverse-trajectory study, Fig. 6).
     clip_x0: clip ``x0_hat`` to this element magnitude (see :func:`ddpm_step`).
-    record: instead of the whole trajectory, return ``record(Trajectory(x_{t-1},
-      x0_hat))`` of every step stacked over steps (e.g. per-step error sums),
-      so long chains do not hold ``T`` copies of the state.
+    record: also return ``record(Trajectory(x_{t-1}, x0_hat))`` of every step, stacked over steps: the whole
+      trajectory with ``record=lambda tr: tr`` (the paper's reverse-trajectory study, Fig. 6), or a reduction
+      (e.g. per-step error sums) so long chains do not hold ``T`` copies of the state.
 
   Returns:
-    ``x_0`` estimate ``[B, *event]`` (and the trajectory or the records if requested).
+    ``x_0`` estimate ``[B, *event]`` (and the stacked records if requested).
   """
   checks.choice("variance", variance, VARIANCES)
   T = schedule.num_steps
@@ -223,14 +220,14 @@ def sample(eps_fn: EpsFn, x_T: jax.Array, key: jax.Array, schedule: DDPMSchedule
     x_prev = ddpm_step(x, eps_hat, t, k, schedule, variance=variance, deterministic=deterministic,
                        clip_x0=clip_x0)
     rec = None
-    if return_trajectory or record is not None:
+    if record is not None:
       x0_hat = x0_from_eps(x, eps_hat, t, schedule)
       rec = Trajectory(x_prev.astype(x.dtype), x0_hat if clip_x0 is None else clip_magnitude(x0_hat, clip_x0))
-      rec = record(rec) if record is not None else rec
+      rec = record(rec)
     return x_prev.astype(x.dtype), rec
 
   x0, traj = jax.lax.scan(body, x_T, (ts, keys))
-  return (x0, traj) if (return_trajectory or record is not None) else x0
+  return (x0, traj) if record is not None else x0
 
 
 def gaussian_loss_bound(variances: jax.Array, schedule: DDPMSchedule, prediction: str = "eps") -> jax.Array:

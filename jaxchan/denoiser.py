@@ -19,6 +19,13 @@ network's output layer starts at zero) it *is* the Gaussian posterior mean, the 
 and the velocity loss starts at the Gaussian bound. Training only learns what
 the channels hold beyond their second-order statistics. ``prior=None`` is the
 paper's literal network (``D = alpha g - beta f_theta``), kept as the ablation.
+
+**Closed-form Gaussian steps.** Where the Gaussian part explains nearly all of the trained ``D`` (measured per
+diffusion time by ``examples/anchor_share.py``: at the lowest and the highest times), the network call can be
+skipped. ``gaussian_steps = (tau_lo, tau_hi)`` makes ``D`` the anchor alone, ``alpha g - beta v_gauss``, on
+every call whose elements all have ``tau <= tau_lo`` or all have ``tau >= tau_hi`` (a ``lax.cond``: the
+network is not evaluated there); :meth:`with_gaussian_steps` sets it for sampling, :func:`gaussian_step_share`
+counts the calls it saves on given time paths.
 """
 
 from __future__ import annotations
@@ -63,6 +70,7 @@ class VelocityDenoiser:
   prior: gaussian_prior.KroneckerGaussian | None = None
   tol: float = flax.struct.field(pytree_node=False, default=1e-4)
   max_iter: int = flax.struct.field(pytree_node=False, default=16)
+  gaussian_steps: tuple = flax.struct.field(pytree_node=False, default=())
 
   @property
   def anchor(self) -> str:
@@ -76,7 +84,7 @@ class VelocityDenoiser:
     if self.prior is None:
       return None
     alpha, beta = schedules.alpha_beta(tau, self.schedule)
-    return gaussian_prior.posterior(self.prior, g, alpha, beta, min_beta=self.min_beta, tol=self.tol,
+    return gaussian_prior.posterior(self.prior, g, alpha, beta, beta_floor=self.min_beta, tol=self.tol,
                                     max_iter=self.max_iter)
 
   def gaussian_denoised(self, g, tau):
@@ -103,7 +111,23 @@ class VelocityDenoiser:
     """
     checks.same_shape("g", g, "tau", tau)
     alpha, beta = schedules.alpha_beta(tau, self.schedule)
-    return noniden.denoised_from_velocity(g, self.velocity(params, g, tau), alpha, beta)
+    full = lambda: noniden.denoised_from_velocity(g, self.velocity(params, g, tau), alpha, beta)  # noqa: E731
+    if not self.gaussian_steps:
+      return full()
+    return jax.lax.cond(gaussian_step(tau, self.gaussian_steps),
+                        lambda: self.gaussian_denoised(g, tau).astype(g.dtype), lambda: full().astype(g.dtype))
+
+  def with_gaussian_steps(self, tau_lo: float, tau_hi: float) -> "VelocityDenoiser":
+    """This denoiser with closed-form Gaussian steps where all times are ``<= tau_lo`` or all ``>= tau_hi``
+    (module docstring); needs the anchor."""
+    if self.prior is None:
+      raise ValueError("closed-form Gaussian steps need the Gaussian anchor (a model trained with "
+                       "config.model.anchor='kronecker'); this denoiser has none.")
+    T = self.schedule.T
+    if not (0.0 <= tau_lo < tau_hi <= T):
+      raise ValueError(f"gaussian steps (tau_lo={tau_lo}, tau_hi={tau_hi}) must satisfy 0 <= tau_lo < tau_hi <= T "
+                       f"= {T}; e.g. (5, 80).")
+    return self.replace(gaussian_steps=(float(tau_lo), float(tau_hi)))
 
   def bind(self, params) -> noniden.Denoiser:
     """``D(g, tau)`` for fixed parameters: what :func:`jaxchan.noniden.generate` takes."""
@@ -122,6 +146,20 @@ class VelocityDenoiser:
     """What a checkpoint records (``model.json``) beside the network's own config."""
     return dict(schedule=self.schedule.to_dict(), input_norm=self.input_norm, min_beta=self.min_beta,
                 anchor=self.anchor, solver=dict(tol=self.tol, max_iter=self.max_iter))
+
+
+def gaussian_step(tau, gaussian_steps) -> jax.Array:
+  """True where one call with times ``tau`` (``[B, *event]``) is a closed-form Gaussian step: every element at
+  ``tau <= tau_lo``, or every element at ``tau >= tau_hi`` (``gaussian_steps = (tau_lo, tau_hi)``)."""
+  lo, hi = gaussian_steps
+  return jnp.all(tau <= lo) | jnp.all(tau >= hi)
+
+
+def gaussian_step_share(paths, gaussian_steps) -> float:
+  """The share of network calls that closed-form Gaussian steps save on the time paths ``[N_G + 1, B, *event]``
+  of one generation run (:func:`jaxchan.stepping.tau_trajectory`; step ``k`` calls ``D`` at ``paths[k]``)."""
+  calls = paths[:-1]
+  return float(jnp.mean(jax.vmap(lambda t: gaussian_step(t, gaussian_steps))(calls)))
 
 
 def make(network, schedule: schedules.GammaSchedule, *, input_norm: str = "noise", min_beta: float | None = None,

@@ -94,13 +94,27 @@ def experiment_of(model_dir: str) -> str:
     return "perception" if "use" in json.load(f) else "noniden"
 
 
+def parse_generation(spec: str):
+  """``"STEPPING SAMPLER STEPS"`` (e.g. ``"tau-waterfilling eta:1.0 50"``) as a :class:`jaxchan.noniden.Generation`."""
+  from jaxchan import noniden
+  parts = str(spec).split()
+  if len(parts) != 3:
+    raise ValueError(f"generation {spec!r} must be 'STEPPING SAMPLER STEPS', e.g. 'tau-waterfilling eta:1.0 50'.")
+  try:
+    steps = int(parts[2])
+  except ValueError:
+    raise ValueError(f"generation {spec!r}: steps {parts[2]!r} must be an integer.") from None
+  return noniden.Generation.parse(parts[0], parts[1], steps)
+
+
 def noniden_estimates(model_dir: str, h: np.ndarray, key, *, pattern: str = "white", snr_db: float | None = None,
-                      background: float = 0.1, stepping: str = "tau-waterfilling", sampler: str = "eta:1.0",
-                      num_steps: int = 50, start: str = "consistent", batch: int = 256) -> dict:
+                      generation: str = "tau-waterfilling eta:1.0 50", start: str = "consistent",
+                      batch: int = 256) -> dict:
   """Observe ``h`` ``[N, n_bs, n_freq]`` through ``pattern`` and generate it back with the model in ``model_dir``.
 
   The identical-diffusion baseline (placement ``identical``) starts from its scalar-time start and steps
-  uniformly, as in the experiment. Returns numpy ``h``, ``h_bar``, ``mask``, ``h_hat``.
+  uniformly, as in the experiment. ``generation``: ``"STEPPING SAMPLER STEPS"``
+  (:meth:`jaxchan.noniden.Generation.parse`). Returns numpy ``h``, ``h_bar``, ``mask``, ``h_hat``.
   """
   import jax
   import jax.numpy as jnp
@@ -112,14 +126,14 @@ def noniden_estimates(model_dir: str, h: np.ndarray, key, *, pattern: str = "whi
   den, params, info = exp.load_trained(model_dir)
   sch = den.schedule
   identical = info["model"]["placement"] == "identical"
-  st = stepping_mod.Stepping.parse("tau-uniform" if identical else stepping)
-  gen = noniden.make_network_generator(den, stepping=st, sampler=noniden.Sampler.parse(sampler),
-                                       num_steps=num_steps)
+  run = parse_generation(generation)
+  st = stepping_mod.Stepping.parse("tau-uniform") if identical else run.stepping
+  gen = noniden.make_network_generator(den, stepping=st, sampler=run.sampler, num_steps=run.num_steps)
   out = {k: [] for k in ("h", "h_bar", "mask", "h_hat")}
   for i in range(0, h.shape[0], batch):
     hb = jnp.asarray(h[i:i + batch])
     k_obs, k_id, k_gen = jax.random.split(jax.random.fold_in(key, i), 3)
-    obs = noise_patterns.observe(hb, k_obs, pattern, sch, snr_db=snr_db, background=background, start=start)
+    obs = noise_patterns.observe(hb, k_obs, pattern, sch, snr_db=snr_db, start=start)
     s = noniden.identical_start(obs.h_bar, obs.m, k_id, sch) if identical else \
         noniden.initial_state(obs.h_bar, obs.m, sch, start=start)
     for k, v in (("h", hb), ("h_bar", obs.h_bar), ("mask", obs.m), ("h_hat", gen(params, tuple(s), k_gen))):
@@ -206,7 +220,8 @@ def export(model_dir: str, dataset: str, out: str, *, split: str = "test", num: 
            **kwargs) -> dict:
   """Run the model in ``model_dir`` on ``split`` of ``dataset`` and write its estimates to ``out``.
 
-  ``kwargs`` go to :func:`noniden_estimates` or :func:`perception_estimates`. Returns the settings written.
+  ``kwargs`` go to :func:`noniden_estimates` (``stepping``, ``sampler`` and ``num_steps`` as its ``generation``)
+  or :func:`perception_estimates`. Returns the settings written.
   Everything is checked (model folder, dataset, output format, split) before any estimate is computed.
   """
   import jax
@@ -226,7 +241,9 @@ def export(model_dir: str, dataset: str, out: str, *, split: str = "test", num: 
     arrays = ds.load(split)
   key = jax.random.PRNGKey(seed)
   if which == "noniden":
-    est = noniden_estimates(model_dir, arrays["h"][:n], key, **kwargs)
+    kw = dict(kwargs)
+    gen = [str(kw.pop(k, d)) for k, d in (("stepping", "tau-waterfilling"), ("sampler", "eta:1.0"), ("num_steps", 50))]
+    est = noniden_estimates(model_dir, arrays["h"][:n], key, generation=" ".join(gen), **kw)
   else:
     est = perception_estimates(model_dir, arrays["history"][:n], arrays["target"][:n], key, **kwargs)
   settings = dict(kwargs, experiment=which, model_dir=os.path.abspath(model_dir), dataset=os.path.abspath(dataset),

@@ -11,7 +11,7 @@ The system matrix ``I + R C R`` has every eigenvalue at least 1, whatever the
 times: an element near ``tau = T`` (``R ~ 0``) only adds a row of the identity,
 one near ``tau = 0`` a large but bounded term, so no element ever needs
 ``1 / alpha`` or ``1 / beta`` of a clean element (``beta`` is floored at a stated
-``min_beta``, the noise level of the smallest time training draws).
+``beta_floor``, the noise level of the smallest time training draws).
 
 The prior's covariance is a Kronecker product ``C = C_a (x) C_s`` of an antenna
 factor ``[N_a, N_a]`` and a subcarrier factor ``[N_s, N_s]``: on ``[N_a, N_s]``
@@ -243,14 +243,14 @@ def _posterior_one(prior, g, alpha, beta, tol, max_iter):
 
 
 def posterior(prior: KroneckerGaussian, g: jax.Array, alpha: jax.Array, beta: jax.Array, *,
-              min_beta: float = 0.0, tol: float = 1e-4, max_iter: int = 50) -> Solve:
+              beta_floor: float = 0.0, tol: float = 1e-4, max_iter: int = 50) -> Solve:
   """Exact posterior means ``E[h | g]`` and ``E[xi | g]`` under the Gaussian prior (eq. 6, module docstring).
 
   Args:
     prior: the Gaussian prior, for channels ``[N_a, N_s]``.
     g: diffused channels ``[B, N_a, N_s]``, ``g = alpha o h + beta o xi``.
     alpha, beta: element-wise schedule values, same shape (``alpha^2 + beta^2 = 1``).
-    min_beta: floor of ``beta`` in the solve, ``>= 0``; 0 is exact but needs every ``beta > 0``.
+    beta_floor: floor of ``beta`` in the solve, ``>= 0``; 0 is exact but needs every ``beta > 0``.
     tol: relative residual at which CG stops, ``> 0``.
     max_iter: most CG iterations, ``>= 1``.
 
@@ -264,11 +264,11 @@ def posterior(prior: KroneckerGaussian, g: jax.Array, alpha: jax.Array, beta: ja
     raise ValueError(f"the Gaussian prior is for channels {prior.shape} but g is {tuple(g.shape)}; "
                      "fit the prior on channels of this shape.")
   check_solver(tol, max_iter)
-  if not min_beta >= 0:
-    raise ValueError(f"min_beta={min_beta!r} must be >= 0 (0: exact, needs beta > 0).")
+  if not beta_floor >= 0:
+    raise ValueError(f"beta_floor={beta_floor!r} must be >= 0 (0: exact, needs beta > 0).")
   dtype = prior.mean.dtype
   g, alpha, beta = jax.lax.stop_gradient((g.astype(dtype), alpha.astype(jnp.float32), beta.astype(jnp.float32)))
-  beta = jnp.maximum(beta, min_beta) if min_beta > 0 else beta
+  beta = jnp.maximum(beta, beta_floor) if beta_floor > 0 else beta
   one = lambda g_, a_, b_: _posterior_one(prior, g_, a_, b_, tol, max_iter)
   return Solve(*jax.vmap(one)(g, alpha, beta))
 

@@ -227,6 +227,19 @@ class Sampler:
     return f"{self.kind}:{self.value:g}"
 
 
+class Generation(NamedTuple):
+  """How Algorithm 2 runs: the time stepping (:class:`jaxchan.stepping.Stepping`), the reverse step
+  (:class:`Sampler`) and the number of steps ``N_G``; a hashable value (a static argument under ``jit``)."""
+  stepping: stepping.Stepping = stepping.Stepping()
+  sampler: Sampler = Sampler()
+  num_steps: int = 50
+
+  @classmethod
+  def parse(cls, stepping_: str = "tau-waterfilling", sampler: str = "eta:1.0", num_steps: int = 50) -> "Generation":
+    """From the config strings, e.g. ``Generation.parse("tau-waterfilling", "eta:1.0", 50)``."""
+    return cls(stepping.Stepping.parse(stepping_), Sampler.parse(sampler), checks.positive_int("num_steps", num_steps))
+
+
 def _check_sampler(sampler):
   if not isinstance(sampler, Sampler):
     raise TypeError(f"sampler must be a jaxchan.noniden.Sampler (e.g. Sampler.parse('eta:1.0')); got {sampler!r}.")
@@ -395,9 +408,8 @@ def _check_generation(start, schedule, stepping_, sampler, num_steps):
   checks.in_range("tau0", tau0, 0.0, schedule.T, hint=f"initial times must lie in [0, T={schedule.T}].")
 
 
-def multistep_update(g: jax.Array, denoised: jax.Array, denoised_prev: jax.Array, h_prev: jax.Array,
-                     tau: jax.Array, tau_next: jax.Array, key: jax.Array, eta: float,
-                     schedule: schedules.GammaSchedule):
+def multistep_update(g: jax.Array, denoised: jax.Array, prev: tuple[jax.Array, jax.Array], tau: jax.Array,
+                     tau_next: jax.Array, key: jax.Array, eta: float, schedule: schedules.GammaSchedule):
   """One element-wise DPM-Solver++(2M) step (SDE form at ``eta = 1``, ODE at ``eta = 0``): ``(g_next, h)``.
 
   With ``lambda = log(alpha / beta)`` per element and ``h = lambda_next - lambda``:
@@ -408,13 +420,14 @@ def multistep_update(g: jax.Array, denoised: jax.Array, denoised_prev: jax.Array
   the denoiser far); elements whose time does not change stay as they are.
 
   Args:
-    g, denoised: state and ``D(g, tau)``; ``denoised_prev``, ``h_prev``: the previous step's ``D`` and ``h``
-      (0 where there was none); ``tau``, ``tau_next``: element-wise times, all of one shape.
+    g, denoised: state and ``D(g, tau)``; ``prev = (denoised_prev, h_prev)``: the previous step's ``D`` and
+      ``h`` (0 where there was none); ``tau``, ``tau_next``: element-wise times, all of one shape.
     key: PRNG key of the injected noise; ``eta`` in ``[0, 1]``.
 
   Returns:
     ``(g_next, h)``: the new state and this step's ``h`` (0 where the element did not move), to pass on.
   """
+  denoised_prev, h_prev = prev
   lg, lg_next = schedules.log_gamma(tau, schedule), schedules.log_gamma(tau_next, schedule)
   moving = tau_next < tau
   beta, beta_next = jnp.sqrt(-jnp.expm1(2.0 * lg)), jnp.sqrt(-jnp.expm1(2.0 * lg_next))
@@ -446,7 +459,7 @@ def _generate(denoiser, start, key, schedule, stepping_, sampler, num_steps, wit
     tau, tau_next, k = xs
     d = denoiser(g, tau).astype(g.dtype)     # carried (dpm2m's previous D): one dtype across steps
     if sampler.kind == "dpm2m":
-      g_next, h = multistep_update(g, d, d_prev, h_prev, tau, tau_next, k, sampler.value, schedule)
+      g_next, h = multistep_update(g, d, (d_prev, h_prev), tau, tau_next, k, sampler.value, schedule)
     else:
       g_next, h = ddim_step(g, d, tau, tau_next, k, sampler, schedule), h_prev
     return (g_next, d, h), (Trajectory(g_next, d) if with_trajectory else None)

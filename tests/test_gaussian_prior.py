@@ -164,3 +164,26 @@ def test_a_model_trained_with_one_anchor_is_refused_under_another(tmp_path):
   (tmp_path / "model.json").write_text(json.dumps({"model": {}, "shape": [4, 4]}))
   with pytest.raises(ValueError, match="has no 'denoiser' field"):
     exp.load_trained(str(tmp_path))
+
+
+def test_closed_form_gaussian_steps_replace_the_network_only_where_every_time_qualifies():
+  prior = _prior(3)
+  net = denoiser.FunctionNetwork(lambda x, t: 0.3 * x + 0.01 * t)   # a non-zero residual velocity
+  den = denoiser.make(net, SCH, prior=prior, tol=1e-6, max_iter=200)
+  fast = den.with_gaussian_steps(2.0, 0.9 * SCH.T)
+  g, _, _ = _diffused(prior, jnp.full((4, NA, NS), 1.0), seed=4)
+  for tau, gaussian in ((jnp.full((4, NA, NS), 1.5), True), (jnp.full((4, NA, NS), SCH.T), True),
+                        (jnp.full((4, NA, NS), 20.0), False),
+                        (jnp.full((4, NA, NS), 1.5).at[0, 0, 0].set(SCH.T), False)):   # mixed: the network runs
+    want = den.gaussian_denoised(g, tau) if gaussian else den(None, g, tau)
+    got = jax.jit(lambda g, t: fast(None, g, t))(g, tau)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
+    assert not np.allclose(np.asarray(den(None, g, tau)), np.asarray(den.gaussian_denoised(g, tau)), atol=1e-3)
+  # Time paths of 3 calls: the first all at T, the second mixed, the third all near 0: 2 of 3 calls saved.
+  paths = jnp.stack([jnp.full((2, NA, NS), SCH.T), jnp.full((2, NA, NS), 10.0).at[0].set(SCH.T),
+                     jnp.full((2, NA, NS), 1.0), jnp.zeros((2, NA, NS))])
+  assert denoiser.gaussian_step_share(paths, fast.gaussian_steps) == pytest.approx(2 / 3)
+  with pytest.raises(ValueError, match="tau_lo"):
+    den.with_gaussian_steps(50.0, 10.0)
+  with pytest.raises(ValueError, match="anchor"):
+    denoiser.make(net, SCH).with_gaussian_steps(2.0, 90.0)

@@ -28,8 +28,8 @@ from jaxchan import checks, data, denoiser, files, gaussian_prior, noise_pattern
 from jaxchan.experiments import common
 # The config's values (re-exported here: ``noniden.load_trained``, ``noniden.make_denoiser``, ...).
 from jaxchan.experiments.noniden_setup import (  # noqa: F401
-    PRIOR_FILE, SIZE_FIELDS, check_resume, load_trained, loss_fn, make_denoiser, make_model, samplers, schedule,
-    steppings)
+    PRIOR_FILE, SIZE_FIELDS, check_resume, check_training_times, load_trained, loss_fn, make_denoiser, make_model,
+    samplers, schedule, steppings)
 from jaxchan.models.mixer import AVERAGING, PLACEMENTS
 
 def validate(config):
@@ -43,8 +43,7 @@ def validate(config):
     checks.choice(f"config.models.{name}.tau_pattern", m.tau_pattern, tau_patterns.PATTERNS)
     checks.choice(f"config.models.{name}.input_norm", m.input_norm, noniden.INPUT_NORMS)
     checks.choice(f"config.models.{name}.anchor", m.get("anchor", "none"), denoiser.ANCHORS)
-    with common.field(f"config.models.{name}.tau_min / config.train.tau_min / config.min_beta"):
-      noniden.check_training_times(m.get("tau_min", config.train.tau_min), config.min_beta or None, sch)
+    check_training_times(config, name, sch)
   for p in config.eval.patterns:
     checks.choice("config.eval.patterns entry", p, noise_patterns.PATTERNS)
     if p not in config.eval.snr_db:
@@ -142,7 +141,7 @@ def train_one(name, mcfg, config, ds, workdir, log=common.log, label: str | None
                             jnp.zeros((1,) + shape))
   tau_min = mcfg.get("tau_min", config.train.tau_min)
   meta = dict(model=mcfg.to_dict(), schedule=sch.to_dict(), T=sch.T, beta_max=sch.beta_max, shape=list(shape),
-              tau_min=tau_min, min_beta=den.min_beta, denoiser=den.settings())
+              tau_min=tau_min, denoiser=den.settings())
   model_dir = os.path.join(workdir, "models", name)
   check_resume(model_dir, den.anchor)
   if anchored and common.is_main_process():

@@ -12,35 +12,34 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxchan import lmmse, metrics, noise_patterns, noniden, schedules, stepping, tau_patterns
+from jaxchan import lmmse, metrics, noise_patterns, noniden, schedules, tau_patterns
 from jaxchan.experiments import common
 from jaxchan.experiments import noniden_setup as exp
 
 
-@functools.partial(jax.jit, static_argnames=("stepping", "sampler", "num_steps"))
-def _per_step_sqerr(den, params, g0, tau0, h, key, *, stepping, sampler, num_steps):
+@functools.partial(jax.jit, static_argnames=("run",))
+def _per_step_sqerr(den, params, g0, tau0, h, key, *, run: noniden.Generation):
   """Squared error summed over the batch after each generation step, ``[num_steps]``.
 
   ``den`` (a :class:`~jaxchan.denoiser.VelocityDenoiser`) is a pytree whose settings are static, so models of
   one architecture share compiled code and a sweep compiles each stepping x sampler once.
   """
   _, traj = noniden.generate_trajectory(den.bind(params), noniden.Start(g0, tau0), key, den.schedule,
-                                        stepping=stepping, sampler=sampler, num_steps=num_steps)
+                                        stepping=run.stepping, sampler=run.sampler, num_steps=run.num_steps)
   return jnp.sum(jnp.abs(traj.g - h[None]) ** 2, axis=tuple(range(1, traj.g.ndim)))
 
 
-def generation_nmse(den, params, h, start, *, stepping, sampler, num_steps, batch, key):
-  """Dataset-level NMSE (ratio of sums) after each of the ``num_steps`` generation steps, ``[num_steps]``.
+def generation_nmse(den, params, h, start, key, *, run: noniden.Generation, batch: int):
+  """Dataset-level NMSE (ratio of sums) after each of the ``run.num_steps`` generation steps, ``[num_steps]``.
 
   ``start``: ``(g0, tau0)``, each ``[N, N_a, N_c]``; ``h``: the true channels ``[N, N_a, N_c]``.
   """
   g0, tau0 = start
-  num, den_sum = np.zeros(num_steps), 0.0
+  num, den_sum = np.zeros(run.num_steps), 0.0
   for i in range(0, h.shape[0], batch):
     sl = slice(i, i + batch)
     num += np.asarray(_per_step_sqerr(den, params, *common.shard_eval(g0[sl], tau0[sl], h[sl]),
-                                      jax.random.fold_in(key, i), stepping=stepping, sampler=sampler,
-                                      num_steps=num_steps))
+                                      jax.random.fold_in(key, i), run=run))
     den_sum += float(jnp.sum(jnp.abs(h[sl]) ** 2))
   return num / den_sum
 
@@ -151,9 +150,9 @@ def evaluate(config, models, ds, log=common.log):
         log(f"{name} {pattern} one-shot D(g0, tau0): NMSE {by_start[config.eval.start]:.4f} "
             f"({', '.join(f'{s} start {v:.4f}' for s, v in by_start.items())})")
       for st, sp, start in combos(config, name, mcfg):
-        curve = generation_nmse(den, params, h, starts[start], stepping=stepping.Stepping.parse(st),
-                                sampler=noniden.Sampler.parse(sp), num_steps=config.eval.num_steps,
-                                batch=config.eval.batch_size, key=k_gen)
+        curve = generation_nmse(den, params, h, starts[start], k_gen,
+                                run=noniden.Generation.parse(st, sp, config.eval.num_steps),
+                                batch=config.eval.batch_size)
         out["rows"].append(dict(model=name, pattern=pattern, stepping=st, sampler=sp, start=start,
                                 final_nmse=float(curve[-1]), nmse_per_step=curve.tolist()))
         log(f"{name} {pattern} {st} {sp} {start} start: final NMSE {curve[-1]:.4f}")

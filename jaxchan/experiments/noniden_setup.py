@@ -42,6 +42,13 @@ def samplers(config) -> list[noniden.Sampler]:
     return [noniden.Sampler.parse(s) for s in config.eval.samplers]
 
 
+def check_training_times(config, name: str, sch: schedules.GammaSchedule):
+  """Model ``name``'s smallest training time against the input floor (:func:`jaxchan.noniden.check_training_times`)."""
+  m = config.models[name]
+  with common.field(f"config.models.{name}.tau_min / config.train.tau_min / config.min_beta"):
+    noniden.check_training_times(m.get("tau_min", config.train.tau_min), config.min_beta or None, sch)
+
+
 def make_model(mcfg, sch: schedules.GammaSchedule) -> MixerDenoiser:
   return MixerDenoiser(num_layers=mcfg.num_layers, expansion=mcfg.expansion, embed_dim=mcfg.embed_dim,
                        placement=mcfg.placement, averaging=mcfg.averaging, schedule=sch,

@@ -23,7 +23,8 @@ from jaxchan.experiments import common
 # The config's values (re-exported here: ``perception.make_model``, ``perception.load_trained``, ...).
 from jaxchan.experiments.perception_setup import (  # noqa: F401
     CLASSICAL, ESTIMATES, SCENARIOS, SE_ROWS, anchor_of, check_resume, dm_kw, dm_prediction, dm_schedule,
-    fit_age_correlation, init_params, load_trained, loss_fn, make_model, n_bs_used, shapes, srs_cfg, to_batch)
+    fit_age_correlation, fit_cov_floor, init_params, load_trained, loss_fn, make_model, n_bs_used, shapes, srs_cfg,
+    to_batch)
 from jaxchan.models.transformer import ANCHORS, USES, check_token_width
 
 
@@ -135,12 +136,18 @@ def open_scenario(config, scenario, log=common.log):
 def train_one(config, use, ds, model_dir, log=common.log, label: str | None = None):
   """The backbone trained as ``use`` (``sl``, ``dm`` or ``e2e``): ``(model, params, history)``; ``label`` names it
   in progress lines."""
-  rho = fit_age_correlation(ds) if anchor_of(config) == "gaussian" else None
-  model = make_model(config, use, rho)
+  anchored = anchor_of(config) == "gaussian"
+  rho = fit_age_correlation(ds) if anchored else None
+  floor, floor_losses = fit_cov_floor(config, ds, rho) if anchored and use == "dm" else (0.0, None)
+  if floor_losses:
+    log(f"{label or use}: Gaussian anchor covariance floor {floor} (anchor DM loss per floor on training samples: "
+        + ", ".join(f"{f:g}: {v:.4f}" for f, v in floor_losses.items()) + ")")
+  model = make_model(config, use, rho, floor)
   key = common.key(config, f"perception/{use}")
   meta = dict(use=use, model=config.model.to_dict(), data=config.data.to_dict(), srs=config.srs.to_dict(),
               dm=config.dm.to_dict(), anchor=anchor_of(config),
-              age_corr=None if rho is None else [[float(r.real), float(r.imag)] for r in rho])
+              age_corr=None if rho is None else [[float(r.real), float(r.imag)] for r in rho], cov_floor=floor,
+              cov_floor_losses=None if floor_losses is None else {str(k): v for k, v in floor_losses.items()})
   check_resume(model_dir, anchor_of(config))
   params, history = common.train_model(
       label or use, params=init_params(model, jax.random.fold_in(key, 0)), loss_fn=loss_fn(config, model, use), ds=ds,

@@ -16,7 +16,8 @@ import numpy as np
 from jaxchan import ddpm, gaussian_predictor, metrics, precoding, prediction, srs, stiefel
 from jaxchan.experiments import common
 from jaxchan.experiments.perception_setup import (ESTIMATES, SE_ROWS, dm_kw, dm_prediction, dm_schedule,
-                                                  fit_age_correlation, init_params, loss_fn, make_model, srs_cfg,
+                                                  fit_age_correlation, fit_cov_floor, init_params, loss_fn, make_model,
+                                                  srs_cfg,
                                                   to_batch)
 
 
@@ -135,11 +136,12 @@ def anchor_losses(config, ds, num_keys: int = 4) -> dict:
   with cfg.unlocked():
     cfg.model.anchor = "gaussian"
   rho = fit_age_correlation(ds)
+  floor, _ = fit_cov_floor(cfg, ds, rho)
   test = to_batch(ds.load("test"), config.train.test_loss_samples)
   key = common.key(config, "perception/anchor_losses")
   out = {}
   for use in ("sl", "dm", "e2e"):
-    model = make_model(cfg, use, rho)
+    model = make_model(cfg, use, rho, floor if use == "dm" else 0.0)
     params = init_params(model, key)
     f = jax.jit(loss_fn(cfg, model, use))
     out[f"{use}_gaussian_predictor"] = float(np.mean([f(params, test, jax.random.fold_in(key, i))

@@ -69,7 +69,7 @@ def distill(config, scenario: str, teacher, ds, models_dir: str, log=common.log)
   else:
     model, params = teacher
   # A student keeps its teacher's anchor (the Gaussian term and its fitted age correlation live in the model).
-  base.update(anchor=model.anchor, age_corr=[list(p) for p in model.age_corr] or None)
+  base.update(anchor=model.anchor, age_corr=[list(p) for p in model.age_corr] or None, cov_floor=model.cov_floor)
   scfg = exp.srs_cfg(config)
   students = {}
   tcfg = config.train.copy_and_resolve_references()

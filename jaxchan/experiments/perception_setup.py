@@ -47,10 +47,11 @@ def srs_cfg(config) -> srs.SRSConfig:
 # Models and training.
 
 
-def make_model(config, use: str, age_corr=None) -> ChannelTransformer:
+def make_model(config, use: str, age_corr=None, cov_floor: float = 0.0) -> ChannelTransformer:
   """The backbone for one use. ``age_corr``: ``[n_occ]`` complex per-occasion correlation of the Gaussian
   predictor (:func:`fit_age_correlation`), needed when ``config.model.anchor == "gaussian"``; ``None`` there
-  builds the model with placeholder zeros (shapes and checks only)."""
+  builds the model with placeholder zeros (shapes and checks only). ``cov_floor``: the DM anchor's covariance
+  floor (:func:`fit_cov_floor`)."""
   d, m = config.data, config.model
   anchor = anchor_of(config)
   corr = ()
@@ -66,7 +67,7 @@ def make_model(config, use: str, age_corr=None) -> ChannelTransformer:
                             enc_layers=m.enc_layers, dec_layers=m.dec_layers, mlp_ratio=m.mlp_ratio,
                             dropout=m.dropout, anchor=anchor, age_corr=corr,
                             dm_schedule=(config.dm.T, config.dm.get("cosine_s", 0.008), config.dm.get("max_beta", 0.999)),
-                            prediction=dm_prediction(config))
+                            prediction=dm_prediction(config), cov_floor=float(cov_floor))
 
 
 def anchor_of(config) -> str:
@@ -81,6 +82,44 @@ def fit_age_correlation(ds, max_samples: int = 4000) -> np.ndarray:
   train = ds.load("train")
   n = min(max_samples, ds.size("train"))
   return np.asarray(gaussian_predictor.fit_age_correlation(train["history"][:n], train["target"][:n]))
+
+
+#: Candidate covariance floors of the DM's Gaussian anchor (:func:`fit_cov_floor`), per element of a unit-power
+#: channel.
+COV_FLOORS = (0.0, 0.001, 0.003, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 1.0)
+
+
+def fit_cov_floor(config, ds, rho, max_samples: int = 512, num_keys: int = 4) -> tuple[float, dict]:
+  """``(floor, {floor: loss})``: the covariance floor of the DM's Gaussian anchor with the lowest DM loss on
+  training samples, and the loss of every candidate.
+
+  The anchor's own loss (the untrained anchored DM's, conditional samples: the null condition does not depend
+  on it), ``E |v - v_gauss|^2`` over ``t``, the noise and the SRS observation, for each floor of
+  :data:`COV_FLOORS` on up to ``max_samples`` training histories. Without a floor, a direction the predictor
+  declares certain makes that loss grow as ``1 / sigma_t`` near the data wherever the predictor is wrong.
+  """
+  from jaxchan import ddpm, gaussian_predictor
+  train = ds.load("train")
+  n = min(max_samples, ds.size("train"))
+  hist, h = jnp.asarray(train["history"][:n]), jnp.asarray(train["target"][:n])
+  sch, scfg = dm_schedule(config), srs_cfg(config)
+  rho = jnp.asarray(rho, jnp.complex64)
+
+  @jax.jit
+  def loss(floor, key):
+    k_obs, k_t, k_eps = jax.random.split(key, 3)
+    obs = srs.observe(hist, k_obs, num_hops=scfg.num_hops, snr_db_range=scfg.snr_db_range)
+    gp = gaussian_predictor.predict(obs, rho)
+    gp = gp._replace(cov_vals=gp.cov_vals + floor)
+    t = jax.random.randint(k_t, (n,), 1, sch.num_steps + 1)
+    x_t, eps = ddpm.q_sample(h, t, k_eps, sch)
+    x0 = gaussian_predictor.denoise(gp, x_t, sch.alpha_bars[t])
+    return jnp.mean(jnp.abs(ddpm.v_target(h, eps, t, sch) - ddpm.v_target(x0, ddpm.eps_from_x0(x_t, x0, t, sch), t, sch))
+                    ** 2)
+
+  keys = [jax.random.PRNGKey(i) for i in range(num_keys)]
+  losses = [float(np.mean([loss(jnp.float32(f), k) for k in keys])) for f in COV_FLOORS]
+  return float(COV_FLOORS[int(np.argmin(losses))]), dict(zip(COV_FLOORS, losses))
 
 
 def init_params(model: ChannelTransformer, key):
@@ -143,7 +182,7 @@ def load_trained(model_dir: str, *, anchor: str | None = None):
     cfg = ml_collections.ConfigDict({k: info[k] for k in ("model", "data", "srs", "dm")})
     cfg.model.anchor = trained
     rho = None if info.get("age_corr") is None else np.array([complex(*p) for p in info["age_corr"]])
-    model = make_model(cfg, info["use"], rho)
+    model = make_model(cfg, info["use"], rho, info.get("cov_floor", 0.0))
     return model, init_params(model, jax.random.PRNGKey(0))
 
   model, params, info = common.load_trained(model_dir, build, "WORKDIR/SCENARIO/models/USE")

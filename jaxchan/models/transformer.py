@@ -158,6 +158,10 @@ class ChannelTransformer(nn.Module):
     age_corr: ``((re, im), ...)``, the per-occasion correlation of the Gaussian predictor (``anchor="gaussian"``).
     dm_schedule: ``(T, cosine_s, max_beta)`` of the DM's cosine schedule (``use="dm"``, ``anchor="gaussian"``).
     prediction: what the DM predicts, ``"v"`` or ``"eps"`` (the anchor's term is given in the same form).
+    cov_floor: added to the conditional covariance's eigenvalues in the DM's anchor (``use="dm"``): a direction
+      the predictor declares certain (variance 0) would make the anchor's ``v`` error grow as ``1 / sigma_t``
+      near the data wherever the predictor is wrong; fitted on the training set
+      (:func:`jaxchan.experiments.perception_setup.fit_cov_floor`).
   """
   n_occ: int
   n_ue: int
@@ -176,6 +180,7 @@ class ChannelTransformer(nn.Module):
   age_corr: tuple = ()
   dm_schedule: tuple = ()
   prediction: str = "v"
+  cov_floor: float = 0.0
 
   def setup(self):
     if self.use not in USES:
@@ -270,6 +275,7 @@ class ChannelTransformer(nn.Module):
         skip = skip + gaussian_predictor.latent(gp, self.n_ue)
       else:
         keep = jnp.ones((B,), bool) if drop is None else ~drop
+        gp = gp._replace(cov_vals=gp.cov_vals + self.cov_floor)
         extra["gauss"] = gaussian_predictor.unconditional(gp, keep)._asdict()
     if drop is not None:
       x = jnp.where(drop[:, None, None, None, None], self.null_embed, x)
