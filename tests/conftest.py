@@ -1,6 +1,11 @@
 """Shared helpers for the statistical tests."""
 
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 # Tests run on CPU in float32; keep XLA from grabbing every core's worth of
 # threads on small machines and make results reproducible run to run.
@@ -153,3 +158,58 @@ def docs_block(doc: str, test_name: str) -> str:
                 flags=re.S)
   assert m, f"{doc} has no Python block marked to run in {test_name}"
   return m.group(1)
+
+
+# Wall-clock fields: the only ones a resumed run may change.
+_TIMING = {"seconds", "elapsed_s", "wall_s", "started", "finished", "duration_s", "provenance"}
+
+
+def _strip_timing(x):
+  if isinstance(x, dict):
+    return {k: _strip_timing(v) for k, v in x.items() if k not in _TIMING}
+  if isinstance(x, list):
+    return [_strip_timing(v) for v in x]
+  return x
+
+
+def _kill_when(args, cwd, log_path, marker: str, timeout: float = 600.0) -> bool:
+  """Start ``run.py ARGS``; SIGKILL it as soon as ``marker`` appears in ``log_path``. False if it ended first."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "run.py"), *args], cwd=cwd, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  end = time.time() + timeout
+  try:
+    while time.time() < end and proc.poll() is None:
+      if os.path.exists(log_path) and marker in open(log_path, errors="replace").read():
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        return True
+      time.sleep(0.05)
+    return False
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+
+
+def assert_sigkill_resume_reproduces(tmp_path, args, reference: dict, train_marker: str, eval_marker: str):
+  """``run.py ARGS --workdir=tmp_path/killed`` killed with SIGKILL when ``train_marker`` appears in its log, rerun
+  and killed at ``eval_marker``, rerun to the end: its ``results.json`` must equal ``reference`` (an
+  uninterrupted run's) in every field but the wall-clock ones and the config (whose workdir differs)."""
+  wd = tmp_path / "killed"
+  args = list(args) + [f"--workdir={wd}"]
+  assert _kill_when(args, tmp_path, wd / "jaxchan.log", train_marker), "the job ended before the training marker"
+  assert not (wd / "results.json").exists()
+  assert _kill_when(args, tmp_path, wd / "jaxchan.log", eval_marker), "the job ended before the evaluation marker"
+  assert not (wd / "results.json").exists()
+  done = run_py(args, tmp_path)
+  assert done.returncode == 0, done.stderr[-3000:]
+  log_text = (wd / "jaxchan.log").read_text()
+  assert "resumed from" in log_text
+  got = _strip_timing(json.load(open(wd / "results.json")))
+  want = _strip_timing(json.loads(json.dumps(reference)))
+  got.pop("config"), want.pop("config")     # the workdir differs, nothing else in it does
+  # Identical programs on identical inputs and keys: the resumed run reproduces every number bit for bit.
+  assert got == want
+  # No temporary file is left behind by the kills (atomic writes: files.atomic_* write then rename).
+  assert not [p for p in wd.rglob("*") if ".tmp" in p.name]

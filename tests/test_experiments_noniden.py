@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import docs_block, ROOT, assert_stops_before_work, assert_validate_refuses, config_with, run_py
+from conftest import (ROOT, assert_sigkill_resume_reproduces, assert_stops_before_work, assert_validate_refuses,
+                      config_with, docs_block, run_py)
 
 from jaxchan import noniden
 
@@ -22,6 +23,9 @@ def test_noniden_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, caplog):
   proc = run_py(args, tmp_path)
   assert proc.returncode == 0, proc.stderr[-3000:]
   res = json.load(open(tmp_path / "wd" / "results.json"))
+  # SIGKILL after the second model's first epoch, then at the first LMMSE line (evaluation), then resume.
+  assert_sigkill_resume_reproduces(tmp_path, [a for a in args if not a.startswith("--workdir")], res,
+                                   'nonid (2/2): {"epoch": 1', "LMMSE ")
   assert set(res["training"]) == {"nonid", "identical"}
   rows = res["generation"]["rows"]
   # 2 patterns x (nonid: 2 steppings + 1 extra sampler + the paper start with both samplers; identical: 1 run).

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, assert_stops_before_work, assert_validate_refuses, config_with
+from conftest import ROOT, assert_sigkill_resume_reproduces, assert_stops_before_work, assert_validate_refuses, config_with
 
 from jaxchan import prediction, schedules, srs
 
@@ -23,6 +23,11 @@ def test_perception_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, caplog)
   perception.run(config_with("perception:smoke,high_mobility", {"data.path": data_path, "progress": False}),
                  str(tmp_path / "wd"))
   res = json.load(open(tmp_path / "wd" / "results.json"))
+  # The same job through run.py, SIGKILLed during the DM's training and then during evaluation, resumes to
+  # these results.
+  assert_sigkill_resume_reproduces(
+      tmp_path, [f"--config={ROOT}/configs/perception.py:smoke,high_mobility", f"--config.data.path={data_path}",
+                 "--config.progress=False"], res, 'high_mobility/dm (2/3): {"epoch": 1', "fast sampling ")
   r = res["scenarios"]["high_mobility"]
   assert set(r["training"]) == {"sl", "dm", "e2e"}
   t3 = r["eval"]["table3"]
