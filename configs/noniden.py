@@ -10,9 +10,10 @@ Variants (``--config=configs/noniden.py:VARIANT[,VARIANT]``):
               finished runs are skipped on rerun, and the table is assembled from all of them.
   embeddings  adds row / both placements and tau averaging, trained on "all", for Fig. 8.
   literal     combinable: every model without the Gaussian anchor (the paper's networks as printed; ablation).
+  main        combinable: the main model alone (no identical baseline, no Table III models), e.g. :quick,main.
 Every variant trains the main non-identical model ("nonid": column-wise embedding, alpha
 averaging, identical-noise-power input, "all" pattern), the identical baseline and one model
-per training pattern (Table III), unless table1 replaces them by its grid.
+per training pattern (Table III), unless table1 replaces them by its grid or main keeps the main model alone.
 """
 
 import ml_collections
@@ -118,7 +119,7 @@ def get_config(arg: str = ""):
   c.eval.table1_last_epochs = 50     # Table I: loss mean +/- std over the last epochs (the paper: 51-100)
 
   variants = [v for v in (arg or "").split(",") if v]
-  unknown = set(variants) - {"smoke", "quick", "table1", "embeddings", "raytraced", "literal"}
+  unknown = set(variants) - {"smoke", "quick", "table1", "embeddings", "raytraced", "literal", "main"}
   if unknown or ("smoke" in variants and "quick" in variants):
     raise ValueError(f"unknown variant {arg!r} for configs/noniden.py; combine at most one of 'smoke', 'quick' "
                      "with 'table1', 'embeddings' and/or 'raytraced', e.g. configs/noniden.py:quick,raytraced.")
@@ -136,6 +137,12 @@ def get_config(arg: str = ""):
     epochs = 22 if "literal" in variants else 12
     scale(c, epochs=epochs, test_loss_samples=256, num_test=128, eval_batch=128, lmmse_train=8000,
           last_epochs=4)
+  if "main" in variants:
+    # The main model alone (no identical baseline, no Table III models): its one-shot and generation study at
+    # a seventh of the training cost.
+    c.models = ml_collections.ConfigDict({"nonid": c.models.nonid})
+    c.eval.models = ("nonid",)
+    c.eval.compare_identical = ""
   if "smoke" in variants:
     # Tables and figures say so: a :smoke run checks the pipeline, its numbers mean nothing.
     c.pipeline_check = True

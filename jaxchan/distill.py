@@ -17,6 +17,8 @@ it with ``Solver("ddim", N)``.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
@@ -42,14 +44,6 @@ def check_stages(steps, schedule: DDPMSchedule) -> tuple[int, ...]:
   return steps
 
 
-def _x0(model, params, obs, x, t, schedule, prediction, clip_x0, train=False, key=None):
-  null = jnp.zeros((x.shape[0],), bool)
-  kw = dict(train=True, rngs={"dropout": key}) if train else {}
-  out = model.apply(params, obs.obs, obs.mask, obs.noise_var, x, t, null, **kw)
-  x0 = ddpm.x0_from_eps(x, ddpm.as_eps(prediction, x, out, t, schedule), t, schedule)
-  return ddpm.clip_magnitude(x0, clip_x0) if clip_x0 else x0
-
-
 def _ddim(x, x0, t, t_next, schedule):
   """Deterministic DDIM step ``t -> t_next`` (per-sample times) from ``x`` and its clean estimate."""
   a = lambda tt: ddpm._coef(jnp.sqrt(schedule.alpha_bars), tt, x)  # noqa: E731
@@ -58,11 +52,29 @@ def _ddim(x, x0, t, t_next, schedule):
   return a(t_next) * x0 + s(t_next) * eps
 
 
-def objective(model, params, teacher_params, h: jax.Array, obs: srs.SRSObservation, key: jax.Array,
-              schedule: DDPMSchedule, num_steps: int, *, prediction: str = "v", clip_x0: float | None = None):
-  """The distillation loss of one batch: the student (``params``, ``num_steps`` steps) against two DDIM steps of
-  the teacher (``teacher_params``, ``2 num_steps`` steps); ``h`` ``[B, n_ue, n_bs, n_prb]`` true channels."""
+class Stage(NamedTuple):
+  """One distillation stage: the student samples in ``num_steps`` DDIM steps on ``schedule``; ``prediction`` is
+  what the DM predicts (``"v"`` or ``"eps"``) and ``clip_x0`` the teacher's clean-estimate clip (or ``None``)."""
+  schedule: DDPMSchedule
+  num_steps: int
+  prediction: str = "v"
+  clip_x0: float | None = None
+
+
+def objective(model, params, teacher_params, h: jax.Array, obs: srs.SRSObservation, key: jax.Array, stage: Stage):
+  """The distillation loss of one batch: the student (``params``, ``stage.num_steps`` steps) against two DDIM
+  steps of the teacher (``teacher_params``, ``2 num_steps`` steps); ``h`` ``[B, n_ue, n_bs, n_prb]`` true
+  channels."""
+  schedule, num_steps, prediction, clip_x0 = stage
   checks.choice("prediction", prediction, ddpm.PREDICTIONS)
+
+  def clean(p, x, t, clip, dropout_key=None):
+    """The DM's clean estimate (eq. 7) at ``x, t``, conditional (no null token)."""
+    kw = dict(train=True, rngs={"dropout": dropout_key}) if dropout_key is not None else {}
+    out = model.apply(p, obs.obs, obs.mask, obs.noise_var, x, t, jnp.zeros((x.shape[0],), bool), **kw)
+    x0 = ddpm.x0_from_eps(x, ddpm.as_eps(prediction, x, out, t, schedule), t, schedule)
+    return ddpm.clip_magnitude(x0, clip) if clip else x0
+
   ts = jnp.asarray(timesteps(schedule, 2 * num_steps))
   B = h.shape[0]
   k_i, k_eps, k_do = jax.random.split(key, 3)
@@ -70,15 +82,14 @@ def objective(model, params, teacher_params, h: jax.Array, obs: srs.SRSObservati
   t, t_mid, t_next = ts[2 * i], ts[2 * i + 1], ts[2 * i + 2]
   x_t, _ = ddpm.q_sample(h, t, k_eps, schedule)
   teacher = jax.lax.stop_gradient(teacher_params)
-  x_mid = _ddim(x_t, _x0(model, teacher, obs, x_t, t, schedule, prediction, clip_x0), t, t_mid, schedule)
-  x_nxt = _ddim(x_mid, _x0(model, teacher, obs, x_mid, t_mid, schedule, prediction, clip_x0), t_mid, t_next,
-                schedule)
+  x_mid = _ddim(x_t, clean(teacher, x_t, t, clip_x0), t, t_mid, schedule)
+  x_nxt = _ddim(x_mid, clean(teacher, x_mid, t_mid, clip_x0), t_mid, t_next, schedule)
   a = lambda tt: ddpm._coef(jnp.sqrt(schedule.alpha_bars), tt, x_t)  # noqa: E731
   s = lambda tt: ddpm._coef(jnp.sqrt(1.0 - schedule.alpha_bars), tt, x_t)  # noqa: E731
   ratio = s(t_next) / s(t)
   last = s(t_next) <= 0
   target = jnp.where(last, x_nxt, (x_nxt - ratio * x_t) / jnp.where(last, 1.0, a(t_next) - ratio * a(t)))
   target = jax.lax.stop_gradient(target)
-  x0_student = _x0(model, params, obs, x_t, t, schedule, prediction, None, train=True, key=k_do)
+  x0_student = clean(params, x_t, t, None, dropout_key=k_do)
   snr = a(t) ** 2 / s(t) ** 2
   return jnp.mean(jnp.maximum(snr, 1.0) * jnp.abs(x0_student - target) ** 2)

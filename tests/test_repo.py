@@ -87,3 +87,36 @@ def test_library_example_runs():
   # perception paper): about 3 dB worse than the CME; allow sampling slack.
   assert cme < sample < cme + 6.0
   assert float(vals["SE, Bayesian precoder"]) > 0
+
+
+def test_no_import_circle_in_the_package():
+  """Experiments read their config through a setup module of their own, so no module of jaxchan imports one that
+  imports it back (directly or through others): the layers stay kernels -> setup -> experiment -> report."""
+  import ast
+  import pathlib
+  root = pathlib.Path(ROOT)
+  paths = {".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): p
+           for p in (root / "jaxchan").rglob("*.py")}
+  deps = {}
+  for name, p in paths.items():
+    out = set()
+    for node in ast.walk(ast.parse(p.read_text())):
+      if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("jaxchan"):
+        for a in node.names:
+          full = f"{node.module}.{a.name}"
+          out.add(full if full in paths else node.module)
+      elif isinstance(node, ast.Import):
+        out.update(a.name for a in node.names if a.name in paths)
+    deps[name] = out - {"jaxchan"}
+  cycles = []
+
+  def visit(start, node, path):
+    for d in deps.get(node, ()):
+      if d == start:
+        cycles.append(path)
+      elif d in deps and d not in path:
+        visit(start, d, path + [d])
+
+  for name in deps:
+    visit(name, name, [name])
+  assert not cycles, f"import circles: {sorted({tuple(sorted(c)) for c in cycles})}"

@@ -54,11 +54,13 @@ def make_eval_batch(config, models, rho):
     est["gaussian"] = gp.mean
     gauss = dict(samples=gaussian_predictor.sample(gp, jax.random.fold_in(k_dm, 1), K),
                  gram=gaussian_predictor.expected_gramian(gp))
-    return est, samples, latent, dl_snr, srs.history_gramian(obs), gauss
+    return dict(est=est, samples=samples, latent=latent, dl_snr=dl_snr, G_hist=srs.history_gramian(obs),
+                gauss=gauss)
 
   @jax.jit
-  def score(est, samples, latent, h, dl_snr, G_hist, G_avg, gauss, key):
-    est = dict(est, dm=samples[0])
+  def score(pred, h, G_avg, key):
+    samples, latent, dl_snr, G_hist, gauss = (pred[k] for k in ("samples", "latent", "dl_snr", "G_hist", "gauss"))
+    est = dict(pred["est"], dm=samples[0])
     W = dict(precoding.classical_precoders(h, est["srs_baseline"], G_hist, G_avg, key, n_s),
              e2e=precoding.latent_precoder(latent, n_s), sl=_svd(est["sl"], n_s), dm_k1=_svd(samples[0], n_s),
              dm_bayes=precoding.bayesian_precoder(samples, n_s), gaussian_mean=_svd(est["gaussian"], n_s),
@@ -76,9 +78,9 @@ def make_eval_batch(config, models, rho):
   def run(params, history, h, key, G_avg):
     """``G_avg``: ``[n_bs, n_bs, n_prb]`` average Gramian of training targets (:func:`average_gramian`)."""
     k_pred, k_uniform = jax.random.split(key)
-    est, samples, latent, dl_snr, G_hist, gauss = predict(params, history, k_pred)
-    out, W_bayes = score(est, samples, latent, h, dl_snr, G_hist, G_avg, gauss, k_uniform)
-    return out, samples, W_bayes, dl_snr
+    pred = predict(params, history, k_pred)
+    out, W_bayes = score(pred, h, G_avg, k_uniform)
+    return out, pred["samples"], W_bayes, pred["dl_snr"]
 
   return run
 

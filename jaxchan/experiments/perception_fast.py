@@ -80,8 +80,8 @@ def distill(config, scenario: str, teacher, ds, models_dir: str, log=common.log)
     def loss(p, batch, key, teacher_params=params, n=n):
       k_obs, k = jax.random.split(key)
       obs = srs.observe(batch["history"], k_obs, num_hops=scfg.num_hops, snr_db_range=scfg.snr_db_range)
-      return distill_kernels.objective(model, p, teacher_params, batch["target"], obs, k, sch, n,
-                                       prediction=exp.dm_prediction(config), clip_x0=config.dm.clip_x0 or None)
+      return distill_kernels.objective(model, p, teacher_params, batch["target"], obs, k, distill_kernels.Stage(
+          sch, n, prediction=exp.dm_prediction(config), clip_x0=config.dm.clip_x0 or None))
 
     meta = dict(base, distilled_steps=n)
     params, _ = common.train_model(

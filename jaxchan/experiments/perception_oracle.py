@@ -45,7 +45,7 @@ import jax.numpy as jnp
 from jaxchan import checks, conventions, ddpm, metrics, oracle, precoding
 from jaxchan.experiments import common
 from jaxchan.experiments.perception_oracle_setup import (  # noqa: F401  (re-exported)
-    LABELS, LEARNED, LEARNED_CHUNK, LEARNED_USES, METHODS, draw, exact_cme_mse, observation, srs_view)
+    LABELS, LEARNED, LEARNED_CHUNK, LEARNED_USES, METHODS, Problem, draw, exact_cme_mse, observation, srs_view)
 
 def validate(config):
   if len(config.shape) != 3 or not all(isinstance(x, int) and x >= 1 for x in config.shape):
@@ -89,13 +89,13 @@ def validate(config):
         raise ValueError(f"config.learned.epochs.{u}={L.epochs[u]!r} must be a positive integer.")
 
 
-def evaluate_snr(prior, key, *, shape, n_streams, sounded, rho, snr_db, dl_snr_db, num_test, num_samples,
-                 learned=None):
-  """Mean SE and captured-energy fraction of every method at one observation SNR.
+def evaluate_snr(prior, key, problem: Problem, *, snr_db, dl_snr_db, num_test, num_samples, learned=None):
+  """Mean SE and captured-energy fraction of every method at one observation SNR of ``problem``.
 
   ``learned``: ``(y, sigma2, key) -> ({name: W}, sl_estimate)`` for the learned rows (:func:`jaxchan.experiments.perception_oracle_learned.learned_precoders`),
   evaluated on the same channels and observations.
   """
+  shape, sounded, rho, n_streams = problem
   sigma2 = 10.0 ** (-snr_db / 10.0)
   A, N = observation(shape, sounded, rho, sigma2)
   k_h, k_n, k_s, k_u = jax.random.split(key, 4)
@@ -161,8 +161,8 @@ def run(config, workdir: str, log=common.log) -> dict:
       floors.update(floor)
       models[use] = (m, p)
     learned_fn = jax.jit(functools.partial(learned.learned_precoders, config, models, n_streams=config.n_streams))
-  ev = functools.partial(evaluate_snr, prior, shape=shape, n_streams=config.n_streams, sounded=config.sounded,
-                         rho=config.rho, dl_snr_db=config.dl_snr_db, num_test=config.num_test,
+  problem = Problem(tuple(shape), config.sounded, config.rho, config.n_streams)
+  ev = functools.partial(evaluate_snr, prior, problem=problem, dl_snr_db=config.dl_snr_db, num_test=config.num_test,
                          num_samples=tuple(config.num_samples), learned=learned_fn)
   rows = []
   for i, snr in enumerate(config.snr_db_grid):

@@ -4,6 +4,8 @@ from the prior and the exact CME's loss. The experiment, its learned models and 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,6 +18,15 @@ LABELS = {"perfect_csi": "Perfect CSI (SVD)", "bayes_inf": "Exact Bayesian, K ->
           "uniform": "Uniform precoder (no CSI)", "sl": "Learned SL (SVD of its estimate)",
           "dm_bayes": "Learned DM, Bayesian from K samples"}
 LEARNED = ("sl", "dm_bayes")
+
+
+class Problem(NamedTuple):
+  """The observation problem: channel ``shape`` ``(n_ue, n_bs, n_freq)``, the first ``sounded`` PRBs observed,
+  aged by the correlation ``rho``, precoded with ``n_streams`` streams."""
+  shape: tuple
+  sounded: int
+  rho: float
+  n_streams: int
 
 
 def observation(shape, sounded: int, rho: float, sigma2: float):

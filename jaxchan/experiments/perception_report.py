@@ -99,19 +99,25 @@ def tables(results, config) -> str:
     for use, hist in r["training"].items():
       rows.append([sc, use, hist[-1]["epoch"], f"{hist[-1]['train_loss']:.4f}", f"{hist[-1]['test_loss']:.4f}"])
   md.append(files.markdown_table(["scenario", "model", "epochs", "train loss", "test loss"], rows))
-  fmt = lambda b, k: f"{b[k]:.4f}" if k in b else "-"  # noqa: E731  (bounds of runs before the anchor: absent)
-  rows = [[sc, fmt(b, "sl_zero"), fmt(b, "sl_gaussian_predictor"), fmt(b, "dm_per_element"), fmt(b, "dm_gaussian"),
-           fmt(b, "dm_gaussian_predictor"), fmt(b, "e2e_gaussian_predictor"), b["num_samples"]]
-          for sc, b in ((sc, r.get("bounds")) for sc, r in results["scenarios"].items()) if b]
+  bounds = [(sc, r["bounds"]) for sc, r in results["scenarios"].items() if r.get("bounds")]
+  # The Gaussian predictor's own losses (runs with them; earlier results render as they did).
+  anchor_cols = any("sl_gaussian_predictor" in b for _, b in bounds)
+  keys = (("sl_zero", "SL: zero predictor"),) + ((("sl_gaussian_predictor", "SL: Gaussian predictor"),)
+                                                 if anchor_cols else ()) + (
+      ("dm_per_element", "DM: per-element shrinkage"),
+      ("dm_gaussian", "DM: Gaussian prior" if anchor_cols else "DM: Gaussian")) + (
+      (("dm_gaussian_predictor", "DM: Gaussian predictor"), ("e2e_gaussian_predictor", "E2E: Gaussian predictor"))
+      if anchor_cols else ())
+  rows = [[sc] + [f"{b[k]:.4f}" if k in b else "-" for k, _ in keys] + [b["num_samples"]] for sc, b in bounds]
   if rows:
     md.append("\nBounds from the training targets: the SL loss of predicting 0, and the DM's loss (in its own "
               "parameterization, v or eps) for "
               "per-element Gaussian shrinkage and for the best Gaussian model (full sample covariance). A DM above "
-              "the per-element bound has learned no correlation. The Gaussian predictor's columns are the losses of the "
-              "closed-form predictor given the history, where every anchored model starts.\n\n")
-    md.append(files.markdown_table(["scenario", "SL: zero predictor", "SL: Gaussian predictor",
-                                    "DM: per-element shrinkage", "DM: Gaussian prior", "DM: Gaussian predictor",
-                                    "E2E: Gaussian predictor", "targets used"], rows))
+              "the per-element bound has learned no correlation." + (
+                  " The Gaussian predictor's columns are the losses of the closed-form predictor given the history "
+                  "(on the test samples of the learning curves), where every anchored model starts."
+                  if anchor_cols else "") + "\n\n")
+    md.append(files.markdown_table(["scenario"] + [lab for _, lab in keys] + ["targets used"], rows))
   fast = [(sc, r["fast_sampling"]) for sc, r in results["scenarios"].items() if "fast_sampling" in r]
   if fast:
     md.append("\n## Fast posterior sampling\n\nK-sample Bayesian precoder SE (DL SNR = UL SNR + "
