@@ -22,6 +22,7 @@ noise at every step, :func:`jaxchan.srs.observe`).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -107,11 +108,45 @@ def e2e_precoder(model, params, obs: srs.SRSObservation, n_streams: int) -> jax.
   return precoding.latent_precoder(model.apply(params, obs.obs, obs.mask, obs.noise_var), n_streams)
 
 
-def sample_posterior(model, params, obs: srs.SRSObservation, key: jax.Array, schedule: DDPMSchedule, *,
-                     num_samples: int = 1, guidance: float = 1.0, deterministic: bool = False,
-                     variance: str = "posterior", allow_extrapolation: bool = False, clip_x0: float | None = None,
-                     prediction: str = "v", record: Callable[[ddpm.Trajectory], Any] | None = None,
-                     solver: ddpm_solvers.Solver | None = None):
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+  """How the DM draws posterior samples: a small value, validated on construction.
+
+  Attributes:
+    num_samples: K >= 1.
+    guidance: CFG scale ``w`` of eq. (12), a Python float; ``w = 1`` conditional (one decoder pass per step),
+      ``w = 0`` unconditional prior; outside ``[0, 1]`` only with ``allow_extrapolation``.
+    prediction: what the model was trained to predict, ``"v"`` or ``"eps"`` (:func:`dm_loss`).
+    clip_x0: clip the jump-to-clean estimate to this element magnitude (:func:`jaxchan.ddpm.ddpm_step`).
+    solver: a few-step solver (:class:`jaxchan.ddpm_solvers.Solver`, e.g. ``Solver.parse("dpm2m:10")``) instead
+      of the full ancestral chain (``None``); guidance works the same.
+    variance: the full chain's reverse-step variance (``"posterior"`` or ``"beta"``).
+    deterministic: the full chain propagating only its reverse mean (Fesl et al.).
+  """
+  num_samples: int = 1
+  guidance: float = 1.0
+  allow_extrapolation: bool = False
+  prediction: str = "v"
+  clip_x0: float | None = None
+  solver: ddpm_solvers.Solver | None = None
+  variance: str = "posterior"
+  deterministic: bool = False
+
+  def __post_init__(self):
+    checks.positive_int("num_samples (K)", self.num_samples)
+    checks.choice("prediction", self.prediction, ddpm.PREDICTIONS)
+    checks.choice("variance", self.variance, ddpm.VARIANCES)
+    if not self.allow_extrapolation:
+      checks.in_range("guidance scale w", self.guidance, 0.0, 1.0,
+                      hint="w = 1 is conditional, w = 0 unconditional; pass allow_extrapolation=True to go beyond.")
+    if self.solver is not None and (self.deterministic or self.variance != "posterior"):
+      raise ValueError(f"solver={self.solver} replaces the full chain; deterministic and variance apply only to "
+                       "the full ancestral chain (solver=None).")
+
+
+def sample_posterior(model, params, obs: srs.SRSObservation, key: jax.Array, schedule: DDPMSchedule,
+                     sampling: Sampling | None = None, *, record: Callable[[ddpm.Trajectory], Any] | None = None,
+                     **settings):
   """Draw ``K = num_samples`` posterior samples per observation, one reverse loop for all of them.
 
   The encoder runs once per observation (twice with guidance: conditional and
@@ -123,30 +158,25 @@ def sample_posterior(model, params, obs: srs.SRSObservation, key: jax.Array, sch
     obs: the SRS observation, batch ``B``.
     key: PRNG key (start noise and the reverse-step noise).
     schedule: the training schedule.
-    num_samples: K >= 1.
-    guidance: CFG scale ``w`` of eq. (12), a Python float; ``w = 1`` conditional
-      (one decoder pass per step), ``w = 0`` unconditional prior.
-    deterministic: propagate only the reverse mean (Fesl et al.).
-    clip_x0: clip the jump-to-clean estimate to this element magnitude (:func:`jaxchan.ddpm.ddpm_step`).
-    prediction: what the model was trained to predict, ``"v"`` or ``"eps"`` (:func:`dm_loss`).
-    record: per-step reduction of the trajectory (see :func:`jaxchan.ddpm.sample`).
-    solver: a few-step solver (:class:`jaxchan.ddpm_solvers.Solver`, e.g. ``Solver.parse("dpm2m:10")``) instead
-      of the full ancestral chain; guidance works the same. Not combinable with ``deterministic``, a
-      ``variance`` other than ``"posterior"`` or ``record``.
+    sampling: the settings (:class:`Sampling`); or give its fields as keywords (``num_samples=16,
+      guidance=0.5, ...``), not both.
+    record: per-step reduction of the trajectory of the full chain (see :func:`jaxchan.ddpm.sample`).
 
   Returns:
     ``[K, B, n_ue, n_bs, n_prb]`` samples (and the stacked records when ``record`` is given).
   """
-  K = checks.positive_int("num_samples (K)", num_samples)
-  checks.choice("prediction", prediction, ddpm.PREDICTIONS)
+  if sampling is None:
+    sampling = Sampling(**settings)
+  elif settings:
+    raise ValueError(f"give the sampling settings either as sampling=Sampling(...) or as keywords, not both "
+                     f"(got sampling and {sorted(settings)}).")
+  s = sampling
+  K, guidance, prediction, clip_x0, solver = s.num_samples, s.guidance, s.prediction, s.clip_x0, s.solver
   if solver is not None:
     solver.steps(schedule)      # a step count beyond T fails here, before any work
-    if deterministic or record is not None or variance != "posterior":
-      raise ValueError(f"solver={solver} replaces the full chain; deterministic, record and variance apply only "
-                       "to the full ancestral chain (solver=None).")
-  if not allow_extrapolation:
-    checks.in_range("guidance scale w", guidance, 0.0, 1.0,
-                    hint="w = 1 is conditional, w = 0 unconditional; pass allow_extrapolation=True to go beyond.")
+    if record is not None:
+      raise ValueError(f"solver={solver} replaces the full chain; record applies only to the full ancestral chain "
+                       "(solver=None).")
   B = obs.obs.shape[0]
   shape = (B,) + obs.obs.shape[2:]                                    # [B, n_ue, n_bs, n_prb]
   # Observation-major order (row b * K + k): a batch split over devices keeps each observation's
@@ -174,8 +204,8 @@ def sample_posterior(model, params, obs: srs.SRSObservation, key: jax.Array, sch
   if solver is not None:
     out = ddpm_solvers.sample(eps_fn, x_T, k_rev, schedule, solver, clip_x0=clip_x0)
   else:
-    out = ddpm.sample(eps_fn, x_T, k_rev, schedule, deterministic=deterministic, variance=variance, record=record,
-                      clip_x0=clip_x0)
+    out = ddpm.sample(eps_fn, x_T, k_rev, schedule, deterministic=s.deterministic, variance=s.variance,
+                      record=record, clip_x0=clip_x0)
   to_kb = lambda x: jnp.swapaxes(x.reshape((B, K) + shape[1:]), 0, 1)  # noqa: E731
   if record is not None:
     x0, rec = out

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxchan import conventions, precoding, prediction, schedules, srs, stiefel
+from jaxchan import conventions, ddpm_solvers, precoding, prediction, schedules, srs, stiefel
 from jaxchan.models.transformer import ChannelTransformer, from_tokens, to_tokens
 
 B, O, U, N, P = 3, 4, 4, 8, 12
@@ -202,6 +202,8 @@ def test_sample_posterior_repeats_the_encoder_memory_per_observation():
     (dict(num_samples=0), "num_samples"),
     (dict(guidance=1.5), "guidance scale w must lie in"),
     (dict(prediction="x0"), "prediction='x0' is not supported"),
+    (dict(solver=ddpm_solvers.Solver.parse("ddim:2"), deterministic=True), "replaces the full chain"),
+    (dict(sampling=prediction.Sampling(num_samples=2), guidance=0.5), "not both"),
 ])
 def test_sample_posterior_rejects_bad_arguments(kwargs, match):
   # Refused before any work: no parameters are needed (None), nothing is traced.
