@@ -77,7 +77,8 @@ def test_latent_gramian_is_the_best_rank_n_ue_approximation():
     np.testing.assert_allclose(Gz[0, :, :, f], best, atol=1e-4 * lam[-1])
 
 
-@pytest.mark.parametrize("prediction_", ["v", pytest.param("eps", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("prediction_", ["v", "eps"])
 def test_untrained_anchored_dm_output_is_the_exact_gaussian_posterior(prediction_):
   obs, m, params, gp = _setup("dm", prediction_)
   sch = schedules.cosine_schedule(*SCHED)

@@ -63,6 +63,7 @@ def test_conditional_mean_and_covariance_are_the_exact_gaussian_posterior():
   assert err == pytest.approx(pred_err, rel=0.12)
 
 
+@pytest.mark.slow
 def test_expected_gramian_is_the_limit_of_sampled_gramians():
   rng = np.random.default_rng(2)
   rho = np.array([0.2, 0.4, 0.6, 0.8], np.complex64)

@@ -166,6 +166,7 @@ def test_a_model_trained_with_one_anchor_is_refused_under_another(tmp_path):
     exp.load_trained(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_closed_form_gaussian_steps_replace_the_network_only_where_every_time_qualifies():
   prior = _prior(3)
   net = denoiser.FunctionNetwork(lambda x, t: 0.3 * x + 0.01 * t)   # a non-zero residual velocity

@@ -104,6 +104,7 @@ def test_precoding_under_jit_and_vmap():
   np.testing.assert_allclose(f(H), g(H), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_latent_precoder_derivative_is_exact_with_distinct_eigenvalues_and_finite_at_repeated_ones():
   """The broadened eigenvector derivative (precoding._eigh) equals JAX's own where eigenvalues are distinct, and
   stays finite for a latent with an all-zero row (repeated eigenvalue 0 of Z Z^H)."""
