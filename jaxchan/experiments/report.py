@@ -40,14 +40,17 @@ def steps_to_bound(history: list[dict], bound: float) -> dict:
 
   Measured: the first recorded step whose test loss is at or below the bound. Otherwise the power law
   ``loss = a * step^-b`` is fitted by least squares in log-log space to the last half of the records and solved
-  for the bound (``None`` when the fitted curve does not fall). The law has no floor, so the extrapolation is a
-  lower estimate of the steps a curve that flattens would need.
+  for the bound (``None`` when the fitted curve does not fall, or for a loss that is not positive, such as the
+  E2E model's negative captured energy). The law has no floor, so the extrapolation is a lower estimate of the
+  steps a curve that flattens would need.
   """
   steps = np.array([h["step"] for h in history], float)
   loss = np.array([h["test_loss"] for h in history], float)
   hit = np.nonzero(loss <= bound)[0]
   if len(hit):
     return {"steps": int(steps[hit[0]]), "how": "measured"}
+  if bound <= 0 or np.any(loss <= 0):
+    return {"steps": None, "how": "not reached; no power law for a non-positive loss"}
   tail = slice(len(steps) // 2, None)
   slope, icpt = np.polyfit(np.log(steps[tail]), np.log(loss[tail]), 1)
   if slope >= 0:
