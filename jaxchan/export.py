@@ -141,9 +141,10 @@ def noniden_estimates(model_dir: str, h: np.ndarray, key, *, pattern: str = "whi
   return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def perception_estimates(model_dir: str, history: np.ndarray, target: np.ndarray, key, *, num_samples: int = 16,
-                         guidance: float = 1.0, n_streams: int = 2, solver: str = "ancestral", batch: int = 64) -> dict:
-  """The perception model's outputs on SRS histories ``[N, n_occ, n_ue, n_bs, n_prb]`` (see the module doc);
+def perception_estimates(model_dir: str, arrays: dict, key, *, num_samples: int = 16, guidance: float = 1.0,
+                         n_streams: int = 2, solver: str = "ancestral", batch: int = 64) -> dict:
+  """The perception model's outputs on ``arrays["history"]`` ``[N, n_occ, n_ue, n_bs, n_prb]`` SRS histories with
+  their ``arrays["target"]`` ``[N, n_ue, n_bs, n_prb]`` (as a dataset split holds them; see the module doc);
   ``solver``: the DM's sampler (:class:`jaxchan.ddpm_solvers.Solver` spec, e.g. ``"dpm2m:10"``; ``"ancestral"``
   is the full chain; a distilled student ``dm_distill_N`` is sampled with ``"ddim:N"``)."""
   from jaxchan.ddpm_solvers import Solver
@@ -153,6 +154,7 @@ def perception_estimates(model_dir: str, history: np.ndarray, target: np.ndarray
   from jaxchan import precoding, prediction, srs
   from jaxchan.experiments import perception_setup as exp
 
+  history, target = arrays["history"], arrays["target"]
   model, params, cfg = exp.load_trained(model_dir)
   with open(os.path.join(model_dir, "model.json")) as f:
     distilled = json.load(f).get("distilled_steps")
@@ -245,7 +247,7 @@ def export(model_dir: str, dataset: str, out: str, *, split: str = "test", num: 
     gen = [str(kw.pop(k, d)) for k, d in (("stepping", "tau-waterfilling"), ("sampler", "eta:1.0"), ("num_steps", 50))]
     est = noniden_estimates(model_dir, arrays["h"][:n], key, generation=" ".join(gen), **kw)
   else:
-    est = perception_estimates(model_dir, arrays["history"][:n], arrays["target"][:n], key, **kwargs)
+    est = perception_estimates(model_dir, {k: arrays[k][:n] for k in ("history", "target")}, key, **kwargs)
   settings = dict(kwargs, experiment=which, model_dir=os.path.abspath(model_dir), dataset=os.path.abspath(dataset),
                   split=split, samples=[0, n], seed=seed)
   write(out, est, settings)
