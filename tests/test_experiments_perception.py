@@ -199,12 +199,14 @@ def test_perception_validate_refuses_nan_snrs():
     perception.validate(c)
 
 
-def test_committed_results_re_render_and_training_only_runs_render_nothing(tmp_path):
-  # Tables are pure functions of results.json: the committed :quick run re-renders to its tables.md byte for byte
-  # (scenario and model order included); a training-only run (eval disabled) has no tables and must not fail.
+@pytest.mark.parametrize("run", ["perception_quick_gpu", "perception_quick_anchored"])
+def test_committed_results_re_render_and_training_only_runs_render_nothing(tmp_path, run):
+  # Tables are pure functions of results.json: the committed :quick runs (the paper's networks, the anchored
+  # models) re-render to their tables.md byte for byte (scenario and model order included); a training-only run
+  # (eval disabled) has no tables and must not fail.
   import shutil
   from jaxchan.experiments import report
-  src = os.path.join(ROOT, "docs", "results", "perception_quick_gpu")
+  src = os.path.join(ROOT, "docs", "results", run)
   shutil.copy(os.path.join(src, "results.json"), tmp_path / "results.json")
   assert report.render(str(tmp_path)) == "perception"
   assert (tmp_path / "tables.md").read_text() == open(os.path.join(src, "tables.md")).read()

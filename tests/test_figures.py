@@ -11,7 +11,8 @@ from conftest import ROOT
 from jaxchan import files
 from jaxchan.experiments import report
 
-RESULTS = ["noniden_quick", "perception_quick_gpu", "mobility", "perception_oracle"]
+RESULTS = ["noniden_quick", "noniden_quick_main", "perception_quick_gpu", "perception_quick_anchored", "mobility",
+           "perception_oracle"]
 
 
 @pytest.mark.parametrize("name", RESULTS)
