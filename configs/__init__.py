@@ -29,6 +29,21 @@ def get(spec: str):
   return importlib.import_module(f"configs.{name}").get_config(variant)
 
 
+def variants(arg: str, config: str, allowed, *, exclusive=()) -> frozenset:
+  """The comma-separated variants of ``arg`` (``"quick,high_mobility"``), each one of ``allowed``; at most one of
+  ``exclusive``. A mistake is refused naming the variant, the config and the choices."""
+  chosen = [v for v in (arg or "").split(",") if v]
+  for v in chosen:
+    if v not in allowed:
+      raise ValueError(f"unknown variant {v!r} for configs/{config}.py; choose from {', '.join(sorted(allowed))} "
+                       "(comma-separated" + (f"; at most one of {', '.join(exclusive)}" if exclusive else "") + ").")
+  both = [v for v in exclusive if v in chosen]
+  if len(both) > 1:
+    raise ValueError(f"variants {' and '.join(repr(v) for v in both)} of configs/{config}.py exclude each other; "
+                     "choose one.")
+  return frozenset(chosen)
+
+
 def describe() -> str:
   """Every config with its variants (the module docstrings), read without importing them."""
   parts = []

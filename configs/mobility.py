@@ -7,6 +7,8 @@ Variants (``--config=configs/mobility.py:VARIANT``):
 
 import ml_collections
 
+import configs
+
 
 def get_config(arg: str = ""):
   c = ml_collections.ConfigDict()
@@ -21,10 +23,7 @@ def get_config(arg: str = ""):
   c.snr_db_range = (-10.0, 10.0)
   c.dl_snr_offset_db = 10.0
   c.n_streams = 2
-  variant = arg or "default"
-  if variant == "smoke":
+  if "smoke" in configs.variants(arg, "mobility", {"smoke"}):
     c.speeds = (0.3, 30.0)
     c.num_train, c.num_test, c.batch_size = 32, 16, 16
-  elif variant != "default":
-    raise ValueError(f"unknown variant {variant!r} for configs/mobility.py; choose '' or 'smoke'.")
   return c

@@ -18,6 +18,8 @@ per training pattern (Table III), unless table1 replaces them by its grid or mai
 
 import ml_collections
 
+import configs
+
 
 def model(placement="col", averaging="alpha", input_norm="noise", tau_pattern="all", anchor="kronecker"):
   m = ml_collections.ConfigDict()
@@ -118,11 +120,9 @@ def get_config(arg: str = ""):
   c.eval.models = tuple(c.models.keys())
   c.eval.table1_last_epochs = 50     # Table I: loss mean +/- std over the last epochs (the paper: 51-100)
 
-  variants = [v for v in (arg or "").split(",") if v]
-  unknown = set(variants) - {"smoke", "quick", "table1", "embeddings", "raytraced", "literal", "main"}
-  if unknown or ("smoke" in variants and "quick" in variants):
-    raise ValueError(f"unknown variant {arg!r} for configs/noniden.py; combine at most one of 'smoke', 'quick' "
-                     "with 'table1', 'embeddings' and/or 'raytraced', e.g. configs/noniden.py:quick,raytraced.")
+  variants = configs.variants(arg, "noniden",
+                              {"smoke", "quick", "table1", "embeddings", "raytraced", "literal", "main"},
+                              exclusive=("smoke", "quick"))
   if "raytraced" in variants:
     # Sionna RT's street canyon (python -m datagen.rt) instead of the stochastic UMa stand-in: sparse,
     # few-path channels like DeepMIMO O1's. Same shapes ([N, 32, 64]), so nothing else changes.

@@ -18,6 +18,8 @@ The paper's Table IV lost its numbers; the defaults here are this project's choi
 
 import ml_collections
 
+import configs
+
 SCENARIOS = ("low_mobility", "high_mobility")
 
 
@@ -120,12 +122,8 @@ def get_config(arg: str = ""):
   c.distill.lr = 1e-4
   c.distill.teacher = ""
 
-  variants = [v for v in (arg or "").split(",") if v]
-  allowed = {"smoke", "quick", "literal"} | set(SCENARIOS)
-  if set(variants) - allowed or ("smoke" in variants and "quick" in variants):
-    raise ValueError(f"unknown variant {arg!r} for configs/perception.py; combine at most one of 'smoke', 'quick' "
-                     "with 'low_mobility' or 'high_mobility' and 'literal', e.g. "
-                     "configs/perception.py:quick,high_mobility.")
+  variants = configs.variants(arg, "perception", {"smoke", "quick", "literal"} | set(SCENARIOS),
+                              exclusive=("smoke", "quick"))
   chosen = tuple(s for s in SCENARIOS if s in variants)
   if chosen:
     c.scenarios = chosen

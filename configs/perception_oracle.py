@@ -8,6 +8,8 @@ Variants (``--config=configs/perception_oracle.py:VARIANT``):
 
 import ml_collections
 
+import configs
+
 
 def get_config(arg: str = ""):
   c = ml_collections.ConfigDict()
@@ -45,8 +47,7 @@ def get_config(arg: str = ""):
   c.learned.decay_factor = 0.5
   c.learned.snr_db_range = (-20.0, 30.0)   # the SNR grid's span: one model for every row
   c.learned.num_samples = 16       # K of the learned ensemble; must be in num_samples
-  variant = arg or "default"
-  if variant == "smoke":
+  if "smoke" in configs.variants(arg, "perception_oracle", {"smoke"}):
     c.shape = (2, 4, 2)
     c.sounded = 1
     c.snr_db_grid = (-10.0, 10.0, 30.0)
@@ -60,6 +61,4 @@ def get_config(arg: str = ""):
     c.learned.batch_size = 32
     c.learned.steps_per_epoch = 5
     c.learned.epochs = ml_collections.ConfigDict({"sl": 1, "dm": 1})
-  elif variant != "default":
-    raise ValueError(f"unknown variant {variant!r} for configs/perception_oracle.py; choose '' or 'smoke'.")
   return c

@@ -7,6 +7,8 @@ Variants (``--config=configs/sampler_study.py:VARIANT``):
 
 import ml_collections
 
+import configs
+
 
 def get_config(arg: str = ""):
   c = ml_collections.ConfigDict()
@@ -27,11 +29,8 @@ def get_config(arg: str = ""):
   c.num_obs = 4
   c.progress = True
 
-  variant = arg or "default"
-  if variant == "smoke":
+  if "smoke" in configs.variants(arg, "sampler_study", {"smoke"}):
     c.num_steps = (2, 8)
     c.num_samples = 400
     c.samplers = ("eta:1.0", "eq9:0.4")
-  elif variant != "default":
-    raise ValueError(f"unknown variant {variant!r} for configs/sampler_study.py; choose '' or 'smoke'.")
   return c
