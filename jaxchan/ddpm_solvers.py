@@ -17,7 +17,9 @@ the VP parameterization ``x_t = alpha_t x0 + sigma_t eps`` with ``alpha_t = sqrt
   + sigma_t sqrt(1 - e^{-2h}) z``; to first order it is exactly the ancestral step.
 
 The first and the last step (to ``t = 0``, where ``sigma = 0`` and the update returns ``D``) are first order, as
-usual for few steps. Every solver takes the same ``eps_fn(x, t)`` as :func:`jaxchan.ddpm.sample`, so conditioning
+usual for few steps, and so is a step more than twice the previous one in ``lambda``. The steps themselves are
+:mod:`jaxchan.solvers`' kernels, shared with non-identical generation and distillation; this module builds the
+path of visited times. Every solver takes the same ``eps_fn(x, t)`` as :func:`jaxchan.ddpm.sample`, so conditioning
 and classifier-free guidance (:func:`jaxchan.ddpm.cfg_eps`, eq. 12) carry over unchanged.
 """
 
@@ -29,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxchan import checks, conventions, ddpm
+from jaxchan import checks, ddpm, solvers
 from jaxchan.schedules import DDPMSchedule
 
 SOLVERS = ("ancestral", "ddim", "dpm2m", "dpm2m_sde")
@@ -107,38 +109,23 @@ def sample(eps_fn: ddpm.EpsFn, x_T: jax.Array, key: jax.Array, schedule: DDPMSch
   if solver.kind == "ancestral" and n == schedule.num_steps:
     return ddpm.sample(eps_fn, x_T, key, schedule, clip_x0=clip_x0)
   ts = timesteps(schedule, n)
-  abar = np.asarray(schedule.alpha_bars, np.float64)[ts]
-  alpha, sigma = np.sqrt(abar), np.sqrt(1.0 - abar)
-  with np.errstate(divide="ignore"):
-    lam = np.log(alpha) - np.log(sigma)                      # +inf at t = 0
-  h = lam[1:] - lam[:-1]                                     # [n], the last is +inf
-  h_prev = np.concatenate([[np.nan], h[:-1]])
-  # Second-order weight 1 / (2 r) = h / (2 h_prev); first order on the first and the last step.
-  c2 = np.where(np.isfinite(h) & np.isfinite(h_prev), h / (2.0 * np.where(np.isfinite(h_prev), h_prev, 1.0)), 0.0)
-  e_h = np.exp(-h)                                           # = alpha_s sigma_t / (sigma_s alpha_t); 0 at the end
-  f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
-  xs = dict(t=jnp.asarray(ts[:-1]), a_s=f32(alpha[:-1]), s_s=f32(sigma[:-1]), a_t=f32(alpha[1:]),
-            s_t=f32(sigma[1:]), e_h=f32(e_h), c2=f32(c2), key=jax.random.split(key, n))
+  # Every element shares the time: the steps are jaxchan.solvers' per-element kernels at scalar log alphas.
+  log_alpha = jnp.asarray(0.5 * np.log(np.asarray(schedule.alpha_bars, np.float64)[ts]), jnp.float32)
+  xs = dict(t=jnp.asarray(ts[:-1]), la=log_alpha[:-1], la_next=log_alpha[1:], key=jax.random.split(key, n))
   kind = solver.kind
 
   def body(carry, x_):
-    x, x0_prev = carry
-    eps_hat = eps_fn(x, x_["t"])
-    x0 = ddpm.x0_from_eps(x, eps_hat, x_["t"], schedule)
+    x, x0_prev, h_prev = carry
+    x0 = ddpm.x0_from_eps(x, eps_fn(x, x_["t"]), x_["t"], schedule)
     if clip_x0 is not None:
       x0 = ddpm.clip_magnitude(x0, clip_x0)
-    a_t, s_t, s_s, e_h = x_["a_t"], x_["s_t"], x_["s_s"], x_["e_h"]
-    if kind == "ddim":
-      eps_used = (x - x_["a_s"] * x0) / s_s                  # consistent with a clipped x0_hat
-      x_next = a_t * x0 + s_t * eps_used
-    elif kind == "dpm2m":
-      d = x0 + x_["c2"] * (x0 - x0_prev)
-      x_next = (s_t / s_s) * x - a_t * (e_h - 1.0) * d
-    else:                                                    # ancestral / dpm2m_sde: same first-order step
-      d = x0 + x_["c2"] * (x0 - x0_prev) if kind == "dpm2m_sde" else x0
-      z = conventions.standard_normal(x_["key"], x.shape, x.dtype)
-      x_next = (s_t / s_s) * e_h * x + a_t * (1.0 - e_h**2) * d + s_t * jnp.sqrt(1.0 - e_h**2) * z
-    return (x_next.astype(x.dtype), x0), None
+    h = h_prev
+    if kind in ("dpm2m", "dpm2m_sde"):
+      x_next, h = solvers.dpm2m_step(x, x0, (x0_prev, h_prev), x_["la"], x_["la_next"], x_["key"],
+                                     1.0 if kind == "dpm2m_sde" else 0.0)
+    else:    # ddim: eta = 0; ancestral: eta = 1, DDPM's posterior step between the visited times
+      x_next = solvers.eta_step(x, x0, x_["la"], x_["la_next"], x_["key"], 1.0 if kind == "ancestral" else 0.0)
+    return (x_next, x0, h), None
 
-  (x0, _), _ = jax.lax.scan(body, (x_T, jnp.zeros_like(x_T)), xs)
+  (x0, _, _), _ = jax.lax.scan(body, (x_T, jnp.zeros_like(x_T), jnp.zeros((), jnp.float32)), xs)
   return x0

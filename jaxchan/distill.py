@@ -22,7 +22,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxchan import checks, ddpm, srs
+from jaxchan import checks, ddpm, solvers, srs
 from jaxchan.ddpm_solvers import timesteps
 from jaxchan.schedules import DDPMSchedule
 
@@ -46,10 +46,8 @@ def check_stages(steps, schedule: DDPMSchedule) -> tuple[int, ...]:
 
 def _ddim(x, x0, t, t_next, schedule):
   """Deterministic DDIM step ``t -> t_next`` (per-sample times) from ``x`` and its clean estimate."""
-  a = lambda tt: ddpm._coef(jnp.sqrt(schedule.alpha_bars), tt, x)  # noqa: E731
-  s = lambda tt: ddpm._coef(jnp.sqrt(1.0 - schedule.alpha_bars), tt, x)  # noqa: E731
-  eps = (x - a(t) * x0) / s(t)
-  return a(t_next) * x0 + s(t_next) * eps
+  log_alpha = lambda tt: ddpm._coef(0.5 * jnp.log(schedule.alpha_bars), tt, x)  # noqa: E731
+  return solvers.eta_step(x, x0, log_alpha(t), log_alpha(t_next), None, 0.0)
 
 
 class Stage(NamedTuple):

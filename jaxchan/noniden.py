@@ -22,7 +22,7 @@ Three samplers are offered, as :class:`Sampler` values:
   which does not shrink with the step size, so for ``eps < 1`` it does not
   sample the data distribution (or the posterior) even with an exact denoiser
   and many steps. Kept as a labelled ablation.
-* ``Sampler("dpm2m", eta)``: DPM-Solver++(2M) applied element-wise (:func:`multistep_update`): every element
+* ``Sampler("dpm2m", eta)``: DPM-Solver++(2M) applied element-wise (:func:`jaxchan.solvers.dpm2m_step`): every element
   has its own log-SNR ``lambda = log(alpha / beta)`` along its (water-filling) time path, and the exponential
   integrator with a second-order multistep correction acts per element. ``eta = 1`` is its SDE form, whose first
   order is exactly ``eta:1`` (ancestral); ``eta = 0`` the probability-flow ODE, which from a fixed observation
@@ -46,6 +46,7 @@ import jax.numpy as jnp
 from jaxchan import checks
 from jaxchan import conventions
 from jaxchan import schedules
+from jaxchan import solvers
 from jaxchan import stepping
 
 SAMPLERS = ("eta", "eq9", "dpm2m")
@@ -150,41 +151,8 @@ def noise_power_input(g: jax.Array, beta: jax.Array, *, min_beta: float) -> jax.
 
 
 # ---------------------------------------------------------------------------
-# Reverse steps.
-
-
-def ddim_update(g, denoised, alpha, beta, alpha_next, beta_next, sigma, noise):
-  """Generic element-wise DDIM update.
-
-  ``g_next = alpha_next D + sqrt(beta_next^2 - sigma^2) xi_hat + sigma z`` with
-  ``xi_hat = (g - alpha D) / beta`` (0 where ``beta = 0``). All arguments share
-  one shape; ``noise`` is ``z``.
-  """
-  xi_hat = _safe_div(g - alpha * denoised, beta)
-  keep = jnp.sqrt(jnp.maximum(beta_next**2 - sigma**2, 0.0))
-  return alpha_next * denoised + keep * xi_hat + sigma * noise
-
-
-def sigma_eq9(beta_next: jax.Array, eps: float) -> jax.Array:
-  """Noise level of eq. (9) written as DDIM: ``sigma = sqrt(1 - eps^2) beta_next``."""
-  return jnp.sqrt(1.0 - jnp.asarray(eps) ** 2) * beta_next
-
-
-def sigma_eta(alpha, beta, alpha_next, beta_next, eta: float) -> jax.Array:
-  """``eta * sigma_DDPM``, ``sigma_DDPM = (beta_next/beta) sqrt(1 - (alpha/alpha_next)^2)``.
-
-  ``sigma_DDPM^2`` is the variance of the element-wise forward posterior
-  ``q(h_next | h, h0)`` implied by Theorem 1, i.e. ancestral sampling at ``eta = 1``.
-  """
-  ratio = _safe_div(alpha, alpha_next)
-  return eta * _safe_div(beta_next, beta) * jnp.sqrt(jnp.maximum(1.0 - ratio**2, 0.0))
-
-
-def _sigma_eta_from_log(log_alpha, log_alpha_next, beta, beta_next, eta):
-  # 1 - (alpha/alpha_next)^2 = -expm1(2 (log alpha - log alpha_next)) keeps its
-  # precision for the tiny steps of long schedules, where the ratio rounds to 1.
-  gap = -jnp.expm1(2.0 * jnp.minimum(log_alpha - log_alpha_next, 0.0))
-  return eta * _safe_div(beta_next, beta) * jnp.sqrt(gap)
+# Reverse steps: the arithmetic is jaxchan.solvers' (written once for both diffusion families); this module
+# turns element-wise times into their log alphas.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,18 +235,12 @@ def ddim_step(g: jax.Array, denoised: jax.Array, tau: jax.Array, tau_next: jax.A
   _check_sampler(sampler)
   if sampler.kind == "dpm2m":
     raise ValueError("ddim_step takes the one-step samplers (eta, eq9); dpm2m is multistep: use "
-                     "multistep_update, or generate(..., sampler=Sampler('dpm2m', 1.0)).")
+                     "jaxchan.solvers.dpm2m_step, or generate(..., sampler=Sampler('dpm2m', 1.0)).")
   for name, x in (("denoised", denoised), ("tau", tau), ("tau_next", tau_next)):
     checks.same_shape("g", g, name, x)
   lg, lg_next = schedules.log_gamma(tau, schedule), schedules.log_gamma(tau_next, schedule)
-  alpha, beta = jnp.exp(lg), jnp.sqrt(-jnp.expm1(2.0 * lg))
-  alpha_next, beta_next = jnp.exp(lg_next), jnp.sqrt(-jnp.expm1(2.0 * lg_next))
-  if sampler.kind == "eq9":
-    sigma = sigma_eq9(beta_next, sampler.value)
-  else:
-    sigma = _sigma_eta_from_log(lg, lg_next, beta, beta_next, sampler.value)
-  noise = conventions.standard_normal(key, g.shape, g.dtype)
-  return ddim_update(g, denoised, alpha, beta, alpha_next, beta_next, sigma, noise).astype(g.dtype)
+  step = solvers.eq9_step if sampler.kind == "eq9" else solvers.eta_step
+  return step(g, denoised, lg, lg_next, key, sampler.value)
 
 
 # ---------------------------------------------------------------------------
@@ -408,45 +370,6 @@ def _check_generation(start, schedule, stepping_, sampler, num_steps):
   checks.in_range("tau0", tau0, 0.0, schedule.T, hint=f"initial times must lie in [0, T={schedule.T}].")
 
 
-def multistep_update(g: jax.Array, denoised: jax.Array, prev: tuple[jax.Array, jax.Array], tau: jax.Array,
-                     tau_next: jax.Array, key: jax.Array, eta: float, schedule: schedules.GammaSchedule):
-  """One element-wise DPM-Solver++(2M) step (SDE form at ``eta = 1``, ODE at ``eta = 0``): ``(g_next, h)``.
-
-  With ``lambda = log(alpha / beta)`` per element and ``h = lambda_next - lambda``:
-  ``g_next = (beta_next / beta) e^{-eta h} g + alpha_next (1 - e^{-(1 + eta) h}) D
-  + beta_next sqrt(1 - e^{-2 eta h}) z``, ``D = d + (h / (2 h_prev)) (d - d_prev)`` (Lu et al. 2022, data
-  prediction, midpoint form). The correction is dropped (first order) where the element did not move on the
-  previous step, on the step to ``tau = 0`` and where ``h > 2 h_prev`` (a step ratio that would extrapolate
-  the denoiser far); elements whose time does not change stay as they are.
-
-  Args:
-    g, denoised: state and ``D(g, tau)``; ``prev = (denoised_prev, h_prev)``: the previous step's ``D`` and
-      ``h`` (0 where there was none); ``tau``, ``tau_next``: element-wise times, all of one shape.
-    key: PRNG key of the injected noise; ``eta`` in ``[0, 1]``.
-
-  Returns:
-    ``(g_next, h)``: the new state and this step's ``h`` (0 where the element did not move), to pass on.
-  """
-  denoised_prev, h_prev = prev
-  lg, lg_next = schedules.log_gamma(tau, schedule), schedules.log_gamma(tau_next, schedule)
-  moving = tau_next < tau
-  beta, beta_next = jnp.sqrt(-jnp.expm1(2.0 * lg)), jnp.sqrt(-jnp.expm1(2.0 * lg_next))
-  alpha_next = jnp.exp(lg_next)
-  # lambda_next - lambda; +inf on the step to tau = 0 (beta_next = 0), where e^{-h} = 0.
-  safe = lambda x: jnp.where(x > 0, x, 1.0)  # noqa: E731
-  h = jnp.where(moving, (lg_next - jnp.log(safe(beta_next))) - (lg - jnp.log(safe(beta))), 0.0)
-  h = jnp.where(moving & (beta_next <= 0), jnp.inf, h)
-  def e(k):   # e^{-k h}; k = 0 (the ODE's terms) is 1 also where h = +inf
-    return jnp.where(moving, jnp.exp(-k * h), 1.0) if k > 0 else jnp.ones_like(h)
-  ratio = jnp.where(moving & jnp.isfinite(h) & (h_prev > 0), h / jnp.where(h_prev > 0, h_prev, 1.0), 0.0)
-  c = jnp.where(ratio <= 2.0, 0.5 * ratio, 0.0)
-  d = denoised + c * (denoised - denoised_prev)
-  z = conventions.standard_normal(key, g.shape, g.dtype)
-  g_next = (_safe_div(beta_next, beta) * e(eta) * g + alpha_next * (1.0 - e(1.0 + eta)) * d
-            + beta_next * jnp.sqrt(jnp.maximum(1.0 - e(2.0 * eta), 0.0)) * z)
-  return jnp.where(moving, g_next, g).astype(g.dtype), jnp.where(moving & jnp.isfinite(h), h, 0.0)
-
-
 def _generate(denoiser, start, key, schedule, stepping_, sampler, num_steps, with_trajectory):
   _check_generation(start, schedule, stepping_, sampler, num_steps)
   g0, tau0 = start
@@ -459,7 +382,8 @@ def _generate(denoiser, start, key, schedule, stepping_, sampler, num_steps, wit
     tau, tau_next, k = xs
     d = denoiser(g, tau).astype(g.dtype)     # carried (dpm2m's previous D): one dtype across steps
     if sampler.kind == "dpm2m":
-      g_next, h = multistep_update(g, d, (d_prev, h_prev), tau, tau_next, k, sampler.value, schedule)
+      lg, lg_next = schedules.log_gamma(tau, schedule), schedules.log_gamma(tau_next, schedule)
+      g_next, h = solvers.dpm2m_step(g, d, (d_prev, h_prev), lg, lg_next, k, sampler.value)
     else:
       g_next, h = ddim_step(g, d, tau, tau_next, k, sampler, schedule), h_prev
     return (g_next, d, h), (Trajectory(g_next, d) if with_trajectory else None)
