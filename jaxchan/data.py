@@ -210,11 +210,19 @@ class Dataset:
     return self._cache[split]
 
   def batches(self, split: str, batch_size: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True,
-              drop_remainder: bool = True, block_size: int = 256, shuffle_blocks: int = 8) -> Iterator[dict]:
-    """Yield batches ``{name: [batch_size, ...]}``; the order is a pure function of (seed, epoch)."""
+              drop_remainder: bool = True, block_size: int = 256, shuffle_blocks: int = 8,
+              stop: int | None = None) -> Iterator[dict]:
+    """Yield batches ``{name: [batch_size, ...]}``; the order is a pure function of (seed, epoch).
+
+    ``stop``: use only the split's first ``stop`` samples (the rest held out, e.g. for validation).
+    """
     if split not in SPLITS:
       raise ValueError(f"split={split!r}; allowed: {SPLITS}.")
     n = self.size(split)
+    if stop is not None:
+      if not 1 <= stop <= n:
+        raise ValueError(f"stop={stop} must be between 1 and the {split} size {n}.")
+      n = int(stop)
     if batch_size < 1 or (drop_remainder and batch_size > n):
       raise ValueError(f"batch_size={batch_size} must be between 1 and the {split} size {n} "
                        "(or pass drop_remainder=False).")
@@ -237,7 +245,8 @@ class Dataset:
     group = self.file[split]
     pending = {k: [] for k in self.arrays}
     for j in range(0, len(starts), shuffle_blocks):
-      buf = {k: np.concatenate([group[k][s:s + block_size] for s in starts[j:j + shuffle_blocks]]) for k in self.arrays}
+      buf = {k: np.concatenate([group[k][s:min(s + block_size, n)] for s in starts[j:j + shuffle_blocks]])
+             for k in self.arrays}
       m = next(iter(buf.values())).shape[0]
       perm = rng.permutation(m) if shuffle else np.arange(m)
       for k in self.arrays:

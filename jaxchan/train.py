@@ -5,7 +5,9 @@ The loop is model-agnostic: an experiment supplies ``loss_fn(params, batch, key)
 Checkpoints are written at every epoch end, and on SIGTERM/SIGINT mid-epoch,
 to ``workdir/checkpoints`` with the parameters, optimizer state, step, epoch,
 position in the epoch and PRNG key, so rerunning the same command resumes
-exactly where it stopped (same data order, same random numbers). Training is
+exactly where it stopped (same data order, same random numbers). With ``select``, the parameters with the lowest
+held-out loss so far (the initial ones included) are kept beside the current ones and are what a trained model
+loads (:func:`jaxchan.experiments.common.restore_params`). Training is
 data-parallel over a :mod:`jaxchan.parallel` mesh when one is given. ``metrics.jsonl`` gets one JSON line per epoch and
 is rewritten atomically.
 """
@@ -40,6 +42,9 @@ class TrainState:
   epoch_step: jax.Array   # batches of the current epoch already trained on (> 0 only in a preemption checkpoint)
   loss_sum: jax.Array     # sum of those batches' losses, so the epoch's mean survives a preemption
   key: jax.Array          # raw uint32 key data, so orbax stores it as a plain array
+  best_params: Any        # the parameters a trained model loads: the last epoch's, or the best held-out with select
+  best_loss: jax.Array    # their held-out loss (inf until one is measured)
+  best_epoch: jax.Array   # and the epoch that produced them (0: the initial parameters)
 
 
 def step_decay_adam(lr: float, *, steps_per_epoch: int, decay_every_epochs: int, decay_factor: float):
@@ -55,7 +60,8 @@ def step_decay_adam(lr: float, *, steps_per_epoch: int, decay_every_epochs: int,
 def init_state(params, optimizer, key) -> TrainState:
   zero = jnp.zeros((), jnp.int32)
   return TrainState(params=params, opt_state=optimizer.init(params), step=zero, epoch=zero, epoch_step=zero,
-                    loss_sum=jnp.zeros((), jnp.float32), key=jax.random.key_data(key))
+                    loss_sum=jnp.zeros((), jnp.float32), key=jax.random.key_data(key), best_params=params,
+                    best_loss=jnp.full((), jnp.inf, jnp.float32), best_epoch=zero)
 
 
 def make_train_step(loss_fn: Callable, optimizer, mesh=None):
@@ -128,7 +134,7 @@ def _restore(manager, step, state, ckpt_dir):
 
 def fit(state: TrainState, train_step, batches: Callable[[int], Iterable], *, num_epochs: int, workdir: str,
         eval_fn: Callable[[Any], dict] | None = None, progress: bool = True, log: Callable = logging.info, mesh=None,
-        name: str = ""):
+        name: str = "", select: str | None = None):
   """Train from ``state`` (or the latest checkpoint in ``workdir``) to ``num_epochs``.
 
   Args:
@@ -141,6 +147,9 @@ def fit(state: TrainState, train_step, batches: Callable[[int], Iterable], *, nu
     mesh: data-parallel mesh (:mod:`jaxchan.parallel`); ``None`` runs on the default device.
     name: the model's name, put in the progress bar and the epoch lines (a sweep trains many).
     log: where the resume and epoch lines go (absl INFO by default).
+    select: a key of ``eval_fn``'s dict, a loss on held-out data: ``state.best_params`` then holds the parameters
+      with its lowest value, measured on the initial parameters and at every epoch end (early stopping without
+      stopping: the run still trains ``num_epochs``). ``None``: ``best_params`` are the last epoch's.
 
   Each epoch's record (train and test loss, seconds) is also written as TensorBoard scalars in ``workdir``
   (:mod:`jaxchan.summary`; with the optional tensorboardX), so ``tensorboard --logdir WORKDIR`` follows a sweep.
@@ -184,6 +193,12 @@ def fit(state: TrainState, train_step, batches: Callable[[int], Iterable], *, nu
     manager.save(int(state.step), args=ocp.args.StandardSave(state), force=True)
     manager.wait_until_finished()
 
+  if select is not None and eval_fn is None:
+    raise ValueError(f"select={select!r} needs an eval_fn that returns it.")
+  if select is not None and int(state.step) == 0:
+    initial = float(eval_fn(state.params)[select])
+    log(f"{name + ': ' if name else ''}initial {select} {initial:.6g}")
+    state = state.replace(best_loss=scalar(initial, np.float32))
   start = int(state.epoch)
   tb = summary.writer(workdir) if start < num_epochs else None
   with _StopFlag() as stop:
@@ -220,6 +235,13 @@ def fit(state: TrainState, train_step, batches: Callable[[int], Iterable], *, nu
                             loss_sum=scalar(0.0, np.float32))
       if eval_fn is not None:
         record.update({k: float(v) for k, v in eval_fn(state.params).items()})
+      if select is None:
+        state = state.replace(best_params=state.params, best_epoch=scalar(epoch + 1, np.int32))
+      else:
+        if record[select] < float(state.best_loss):
+          state = state.replace(best_params=state.params, best_loss=scalar(record[select], np.float32),
+                                best_epoch=scalar(epoch + 1, np.int32))
+        record["kept_epoch"] = int(state.best_epoch)
       history.append(record)
       save(state)
       if is_main:

@@ -48,3 +48,16 @@ def test_batches_are_shuffled_deterministic_and_complete(npy_dataset, in_memory)
     assert not np.array_equal(got, full)                              # and shuffled
   with data.Dataset(path) as ds, pytest.raises(ValueError, match="batch_size=500"):
     next(ds.batches("train", 500))
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_batches_with_stop_use_exactly_the_first_samples(npy_dataset, in_memory):
+  # A held-out tail (training's validation samples) must never reach a training batch, in either reader.
+  _, path = npy_dataset
+  with data.Dataset(path, in_memory=in_memory) as ds:
+    got = np.concatenate([b["h"] for b in ds.batches("train", 10, seed=0, epoch=0, block_size=8, shuffle_blocks=2,
+                                                     drop_remainder=False, stop=67)])
+    full = ds.load("train")["h"]
+    assert sorted(map(bytes, got)) == sorted(map(bytes, full[:67]))
+    with pytest.raises(ValueError, match="stop=81 must be between 1 and the train size 80"):
+      next(ds.batches("train", 10, stop=81))

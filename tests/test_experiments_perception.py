@@ -102,6 +102,7 @@ def test_perception_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, caplog)
     ({"dm.prediction": "x0"}, "config.dm.prediction='x0' is not supported"),
     ({"dm.T": 0}, "config.dm (T, cosine_s, max_beta): T must be a positive integer"),
     ({"train.epochs.dm": -1}, "config.train.epochs.dm must be a positive integer"),
+    ({"train.val_samples": -1}, "config.train.val_samples=-1 must be an integer >= 0"),
     ({"eval.batch_size": 0}, "config.eval.batch_size must be a positive integer"),
     ({"data.bs_antennas": 8}, "config.model.ue_per_token=4 makes tokens of 2 x n_bs x ue_per_token = 64 "
                               "reals, wider than d_model=32"),
@@ -118,6 +119,24 @@ def test_perception_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, caplog)
 def test_perception_bad_config_is_refused_by_validate(overrides, match):
   from jaxchan.experiments import perception
   assert_validate_refuses(perception, config_with("perception:smoke,low_mobility", overrides), match)
+
+
+def test_a_held_out_split_that_leaves_no_training_batch_is_refused():
+  import ml_collections
+
+  from jaxchan.experiments import common
+
+  class _Split:   # a dataset's size, which is all train_split reads
+    path = "data/x.h5"
+
+    def size(self, split):
+      return 100
+
+  tcfg = ml_collections.ConfigDict(dict(batch_size=32, val_samples=80))
+  with pytest.raises(ValueError, match=r"batch_size=32 and config.train.val_samples=80 need batch_size <= 100 - "):
+    common.train_split(tcfg, _Split())
+  tcfg.val_samples = 20
+  assert common.train_split(tcfg, _Split()) == (80, 20)
 
 
 def test_one_distillation_teacher_serves_one_scenario(tmp_path):

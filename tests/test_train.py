@@ -54,6 +54,56 @@ def test_resume_equals_uninterrupted(tmp_path):
   assert hist_full[-1]["train_loss"] < 0.25 * hist_full[0]["train_loss"]  # it actually learns
 
 
+def test_select_keeps_the_best_held_out_parameters_and_survives_resume(tmp_path):
+  params, opt, loss_fn, batches = _problem()
+  step = train.make_train_step(loss_fn, opt)
+  X = jax.random.normal(jax.random.PRNGKey(5), (32, 3))
+  # Held-out targets from other weights: training first approaches them (w moves from 0 towards w_true, and
+  # w_held lies on that path) and then passes them, so the held-out loss has an interior minimum.
+  w_held = 0.4 * jnp.array([1.5, -2.0, 0.5])
+  held = lambda p: {"val": jnp.mean((X @ p["w"] - X @ w_held) ** 2)}  # noqa: E731
+  log = []
+  full, hist = train.fit(train.init_state(params, opt, jax.random.PRNGKey(1)), step, batches, num_epochs=6,
+                         workdir=str(tmp_path / "a"), progress=False, log=log.append, eval_fn=held, select="val")
+  vals = [float(held(params)["val"])] + [h["val"] for h in hist]
+  best = int(np.argmin(vals))
+  assert 0 < best < 6, vals       # the problem is built so the minimum is neither the start nor the end
+  assert int(full.best_epoch) == best and hist[-1]["kept_epoch"] == best
+  assert float(full.best_loss) == pytest.approx(vals[best], rel=1e-6)
+  assert float(held(full.best_params)["val"]) == pytest.approx(vals[best], rel=1e-6)
+  assert not np.allclose(full.best_params["w"], full.params["w"])
+  # Stopped after the best epoch and resumed: the kept parameters come back from the checkpoint.
+  fresh = lambda: train.init_state(params, opt, jax.random.PRNGKey(1))  # noqa: E731
+  train.fit(fresh(), step, batches, num_epochs=best + 1, workdir=str(tmp_path / "b"), progress=False,
+            log=lambda m: None, eval_fn=held, select="val")
+  resumed, _ = train.fit(fresh(), step, batches, num_epochs=6, workdir=str(tmp_path / "b"), progress=False,
+                         log=lambda m: None, eval_fn=held, select="val")
+  np.testing.assert_array_equal(resumed.best_params["w"], full.best_params["w"])
+  assert int(resumed.best_epoch) == best
+
+
+def test_select_keeps_the_initial_parameters_when_training_only_hurts_held_out_loss(tmp_path):
+  params, opt, loss_fn, batches = _problem()
+  step = train.make_train_step(loss_fn, opt)
+  # Held-out targets are the initial model's own outputs (w = 0): every step away from 0 is worse on them.
+  held = lambda p: {"val": jnp.mean(p["w"] ** 2)}  # noqa: E731
+  state, hist = train.fit(train.init_state(params, opt, jax.random.PRNGKey(1)), step, batches, num_epochs=2,
+                          workdir=str(tmp_path), progress=False, log=lambda m: None, eval_fn=held, select="val")
+  assert int(state.best_epoch) == 0 and [h["kept_epoch"] for h in hist] == [0, 0]
+  np.testing.assert_array_equal(state.best_params["w"], params["w"])
+
+
+def test_without_select_the_kept_parameters_are_the_last_epochs(tmp_path):
+  params, opt, loss_fn, batches = _problem()
+  state, _ = train.fit(train.init_state(params, opt, jax.random.PRNGKey(1)), train.make_train_step(loss_fn, opt),
+                       batches, num_epochs=2, workdir=str(tmp_path), progress=False, log=lambda m: None)
+  np.testing.assert_array_equal(state.best_params["w"], state.params["w"])
+  assert int(state.best_epoch) == 2
+  with pytest.raises(ValueError, match="select='val' needs an eval_fn"):
+    train.fit(train.init_state(params, opt, jax.random.PRNGKey(1)), train.make_train_step(loss_fn, opt), batches,
+              num_epochs=1, workdir=str(tmp_path / "c"), progress=False, log=lambda m: None, select="val")
+
+
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   params, opt, loss_fn, batches = _problem()
   step = train.make_train_step(loss_fn, opt)

@@ -105,19 +105,20 @@ def train_model(name: str, *, params, loss_fn, ds, to_batch, tcfg, num_epochs: i
     ds: a :class:`jaxchan.data.Dataset` (or a view with ``size``, ``load``, ``batches``).
     to_batch: ``(arrays, n) -> batch``: device arrays of the first ``n`` samples (``n=None``: all) of a dict
       of numpy arrays, in the form ``loss_fn`` takes.
-    tcfg: ``config.train`` (``batch_size``, ``lr``, ``decay_every_epochs``, ``decay_factor``, ``test_loss_samples``).
+    tcfg: ``config.train`` (``batch_size``, ``lr``, ``decay_every_epochs``, ``decay_factor``, ``test_loss_samples``,
+      optional ``val_samples``: that many of the training split's last samples are held out of training, and the
+      parameters with the lowest loss on them, the initial ones included, are the ones kept and loaded; 0 or
+      absent: train on the whole split and keep the last epoch's).
     num_epochs: epochs to train to (a rerun resumes from the last checkpoint).
     model_dir: checkpoints, ``metrics.jsonl`` and ``model.json`` (``meta``) go here.
     key: the model's PRNG key (:func:`key`); split into the training noise and the fixed test-loss noise.
     seed: the data-order seed (``ds.batches``).
 
   Returns:
-    ``(params, history)``.
+    ``(params, history)``: the kept parameters (see ``val_samples``) and one record per epoch.
   """
   bs = tcfg.batch_size
-  n_train = ds.size("train")
-  if bs > n_train:
-    raise ValueError(f"config.train.batch_size={bs} exceeds the {n_train} training samples of {ds.path}.")
+  n_train, n_val = train_split(tcfg, ds)
   opt = train.step_decay_adam(tcfg.lr, steps_per_epoch=n_train // bs, decay_every_epochs=tcfg.decay_every_epochs,
                               decay_factor=tcfg.decay_factor)
   mesh = train_mesh(bs)
@@ -125,9 +126,16 @@ def train_model(name: str, *, params, loss_fn, ds, to_batch, tcfg, num_epochs: i
   k_train, k_test = jax.random.split(key)
   test = to_batch(ds.load("test"), tcfg.test_loss_samples)
   test_loss = jax.jit(lambda p: loss_fn(p, test, k_test))
+  if n_val:
+    # The held-out samples get their own fixed noise, so the kept epoch depends on the parameters alone.
+    val = to_batch({k: v[n_train:] for k, v in ds.load("train").items()}, None)
+    val_loss = jax.jit(lambda p: loss_fn(p, val, jax.random.fold_in(k_test, 1)))
+    evaluate = lambda p: {"test_loss": test_loss(p), "val_loss": val_loss(p)}
+  else:
+    evaluate = lambda p: {"test_loss": test_loss(p)}
 
   def batches(epoch):
-    for b in ds.batches("train", bs, seed=seed, epoch=epoch):
+    for b in ds.batches("train", bs, seed=seed, epoch=epoch, stop=n_train):
       yield to_batch(b, None)
 
   os.makedirs(model_dir, exist_ok=True)
@@ -135,9 +143,33 @@ def train_model(name: str, *, params, loss_fn, ds, to_batch, tcfg, num_epochs: i
     files.atomic_write_json(os.path.join(model_dir, "model.json"), meta)
   state = train.init_state(params, opt, k_train)
   state, history = train.fit(state, step, batches, num_epochs=num_epochs, workdir=model_dir,
-                             eval_fn=lambda p: {"test_loss": test_loss(p)}, progress=progress, log=log, mesh=mesh,
-                             name=name)
-  return state.params, history
+                             eval_fn=evaluate, progress=progress, log=log, mesh=mesh, name=name,
+                             select="val_loss" if n_val else None)
+  if n_val:
+    log(f"{name}: kept the parameters of epoch {int(state.best_epoch)} (0: initial), held-out loss "
+        f"{float(state.best_loss):.6g}")
+  return state.best_params, history
+
+
+def check_val_samples(tcfg) -> int:
+  """``config.train.val_samples`` (0 when absent), refused unless an integer >= 0."""
+  n_val = tcfg.get("val_samples", 0)
+  if isinstance(n_val, bool) or not isinstance(n_val, int) or n_val < 0:
+    raise ValueError(f"config.train.val_samples={n_val!r} must be an integer >= 0 (0: no held-out selection).")
+  return n_val
+
+
+def train_split(tcfg, ds) -> tuple[int, int]:
+  """``(trained on, held out)`` sample counts of ``ds``'s training split under ``config.train`` (``tcfg``), or the
+  error naming ``batch_size`` / ``val_samples`` and what the file holds. Experiments call it once the dataset is
+  open, before any training."""
+  n_val = check_val_samples(tcfg)
+  n_train = ds.size("train") - n_val
+  if tcfg.batch_size > n_train:
+    raise ValueError(f"config.train.batch_size={tcfg.batch_size} and config.train.val_samples={n_val} need "
+                     f"batch_size <= {ds.size('train')} - val_samples, the training samples of {ds.path} left for "
+                     "training; lower either.")
+  return n_train, n_val
 
 
 def load_trained(model_dir: str, build, expected: str):
@@ -285,7 +317,8 @@ def is_main_process() -> bool:
 
 
 def restore_params(model_dir: str, template):
-  """The parameters of the latest checkpoint in ``model_dir/checkpoints``, shaped like ``template``."""
+  """The kept parameters (:class:`jaxchan.train.TrainState` ``best_params``) of the latest checkpoint in
+  ``model_dir/checkpoints``, shaped like ``template``."""
   import orbax.checkpoint as ocp
 
   ckpt_dir = os.path.abspath(os.path.join(model_dir, "checkpoints"))
@@ -296,7 +329,9 @@ def restore_params(model_dir: str, template):
     raise FileNotFoundError(f"no checkpoint in {ckpt_dir}; train the model first (run.py with its config).")
   saved = manager.restore(step, args=ocp.args.StandardRestore())  # the saved TrainState as nested dicts
   manager.close()
-  return jax.tree.map(lambda t, v: jnp.asarray(v, t.dtype).reshape(t.shape), template, saved["params"])
+  # A checkpoint written before kept parameters existed trained without selection: its last parameters are the kept ones.
+  kept = saved["best_params"] if "best_params" in saved else saved["params"]
+  return jax.tree.map(lambda t, v: jnp.asarray(v, t.dtype).reshape(t.shape), template, kept)
 
 
 def train_mesh(batch_size: int):

@@ -94,6 +94,7 @@ def validate(config):
     checks.positive_int(f"config.train.epochs.{u}", config.train.epochs[u])
   for f in ("batch_size", "test_loss_samples"):
     checks.positive_int(f"config.train.{f}", config.train[f])
+  common.check_val_samples(config.train)
   for f in ("batch_size", "num_test", "sweep_num_test", "trajectory_num_test", "cg_iters"):
     checks.positive_int(f"config.eval.{f}", config.eval[f])
   with common.field("config.dm (T, cosine_s, max_beta)"):
@@ -170,6 +171,7 @@ def run(config, workdir: str) -> dict:
       common.check_sizes(config, ds, ("train.test_loss_samples",) + (
           ("eval.num_test", "eval.sweep_num_test", "eval.trajectory_num_test", "eval.cg_num_test",
            "eval.fast_num_test") if config.eval.enabled else ()))
+      common.train_split(config.train, ds)
       models, training = {}, {}
       for i, use in enumerate(config.train.models):
         model, params, hist = train_one(config, use, ds, os.path.join(workdir, sc, "models", use), log=log,

@@ -72,7 +72,7 @@ def train_learned(config, prior, use: str, model_dir: str, log=common.log):
   state, history = train.fit(state, train.make_train_step(loss, opt), batches, num_epochs=L.epochs[use],
                              workdir=model_dir, eval_fn=lambda p: {"test_loss": test_loss(p)},
                              progress=config.progress, log=log, name=f"oracle {use}")
-  return model, state.params, history, floor
+  return model, state.best_params, history, floor
 
 
 def learned_precoders(config, models, y, sigma2, key, n_streams):
