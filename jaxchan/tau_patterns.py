@@ -14,8 +14,13 @@ ablation; it needs the input normalizer floored at ``beta(1)``.
 * ``periodical``: periodic in both dimensions, period uniform in 4..20
   subcarriers and 4..10 antennas (imitates pilot grids);
 * ``car_only``: one time per subcarrier, shared by all antennas;
+* ``masked``: the shape of an observation with missing elements: the observed elements share one time, the
+  others are at ``T`` (unobserved); the mask is a grid (periods 1..10 antennas x 1..20 subcarriers, random
+  offsets; pilot grids) or, with probability 1/2, independent per element at a density uniform in (0, 1);
 * ``non_directional``: one of same / independent / periodical, uniformly;
-* ``all``: one of the four simple patterns, uniformly.
+* ``all``: one of the four paper patterns (same, independent, periodical, car_only), uniformly;
+* ``all_masked``: one of those four or ``masked``, uniformly (the default of the main model: generation starts
+  from maps where unobserved elements sit at ``T``, which none of the paper's four patterns draws).
 
 Shapes: one sample is ``[N_a, N_c]`` (antennas x subcarriers);
 :func:`sample` returns ``[B, N_a, N_c]`` float32.
@@ -28,8 +33,8 @@ import jax.numpy as jnp
 
 from jaxchan import checks
 
-SIMPLE = ("same", "independent", "periodical", "car_only")
-PATTERNS = SIMPLE + ("non_directional", "all")
+SIMPLE = ("same", "independent", "periodical", "car_only")   # the paper's four
+PATTERNS = SIMPLE + ("masked", "non_directional", "all", "all_masked")
 PERIOD_C = (4, 20)   # subcarriers, inclusive
 PERIOD_A = (4, 10)   # antennas, inclusive
 
@@ -57,8 +62,27 @@ def _car_only(key, shape, lo, T, periods):
   return jnp.broadcast_to(jax.random.randint(key, (1, shape[1]), lo, T + 1), shape)
 
 
-_FNS = {"same": _same, "independent": _independent, "periodical": _periodical, "car_only": _car_only}
-_MIXES = {"non_directional": ("same", "independent", "periodical"), "all": SIMPLE}
+def _masked(key, shape, lo, T, periods):
+  # Generation starts an unobserved element at T and an observed one at its reliability's time; a pilot grid at
+  # high SNR is this map with small t, which the paper's four patterns almost never draw (periodical tiles give
+  # every cell its own time, with periods >= 4).
+  (_, a_hi), (_, c_hi) = periods
+  k_t, k_kind, k_pa, k_pc, k_oa, k_oc, k_d, k_u = jax.random.split(key, 8)
+  t = jax.random.randint(k_t, (), lo, T + 1)
+  p_a = jax.random.randint(k_pa, (), 1, a_hi + 1)
+  p_c = jax.random.randint(k_pc, (), 1, c_hi + 1)
+  i = (jnp.arange(shape[0])[:, None] + jax.random.randint(k_oa, (), 0, a_hi)) % p_a
+  j = (jnp.arange(shape[1])[None, :] + jax.random.randint(k_oc, (), 0, c_hi)) % p_c
+  grid = (i == 0) & (j == 0)
+  scattered = jax.random.uniform(k_u, shape) < jax.random.uniform(k_d, ())
+  mask = jnp.where(jax.random.bernoulli(k_kind), scattered, grid)
+  return jnp.where(mask, t, T)
+
+
+_FNS = {"same": _same, "independent": _independent, "periodical": _periodical, "car_only": _car_only,
+        "masked": _masked}
+_MIXES = {"non_directional": ("same", "independent", "periodical"), "all": SIMPLE,
+          "all_masked": SIMPLE + ("masked",)}
 
 
 def sample_one(key: jax.Array, pattern: str, shape: tuple[int, int], T: int, *, tau_min: int = 1,

@@ -62,3 +62,23 @@ def test_velocity_error_closed_form_and_monte_carlo():
     K = Cvg @ np.linalg.inv(Cgg)
     err = np.mean(np.abs(v - g @ K.T) ** 2)
     assert err == pytest.approx(bound[i], rel=5 / np.sqrt(n))
+
+
+def test_velocity_loss_is_the_linear_estimators_empirical_loss_and_converges_to_the_bound():
+  d, n = 5, 100_000
+  tau = jnp.array([1.0, 10.0, 30.0, 60.0, 100.0])
+  alpha, beta = schedules.alpha_beta(tau, schedules.GammaSchedule(100))
+  C = _cov(jax.random.PRNGKey(1), d)
+  Cn = np.asarray(C, np.complex128)
+  rng = np.random.default_rng(1)
+  cn = lambda *s: (rng.standard_normal(s) + 1j * rng.standard_normal(s)) / np.sqrt(2)  # noqa: E731
+  h, xi = cn(n, d) @ np.linalg.cholesky(Cn).T, cn(n, d)
+  got = float(lmmse.velocity_loss(C, jnp.asarray(h, jnp.complex64), alpha, beta, jnp.asarray(xi, jnp.complex64)))
+  # The same estimator written out in float64 on the same draws: equal up to complex64 rounding.
+  a, b = np.asarray(alpha, np.float64), np.asarray(beta, np.float64)
+  g, v = a * h + b * xi, a * xi - b * h
+  K = (np.diag(a * b) - np.diag(b) @ Cn @ np.diag(a)) @ np.linalg.inv(np.diag(a) @ Cn @ np.diag(a) + np.diag(b * b))
+  assert got == pytest.approx(np.mean(np.abs(v - g @ K.T) ** 2), rel=1e-4)
+  # And its mean over Gaussian draws is the population bound (relative std 1 per draw: 5 standard errors).
+  bound = float(lmmse.velocity_error(C, alpha[None], beta[None])[0])
+  assert got == pytest.approx(bound, rel=5 / np.sqrt(n))
