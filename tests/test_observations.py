@@ -64,9 +64,17 @@ def test_noise_pattern_bad_input():
     noise_patterns.observe(jnp.ones((1, 30, 64), jnp.complex64), jax.random.PRNGKey(0), "salt_rec", SCH)
 
 
+def _is_masked(tau):
+  # Two values at most, one of them T (unobserved), and some element at T or everything at one time.
+  vals = np.unique(tau)
+  return len(vals) == 2 and vals[-1] == T
+
+
 def _classify(tau):
   if np.all(tau == tau[0, 0]):
     return "same"
+  if _is_masked(tau) and not np.all(tau == tau[:1]):
+    return "masked"
   if np.all(tau == tau[:1]):
     return "car_only"
   for pa in range(4, 11):
@@ -85,8 +93,26 @@ def test_simple_tau_patterns_have_their_structure(pattern):
   assert all(_classify(t) == pattern for t in taus)
 
 
+def test_masked_maps_are_observations_with_missing_elements():
+  taus = np.asarray(tau_patterns.sample(jax.random.PRNGKey(3), "masked", 400, (32, 64), T))
+  grid = scattered = 0
+  for t in taus:
+    obs = t < T
+    assert len(np.unique(t[obs])) <= 1        # the observed elements share one time; the rest sit at T
+    rows, cols = np.nonzero(obs)
+    # A grid: the observed set is the product of its rows and columns, each evenly spaced.
+    is_grid = obs.any() and obs.sum() == len(set(rows)) * len(set(cols)) and all(
+        len(set(np.diff(sorted(set(ix))))) <= 1 for ix in (rows, cols))
+    grid += bool(is_grid)
+    scattered += not is_grid
+  # Half the draws are grids and half scattered masks (a scattered mask is a grid only by rare chance, and a
+  # map with no element observed, t = T everywhere, counts as scattered): within 4 standard deviations of 200.
+  assert abs(grid - 200) < 4 * np.sqrt(100) + 10 and scattered > 100
+
+
 @pytest.mark.parametrize("pattern, allowed", [("non_directional", {"same", "independent", "periodical"}),
-                                              ("all", set(tau_patterns.SIMPLE))])
+                                              ("all", set(tau_patterns.SIMPLE)),
+                                              ("all_masked", set(tau_patterns.SIMPLE) | {"masked"})])
 def test_mixed_tau_patterns_pick_uniformly(pattern, allowed):
   n = 400
   taus = np.asarray(jax.jit(lambda k: tau_patterns.sample(k, pattern, n, (32, 64), T))(jax.random.PRNGKey(1)))
