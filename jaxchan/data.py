@@ -171,12 +171,14 @@ class Dataset:
         ...  # batch["h"]: [64, n_bs, n_freq] complex64
 
   ``in_memory=True`` (default when the split is under 1 GiB) loads a split once;
-  otherwise batches are read as contiguous blocks in shuffled order and
+  otherwise batches are read as contiguous blocks of ``block_size`` samples in shuffled order and
   shuffled within a buffer, so peak memory stays at ``shuffle_blocks`` blocks.
   """
 
-  def __init__(self, path: str, *, in_memory: bool | None = None, **open_kwargs):
+  def __init__(self, path: str, *, in_memory: bool | None = None, block_size: int = 256, shuffle_blocks: int = 8,
+               **open_kwargs):
     self.path = path
+    self._block_size, self._shuffle_blocks = int(block_size), int(shuffle_blocks)
     self.file = open_dataset(path, **open_kwargs)
     self.kind = str(self.file.attrs["kind"])
     self.arrays = KINDS[self.kind]
@@ -210,8 +212,7 @@ class Dataset:
     return self._cache[split]
 
   def batches(self, split: str, batch_size: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True,
-              drop_remainder: bool = True, block_size: int = 256, shuffle_blocks: int = 8,
-              stop: int | None = None) -> Iterator[dict]:
+              drop_remainder: bool = True, stop: int | None = None) -> Iterator[dict]:
     """Yield batches ``{name: [batch_size, ...]}``; the order is a pure function of (seed, epoch).
 
     ``stop``: use only the split's first ``stop`` samples (the rest held out, e.g. for validation).
@@ -236,9 +237,10 @@ class Dataset:
         idx = order[i:i + batch_size]
         yield {k: v[idx] for k, v in data.items()}
       return
-    yield from self._streamed(split, n, batch_size, rng, shuffle, drop_remainder, block_size, shuffle_blocks)
+    yield from self._streamed(split, n, batch_size, rng, shuffle, drop_remainder)
 
-  def _streamed(self, split, n, batch_size, rng, shuffle, drop_remainder, block_size, shuffle_blocks):
+  def _streamed(self, split, n, batch_size, rng, shuffle, drop_remainder):
+    block_size, shuffle_blocks = self._block_size, self._shuffle_blocks
     starts = np.arange(0, n, block_size)
     if shuffle:
       rng.shuffle(starts)

@@ -20,7 +20,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 import flax
 import jax
@@ -132,9 +132,24 @@ def _restore(manager, step, state, ckpt_dir):
         "to train from scratch.") from e
 
 
+class Report(NamedTuple):
+  """How a training run reports: its ``name`` in the progress bar and the epoch lines (a sweep trains many),
+  whether to show the bar, and where the resume and epoch lines go (absl INFO by default)."""
+  name: str = ""
+  progress: bool = True
+  log: Callable = logging.info
+
+
+class Evaluation(NamedTuple):
+  """What runs at every epoch end: ``fn(params) -> {name: float}`` (e.g. the test loss), and ``select``: one of
+  its keys, a loss on held-out data whose lowest value picks the kept parameters (``None``: keep the last
+  epoch's)."""
+  fn: Callable[[Any], dict]
+  select: str | None = None
+
+
 def fit(state: TrainState, train_step, batches: Callable[[int], Iterable], *, num_epochs: int, workdir: str,
-        eval_fn: Callable[[Any], dict] | None = None, progress: bool = True, log: Callable = logging.info, mesh=None,
-        name: str = "", select: str | None = None):
+        evaluate: Evaluation | None = None, mesh=None, report: Report = Report()):
   """Train from ``state`` (or the latest checkpoint in ``workdir``) to ``num_epochs``.
 
   Args:
@@ -143,13 +158,12 @@ def fit(state: TrainState, train_step, batches: Callable[[int], Iterable], *, nu
     batches: ``epoch -> iterable of global batches``; must be deterministic in ``epoch``.
     num_epochs: total epochs.
     workdir: checkpoints and ``metrics.jsonl`` go here.
-    eval_fn: ``params -> {name: float}`` run at each epoch end (e.g. test loss).
+    evaluate: run at each epoch end (:class:`Evaluation`); with ``select``, ``state.best_params`` holds the
+      parameters with the selected loss's lowest value, measured on the initial parameters and at every epoch end
+      (early stopping without stopping: the run still trains ``num_epochs``). Otherwise ``best_params`` are the
+      last epoch's.
     mesh: data-parallel mesh (:mod:`jaxchan.parallel`); ``None`` runs on the default device.
-    name: the model's name, put in the progress bar and the epoch lines (a sweep trains many).
-    log: where the resume and epoch lines go (absl INFO by default).
-    select: a key of ``eval_fn``'s dict, a loss on held-out data: ``state.best_params`` then holds the parameters
-      with its lowest value, measured on the initial parameters and at every epoch end (early stopping without
-      stopping: the run still trains ``num_epochs``). ``None``: ``best_params`` are the last epoch's.
+    report: name, progress bar and log (:class:`Report`).
 
   Each epoch's record (train and test loss, seconds) is also written as TensorBoard scalars in ``workdir``
   (:mod:`jaxchan.summary`; with the optional tensorboardX), so ``tensorboard --logdir WORKDIR`` follows a sweep.
@@ -167,6 +181,8 @@ def fit(state: TrainState, train_step, batches: Callable[[int], Iterable], *, nu
   """
   from jaxchan import progress
 
+  name, log = report.name, report.log
+  eval_fn, select = (evaluate.fn, evaluate.select) if evaluate is not None else (None, None)
   ckpt_dir = os.path.abspath(os.path.join(workdir, "checkpoints"))
   manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
   metrics_path = os.path.join(workdir, "metrics.jsonl")
@@ -193,8 +209,6 @@ def fit(state: TrainState, train_step, batches: Callable[[int], Iterable], *, nu
     manager.save(int(state.step), args=ocp.args.StandardSave(state), force=True)
     manager.wait_until_finished()
 
-  if select is not None and eval_fn is None:
-    raise ValueError(f"select={select!r} needs an eval_fn that returns it.")
   if select is not None and int(state.step) == 0:
     initial = float(eval_fn(state.params)[select])
     log(f"{name + ': ' if name else ''}initial {select} {initial:.6g}")
@@ -207,8 +221,8 @@ def fit(state: TrainState, train_step, batches: Callable[[int], Iterable], *, nu
       skip = int(state.epoch_step)
       losses = []
       it = itertools.islice(batches(epoch), skip, None)
-      for batch in progress.bar(it, desc=f"{name + ': ' if name else ''}epoch {epoch + 1}/{num_epochs}", leave=False, disable=not progress,
-                        initial=skip):
+      desc = f"{name + ': ' if name else ''}epoch {epoch + 1}/{num_epochs}"
+      for batch in progress.bar(it, desc=desc, leave=False, disable=not report.progress, initial=skip):
         if mesh is not None:
           batch = parallel.shard_batch(batch, mesh)
         state, loss = train_step(state, batch)
@@ -218,8 +232,8 @@ def fit(state: TrainState, train_step, batches: Callable[[int], Iterable], *, nu
             break  # reported below; a NaN state is never checkpointed
           save(state)
           manager.close()
-          name = signal.Signals(stop.signum).name
-          log(f"{name}: checkpoint written at step {int(state.step)} (epoch {epoch + 1}, batch "
+          sig = signal.Signals(stop.signum).name
+          log(f"{sig}: checkpoint written at step {int(state.step)} (epoch {epoch + 1}, batch "
               f"{int(state.epoch_step)}) in {ckpt_dir}; rerun the same command to resume.")
           raise Preempted(128 + stop.signum)
       losses = np.asarray(jax.device_get(losses), np.float64)

@@ -35,9 +35,9 @@ def test_from_numpy_normalizes_and_splits(npy_dataset):
 @pytest.mark.parametrize("in_memory", [True, False])
 def test_batches_are_shuffled_deterministic_and_complete(npy_dataset, in_memory):
   _, path = npy_dataset
-  with data.Dataset(path, in_memory=in_memory) as ds:
-    run = lambda seed, epoch: [b["h"] for b in ds.batches("train", 16, seed=seed, epoch=epoch, block_size=8,  # noqa: E731
-                                                          shuffle_blocks=2, drop_remainder=False)]
+  with data.Dataset(path, in_memory=in_memory, block_size=8, shuffle_blocks=2) as ds:
+    run = lambda seed, epoch: [b["h"] for b in ds.batches("train", 16, seed=seed, epoch=epoch,  # noqa: E731
+                                                          drop_remainder=False)]
     a, b, c = run(0, 0), run(0, 0), run(0, 1)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))          # same (seed, epoch): same order
     assert not np.array_equal(np.concatenate(a), np.concatenate(c))  # next epoch: new order
@@ -54,9 +54,8 @@ def test_batches_are_shuffled_deterministic_and_complete(npy_dataset, in_memory)
 def test_batches_with_stop_use_exactly_the_first_samples(npy_dataset, in_memory):
   # A held-out tail (training's validation samples) must never reach a training batch, in either reader.
   _, path = npy_dataset
-  with data.Dataset(path, in_memory=in_memory) as ds:
-    got = np.concatenate([b["h"] for b in ds.batches("train", 10, seed=0, epoch=0, block_size=8, shuffle_blocks=2,
-                                                     drop_remainder=False, stop=67)])
+  with data.Dataset(path, in_memory=in_memory, block_size=8, shuffle_blocks=2) as ds:
+    got = np.concatenate([b["h"] for b in ds.batches("train", 10, seed=0, epoch=0, drop_remainder=False, stop=67)])
     full = ds.load("train")["h"]
     assert sorted(map(bytes, got)) == sorted(map(bytes, full[:67]))
     with pytest.raises(ValueError, match="stop=81 must be between 1 and the train size 80"):

@@ -120,3 +120,25 @@ def test_no_import_circle_in_the_package():
   for name in deps:
     visit(name, name, [name])
   assert not cycles, f"import circles: {sorted({tuple(sorted(c)) for c in cycles})}"
+
+
+def test_no_function_takes_more_than_eight_parameters_and_model_settings_travel_inside_the_denoiser():
+  """Settings travel as small values (a denoiser, a job, a report), not as long parameter lists; the non-identical
+  denoiser's input settings are named only where they live (the denoiser), where the config becomes one (the setup
+  module) and, for min_beta, in the kernel that applies it."""
+  import ast
+  import pathlib
+  long, named = [], {"min_beta": set(), "input_norm": set()}
+  for p in (pathlib.Path(ROOT) / "jaxchan").rglob("*.py"):
+    text = p.read_text()
+    for word in named:
+      if word in text:
+        named[word].add(p.name)
+    for node in ast.walk(ast.parse(text)):
+      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        a = node.args
+        params = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs] + [x.arg for x in (a.vararg, a.kwarg) if x]
+        if len([x for x in params if x not in ("self", "cls")]) > 8:
+          long.append(f"{p.name}:{node.name}")
+  assert not long, long
+  assert all(len(v) <= 3 for v in named.values()), named

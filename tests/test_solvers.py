@@ -29,7 +29,8 @@ def test_eta_one_between_standard_times_is_ddpms_posterior_step():
 def test_deterministic_steps_need_no_key_and_end_at_the_clean_estimate():
   x, x0, _ = _state(1)
   # To alpha = 1 (log alpha = 0) every step returns D exactly; eta = 0 and eq. (9) at eps = 1 draw nothing.
-  for step in (lambda: solvers.eta_step(x, x0, -0.4, 0.0, None, 0.0), lambda: solvers.eq9_step(x, x0, -0.4, 0.0, None, 1.0),
+  for step in (lambda: solvers.eta_step(x, x0, -0.4, 0.0, None, 0.0),
+               lambda: solvers.eq9_step(x, x0, -0.4, 0.0, None, 1.0),
                lambda: solvers.dpm2m_step(x, x0, (jnp.zeros_like(x), 0.0), -0.4, 0.0, None, 0.0)[0]):
     np.testing.assert_allclose(step(), x0, rtol=1e-6, atol=1e-6)
 

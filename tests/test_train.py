@@ -12,6 +12,8 @@ import pytest
 
 from jaxchan import train
 
+QUIET = train.Report(progress=False, log=lambda m: None)
+
 
 def _problem(lr=0.2):
   # Noisy linear regression: loss depends on the step's key, so resume must restore it.
@@ -40,12 +42,11 @@ def test_resume_equals_uninterrupted(tmp_path):
   params, opt, loss_fn, batches = _problem()
   step = train.make_train_step(loss_fn, opt)
   full, hist_full = train.fit(train.init_state(params, opt, jax.random.PRNGKey(1)), step, batches, num_epochs=4,
-                              workdir=str(tmp_path / "a"), progress=False, log=lambda m: None)
+                              workdir=str(tmp_path / "a"), report=QUIET)
   # Same job stopped after 2 epochs, then the same command rerun to 4.
   fresh = lambda: train.init_state(params, opt, jax.random.PRNGKey(1))  # noqa: E731
-  train.fit(fresh(), step, batches, num_epochs=2, workdir=str(tmp_path / "b"), progress=False, log=lambda m: None)
-  resumed, hist_res = train.fit(fresh(), step, batches, num_epochs=4, workdir=str(tmp_path / "b"), progress=False,
-                                log=lambda m: None)
+  train.fit(fresh(), step, batches, num_epochs=2, workdir=str(tmp_path / "b"), report=QUIET)
+  resumed, hist_res = train.fit(fresh(), step, batches, num_epochs=4, workdir=str(tmp_path / "b"), report=QUIET)
   np.testing.assert_array_equal(resumed.params["w"], full.params["w"])
   assert int(resumed.step) == int(full.step) == 16
   assert [h["train_loss"] for h in hist_res] == [h["train_loss"] for h in hist_full]
@@ -62,9 +63,8 @@ def test_select_keeps_the_best_held_out_parameters_and_survives_resume(tmp_path)
   # w_held lies on that path) and then passes them, so the held-out loss has an interior minimum.
   w_held = 0.4 * jnp.array([1.5, -2.0, 0.5])
   held = lambda p: {"val": jnp.mean((X @ p["w"] - X @ w_held) ** 2)}  # noqa: E731
-  log = []
   full, hist = train.fit(train.init_state(params, opt, jax.random.PRNGKey(1)), step, batches, num_epochs=6,
-                         workdir=str(tmp_path / "a"), progress=False, log=log.append, eval_fn=held, select="val")
+                         workdir=str(tmp_path / "a"), report=QUIET, evaluate=train.Evaluation(held, "val"))
   vals = [float(held(params)["val"])] + [h["val"] for h in hist]
   best = int(np.argmin(vals))
   assert 0 < best < 6, vals       # the problem is built so the minimum is neither the start nor the end
@@ -74,10 +74,9 @@ def test_select_keeps_the_best_held_out_parameters_and_survives_resume(tmp_path)
   assert not np.allclose(full.best_params["w"], full.params["w"])
   # Stopped after the best epoch and resumed: the kept parameters come back from the checkpoint.
   fresh = lambda: train.init_state(params, opt, jax.random.PRNGKey(1))  # noqa: E731
-  train.fit(fresh(), step, batches, num_epochs=best + 1, workdir=str(tmp_path / "b"), progress=False,
-            log=lambda m: None, eval_fn=held, select="val")
-  resumed, _ = train.fit(fresh(), step, batches, num_epochs=6, workdir=str(tmp_path / "b"), progress=False,
-                         log=lambda m: None, eval_fn=held, select="val")
+  sel = train.Evaluation(held, "val")
+  train.fit(fresh(), step, batches, num_epochs=best + 1, workdir=str(tmp_path / "b"), report=QUIET, evaluate=sel)
+  resumed, _ = train.fit(fresh(), step, batches, num_epochs=6, workdir=str(tmp_path / "b"), report=QUIET, evaluate=sel)
   np.testing.assert_array_equal(resumed.best_params["w"], full.best_params["w"])
   assert int(resumed.best_epoch) == best
 
@@ -88,7 +87,7 @@ def test_select_keeps_the_initial_parameters_when_training_only_hurts_held_out_l
   # Held-out targets are the initial model's own outputs (w = 0): every step away from 0 is worse on them.
   held = lambda p: {"val": jnp.mean(p["w"] ** 2)}  # noqa: E731
   state, hist = train.fit(train.init_state(params, opt, jax.random.PRNGKey(1)), step, batches, num_epochs=2,
-                          workdir=str(tmp_path), progress=False, log=lambda m: None, eval_fn=held, select="val")
+                          workdir=str(tmp_path), report=QUIET, evaluate=train.Evaluation(held, "val"))
   assert int(state.best_epoch) == 0 and [h["kept_epoch"] for h in hist] == [0, 0]
   np.testing.assert_array_equal(state.best_params["w"], params["w"])
 
@@ -96,19 +95,16 @@ def test_select_keeps_the_initial_parameters_when_training_only_hurts_held_out_l
 def test_without_select_the_kept_parameters_are_the_last_epochs(tmp_path):
   params, opt, loss_fn, batches = _problem()
   state, _ = train.fit(train.init_state(params, opt, jax.random.PRNGKey(1)), train.make_train_step(loss_fn, opt),
-                       batches, num_epochs=2, workdir=str(tmp_path), progress=False, log=lambda m: None)
+                       batches, num_epochs=2, workdir=str(tmp_path), report=QUIET)
   np.testing.assert_array_equal(state.best_params["w"], state.params["w"])
   assert int(state.best_epoch) == 2
-  with pytest.raises(ValueError, match="select='val' needs an eval_fn"):
-    train.fit(train.init_state(params, opt, jax.random.PRNGKey(1)), train.make_train_step(loss_fn, opt), batches,
-              num_epochs=1, workdir=str(tmp_path / "c"), progress=False, log=lambda m: None, select="val")
 
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   params, opt, loss_fn, batches = _problem()
   step = train.make_train_step(loss_fn, opt)
   train.fit(train.init_state(params, opt, jax.random.PRNGKey(1)), step, batches, num_epochs=1,
-            workdir=str(tmp_path), progress=False, log=lambda m: None)
+            workdir=str(tmp_path), report=QUIET)
 
   def bad_batches(epoch):
     for Xb, yb in batches(epoch):
@@ -116,7 +112,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 
   with pytest.raises(train.NonFiniteLoss, match="NaN/Inf in epoch 2"):
     train.fit(train.init_state(params, opt, jax.random.PRNGKey(1)), step, bad_batches, num_epochs=3,
-              workdir=str(tmp_path), progress=False, log=lambda m: None)
+              workdir=str(tmp_path), report=QUIET)
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["4"]  # numbered by global step: 4 steps per epoch
 
 
@@ -200,13 +196,13 @@ def test_corrupted_checkpoint_is_detected_at_start(tmp_path):
   params, opt, loss_fn, batches = _problem()
   step = train.make_train_step(loss_fn, opt)
   fresh = lambda: train.init_state(params, opt, jax.random.PRNGKey(1))  # noqa: E731
-  train.fit(fresh(), step, batches, num_epochs=2, workdir=str(tmp_path), progress=False, log=lambda m: None)
+  train.fit(fresh(), step, batches, num_epochs=2, workdir=str(tmp_path), report=QUIET)
   latest = tmp_path / "checkpoints" / "8"
   files = [p for p in latest.rglob("*") if p.is_file() and p.stat().st_size > 0]
   biggest = max(files, key=lambda p: p.stat().st_size)
   biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 3])   # truncated, as by a full disk
   with pytest.raises(train.CheckpointError, match=r"cannot be restored .*Delete that folder"):
-    train.fit(fresh(), step, batches, num_epochs=3, workdir=str(tmp_path), progress=False, log=lambda m: None)
+    train.fit(fresh(), step, batches, num_epochs=3, workdir=str(tmp_path), report=QUIET)
 
 
 @pytest.mark.slow

@@ -56,7 +56,8 @@ def main():
   mesh = parallel.mesh(jax.devices()[:a.devices] if a.devices > 0 else None) if a.devices else None
   step = train.make_train_step(loss_fn, opt, mesh)
   state, _ = train.fit(train.init_state(params, opt, jax.random.PRNGKey(2)), step, batches, num_epochs=a.epochs,
-                       workdir=a.workdir, progress=False, log=lambda m: print(m, flush=True), mesh=mesh)
+                       workdir=a.workdir, report=train.Report(progress=False, log=lambda m: print(m, flush=True)),
+                       mesh=mesh)
   if a.out and jax.process_index() == 0:
     np.savez(a.out, **{k: np.asarray(v.addressable_data(0)) for k, v in state.params.items()})
   print("devices", len(jax.devices()), "processes", jax.process_count(), flush=True)

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import zlib
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -94,29 +95,40 @@ def field(name: str):
     raise ValueError(f"{name}: {e}") from None
 
 
-def train_model(name: str, *, params, loss_fn, ds, to_batch, tcfg, num_epochs: int, model_dir: str, meta: dict,
-                key: jax.Array, seed: int, progress: bool = True, log=log):
+class TrainJob(NamedTuple):
+  """One model to train: its ``name`` (progress and epoch lines), initial ``params``, ``loss_fn(params, batch, key)
+  -> scalar``, ``to_batch(arrays, n) -> batch`` (device arrays of the first ``n`` samples, ``None``: all, of a dict
+  of numpy arrays, in the form ``loss_fn`` takes), and ``model_dir``, where checkpoints, ``metrics.jsonl`` and
+  ``model.json`` (``meta``) go."""
+  name: str
+  params: Any
+  loss_fn: Callable
+  to_batch: Callable
+  model_dir: str
+  meta: dict
+
+
+def train_model(job: TrainJob, ds, tcfg, *, num_epochs: int, key: jax.Array, seed: int,
+                report: train.Report = train.Report(log=log)):
   """Train one model with the shared loop (:func:`jaxchan.train.fit`): Adam with step decay, test loss per epoch.
 
   Args:
-    name: the model's name, shown in the progress bar and the epoch lines.
-    params: initial parameters.
-    loss_fn: ``(params, batch, key) -> scalar``.
+    job: the model, its loss and its folder (:class:`TrainJob`).
     ds: a :class:`jaxchan.data.Dataset` (or a view with ``size``, ``load``, ``batches``).
-    to_batch: ``(arrays, n) -> batch``: device arrays of the first ``n`` samples (``n=None``: all) of a dict
-      of numpy arrays, in the form ``loss_fn`` takes.
     tcfg: ``config.train`` (``batch_size``, ``lr``, ``decay_every_epochs``, ``decay_factor``, ``test_loss_samples``,
       optional ``val_samples``: that many of the training split's last samples are held out of training, and the
       parameters with the lowest loss on them, the initial ones included, are the ones kept and loaded; 0 or
       absent: train on the whole split and keep the last epoch's).
     num_epochs: epochs to train to (a rerun resumes from the last checkpoint).
-    model_dir: checkpoints, ``metrics.jsonl`` and ``model.json`` (``meta``) go here.
     key: the model's PRNG key (:func:`key`); split into the training noise and the fixed test-loss noise.
     seed: the data-order seed (``ds.batches``).
+    report: progress bar and log (its name is the job's).
 
   Returns:
     ``(params, history)``: the kept parameters (see ``val_samples``) and one record per epoch.
   """
+  name, params, loss_fn, to_batch, model_dir, meta = job
+  log_ = report.log
   bs = tcfg.batch_size
   n_train, n_val = train_split(tcfg, ds)
   opt = train.step_decay_adam(tcfg.lr, steps_per_epoch=n_train // bs, decay_every_epochs=tcfg.decay_every_epochs,
@@ -143,10 +155,10 @@ def train_model(name: str, *, params, loss_fn, ds, to_batch, tcfg, num_epochs: i
     files.atomic_write_json(os.path.join(model_dir, "model.json"), meta)
   state = train.init_state(params, opt, k_train)
   state, history = train.fit(state, step, batches, num_epochs=num_epochs, workdir=model_dir,
-                             eval_fn=evaluate, progress=progress, log=log, mesh=mesh, name=name,
-                             select="val_loss" if n_val else None)
+                             evaluate=train.Evaluation(evaluate, "val_loss" if n_val else None), mesh=mesh,
+                             report=report._replace(name=name))
   if n_val:
-    log(f"{name}: kept the parameters of epoch {int(state.best_epoch)} (0: initial), held-out loss "
+    log_(f"{name}: kept the parameters of epoch {int(state.best_epoch)} (0: initial), held-out loss "
         f"{float(state.best_loss):.6g}")
   return state.best_params, history
 

@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 
 from jaxchan import files, noniden
+from jaxchan.experiments import noniden_setup as exp
 from jaxchan.experiments import report
 
 
@@ -106,17 +107,17 @@ def table1(results, config) -> str:
     if m["placement"] == "identical":
       continue
     losses = np.array([h["train_loss"] for h in hist[-last:]])
-    cells[(m["placement"], m["averaging"], m["tau_pattern"], m["input_norm"])] = _fmt(losses.mean(), losses.std())
+    cells[exp.arch(m) + (m["tau_pattern"],)] = _fmt(losses.mean(), losses.std())
   if not cells:
     return ""
-  pats = list(dict.fromkeys(k[2] for k in cells))
-  norms = list(dict.fromkeys(k[3] for k in cells))
+  pats = list(dict.fromkeys(k[3] for k in cells))
+  norms = list(dict.fromkeys(k[2] for k in cells))
   cols = [(p, n) for p in pats for n in norms]
   rows = []
   for pl in ("row", "col", "both"):
     for av in ("tau", "alpha"):
       if any((pl, av) == k[:2] for k in cells):
-        rows.append([pl, av] + [cells.get((pl, av, p, n), "-") for p, n in cols])
+        rows.append([pl, av] + [cells.get((pl, av, n, p), "-") for p, n in cols])
   head = ["embedding", "averaging"] + [f"{p} / identical {'noise' if n == 'noise' else 'power'}" for p, n in cols]
   return (f"\n## Table I: training loss (velocity NMSE), mean ± std over the last {last} epochs\n\n"
           + files.markdown_table(head, rows))
@@ -142,7 +143,7 @@ def tables(results, config) -> str:
                      if "model_minus_bound" in bounds.get(n, {}) else "-")
   md.append(files.markdown_table(["model", "anchor", "placement", "averaging", "input", "tau pattern", "epochs",
                                   "train loss", "test loss", "Gaussian bound", "paired: model - bound"],
-                                 [[n, m.get("anchor", "none"), m["placement"], m["averaging"], m["input_norm"],
+                                 [[n, m.get("anchor", "none"), *exp.arch(m),
                                    m["tau_pattern"], h[-1]["epoch"], h[-1]["train_loss"], h[-1]["test_loss"], fmt_b(n),
                                    fmt_p(n)]
                                   for n, (m, h) in results["training"].items()]))
@@ -198,7 +199,7 @@ def tables(results, config) -> str:
   # Table III: training patterns (models that differ from the main model only in tau_pattern).
   ref = results["training"][main][0]
   same_arch = [n for n, (m, _) in results["training"].items()
-               if all(m[k] == ref[k] for k in ("placement", "averaging", "input_norm")) and
+               if exp.arch(m) == exp.arch(ref) and
                (n, st0, s0, pats[0]) in rows_by]
   if len(same_arch) > 1:
     t3 = [[results["training"][n][0]["tau_pattern"]] + [rows_by[(n, st0, s0, p)] for p in pats] for n in same_arch]
@@ -276,7 +277,7 @@ def embedding_models(results, config):
   done = {(r["model"], r["stepping"], r["sampler"]) for r in results["generation"]["rows"]
           if r.get("start", start) == start}
   return [n for n, (m, _) in results["training"].items()
-          if m["tau_pattern"] == ref["tau_pattern"] and m["input_norm"] == ref["input_norm"]
+          if m["tau_pattern"] == ref["tau_pattern"] and exp.arch(m)[2:] == exp.arch(ref)[2:]   # same input norm.
           and m["placement"] != "identical" and (n, st0, s0) in done]
 
 

@@ -20,6 +20,14 @@ from jaxchan.models.mixer import MixerDenoiser
 PRIOR_FILE = "prior.npz"
 #: Test-set sizes a config asks for; each must fit the dataset's test split.
 SIZE_FIELDS = ("eval.num_test", "train.test_loss_samples")
+# The model-config fields that make two models of one tau pattern different networks: embedding placement,
+# averaging and input normalization (Table I's axes besides the pattern).
+ARCH_FIELDS = ("placement", "averaging", "input_norm")
+
+
+def arch(m) -> tuple:
+  """A model's (placement, averaging, input normalization), from its config or its results.json entry."""
+  return tuple(m[f] for f in ARCH_FIELDS)
 
 
 def schedule(config) -> schedules.GammaSchedule:

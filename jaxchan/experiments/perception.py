@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxchan import checks, data, ddpm, prediction, srs
+from jaxchan import checks, data, ddpm, prediction, srs, train
 from jaxchan.experiments import common
 # The config's values (re-exported here: ``perception.make_model``, ``perception.load_trained``, ...).
 from jaxchan.experiments.perception_setup import (  # noqa: F401
@@ -150,10 +150,11 @@ def train_one(config, use, ds, model_dir, log=common.log, label: str | None = No
               age_corr=None if rho is None else [[float(r.real), float(r.imag)] for r in rho], cov_floor=floor,
               cov_floor_losses=None if floor_losses is None else {str(k): v for k, v in floor_losses.items()})
   check_resume(model_dir, anchor_of(config))
-  params, history = common.train_model(
-      label or use, params=init_params(model, jax.random.fold_in(key, 0)), loss_fn=loss_fn(config, model, use), ds=ds,
-      to_batch=to_batch, tcfg=config.train, num_epochs=config.train.epochs[use], model_dir=model_dir, meta=meta,
-      key=jax.random.fold_in(key, 1), seed=config.seed, progress=config.progress, log=log)
+  job = common.TrainJob(label or use, init_params(model, jax.random.fold_in(key, 0)), loss_fn(config, model, use),
+                        to_batch, model_dir, meta)
+  params, history = common.train_model(job, ds, config.train, num_epochs=config.train.epochs[use],
+                                       key=jax.random.fold_in(key, 1), seed=config.seed,
+                                       report=train.Report(progress=config.progress, log=log))
   return model, params, history
 
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxchan import distill as distill_kernels
-from jaxchan import metrics, precoding, prediction, srs
+from jaxchan import metrics, precoding, prediction, srs, train
 from jaxchan.ddpm_solvers import Solver
 from jaxchan.experiments import common
 from jaxchan.experiments import perception_setup as exp
@@ -84,10 +84,11 @@ def distill(config, scenario: str, teacher, ds, models_dir: str, log=common.log)
           sch, n, prediction=exp.dm_prediction(config), clip_x0=config.dm.clip_x0 or None))
 
     meta = dict(base, distilled_steps=n)
-    params, _ = common.train_model(
-        f"{scenario}/distill {2 * n} -> {n} steps", params=params, loss_fn=loss, ds=ds, to_batch=exp.to_batch,
-        tcfg=tcfg, num_epochs=dcfg.epochs, model_dir=os.path.join(models_dir, f"dm_distill_{n}"), meta=meta,
-        key=common.key(config, f"perception/distill/{n}"), seed=config.seed, progress=config.progress, log=log)
+    job = common.TrainJob(f"{scenario}/distill {2 * n} -> {n} steps", params, loss, exp.to_batch,
+                          os.path.join(models_dir, f"dm_distill_{n}"), meta)
+    params, _ = common.train_model(job, ds, tcfg, num_epochs=dcfg.epochs,
+                                   key=common.key(config, f"perception/distill/{n}"), seed=config.seed,
+                                   report=train.Report(progress=config.progress, log=log))
     students[n] = (model, params)
   return students
 

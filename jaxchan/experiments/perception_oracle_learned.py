@@ -70,8 +70,8 @@ def train_learned(config, prior, use: str, model_dir: str, log=common.log):
   params = perception.init_params(model, k_init)
   state = train.init_state(params, opt, k_train)
   state, history = train.fit(state, train.make_train_step(loss, opt), batches, num_epochs=L.epochs[use],
-                             workdir=model_dir, eval_fn=lambda p: {"test_loss": test_loss(p)},
-                             progress=config.progress, log=log, name=f"oracle {use}")
+                             workdir=model_dir, evaluate=train.Evaluation(lambda p: {"test_loss": test_loss(p)}),
+                             report=train.Report(f"oracle {use}", config.progress, log))
   return model, state.best_params, history, floor
 
 
