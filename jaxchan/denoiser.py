@@ -41,8 +41,9 @@ import jax.numpy as jnp
 from jaxchan import checks, conventions, gaussian_prior, noniden, schedules
 
 #: ``"kronecker"``: the Kronecker-structured Gaussian prior fitted on the training set (the default);
-#: ``"none"``: the paper's network alone (a labelled ablation).
-ANCHORS = ("kronecker", "none")
+#: ``"lowrank"``: the training covariance's leading eigenpairs plus its diagonal (few-path channels: ray-traced
+#: data); ``"none"``: the paper's network alone (a labelled ablation).
+ANCHORS = gaussian_prior.STRUCTURES + ("none",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,14 +68,14 @@ class VelocityDenoiser:
   schedule: schedules.GammaSchedule = flax.struct.field(pytree_node=False)
   input_norm: str = flax.struct.field(pytree_node=False, default="noise")
   min_beta: float = flax.struct.field(pytree_node=False, default=0.0)
-  prior: gaussian_prior.KroneckerGaussian | None = None
+  prior: gaussian_prior.KroneckerGaussian | gaussian_prior.LowRankGaussian | None = None
   tol: float = flax.struct.field(pytree_node=False, default=1e-4)
   max_iter: int = flax.struct.field(pytree_node=False, default=16)
   gaussian_steps: tuple = flax.struct.field(pytree_node=False, default=())
 
   @property
   def anchor(self) -> str:
-    return "none" if self.prior is None else "kronecker"
+    return "none" if self.prior is None else self.prior.kind
 
   def _input(self, g, beta):
     return noniden.noise_power_input(g, beta, min_beta=self.min_beta) if self.input_norm == "noise" else g
@@ -163,7 +164,7 @@ def gaussian_step_share(paths, gaussian_steps) -> float:
 
 
 def make(network, schedule: schedules.GammaSchedule, *, input_norm: str = "noise", min_beta: float | None = None,
-         prior: gaussian_prior.KroneckerGaussian | None = None, tol: float = 1e-4,
+         prior: gaussian_prior.KroneckerGaussian | gaussian_prior.LowRankGaussian | None = None, tol: float = 1e-4,
          max_iter: int = 16) -> VelocityDenoiser:
   """A validated :class:`VelocityDenoiser`; ``min_beta=None`` floors the input at ``beta(1)``
   (:func:`jaxchan.noniden.input_floor`), as training does."""

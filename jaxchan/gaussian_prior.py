@@ -1,4 +1,4 @@
-"""A Kronecker-structured Gaussian channel prior and its exact element-wise posterior mean.
+"""Structured Gaussian channel priors and their exact element-wise posterior means.
 
 The non-identical denoiser of eq. (6), ``D(g, tau) = E[h | g]`` with
 ``g = alpha o h + beta o xi`` (element-wise ``alpha = gamma(tau)``,
@@ -19,7 +19,14 @@ channels ``C X = C_a X C_s^T``, about ``N_a N_s (N_a + N_s)`` complex
 multiply-adds instead of ``(N_a N_s)^2`` (measured on the UMa and ray-traced
 sets, it loses almost nothing against the full sample covariance: docs).
 
-The system is solved per sample by conjugate gradients with the Jacobi
+A second structure, :class:`LowRankGaussian`, keeps the sample covariance's leading ``rank`` eigenpairs and the
+rest of its diagonal, ``C = U diag(l) U^H + diag(delta)``. Channels with few propagation paths (the ray-traced
+street canyon) have most of their energy in a few eigenvectors that are not separable in antenna x subcarrier, so
+there it matches the full covariance where the Kronecker product does not (docs). Its system is solved exactly per
+sample by the Woodbury identity: ``I + R C R = S + W diag(l) W^H`` with ``S = 1 + r^2 delta`` diagonal and
+``W = R U``, an ``r x r`` solve after ``d r^2`` multiply-adds (:func:`posterior` dispatches on the prior's type).
+
+The Kronecker system is solved per sample by conjugate gradients with the Jacobi
 preconditioner ``1 + r^2 diag(C)`` (:func:`posterior`), for ``E[xi | g]`` itself:
 its error is at most the residual, which matters because the velocity target
 at small ``tau`` is almost all ``xi``. Measured on UMa channels (docs), 16
@@ -76,6 +83,44 @@ class KroneckerGaussian(NamedTuple):
   def to_numpy(self) -> dict:
     """Plain arrays for ``np.savez`` (:func:`from_numpy` reads them back)."""
     return {k: np.asarray(v) for k, v in self._asdict().items()}
+
+  @property
+  def kind(self) -> str:
+    return "kronecker"
+
+
+class LowRankGaussian(NamedTuple):
+  """``CN(mean, U diag(vals) U^H + diag(delta))`` on ``[N_a, N_s]`` channels (row-major ``vec``).
+
+  ``mean``: ``[N_a, N_s]`` complex64; ``vecs`` ``[d, r]`` complex64 (orthonormal columns, ``d = N_a N_s``);
+  ``vals`` ``[r]`` float32 > 0; ``delta`` ``[N_a, N_s]`` float32 > 0, the diagonal the leading eigenpairs leave. A
+  pytree: it can be an argument of a jitted function.
+  """
+  mean: jax.Array
+  vecs: jax.Array
+  vals: jax.Array
+  delta: jax.Array
+
+  @property
+  def shape(self) -> tuple[int, int]:
+    return tuple(self.mean.shape)
+
+  @property
+  def kind(self) -> str:
+    return "lowrank"
+
+  def covariance(self) -> jax.Array:
+    """The dense ``[d, d]`` covariance, for tests and small problems."""
+    return (self.vecs * self.vals) @ self.vecs.conj().T + jnp.diag(self.delta.reshape(-1).astype(self.vecs.dtype))
+
+  def to_numpy(self) -> dict:
+    """Plain arrays for ``np.savez`` (:func:`from_numpy` reads them back)."""
+    return {k: np.asarray(v) for k, v in self._asdict().items()}
+
+
+#: The anchor structures by name (``config.models.*.anchor``): how each is fitted is :func:`fit` and
+#: :func:`fit_lowrank`.
+STRUCTURES = ("kronecker", "lowrank")
 
 
 def from_factors(mean, ant_cov, sub_cov, *, shrinkage: float = SHRINKAGE) -> KroneckerGaussian:
@@ -149,12 +194,50 @@ def fit(channels, *, shrinkage: float = SHRINKAGE, batch: int = 1024) -> Kroneck
   return from_factors(mu, ca, cs, shrinkage=shrinkage)
 
 
-def from_numpy(arrays, shape: tuple[int, int] | None = None) -> KroneckerGaussian:
-  """A prior saved by :meth:`KroneckerGaussian.to_numpy`; ``shape`` (the dataset's ``[N_a, N_s]``) is checked."""
-  missing = [k for k in KroneckerGaussian._fields if k not in arrays]
+def fit_lowrank(channels, *, rank: int, shrinkage: float = SHRINKAGE, batch: int = 1024) -> LowRankGaussian:
+  """Fit ``CN(mu, U diag(l) U^H + diag(delta))`` to training channels ``[N, N_a, N_s]``.
+
+  ``U``, ``l``: the ``rank`` leading eigenpairs of the sample covariance (accumulated in float64 over batches of
+  ``batch`` channels); ``delta``: the sample covariance's diagonal minus theirs, so the prior keeps every element's
+  variance. Every eigenvalue kept and every ``delta`` is floored at ``shrinkage`` times the mean eigenvalue.
+  """
+  n = channels.shape[0]
+  if len(channels.shape) != 3 or n < 2:
+    raise ValueError(f"fit_lowrank needs channels [N >= 2, N_a, N_s]; got shape {tuple(channels.shape)}.")
+  d = int(np.prod(channels.shape[1:]))
+  if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 1 <= rank < d:
+    raise ValueError(f"rank={rank!r} must be an integer in 1..{d - 1} (the channels have {d} elements).")
+  checks.in_range("shrinkage", shrinkage, 0.0, 1.0 - 1e-12)
+  mu = np.zeros(d, np.complex128)
+  for i in range(0, n, batch):
+    mu += np.asarray(channels[i:i + batch], np.complex128).reshape(-1, d).sum(0)
+  mu /= n
+  cov = np.zeros((d, d), np.complex128)
+  for i in range(0, n, batch):
+    x = np.asarray(channels[i:i + batch], np.complex128).reshape(-1, d) - mu
+    if not np.all(np.isfinite(x)):
+      raise ValueError(f"channels {i}..{i + len(x) - 1} hold non-finite values; the prior needs finite channels.")
+    cov += x.T @ x.conj()                        # E[h h^H]: entry (i, j) is E h_i conj(h_j)
+  cov /= n
+  vals, vecs = np.linalg.eigh(cov)
+  floor = shrinkage * max(vals.mean(), 1e-30)
+  if vals.mean() <= 0:
+    raise ValueError("the training channels are all equal (zero covariance); a Gaussian prior needs variation.")
+  vals, vecs = np.maximum(vals[::-1][:rank], floor), vecs[:, ::-1][:, :rank]
+  delta = np.maximum(np.diag(cov).real - np.sum(np.abs(vecs) ** 2 * vals, axis=1), floor)
+  shape = tuple(channels.shape[1:])
+  return LowRankGaussian(mean=jnp.asarray(mu.reshape(shape), jnp.complex64), vecs=jnp.asarray(vecs, jnp.complex64),
+                         vals=jnp.asarray(vals, jnp.float32), delta=jnp.asarray(delta.reshape(shape), jnp.float32))
+
+
+def from_numpy(arrays, shape: tuple[int, int] | None = None) -> KroneckerGaussian | LowRankGaussian:
+  """A prior saved by ``to_numpy`` (either structure, told apart by its arrays); ``shape`` (the dataset's
+  ``[N_a, N_s]``) is checked."""
+  cls = LowRankGaussian if "delta" in arrays else KroneckerGaussian
+  missing = [k for k in cls._fields if k not in arrays]
   if missing:
-    raise ValueError(f"the saved Gaussian prior lacks {missing}; it was not written by KroneckerGaussian.to_numpy.")
-  prior = KroneckerGaussian(**{k: jnp.asarray(arrays[k]) for k in KroneckerGaussian._fields})
+    raise ValueError(f"the saved Gaussian prior lacks {missing}; it was not written by {cls.__name__}.to_numpy.")
+  prior = cls(**{k: jnp.asarray(arrays[k]) for k in cls._fields})
   if shape is not None and tuple(prior.shape) != tuple(shape):
     raise ValueError(f"the Gaussian prior is for channels {prior.shape} but the dataset holds {tuple(shape)}; "
                      "fit the prior on this dataset.")
@@ -242,12 +325,34 @@ def _posterior_one(prior, g, alpha, beta, tol, max_iter):
   return prior.mean + _cov_apply(prior, r * w), w, rel, k
 
 
-def posterior(prior: KroneckerGaussian, g: jax.Array, alpha: jax.Array, beta: jax.Array, *,
+def _lowrank_one(prior, g, alpha, beta):
+  # Woodbury on I + R C R = S + W diag(l) W^H (module docstring): exact, an r x r solve per sample.
+  shape = g.shape
+  r = (alpha / beta).reshape(-1)
+  u = ((g - alpha * prior.mean) / beta).reshape(-1)
+  s = 1.0 + r * r * prior.delta.reshape(-1)
+  W = r[:, None] * prior.vecs
+  SW = W / s[:, None]
+  K = jnp.diag(1.0 / prior.vals).astype(W.dtype) + W.conj().T @ SW
+  z = jnp.linalg.solve(K, SW.conj().T @ u)
+  w = u / s - SW @ z
+
+  def cov(x):
+    return prior.delta.reshape(-1) * x + prior.vecs @ (prior.vals * (prior.vecs.conj().T @ x))
+
+  c = cov(r * w)
+  res = u - (w + r * c)
+  rel = jnp.sqrt(jnp.real(jnp.vdot(res, res)) / jnp.maximum(jnp.real(jnp.vdot(u, u)), 1e-30))
+  return prior.mean + c.reshape(shape), w.reshape(shape), rel, jnp.asarray(0)
+
+
+def posterior(prior: KroneckerGaussian | LowRankGaussian, g: jax.Array, alpha: jax.Array, beta: jax.Array, *,
               beta_floor: float = 0.0, tol: float = 1e-4, max_iter: int = 50) -> Solve:
   """Exact posterior means ``E[h | g]`` and ``E[xi | g]`` under the Gaussian prior (eq. 6, module docstring).
 
   Args:
-    prior: the Gaussian prior, for channels ``[N_a, N_s]``.
+    prior: the Gaussian prior, for channels ``[N_a, N_s]``: Kronecker (solved by CG to ``tol`` or ``max_iter``)
+      or low rank plus diagonal (solved exactly; ``iterations`` 0, ``residual`` that of float32 rounding).
     g: diffused channels ``[B, N_a, N_s]``, ``g = alpha o h + beta o xi``.
     alpha, beta: element-wise schedule values, same shape (``alpha^2 + beta^2 = 1``).
     beta_floor: floor of ``beta`` in the solve, ``>= 0``; 0 is exact but needs every ``beta > 0``.
@@ -269,7 +374,10 @@ def posterior(prior: KroneckerGaussian, g: jax.Array, alpha: jax.Array, beta: ja
   dtype = prior.mean.dtype
   g, alpha, beta = jax.lax.stop_gradient((g.astype(dtype), alpha.astype(jnp.float32), beta.astype(jnp.float32)))
   beta = jnp.maximum(beta, beta_floor) if beta_floor > 0 else beta
-  one = lambda g_, a_, b_: _posterior_one(prior, g_, a_, b_, tol, max_iter)
+  if isinstance(prior, LowRankGaussian):
+    one = lambda g_, a_, b_: _lowrank_one(prior, g_, a_, b_)  # noqa: E731
+  else:
+    one = lambda g_, a_, b_: _posterior_one(prior, g_, a_, b_, tol, max_iter)  # noqa: E731
   return Solve(*jax.vmap(one)(g, alpha, beta))
 
 
@@ -281,6 +389,10 @@ def check_solver(tol, max_iter):
     raise ValueError(f"solver max_iter {max_iter!r} must be an integer >= 1 (e.g. 50).")
 
 
-def cov_matvec(prior: KroneckerGaussian, x: jax.Array) -> jax.Array:
+def cov_matvec(prior: KroneckerGaussian | LowRankGaussian, x: jax.Array) -> jax.Array:
   """``C x`` for a batch ``x`` ``[B, N_a, N_s]``: the structured product the solve is built on."""
+  if isinstance(prior, LowRankGaussian):
+    flat = x.reshape(x.shape[0], -1)
+    y = prior.delta.reshape(-1) * flat + ((flat @ prior.vecs.conj()) * prior.vals) @ prior.vecs.T
+    return y.reshape(x.shape)
   return jax.vmap(lambda xi: _cov_apply(prior, xi))(x)

@@ -188,3 +188,76 @@ def test_closed_form_gaussian_steps_replace_the_network_only_where_every_time_qu
     den.with_gaussian_steps(50.0, 10.0)
   with pytest.raises(ValueError, match="anchor"):
     denoiser.make(net, SCH).with_gaussian_steps(2.0, 90.0)
+
+
+# ---------------------------------------------------------------------------
+# The low-rank plus diagonal prior (few-path channels), solved exactly by Woodbury.
+
+
+def _lowrank_prior(seed=0, rank=5):
+  # A dense few-path covariance: rank-`rank` non-separable part plus a small diagonal, fitted exactly by
+  # fit_lowrank from channels drawn from it (rank eigenpairs kept: the model is the truth up to sampling).
+  rng = np.random.default_rng(seed)
+  d = NA * NS
+  u = rng.normal(size=(d, rank)) + 1j * rng.normal(size=(d, rank))
+  cov = u @ u.conj().T / rank + 0.05 * np.eye(d)
+  h = (rng.normal(size=(4000, d)) + 1j * rng.normal(size=(4000, d))) / np.sqrt(2) @ np.linalg.cholesky(cov).T
+  h = h + 0.2                                                    # a non-zero mean
+  return gaussian_prior.fit_lowrank(h.reshape(-1, NA, NS), rank=rank, shrinkage=0.0), h, cov
+
+
+def test_lowrank_fit_keeps_every_variance_and_the_leading_eigenpairs():
+  prior, h, _ = _lowrank_prior()
+  x = h - h.mean(0)
+  sample = x.T @ x.conj() / len(x)
+  c = np.asarray(prior.covariance(), np.complex128)
+  # The diagonal is the sample covariance's (delta is what the eigenpairs leave), to float32 rounding.
+  np.testing.assert_allclose(np.diag(c).real, np.diag(sample).real, rtol=1e-4)
+  w = np.linalg.eigvalsh(sample)[::-1][:5]
+  np.testing.assert_allclose(np.asarray(prior.vals), w, rtol=1e-5)
+  assert prior.kind == "lowrank" and prior.shape == (NA, NS)
+  back = gaussian_prior.from_numpy(prior.to_numpy(), shape=(NA, NS))
+  assert isinstance(back, gaussian_prior.LowRankGaussian)
+  with pytest.raises(ValueError, match=r"rank=60 must be an integer in 1..59"):
+    gaussian_prior.fit_lowrank(h.reshape(-1, NA, NS), rank=60)
+
+
+@pytest.mark.parametrize("times", ["patterns", "checkerboard"])
+def test_lowrank_posterior_equals_the_exact_posterior_mean(times):
+  prior, _, _ = _lowrank_prior(1)
+  if times == "patterns":
+    tau = jnp.concatenate([tau_patterns.sample(jax.random.PRNGKey(2), p, 3, (NA, NS), SCH.T)
+                           for p in ("same", "independent", "periodical", "car_only", "masked")])
+  else:   # tau = 1 next to tau = T: the worst conditioning the schedule allows
+    board = (np.add.outer(np.arange(NA), np.arange(NS)) % 2).astype(np.float32)
+    tau = jnp.broadcast_to(jnp.asarray(1.0 + (SCH.T - 1.0) * board), (4, NA, NS))
+  alpha, beta = schedules.alpha_beta(tau, SCH)
+  k1, k2 = jax.random.split(jax.random.PRNGKey(3))
+  lc = jnp.linalg.cholesky(prior.covariance())
+  h = prior.mean + (conventions.standard_normal(k1, (tau.shape[0], NA * NS)) @ lc.T).reshape(tau.shape)
+  g = alpha * h + beta * conventions.standard_normal(k2, tau.shape)
+  s = gaussian_prior.posterior(prior, g, alpha, beta)
+  ref = oracle.denoiser(oracle.GaussianMixture(jnp.ones(1), prior.mean.reshape(1, -1), prior.covariance()[None]),
+                        SCH)(g, tau)
+  # A float32 Woodbury solve against a float32 Cholesky solve of the dense system: both carry ~1e-6 relative
+  # round-off amplified by the r x r and d x d systems' conditioning (< 1e3 here).
+  np.testing.assert_allclose(s.h_mean, ref, atol=2e-4 * float(jnp.max(jnp.abs(ref))))
+  assert float(jnp.max(s.residual)) <= 1e-4      # an exact solve: the residual is float32 rounding
+  # g = alpha E[h|g] + beta E[xi|g] holds exactly in exact arithmetic; float32 leaves ~1e-5 of |g| after the
+  # checkerboard's conditioning.
+  np.testing.assert_allclose(alpha * s.h_mean + beta * s.xi_mean, g, atol=1e-4 * float(jnp.max(jnp.abs(g))))
+  np.testing.assert_allclose(gaussian_prior.cov_matvec(prior, g), (g.reshape(len(g), -1) @ prior.covariance().T
+                                                                   ).reshape(g.shape), rtol=1e-4, atol=1e-5)
+
+
+def test_lowrank_anchored_denoiser_is_the_exact_posterior_mean_before_training():
+  prior, _, _ = _lowrank_prior(2)
+  net = denoiser.FunctionNetwork(lambda x, t: jnp.zeros_like(x))        # r_theta = 0
+  den = denoiser.make(net, SCH, prior=prior)
+  assert den.anchor == "lowrank"
+  tau = jnp.asarray(np.random.default_rng(4).uniform(1, SCH.T, (5, NA, NS)), jnp.float32)
+  g = conventions.standard_normal(jax.random.PRNGKey(5), tau.shape)
+  ref = oracle.denoiser(oracle.GaussianMixture(jnp.ones(1), prior.mean.reshape(1, -1), prior.covariance()[None]),
+                        SCH)(g, tau)
+  # beta floored at beta(1) in the anchor changes nothing here (every tau >= 1); float32 tolerance as above.
+  np.testing.assert_allclose(den(None, g, tau), ref, atol=2e-4 * float(jnp.max(jnp.abs(ref))))

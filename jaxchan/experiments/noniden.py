@@ -51,6 +51,12 @@ def validate(config):
     gaussian_prior.check_solver(config.anchor.tol, config.anchor.max_iter)
     checks.positive_int("train_samples", config.anchor.train_samples)
     checks.in_range("shrinkage", config.anchor.shrinkage, 0.0, 0.5)
+    d = config.data.n_bs * config.data.n_freq
+    if any(m.get("anchor", "none") == "lowrank" for m in config.models.values()):
+      rank = checks.positive_int("rank", config.anchor.get("rank", 0))
+      if rank >= d:
+        raise ValueError(f"rank={rank} must be below n_bs x n_freq = {d}, the channel's elements (the low-rank "
+                         "anchor keeps that many leading eigenpairs).")
   checks.choice("config.eval.start", config.eval.start, noniden.STARTS)
   checks.in_range("config.eval.background", config.eval.background, 0.0, 1.0)
   for f in ("num_test", "batch_size", "bound_samples"):
@@ -76,7 +82,7 @@ def validate(config):
       continue
     traced.add(net)
     with common.field(f"config.models.{name}"):
-      prior = _placeholder_prior(shape[1:]) if mcfg.get("anchor", "none") != "none" else None
+      prior = _placeholder_prior(shape[1:], mcfg.get("anchor", "none"), config.anchor.get("rank", 1))
       den = make_denoiser(mcfg, config, sch, prior)
       params = jax.eval_shape(den.network.init, k, h, tau)
       jax.eval_shape(jax.grad(loss_fn(den, mcfg, config)), params, h, k)
@@ -92,8 +98,15 @@ def preflight(config):
                            size_fields=SIZE_FIELDS)
 
 
-def _placeholder_prior(shape):
-  """A white prior of the channel shape: what validation traces the anchored denoiser with (no data yet)."""
+def _placeholder_prior(shape, structure: str, rank: int):
+  """A white prior of the channel shape and ``structure`` (None for ``"none"``): what validation traces the
+  anchored denoiser with (no data yet)."""
+  if structure == "none":
+    return None
+  if structure == "lowrank":
+    d = shape[0] * shape[1]
+    return gaussian_prior.LowRankGaussian(jnp.zeros(shape, jnp.complex64), jnp.eye(d, rank, dtype=jnp.complex64),
+                                          jnp.ones((rank,), jnp.float32), jnp.ones(shape, jnp.float32))
   return gaussian_prior.from_factors(np.zeros(shape), np.eye(shape[0]), np.eye(shape[1]))
 
 
@@ -118,17 +131,23 @@ def ensure_dataset(config, log=common.log) -> str:
   return common.ensure_dataset(config.data, progress=config.progress, log=log)
 
 
-def fit_prior(config, ds, log=common.log) -> gaussian_prior.KroneckerGaussian:
-  """The anchor's Kronecker Gaussian prior, fitted on the first ``config.anchor.train_samples`` training channels."""
+def fit_prior(config, ds, structure: str = "kronecker", log=common.log):
+  """The anchor's Gaussian prior of ``structure`` (``"kronecker"`` or ``"lowrank"`` of rank
+  ``config.anchor.rank``), fitted on the first ``config.anchor.train_samples`` training channels."""
   n = min(config.anchor.train_samples, ds.size("train"))
-  prior = gaussian_prior.fit(ds.load("train")["h"][:n], shrinkage=config.anchor.shrinkage)
-  log(f"Gaussian anchor: Kronecker prior fitted on {n} training channels")
+  h = ds.load("train")["h"][:n]
+  if structure == "lowrank":
+    prior = gaussian_prior.fit_lowrank(h, rank=config.anchor.rank, shrinkage=config.anchor.shrinkage)
+    log(f"Gaussian anchor: rank-{config.anchor.rank} plus diagonal prior fitted on {n} training channels")
+  else:
+    prior = gaussian_prior.fit(h, shrinkage=config.anchor.shrinkage)
+    log(f"Gaussian anchor: Kronecker prior fitted on {n} training channels")
   return prior
 
 
 def train_one(name, mcfg, config, ds, workdir, log=common.log, label: str | None = None, prior=None):
   """Algorithm 1 for model ``name``: ``(denoiser, params, history)``; ``label`` names it in progress lines;
-  ``prior``: the Gaussian anchor's prior (:func:`fit_prior`) when the model is anchored."""
+  ``prior``: the Gaussian anchor's prior of the model's structure (:func:`fit_prior`) when it is anchored."""
   sch = schedule(config)
   anchored = mcfg.get("anchor", "none") != "none"
   if anchored and prior is None:
@@ -166,11 +185,12 @@ def run(config, workdir: str) -> dict:
   with data.Dataset(path, build_command=build_command(config), kind="snapshot", shapes={"h": shape}) as ds:
     common.check_sizes(config, ds, SIZE_FIELDS)
     models, training = {}, {}
-    prior = fit_prior(config, ds, log=log) if any(m.get("anchor", "none") != "none"
-                                                  for m in config.models.values()) else None
+    structures = dict.fromkeys(m.get("anchor", "none") for m in config.models.values())
+    priors = {s: fit_prior(config, ds, s, log=log) for s in structures if s != "none"}
     for i, (name, mcfg) in enumerate(config.models.items()):
       den, params, history = train_one(name, mcfg, config, ds, workdir, log=log,
-                                       label=f"{name} ({i + 1}/{len(config.models)})", prior=prior)
+                                       label=f"{name} ({i + 1}/{len(config.models)})",
+                                       prior=priors.get(mcfg.get("anchor", "none")))
       models[name] = (den, params, mcfg)
       training[name] = (mcfg.to_dict(), history)
     generation = noniden_eval.evaluate(config, models, ds, log=log)
