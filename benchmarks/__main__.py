@@ -40,6 +40,11 @@ def table(res) -> str:
     lines.append(f"{'noniden denoiser call, Gaussian anchor (CG <= ' + str(a['max_iter']) + ')':<46} "
                  f"{a['anchored_call_s'] * 1e3:>10.1f} ms/batch {a['batch']}   {a['ratio']}x the network's call "
                  f"({a['network_call_s'] * 1e3:.1f} ms) in this run")
+    lr = a.get("lowrank")
+    if lr:
+      lines.append(f"{'noniden denoiser call, low-rank anchor (r = ' + str(lr['rank']) + ', exact)':<46} "
+                   f"{lr['anchored_call_s'] * 1e3:>10.1f} ms/batch {a['batch']}   {lr['ratio']}x the network's call "
+                   "in this run")
   pr = res["perception"]
   for key in ("posterior_sampling_dpm2m_10", "posterior_sampling_dpm2m_5"):
     if key in pr:

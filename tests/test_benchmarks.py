@@ -16,7 +16,8 @@ def test_table_lists_every_benchmark():
   r = lambda key: {key: 1.0, "gflops": 2.0, "fraction_of_peak": 0.5}  # noqa: E731
   res = dict(device="cpu", machine="x", matmul_peak_gflops=4.0,
              noniden={"train": r("samples_per_s"), "generation": r("samples_per_s"),
-                      "anchor": dict(batch=64, max_iter=16, anchored_call_s=0.05, network_call_s=0.02, ratio=2.5)},
+                      "anchor": dict(batch=64, max_iter=16, anchored_call_s=0.05, network_call_s=0.02, ratio=2.5,
+                                     lowrank=dict(rank=64, anchored_call_s=0.04, ratio=2.0))},
              perception={"train_sl": r("samples_per_s"), "train_dm": r("samples_per_s"),
                          "posterior_sampling": dict(r("channels_per_s"), T=100),
                          "bayesian_precoding": r("eigendecompositions_per_s"),
@@ -27,8 +28,9 @@ def test_table_lists_every_benchmark():
              datagen=dict(preset="low_mobility", samples_per_s=3.0, overhead_share=0.1),
              datagen_rt=dict(preset="street_canyon", samples_per_s=40.0, overhead_share=0.02))
   text = table(res)
-  assert len(text.splitlines()) == 2 + 6 + 1 + 2 + 2 and "50.0%" in text
+  assert len(text.splitlines()) == 2 + 6 + 2 + 2 + 2 and "50.0%" in text   # 2 anchor rows: Kronecker, low rank
   assert "Gaussian anchor (CG <= 16)" in text and "2.5x the network's call" in text
+  assert "low-rank anchor (r = 64, exact)" in text and "2.0x the network's call" in text
   assert "9.5x the full chain" in text and "subspace precoder (white, 32 x 32)" in text and "6.0x eigh" in text
   assert "datagen street_canyon (Sionna RT)" in text and "datagen low_mobility (Sionna 38.901)" in text
 
