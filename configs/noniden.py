@@ -40,9 +40,30 @@ def model(placement="col", averaging="alpha", input_norm="noise", tau_pattern="a
   return m
 
 
-def scale(c, *, epochs, test_loss_samples, num_test, eval_batch, lmmse_train, last_epochs):
-  """The size knobs a variant changes together."""
+# The size knobs each scale changes together (data, not branches): dataset size, epochs and learning-rate decay,
+# batch, test sizes, LMMSE training channels, Table I's averaging window.
+SCALES = {
+    "paper": dict(size="full", epochs=100, decay_every_epochs=30, batch_size=64, test_loss_samples=512,
+                  num_test=10860, eval_batch=256, lmmse_train=20000, last_epochs=50),
+    # About an hour on 2 CPU cores: the paper-size network on a small dataset (8,000 train / 2,000 test).
+    # Anchored models start at the Gaussian bound and need fewer epochs than the literal networks (22, the
+    # committed literal run; :quick,literal keeps them).
+    "quick": dict(size="small", epochs=12, decay_every_epochs=8, batch_size=64, test_loss_samples=256, num_test=128,
+                  eval_batch=128, lmmse_train=8000, last_epochs=4),
+    "quick_literal": dict(size="small", epochs=22, decay_every_epochs=8, batch_size=64, test_loss_samples=256,
+                          num_test=128, eval_batch=128, lmmse_train=8000, last_epochs=4),
+    # End to end on a tiny dataset in about a minute; its numbers mean nothing (tables and figures say so).
+    "smoke": dict(size="tiny", epochs=2, decay_every_epochs=30, batch_size=16, test_loss_samples=32, num_test=16,
+                  eval_batch=16, lmmse_train=64, last_epochs=1),
+}
+
+
+def apply_scale(c, *, size, epochs, decay_every_epochs, batch_size, test_loss_samples, num_test, eval_batch,
+                lmmse_train, last_epochs):
+  c.data.size = size
   c.train.num_epochs = epochs
+  c.train.decay_every_epochs = decay_every_epochs
+  c.train.batch_size = batch_size
   c.train.test_loss_samples = test_loss_samples
   c.eval.num_test = num_test
   c.eval.batch_size = eval_batch
@@ -70,8 +91,7 @@ def get_config(arg: str = ""):
   c.anchor = ml_collections.ConfigDict(dict(train_samples=20000, shrinkage=1e-4, tol=1e-4, max_iter=16, rank=64))
 
   c.data = ml_collections.ConfigDict()
-  c.data.preset = "simo_ofdm"
-  c.data.size = "full"
+  c.data.preset = "simo_ofdm"      # size: from the scale (SCALES)
   c.data.seed = 0
   c.data.path = ""               # default: data/<preset>_<size>.h5
   c.data.build_if_missing = False  # the default path (data/...) is built when missing; a path you give only if True
@@ -84,12 +104,8 @@ def get_config(arg: str = ""):
   c.models.identical = model(placement="identical", tau_pattern="same")
 
   c.train = ml_collections.ConfigDict()
-  c.train.batch_size = 64
-  c.train.num_epochs = 100
   c.train.lr = 1e-3
-  c.train.decay_every_epochs = 30
   c.train.decay_factor = 0.5
-  c.train.test_loss_samples = 512
   # Training times are integers in {tau_min, ..., T}: 1 (default) trains on exactly the times generation
   # evaluates the network at; 0 is the paper's literal range, an ablation (needs min_beta >= beta(1)).
   c.train.tau_min = 1
@@ -99,7 +115,6 @@ def get_config(arg: str = ""):
   c.eval.models = ("nonid", "identical")          # models whose generation is evaluated
   c.eval.full_grid_models = ("nonid",)  # every stepping (first sampler) and every sampler (first stepping)
   c.eval.lmmse = True                             # LMMSE baseline with the training-set sample covariance
-  c.eval.lmmse_train_samples = 20000
   c.eval.bound_samples = 16                       # tau draws for the Gaussian bound on each training loss
   c.eval.compare_identical = "identical"
   c.eval.patterns = ("white", "exp", "salt", "salt_rec", "pilot", "pilot_car")
@@ -110,8 +125,6 @@ def get_config(arg: str = ""):
   # paper's eq. (9) as printed, an ablation row.
   c.eval.samplers = ("eta:1.0", "eta:0.0", "eta:0.2", "eta:0.4", "eta:0.6", "eta:0.8", "eq9:0.4")
   c.eval.num_steps = 50
-  c.eval.num_test = 10860
-  c.eval.batch_size = 256
   # "consistent": a genuine forward-process sample at tau0 (default); "paper": eqs. (15)-(16) as
   # printed, evaluated as an ablation row for the main model.
   c.eval.start = "consistent"
@@ -124,44 +137,28 @@ def get_config(arg: str = ""):
   for pattern in ("same", "independent", "periodical", "car_only", "non_directional", "all"):
     c.models[f"nonid_{pattern}"] = model(tau_pattern=pattern)
   c.eval.models = tuple(c.models.keys())
-  c.eval.table1_last_epochs = 50     # Table I: loss mean +/- std over the last epochs (the paper: 51-100)
 
   variants = configs.variants(arg, "noniden",
                               {"smoke", "quick", "table1", "embeddings", "raytraced", "literal", "main"},
                               exclusive=("smoke", "quick"))
+  # 1. Scale: one preset.
+  preset = "smoke" if "smoke" in variants else "quick" if "quick" in variants else "paper"
+  if preset == "quick" and "literal" in variants:
+    preset = "quick_literal"
+  apply_scale(c, **SCALES[preset])
   if "raytraced" in variants:
     # Sionna RT's street canyon (python -m datagen.rt) instead of the stochastic UMa stand-in: sparse,
     # few-path channels like DeepMIMO O1's. Same shapes ([N, 32, 64]), so nothing else changes.
     c.data.preset = "street_canyon"
-  if "quick" in variants:
-    # About 40 minutes on 2 CPU cores: the paper-size network on a small dataset,
-    # the identical baseline, and one model per training tau-pattern (Table III).
-    c.data.size = "small"                      # 8,000 train / 2,000 test
-    c.train.decay_every_epochs = 8
-    # Anchored models start at the Gaussian bound and need fewer epochs than the literal networks (22, the
-    # committed literal run; :quick,literal keeps them).
-    epochs = 22 if "literal" in variants else 12
-    scale(c, epochs=epochs, test_loss_samples=256, num_test=128, eval_batch=128, lmmse_train=8000,
-          last_epochs=4)
-  if "main" in variants:
-    # The main model alone (no identical baseline, no Table III models): its one-shot and generation study at
-    # an eighth of the training cost.
-    c.models = ml_collections.ConfigDict({"nonid": c.models.nonid})
-    c.eval.models = ("nonid",)
-    c.eval.compare_identical = ""
   if "smoke" in variants:
-    # Tables and figures say so: a :smoke run checks the pipeline, its numbers mean nothing.
     c.pipeline_check = True
-    c.data.size = "tiny"
-    c.train.batch_size = 16
-    scale(c, epochs=2, test_loss_samples=32, num_test=16, eval_batch=16, lmmse_train=64, last_epochs=1)
     c.eval.bound_samples = 2
-    c.models = ml_collections.ConfigDict({"nonid": model(), "identical": model("identical", tau_pattern="same")})
-    c.eval.models = ("nonid", "identical")
     c.eval.patterns = ("salt", "pilot_car")
     c.eval.steppings = ("tau-waterfilling", "tau-uniform")
     c.eval.samplers = ("eta:1.0", "eq9:0.4")
     c.eval.num_steps = 5
+
+  # 2. Which models: the default set, the main model alone, :smoke's pair, or Table I's grid; plus Fig. 8's.
   if "table1" in variants:
     # The 48 training runs of Table I (training only; the sweep skips finished runs).
     grid = ml_collections.ConfigDict()
@@ -176,23 +173,33 @@ def get_config(arg: str = ""):
     c.eval.models = ()
     c.eval.full_grid_models = ()
     c.eval.lmmse = False
+  elif "smoke" in variants:
+    c.models = ml_collections.ConfigDict({"nonid": model(), "identical": model("identical", tau_pattern="same")})
+    c.eval.models = ("nonid", "identical")
+  elif "main" in variants:
+    # The main model alone (no identical baseline, no Table III models): its one-shot and generation study at
+    # an eighth of the training cost.
+    c.models = ml_collections.ConfigDict({"nonid": c.models.nonid})
+    c.eval.models = ("nonid",)
+    c.eval.compare_identical = ""
   if "embeddings" in variants and "table1" not in variants:
     # Fig. 8: the three placements (and both averagings), trained on "all_masked", compared in generation.
     for placement in ("row", "both"):
       c.models[f"emb_{placement}"] = model(placement=placement)
     c.models["emb_col_tau"] = model(averaging="tau")
     c.eval.models = tuple(c.eval.models) + ("emb_row", "emb_both", "emb_col_tau")
+
+  # 3. What every model gets from the variants, whatever the set.
+  shared = {}
+  if "smoke" in variants:
+    shared.update(num_layers=2, embed_dim=16)
   if "raytraced" in variants:
     # Few-path channels: the Kronecker product misses their non-separable structure (1.3-1.8x the full-covariance
     # LMMSE), rank 64 plus diagonal matches it (docs/noniden.md).
-    for m in c.models.values():
-      m.anchor = "lowrank"
+    shared.update(anchor="lowrank")
   if "literal" in variants:
     # The paper's networks without the Gaussian anchor (the ablation), e.g. :quick,literal.
-    for m in c.models.values():
-      m.anchor = "none"
-  if "smoke" in variants:
-    for m in c.models.values():
-      m.num_layers = 2
-      m.embed_dim = 16
+    shared.update(anchor="none")
+  for m in c.models.values():
+    m.update(shared)
   return c
