@@ -176,7 +176,7 @@ def get_config(arg: str = ""):
   elif "smoke" in variants:
     c.models = ml_collections.ConfigDict({"nonid": model(), "identical": model("identical", tau_pattern="same")})
     c.eval.models = ("nonid", "identical")
-  elif "main" in variants:
+  if "main" in variants and "table1" not in variants:
     # The main model alone (no identical baseline, no Table III models): its one-shot and generation study at
     # an eighth of the training cost.
     c.models = ml_collections.ConfigDict({"nonid": c.models.nonid})

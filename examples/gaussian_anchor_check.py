@@ -125,7 +125,8 @@ def main(_):
   if timing:
     lines.append(f"Per call on a batch of {timing['batch']} ('all' tau pattern): network {timing['network_s'] * 1e3:.1f} "
                  f"ms, D_gauss {timing['gaussian_s'] * 1e3:.1f} ms, {label(caps[0])} ({timing['ratio']:.2f}x; "
-                 f"CG {timing['iterations_mean']:.1f} iterations mean, {timing['iterations_max']} max), "
+                 + (f"CG {timing['iterations_mean']:.1f} iterations mean, {timing['iterations_max']} max), "
+                    if STRUCTURE.value == "kronecker" else "no iterations), ") +
                  f"{jax.devices()[0]}.")
   with open(os.path.join(OUT.value, "table.md"), "w") as f:
     f.write("\n".join(lines) + "\n")

@@ -211,6 +211,12 @@ class Dataset:
       self._cache[split] = {n: self.file[split][n][...] for n in self.arrays}
     return self._cache[split]
 
+  def read(self, split: str, start: int, stop: int) -> dict:
+    """Samples ``start:stop`` of a split as numpy arrays (from the loaded split if it is, else from the file)."""
+    if split in self._cache:
+      return {n: v[start:stop] for n, v in self._cache[split].items()}
+    return {n: self.file[split][n][start:stop] for n in self.arrays}
+
   def batches(self, split: str, batch_size: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True,
               drop_remainder: bool = True, stop: int | None = None) -> Iterator[dict]:
     """Yield batches ``{name: [batch_size, ...]}``; the order is a pure function of (seed, epoch).
@@ -311,6 +317,9 @@ class BSAntennaSubset:
 
   def load(self, split: str) -> dict:
     return self._cut(self.ds.load(split))
+
+  def read(self, split: str, start: int, stop: int) -> dict:
+    return self._cut(self.ds.read(split, start, stop))
 
   def batches(self, split: str, batch_size: int, **kwargs) -> Iterator[dict]:
     for b in self.ds.batches(split, batch_size, **kwargs):

@@ -121,10 +121,30 @@ class _StopFlag:
       signal.signal(sig, old)
 
 
+@flax.struct.dataclass
+class _LegacyState:
+  """A :class:`TrainState` checkpoint written before kept parameters existed (their last parameters were kept)."""
+  params: Any
+  opt_state: Any
+  step: jax.Array
+  epoch: jax.Array
+  epoch_step: jax.Array
+  loss_sum: jax.Array
+  key: jax.Array
+
+
 def _restore(manager, step, state, ckpt_dir):
   try:
     return manager.restore(step, args=ocp.args.StandardRestore(state))
   except Exception as e:  # orbax raises many types for damaged or mismatched files
+    first = e
+  try:
+    old = manager.restore(step, args=ocp.args.StandardRestore(_LegacyState(
+        **{f: getattr(state, f) for f in _LegacyState.__dataclass_fields__})))
+    return state.replace(**{f: getattr(old, f) for f in _LegacyState.__dataclass_fields__},
+                         best_params=old.params, best_loss=jnp.full((), jnp.inf, jnp.float32), best_epoch=old.epoch)
+  except Exception:  # neither layout: report the first error, for the current one
+    e = first
     raise CheckpointError(
         f"checkpoint {os.path.join(ckpt_dir, str(step))} cannot be restored ({type(e).__name__}: "
         f"{str(e)[:300]}). It is truncated, corrupted, or was written by a different model. Delete that folder "
@@ -252,7 +272,8 @@ def fit(state: TrainState, train_step, batches: Callable[[int], Iterable], *, nu
       if select is None:
         state = state.replace(best_params=state.params, best_epoch=scalar(epoch + 1, np.int32))
       else:
-        if record[select] < float(state.best_loss):
+        best = float(state.best_loss)
+        if record[select] < best or not np.isfinite(best):   # a NaN initial loss must not pin the start
           state = state.replace(best_params=state.params, best_loss=scalar(record[select], np.float32),
                                 best_epoch=scalar(epoch + 1, np.int32))
         record["kept_epoch"] = int(state.best_epoch)

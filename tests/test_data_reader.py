@@ -60,3 +60,39 @@ def test_batches_with_stop_use_exactly_the_first_samples(npy_dataset, in_memory)
     assert sorted(map(bytes, got)) == sorted(map(bytes, full[:67]))
     with pytest.raises(ValueError, match="stop=81 must be between 1 and the train size 80"):
       next(ds.batches("train", 10, stop=81))
+
+
+def test_read_gives_the_same_samples_loaded_or_from_the_file(npy_dataset):
+  _, path = npy_dataset
+  with data.Dataset(path) as ds:
+    direct = ds.read("train", 70, 80)["h"]
+    np.testing.assert_array_equal(direct, ds.load("train")["h"][70:80])
+    np.testing.assert_array_equal(ds.read("train", 70, 80)["h"], direct)     # now from the loaded split
+
+
+def test_held_out_tail_is_scored_in_chunks_and_a_resume_with_another_split_is_refused(npy_dataset, tmp_path):
+  import jax
+  import jax.numpy as jnp
+  import ml_collections
+
+  from jaxchan import train
+  from jaxchan.experiments import common
+  _, path = npy_dataset
+  # A deterministic loss (the key unused): the held-out loss, scored in chunks of test_loss_samples = 8 (8 + 8 + 4),
+  # must equal the loss on the whole 20-sample tail, and the kept parameters must be the epoch with the lowest.
+  loss_fn = lambda p, h, key: jnp.mean(jnp.abs(p["w"] * h - 0.5 * h) ** 2)  # noqa: E731
+  tcfg = ml_collections.ConfigDict(dict(batch_size=16, lr=0.05, decay_every_epochs=0, decay_factor=0.5,
+                                        test_loss_samples=8, val_samples=20))
+  job = common.TrainJob("toy", {"w": jnp.zeros(())}, loss_fn, lambda a, n: jnp.asarray(a["h"][:n]),
+                        str(tmp_path / "m"), {})
+  quiet = train.Report(progress=False, log=lambda m: None)
+  with data.Dataset(path) as ds:
+    params, hist = common.train_model(job, ds, tcfg, num_epochs=2, key=jax.random.PRNGKey(0), seed=0, report=quiet)
+    tail = jnp.asarray(ds.load("train")["h"][60:])
+    initial = float(loss_fn({"w": jnp.zeros(())}, tail, None))
+    val = [initial] + [h["val_loss"] for h in hist]
+    np.testing.assert_allclose(float(loss_fn(params, tail, None)), min(val), rtol=1e-5)
+    assert hist[-1]["kept_epoch"] == int(np.argmin(val))
+    tcfg.val_samples = 8
+    with pytest.raises(ValueError, match="trained with config.train.val_samples=20; this run asks for 8"):
+      common.train_model(job, ds, tcfg, num_epochs=3, key=jax.random.PRNGKey(0), seed=0, report=quiet)

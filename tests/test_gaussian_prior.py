@@ -161,6 +161,10 @@ def test_a_model_trained_with_one_anchor_is_refused_under_another(tmp_path):
     exp.load_trained(str(tmp_path), anchor="kronecker")
   with pytest.raises(ValueError, match="trained with anchor 'none'; this config asks for 'kronecker'"):
     exp.check_resume(str(tmp_path), "kronecker")
+  (tmp_path / "model.json").write_text(json.dumps({"denoiser": {"anchor": "kronecker"}, "model": {"tau_pattern": "all"}}))
+  with pytest.raises(ValueError, match="trained on tau pattern 'all'; this config asks for 'all_masked'"):
+    exp.check_resume(str(tmp_path), "kronecker", "all_masked")
+  exp.check_resume(str(tmp_path), "kronecker", "all")
   (tmp_path / "model.json").write_text(json.dumps({"model": {}, "shape": [4, 4]}))
   with pytest.raises(ValueError, match="has no 'denoiser' field"):
     exp.load_trained(str(tmp_path))

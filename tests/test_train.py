@@ -100,6 +100,26 @@ def test_without_select_the_kept_parameters_are_the_last_epochs(tmp_path):
   assert int(state.best_epoch) == 2
 
 
+def test_a_checkpoint_written_before_kept_parameters_resumes(tmp_path):
+  import orbax.checkpoint as ocp
+  params, opt, loss_fn, batches = _problem()
+  step = train.make_train_step(loss_fn, opt)
+  full, _ = train.fit(train.init_state(params, opt, jax.random.PRNGKey(1)), step, batches, num_epochs=3,
+                      workdir=str(tmp_path / "a"), report=QUIET)
+  # The same run's epoch-2 state saved in the layout older versions wrote (no best_* fields), then resumed.
+  two, _ = train.fit(train.init_state(params, opt, jax.random.PRNGKey(1)), step, batches, num_epochs=2,
+                     workdir=str(tmp_path / "b"), report=QUIET)
+  legacy = train._LegacyState(**{f: getattr(two, f) for f in train._LegacyState.__dataclass_fields__})
+  mgr = ocp.CheckpointManager(str(tmp_path / "c" / "checkpoints"), options=ocp.CheckpointManagerOptions(create=True))
+  mgr.save(int(two.step), args=ocp.args.StandardSave(legacy), force=True)
+  mgr.wait_until_finished()
+  mgr.close()
+  resumed, _ = train.fit(train.init_state(params, opt, jax.random.PRNGKey(1)), step, batches, num_epochs=3,
+                         workdir=str(tmp_path / "c"), report=QUIET)
+  np.testing.assert_array_equal(resumed.params["w"], full.params["w"])
+  np.testing.assert_array_equal(resumed.best_params["w"], full.params["w"])
+
+
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   params, opt, loss_fn, batches = _problem()
   step = train.make_train_step(loss_fn, opt)

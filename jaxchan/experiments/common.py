@@ -139,20 +139,36 @@ def train_model(job: TrainJob, ds, tcfg, *, num_epochs: int, key: jax.Array, see
   test = to_batch(ds.load("test"), tcfg.test_loss_samples)
   test_loss = jax.jit(lambda p: loss_fn(p, test, k_test))
   if n_val:
-    # The held-out samples get their own fixed noise, so the kept epoch depends on the parameters alone.
-    val = to_batch({k: v[n_train:] for k, v in ds.load("train").items()}, None)
-    val_loss = jax.jit(lambda p: loss_fn(p, val, jax.random.fold_in(k_test, 1)))
-    evaluate = lambda p: {"test_loss": test_loss(p), "val_loss": val_loss(p)}
+    # The held-out samples get their own fixed noise, so the kept epoch depends on the parameters alone; they are
+    # evaluated in chunks of the test-loss size (memory of one test-loss call) and averaged by sample.
+    step_ = max(1, int(tcfg.test_loss_samples))
+    chunks = [(to_batch(ds.read("train", n_train + i, n_train + min(i + step_, n_val)), None),
+               jax.random.fold_in(k_test, 1 + i), min(step_, n_val - i)) for i in range(0, n_val, step_)]
+    loss_ = jax.jit(loss_fn)
+
+    def val_loss(p):
+      return sum(float(loss_(p, b, k)) * m for b, k, m in chunks) / n_val
+
+    evaluate = lambda p: {"test_loss": test_loss(p), "val_loss": val_loss(p)}  # noqa: E731
   else:
-    evaluate = lambda p: {"test_loss": test_loss(p)}
+    evaluate = lambda p: {"test_loss": test_loss(p)}  # noqa: E731
 
   def batches(epoch):
     for b in ds.batches("train", bs, seed=seed, epoch=epoch, stop=n_train):
       yield to_batch(b, None)
 
+  # A checkpoint trained on another split (held-out count) would resume with other data and another selection.
+  meta = dict(meta, val_samples=n_val)
+  meta_path = os.path.join(model_dir, "model.json")
+  if os.path.exists(meta_path):
+    with open(meta_path) as f:
+      old = json.load(f).get("val_samples", 0)
+    if old != n_val:
+      raise ValueError(f"{model_dir} holds a model trained with config.train.val_samples={old}; this run asks for "
+                       f"{n_val}. Use another --workdir, or --config.train.val_samples={old}.")
   os.makedirs(model_dir, exist_ok=True)
   if is_main_process():
-    files.atomic_write_json(os.path.join(model_dir, "model.json"), meta)
+    files.atomic_write_json(meta_path, meta)
   state = train.init_state(params, opt, k_train)
   state, history = train.fit(state, step, batches, num_epochs=num_epochs, workdir=model_dir,
                              evaluate=train.Evaluation(evaluate, "val_loss" if n_val else None), mesh=mesh,

@@ -161,7 +161,7 @@ def train_one(name, mcfg, config, ds, workdir, log=common.log, label: str | None
   meta = dict(model=mcfg.to_dict(), schedule=sch.to_dict(), T=sch.T, beta_max=sch.beta_max, shape=list(shape),
               tau_min=tau_min, denoiser=den.settings())
   model_dir = os.path.join(workdir, "models", name)
-  check_resume(model_dir, den.anchor)
+  check_resume(model_dir, den.anchor, mcfg.tau_pattern)
   if anchored and common.is_main_process():
     os.makedirs(model_dir, exist_ok=True)
     files.atomic_write_npz(os.path.join(model_dir, PRIOR_FILE), den.prior.to_numpy())

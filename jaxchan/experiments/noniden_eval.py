@@ -95,7 +95,8 @@ def velocity_bounds(config, models, cov, h, key, log=common.log) -> dict:
   model's own loss on the same draws.
 
   For each of ``config.eval.bound_samples`` tau maps of the model's pattern: the population bound
-  (:func:`jaxchan.lmmse.velocity_error`), and, on the test channels ``h`` ``[N, *event]`` with one noise draw, the
+  (:func:`jaxchan.lmmse.velocity_error`), and, on the first ``config.train.test_loss_samples`` test channels of ``h``
+  ``[N, *event]`` with one noise draw, the
   LMMSE velocity estimator's loss (:func:`jaxchan.lmmse.velocity_loss`) and the model's (Algorithm 1's loss) on
   the very same channels, times and noise. ``{name: {"mean", "sem", "paired_bound", "model_loss",
   "model_minus_bound", "model_minus_bound_sem"}}``; the paired difference has none of the spread between tau maps,
@@ -105,19 +106,20 @@ def velocity_bounds(config, models, cov, h, key, log=common.log) -> dict:
   sch = exp.schedule(config)
   shape = (config.data.n_bs, config.data.n_freq)
   paired = jax.jit(lmmse.velocity_loss)
+  h = h[:config.train.test_loss_samples]     # one call of the size the test loss makes
   for i, (name, (den, params, mcfg)) in enumerate(models.items()):
     k_tau, k_xi = jax.random.split(jax.random.fold_in(key, i))
     tau = tau_patterns.sample(k_tau, mcfg.tau_pattern, config.eval.bound_samples, shape,
                               sch.T, tau_min=mcfg.get("tau_min", config.train.tau_min))
     alpha, beta = schedules.alpha_beta(tau, sch)
     e = np.asarray(lmmse.velocity_error(cov, alpha, beta))
-    model_loss = jax.jit(lambda p, t, k, den=den: den.loss(p, h, jnp.broadcast_to(t, h.shape), k))
+    model_loss = jax.jit(lambda p, hh, t, k, den=den: den.loss(p, hh, jnp.broadcast_to(t, hh.shape), k))
     lin, mod = [], []
     for j in range(tau.shape[0]):
       k = jax.random.fold_in(k_xi, j)
       xi = conventions.standard_normal(k, h.shape, h.dtype)      # the noise den.loss draws from k
       lin.append(float(paired(cov, h, alpha[j], beta[j], xi)))
-      mod.append(float(model_loss(params, tau[j], k)))
+      mod.append(float(model_loss(params, h, tau[j], k)))
     diff = np.asarray(mod) - np.asarray(lin)
     sem = lambda x: float(np.std(x, ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0  # noqa: E731
     out[name] = {"mean": float(e.mean()), "sem": sem(e), "paired_bound": float(np.mean(lin)),

@@ -81,15 +81,21 @@ def loss_fn(den: denoiser.VelocityDenoiser, mcfg, config):
   return loss
 
 
-def check_resume(model_dir: str, anchor: str):
-  """Refuse to continue a checkpoint trained with another anchor (its parameters mean something else)."""
+def check_resume(model_dir: str, anchor: str, tau_pattern: str | None = None):
+  """Refuse to continue a checkpoint trained with another anchor (its parameters mean something else) or on
+  another tau pattern (the training distribution would change mid-run)."""
   path = os.path.join(model_dir, "model.json")
   if os.path.exists(path):
     with open(path) as f:
-      old = json.load(f).get("denoiser", {}).get("anchor", "none")
+      info = json.load(f)
+    old = info.get("denoiser", {}).get("anchor", "none")
     if old != anchor:
       raise ValueError(f"{model_dir} holds a model trained with anchor {old!r}; this config asks for {anchor!r}. "
                        "Use another --workdir, or the config that trained it.")
+    old_pattern = info.get("model", {}).get("tau_pattern")
+    if tau_pattern is not None and old_pattern is not None and old_pattern != tau_pattern:
+      raise ValueError(f"{model_dir} holds a model trained on tau pattern {old_pattern!r}; this config asks for "
+                       f"{tau_pattern!r}. Use another --workdir, or --config.models.NAME.tau_pattern={old_pattern}.")
 
 
 def load_trained(model_dir: str, *, anchor: str | None = None):

@@ -138,7 +138,7 @@ def train_one(config, use, ds, model_dir, log=common.log, label: str | None = No
   """The backbone trained as ``use`` (``sl``, ``dm`` or ``e2e``): ``(model, params, history)``; ``label`` names it
   in progress lines."""
   anchored = anchor_of(config) == "gaussian"
-  rho = fit_age_correlation(ds) if anchored else None
+  rho = fit_age_correlation(ds, config) if anchored else None
   floor, floor_losses = fit_cov_floor(config, ds, rho) if anchored and use == "dm" else (0.0, None)
   if floor_losses:
     log(f"{label or use}: Gaussian anchor covariance floor {floor} (anchor DM loss per floor on training samples: "

@@ -137,7 +137,7 @@ def anchor_losses(config, ds, num_keys: int = 4) -> dict:
   cfg = config.copy_and_resolve_references()
   with cfg.unlocked():
     cfg.model.anchor = "gaussian"
-  rho = fit_age_correlation(ds)
+  rho = fit_age_correlation(ds, cfg)
   floor, _ = fit_cov_floor(cfg, ds, rho)
   test = to_batch(ds.load("test"), config.train.test_loss_samples)
   key = common.key(config, "perception/anchor_losses")
@@ -163,7 +163,7 @@ def evaluate(config, models, ds, log=common.log):
   n = min(config.eval.num_test, ds.size("test"))
   hist_all, h_all = test["history"][:n], test["target"][:n]
   params = tuple(models[u][1] for u in ("sl", "dm", "e2e"))
-  run = make_eval_batch(config, models, fit_age_correlation(ds))
+  run = make_eval_batch(config, models, fit_age_correlation(ds, config))
   G_avg = average_gramian(config, ds)
   cg = jax.jit(functools.partial(stiefel.capacity_precoder, num_iters=config.eval.cg_iters))
   sums, cg_sums, n_cg = {}, {"eig": 0.0, "cg": 0.0}, 0

@@ -95,10 +95,20 @@ def tables(results, config) -> str:
   md.append(files.markdown_table(["scenario", "w", f"DM ensemble (K = {K})", "deterministic DM"], rows))
   md.append("\n## Training\n\n")
   rows = []
+  # Runs with held-out selection also say which epoch's parameters were kept (0: the initial ones) and their
+  # test and held-out losses; earlier results render as they did.
+  kept = any("kept_epoch" in h[-1] for r in results["scenarios"].values() for h in r["training"].values())
   for sc, r in results["scenarios"].items():
     for use, hist in r["training"].items():
-      rows.append([sc, use, hist[-1]["epoch"], f"{hist[-1]['train_loss']:.4f}", f"{hist[-1]['test_loss']:.4f}"])
-  md.append(files.markdown_table(["scenario", "model", "epochs", "train loss", "test loss"], rows))
+      row = [sc, use, hist[-1]["epoch"], f"{hist[-1]['train_loss']:.4f}", f"{hist[-1]['test_loss']:.4f}"]
+      if kept:
+        k = hist[-1].get("kept_epoch")
+        at = hist[k - 1] if k else None
+        row += ["-" if k is None else k, f"{at['test_loss']:.4f}" if at else "initial",
+                f"{at['val_loss']:.4f}" if at else "initial"]
+      rows.append(row)
+  md.append(files.markdown_table(["scenario", "model", "epochs", "train loss", "test loss"] + (
+      ["kept epoch", "kept: test loss", "kept: held-out loss"] if kept else []), rows))
   bounds = [(sc, r["bounds"]) for sc, r in results["scenarios"].items() if r.get("bounds")]
   # The Gaussian predictor's own losses (runs with them; earlier results render as they did).
   anchor_cols = any("sl_gaussian_predictor" in b for _, b in bounds)

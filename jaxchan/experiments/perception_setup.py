@@ -75,12 +75,20 @@ def anchor_of(config) -> str:
   return config.model.get("anchor", "none")
 
 
-def fit_age_correlation(ds, max_samples: int = 4000) -> np.ndarray:
+def fitting_samples(config, ds, max_samples: int) -> int:
+  """How many of the first training histories a closed-form fit may use: at most ``max_samples``, and none of the
+  held-out tail (``config.train.val_samples``) that picks the kept parameters, which the anchor competes on."""
+  n = ds.size("train") if config is None else common.train_split(config.train, ds)[0]
+  return min(max_samples, n)
+
+
+def fit_age_correlation(ds, config=None, max_samples: int = 4000) -> np.ndarray:
   """The Gaussian predictor's per-occasion correlation ``[n_occ]``, fitted on (up to ``max_samples``) training
-  histories of ``ds`` (:func:`jaxchan.gaussian_predictor.fit_age_correlation`)."""
+  histories of ``ds`` (:func:`jaxchan.gaussian_predictor.fit_age_correlation`); with ``config``, none of its
+  held-out histories (:func:`fitting_samples`)."""
   from jaxchan import gaussian_predictor
   train = ds.load("train")
-  n = min(max_samples, ds.size("train"))
+  n = fitting_samples(config, ds, max_samples)
   return np.asarray(gaussian_predictor.fit_age_correlation(train["history"][:n], train["target"][:n]))
 
 
@@ -95,12 +103,12 @@ def fit_cov_floor(config, ds, rho, max_samples: int = 512, num_keys: int = 4) ->
 
   The anchor's own loss (the untrained anchored DM's, conditional samples: the null condition does not depend
   on it), ``E |v - v_gauss|^2`` over ``t``, the noise and the SRS observation, for each floor of
-  :data:`COV_FLOORS` on up to ``max_samples`` training histories. Without a floor, a direction the predictor
+  :data:`COV_FLOORS` on up to ``max_samples`` training histories (none of the held-out ones). Without a floor, a direction the predictor
   declares certain makes that loss grow as ``1 / sigma_t`` near the data wherever the predictor is wrong.
   """
   from jaxchan import ddpm, gaussian_predictor
   train = ds.load("train")
-  n = min(max_samples, ds.size("train"))
+  n = fitting_samples(config, ds, max_samples)
   hist, h = jnp.asarray(train["history"][:n]), jnp.asarray(train["target"][:n])
   sch, scfg = dm_schedule(config), srs_cfg(config)
   rho = jnp.asarray(rho, jnp.complex64)
