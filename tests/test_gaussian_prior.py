@@ -226,7 +226,7 @@ def test_lowrank_fit_keeps_every_variance_and_the_leading_eigenpairs():
     gaussian_prior.fit_lowrank(h.reshape(-1, NA, NS), rank=60)
 
 
-@pytest.mark.parametrize("times", ["patterns", "checkerboard"])
+@pytest.mark.parametrize("times", [pytest.param("patterns", marks=pytest.mark.slow), "checkerboard"])
 def test_lowrank_posterior_equals_the_exact_posterior_mean(times):
   prior, _, _ = _lowrank_prior(1)
   if times == "patterns":

@@ -64,6 +64,7 @@ def test_velocity_error_closed_form_and_monte_carlo():
     assert err == pytest.approx(bound[i], rel=5 / np.sqrt(n))
 
 
+@pytest.mark.slow
 def test_velocity_loss_is_the_linear_estimators_empirical_loss_and_converges_to_the_bound():
   d, n = 5, 100_000
   tau = jnp.array([1.0, 10.0, 30.0, 60.0, 100.0])
