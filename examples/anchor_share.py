@@ -5,8 +5,8 @@ Gaussian posterior mean ``E_G[h | g]`` alone, and the share of ``D``'s output th
 ``1 - ||D - E_G||^2 / ||D||^2``, on test channels. Where the network changes the estimate by much less than the
 estimate's own error, the closed-form Gaussian step could stand in for the network.
 
-  python -m examples.anchor_share --model=workdir/noniden_quick_anchored/models/nonid \
-      --data=data/simo_ofdm_small.h5 --out=docs/results/noniden_quick_anchored/anchor_share
+  python -m examples.anchor_share --model=workdir/noniden_quick_main/models/nonid \
+      --data=data/simo_ofdm_small.h5 --out=docs/results/noniden_quick_main/anchor_share
 """
 
 import json

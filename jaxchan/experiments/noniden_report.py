@@ -355,14 +355,16 @@ def anchor_comparison(anchored: dict, literal: dict) -> str:
     reach = report.steps_to_bound(hl, b) if b is not None else {"steps": None, "how": "-"}
     reach_s = (f"{reach['steps']:.3g} ({reach['how']})" if isinstance(reach["steps"], float)
                else f"{reach['steps']} ({reach['how']})")
-    trows.append([name, anchored["training"][name][0]["tau_pattern"], f"{hl[-1]['step']} / {ha[-1]['step']}", hl[-1]["test_loss"],
+    pl, pa = literal["training"][name][0]["tau_pattern"], anchored["training"][name][0]["tau_pattern"]
+    trows.append([name, pa if pl == pa else f"{pl} / {pa}", f"{hl[-1]['step']} / {ha[-1]['step']}", hl[-1]["test_loss"],
                   ha[-1]["test_loss"], f"{b:.4f}" if b is not None else "-",
                   f"{ba[name]['mean']:.4f}" if name in ba else "-", reach_s])
   md.append("\n\n## Training: final test loss against the Gaussian bound\n\n"
             "Steps to the bound for the literal network: measured when its curve reaches it, otherwise the power "
             "law `loss = a step^-b` fitted (log-log least squares) to the last half of its test-loss records, "
             "solved for the bound; the law has no floor, so this underestimates a curve that flattens.\n\n")
-  md.append(files.markdown_table(["model", "tau pattern", "steps literal / anchored", "test loss literal", "test loss anchored",
+  md.append(files.markdown_table(["model", "tau pattern (literal / anchored where they differ)", "steps literal / anchored",
+                                  "test loss literal", "test loss anchored",
                                   "bound (literal run)", "bound (anchored run)", "literal: steps to its bound"],
                                  trows))
   return "".join(md) + "\n"
