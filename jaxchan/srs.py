@@ -101,6 +101,42 @@ def latest_observation(obs: jax.Array, mask: jax.Array):
   return jnp.where(seen[:, None, None, :], picked, 0), jnp.maximum(idx, 0).astype(jnp.int32), seen
 
 
+def elementwise_observation(observation: SRSObservation, rho, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The target channel as an element-wise observation ``H_bar = M o H + n``, ``n ~ CN(0, I)`` (the non-identical
+  paper's eq. 14), from each cell's latest sounding: the reliability map of an SRS history.
+
+  Model (stated; exact under it): unit-power channels that age as ``h_o = conj(rho_o) h + sqrt(1 - |rho_o|^2) w``
+  with ``w ~ CN(0, 1)`` white and independent of the target ``h`` (``rho_o`` the correlation of occasion ``o``
+  with the target, :func:`age_correlation`), sounded with noise of variance ``noise_var``. The latest sounding
+  ``y = h_o + noise`` of a cell then gives ``(rho_o / |rho_o|) y / s = M h + CN(0, 1)`` with
+  ``s = sqrt(1 - |rho_o|^2 + noise_var)`` and ``M = |rho_o| / s``. Cells never sounded get ``M = 0`` and pure
+  noise. The aging innovation is not white on real channels (it has the user's spatial covariance); this map
+  keeps only what each cell says on its own.
+
+  Args:
+    observation: an :class:`SRSObservation` (``obs`` ``[B, n_occ, n_ue, n_bs, n_prb]``).
+    rho: ``[n_occ]`` complex correlations of each occasion with the target.
+    key: PRNG key of the unit noise of the cells never sounded.
+
+  Returns:
+    ``(h_bar, m)``, both ``[B, n_ue, n_bs, n_prb]`` (``m`` float32 >= 0).
+  """
+  latest, occ, seen = latest_observation(observation.obs, observation.mask)
+  rho = jnp.asarray(rho, jnp.complex64)
+  if rho.shape != (observation.mask.shape[1],):
+    raise ValueError(f"rho has shape {rho.shape}; it needs one correlation per occasion, "
+                     f"({observation.mask.shape[1]},).")
+  r = rho[occ]                                                          # [B, n_prb]
+  mag = jnp.abs(r)
+  s = jnp.sqrt(jnp.maximum(1.0 - mag ** 2, 0.0) + observation.noise_var[:, None])
+  m = jnp.where(seen, mag / s, 0.0)                                       # [B, n_prb]
+  phase = jnp.where(mag > 0, r / jnp.where(mag > 0, mag, 1.0), 1.0)
+  scaled = latest * (phase / s)[:, None, None, :].astype(latest.dtype)
+  noise = conventions.standard_normal(key, latest.shape, latest.dtype)
+  h_bar = jnp.where(seen[:, None, None, :] & (mag > 0)[:, None, None, :], scaled, noise)
+  return h_bar, jnp.broadcast_to(m[:, None, None, :], latest.shape).astype(jnp.float32)
+
+
 def baseline(observation: SRSObservation) -> jax.Array:
   """The SRS baseline: per PRB, the latest observation of it; ``[B, n_ue, n_bs, n_prb]``.
 

@@ -195,3 +195,40 @@ def test_latest_predictor_nmse_closed_form():
   # 1 / (1 + 10^(-x/10)) over a range symmetric about 0 dB is exactly 1/2.)
   assert srs.latest_predictor_nmse(hist, h, (-10.0, 0.0))["nmse"] > got["nmse"]
   assert srs.latest_predictor_nmse(hist, h, (-10.0, 10.0))["nmse"] == pytest.approx(got["nmse"], abs=1e-4)
+
+
+def test_elementwise_observation_of_an_srs_history_keeps_the_exact_posterior_mean():
+  # Under the stated aging model (white innovation), the per-cell scaling of the latest soundings into
+  # H_bar = M o H + CN(0, I) loses nothing: the exact posterior mean of the target given H_bar equals the one
+  # given the raw latest soundings, for a one-component (Gaussian) prior with correlated elements.
+  from jaxchan import oracle, srs
+  n_occ, n_bs, n_prb = 3, 2, 8                        # 4 hops over 3 occasions: one sub-band never sounded
+  d = n_bs * n_prb
+  rng = np.random.default_rng(0)
+  q = rng.normal(size=(d, d)) + 1j * rng.normal(size=(d, d))
+  C = q @ q.conj().T
+  C = C / np.sqrt(np.outer(np.diag(C).real, np.diag(C).real))    # unit-power elements, correlated
+  prior = oracle.GaussianMixture(jnp.ones(1), jnp.zeros((1, d), jnp.complex64), jnp.asarray(C, jnp.complex64)[None])
+  rho = jnp.asarray([0.3 * np.exp(0.4j), 0.6 * np.exp(-1.0j), 0.9 * np.exp(0.2j)], jnp.complex64)
+  k = jax.random.split(jax.random.PRNGKey(0), 4)
+  h = oracle.sample(prior, k[0], 1).reshape(1, n_bs, n_prb)
+  w = conventions.standard_normal(k[1], (n_occ, 1, n_bs, n_prb))
+  hist = (jnp.conj(rho)[:, None, None, None] * h + jnp.sqrt(1 - jnp.abs(rho) ** 2)[:, None, None, None] * w)[None]
+  obs = srs.observe(hist, k[2], num_hops=4, snr_db_range=(3.0, 3.0))
+  h_bar, m = srs.elementwise_observation(obs, rho, k[3])
+  mean_bar = oracle.moments(oracle.posterior(prior, h_bar.reshape(d), jnp.diag(m.reshape(d)).astype(jnp.complex64),
+                                             jnp.eye(d)))[0]
+  # The same posterior from the raw latest soundings: y = conj(rho_o) h + noise of variance 1 - |rho_o|^2 + nv.
+  latest, occ, seen = srs.latest_observation(obs.obs, obs.mask)
+  r = jnp.where(seen[0], jnp.conj(rho)[occ[0]], 0)                      # [n_prb]
+  a = jnp.broadcast_to(r, (n_bs, n_prb)).reshape(d)
+  var = jnp.broadcast_to(jnp.where(seen[0], 1 - jnp.abs(rho[occ[0]]) ** 2 + obs.noise_var[0], 1.0),
+                         (n_bs, n_prb)).reshape(d)
+  mean_raw = oracle.moments(oracle.posterior(prior, latest.reshape(d), jnp.diag(a), jnp.diag(var)))[0]
+  assert not bool(jnp.all(seen)) and float(jnp.min(m)) == 0.0          # the unsounded band is in the test
+  np.testing.assert_allclose(mean_bar, mean_raw, atol=1e-4)
+  # And M is the stated reliability |rho_o| / sqrt(1 - |rho_o|^2 + nv) on sounded cells.
+  want = jnp.where(seen[0], jnp.abs(rho[occ[0]]) / jnp.sqrt(1 - jnp.abs(rho[occ[0]]) ** 2 + obs.noise_var[0]), 0)
+  np.testing.assert_allclose(m[0, 0], jnp.broadcast_to(want, (n_bs, n_prb)), rtol=1e-5)
+  with pytest.raises(ValueError, match=r"one correlation per occasion, \(3,\)"):
+    srs.elementwise_observation(obs, rho[:2], k[3])
