@@ -29,10 +29,11 @@ sample by the Woodbury identity: ``I + R C R = S + W diag(l) W^H`` with ``S = 1 
 The Kronecker system is solved per sample by conjugate gradients with the Jacobi
 preconditioner ``1 + r^2 diag(C)`` (:func:`posterior`), for ``E[xi | g]`` itself:
 its error is at most the residual, which matters because the velocity target
-at small ``tau`` is almost all ``xi``. Measured on UMa channels (docs), 16
-iterations bring the velocity error of the training tau patterns within 1-7 %
-of the converged solve; the one-shot estimates of the six noise patterns need
-fewer.
+at small ``tau`` is almost all ``xi``. It starts from the solve that is exact
+when all elements share one time (:func:`_initial_guess`), so uniform-time
+inputs need no iteration. Measured on UMa channels (docs), 16 iterations bring
+the velocity error of the other training tau patterns within 1-8 % of the
+converged solve; the one-shot estimates of the six noise patterns need fewer.
 
 Shapes: one sample is ``[N_a, N_s]``; batched functions take ``[B, N_a, N_s]``.
 """
@@ -282,6 +283,24 @@ def _cov_diag(prior):
   return da[:, None] * ds[None, :]
 
 
+def _initial_guess(prior, u, r):
+  """CG's starting point: ``J^1/2 U (I + c L)^-1 U^H J^1/2 u`` with ``c = min r^2`` and
+  ``J = (1 + c diag C) / (1 + r^2 diag C)``.
+
+  When every element has the same reliability (``r`` constant: identical diffusion, the "same" training pattern,
+  white noise), ``J = 1`` and this is the exact solve, diagonal in the Kronecker eigenbasis, so CG stops at once.
+  When reliabilities spread down to an unobserved element (``c ~ 0``) it is the Jacobi start ``u / (1 + r^2 diag
+  C)``. One structured product, against the 16 CG iterations a uniform-time batch otherwise needs (measured on UMa
+  channels: the truncated "same" solve was the anchor's largest velocity error, docs).
+  """
+  r2 = r * r
+  c = jnp.min(r2)
+  cd = _cov_diag(prior)
+  sj = jnp.sqrt((1.0 + c * cd) / (1.0 + r2 * cd))
+  lam = prior.ant_vals[:, None] * prior.sub_vals[None, :]
+  return sj * _from_eig(prior, _to_eig(prior, sj * u) / (1.0 + c * lam))
+
+
 def _posterior_one(prior, g, alpha, beta, tol, max_iter):
   r = alpha / beta
   u = (g - alpha * prior.mean) / beta
@@ -299,7 +318,7 @@ def _posterior_one(prior, g, alpha, beta, tol, max_iter):
 
   norm_u = jnp.sqrt(dot(u, u))
   stop = tol * jnp.maximum(norm_u, 1e-30)
-  w = inv_diag * u
+  w = _initial_guess(prior, u, r)
   res = u - op(w)
   z = inv_diag * res
   p = z

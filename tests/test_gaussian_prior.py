@@ -66,6 +66,19 @@ def test_solve_converges_when_clean_and_pure_noise_elements_sit_side_by_side():
   np.testing.assert_allclose(s.h_mean, _exact(prior)(g, tau), atol=1e-3)
 
 
+def test_uniform_times_are_solved_exactly_without_iterating():
+  # Every element at one time: I + R C R = I + r^2 C is diagonal in the Kronecker eigenbasis, so the initial guess
+  # is the exact solve (float32 round-off only) and CG must not iterate, at every time from clean to pure noise.
+  prior = _prior(5, decay=(2.0, 1.5))
+  tau = jnp.broadcast_to(jnp.asarray([1.0, 10.0, 50.0, 99.0])[:, None, None], (4, NA, NS))
+  g, alpha, beta = _diffused(prior, tau, seed=6)
+  s = gaussian_prior.posterior(prior, g, alpha, beta, tol=1e-4, max_iter=50)
+  np.testing.assert_array_equal(s.iterations, 0)
+  assert float(jnp.max(s.residual)) <= 1e-4
+  ref = _exact(prior)(g, tau)
+  np.testing.assert_allclose(s.h_mean, ref, atol=2e-4 * float(jnp.max(jnp.abs(ref))))
+
+
 def test_fit_recovers_a_separable_covariance():
   prior = _prior(5)
   ca, cs = prior.factors()
