@@ -51,10 +51,11 @@ def _time(fn, *args, repeats=5):
 
 
 def velocity_accuracy(prior, h, sch, caps, out):
-  """Velocity loss (eq. 12) of the anchor alone on the training tau patterns, per CG cap: how close a truncated
-  solve comes to the converged one (the largest cap), which is what an anchored model's training starts from."""
+  """Velocity loss (eq. 12) of the anchor alone on the training tau patterns (the paper's four and "masked", which
+  make up the main model's "all_masked"), per CG cap: how close a truncated solve comes to the converged one (the
+  largest cap), which is what an anchored model's training starts from."""
   rows = {}
-  for i, pattern in enumerate(tau_patterns.SIMPLE):
+  for i, pattern in enumerate(tau_patterns.SIMPLE + ("masked",)):
     tau = tau_patterns.sample(jax.random.PRNGKey(100 + i), pattern, h.shape[0], h.shape[1:], sch.T)
     a, b = schedules.alpha_beta(tau, sch)
     xi = jax.random.normal(jax.random.PRNGKey(200 + i), h.shape + (2,)) @ jnp.array([1.0, 1j]) / jnp.sqrt(2.0)
