@@ -68,7 +68,9 @@ class KroneckerGaussian(NamedTuple):
 
   @property
   def shape(self) -> tuple[int, int]:
-    return tuple(self.mean.shape)
+    """The channel shape ``(N_a, N_s)``; a per-sample prior (:func:`stack`) adds a leading batch axis to every
+    field, not to this."""
+    return tuple(self.mean.shape[-2:])
 
   def factors(self):
     """``(C_a, C_s)`` as dense Hermitian matrices."""
@@ -104,7 +106,9 @@ class LowRankGaussian(NamedTuple):
 
   @property
   def shape(self) -> tuple[int, int]:
-    return tuple(self.mean.shape)
+    """The channel shape ``(N_a, N_s)``; a per-sample prior (:func:`stack`) adds a leading batch axis to every
+    field, not to this."""
+    return tuple(self.mean.shape[-2:])
 
   @property
   def kind(self) -> str:
@@ -229,6 +233,23 @@ def fit_lowrank(channels, *, rank: int, shrinkage: float = SHRINKAGE, batch: int
   shape = tuple(channels.shape[1:])
   return LowRankGaussian(mean=jnp.asarray(mu.reshape(shape), jnp.complex64), vecs=jnp.asarray(vecs, jnp.complex64),
                          vals=jnp.asarray(vals, jnp.float32), delta=jnp.asarray(delta.reshape(shape), jnp.float32))
+
+
+def stack(priors) -> KroneckerGaussian | LowRankGaussian:
+  """One prior per sample: the fields of ``priors`` (a sequence of one structure and channel shape) stacked along a
+  new leading batch axis. :func:`posterior` then solves sample ``b`` under ``priors[b]``, as a per-user anchor needs
+  (each user's covariance estimated from that user's own history rather than the training set's)."""
+  priors = list(priors)
+  if not priors:
+    raise ValueError("stack needs at least one prior.")
+  kinds = {type(p) for p in priors}
+  shapes = {tuple(np.shape(p.mean)) for p in priors}
+  if len(kinds) != 1 or len(shapes) != 1:
+    raise ValueError(f"stack needs priors of one structure and channel shape; got structures "
+                     f"{sorted(k.__name__ for k in kinds)} and mean shapes {sorted(shapes)}.")
+  if len(next(iter(shapes))) != 2:
+    raise ValueError(f"stack takes single-sample priors (mean [N_a, N_s]); got a mean of shape {next(iter(shapes))}.")
+  return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *priors)
 
 
 def from_numpy(arrays, shape: tuple[int, int] | None = None) -> KroneckerGaussian | LowRankGaussian:
@@ -371,7 +392,8 @@ def posterior(prior: KroneckerGaussian | LowRankGaussian, g: jax.Array, alpha: j
 
   Args:
     prior: the Gaussian prior, for channels ``[N_a, N_s]``: Kronecker (solved by CG to ``tol`` or ``max_iter``)
-      or low rank plus diagonal (solved exactly; ``iterations`` 0, ``residual`` that of float32 rounding).
+      or low rank plus diagonal (solved exactly; ``iterations`` 0, ``residual`` that of float32 rounding); one for
+      every sample, or one per sample (:func:`stack`, leading axis ``B``).
     g: diffused channels ``[B, N_a, N_s]``, ``g = alpha o h + beta o xi``.
     alpha, beta: element-wise schedule values, same shape (``alpha^2 + beta^2 = 1``).
     beta_floor: floor of ``beta`` in the solve, ``>= 0``; 0 is exact but needs every ``beta > 0``.
@@ -387,6 +409,10 @@ def posterior(prior: KroneckerGaussian | LowRankGaussian, g: jax.Array, alpha: j
   if tuple(g.shape[1:]) != prior.shape:
     raise ValueError(f"the Gaussian prior is for channels {prior.shape} but g is {tuple(g.shape)}; "
                      "fit the prior on channels of this shape.")
+  batched = prior.mean.ndim == 3
+  if batched and prior.mean.shape[0] != g.shape[0]:
+    raise ValueError(f"a per-sample prior (stack) holds {prior.mean.shape[0]} priors but g holds {g.shape[0]} "
+                     "samples; stack one prior per sample.")
   check_solver(tol, max_iter)
   if not beta_floor >= 0:
     raise ValueError(f"beta_floor={beta_floor!r} must be >= 0 (0: exact, needs beta > 0).")
@@ -394,10 +420,10 @@ def posterior(prior: KroneckerGaussian | LowRankGaussian, g: jax.Array, alpha: j
   g, alpha, beta = jax.lax.stop_gradient((g.astype(dtype), alpha.astype(jnp.float32), beta.astype(jnp.float32)))
   beta = jnp.maximum(beta, beta_floor) if beta_floor > 0 else beta
   if isinstance(prior, LowRankGaussian):
-    one = lambda g_, a_, b_: _lowrank_one(prior, g_, a_, b_)  # noqa: E731
+    one = lambda p_, g_, a_, b_: _lowrank_one(p_, g_, a_, b_)  # noqa: E731
   else:
-    one = lambda g_, a_, b_: _posterior_one(prior, g_, a_, b_, tol, max_iter)  # noqa: E731
-  return Solve(*jax.vmap(one)(g, alpha, beta))
+    one = lambda p_, g_, a_, b_: _posterior_one(p_, g_, a_, b_, tol, max_iter)  # noqa: E731
+  return Solve(*jax.vmap(one, in_axes=(0 if batched else None, 0, 0, 0))(prior, g, alpha, beta))
 
 
 def check_solver(tol, max_iter):

@@ -79,6 +79,36 @@ def test_uniform_times_are_solved_exactly_without_iterating():
   np.testing.assert_allclose(s.h_mean, ref, atol=2e-4 * float(jnp.max(jnp.abs(ref))))
 
 
+@pytest.mark.parametrize("structure", ["kronecker", "lowrank"])
+def test_per_sample_priors_solve_each_sample_under_its_own_prior(structure):
+  # A per-user anchor: sample b is solved under prior b. Each result must equal the exact posterior mean of its own
+  # prior (the oracle), at element-wise times from clean to pure noise, and differ from the other prior's.
+  priors = [_prior(7, decay=(0.9, 0.7)), _prior(8, decay=(2.0, 0.3))]
+  if structure == "lowrank":   # the same covariances, exactly, as rank NA*NS plus a zero diagonal
+    priors = [_as_lowrank(p) for p in priors]
+  tau = tau_patterns.sample(jax.random.PRNGKey(9), "independent", 2, (NA, NS), SCH.T)
+  g, alpha, beta = _diffused(_prior(7), tau, seed=10)
+  s = gaussian_prior.posterior(gaussian_prior.stack(priors), g, alpha, beta, tol=1e-6, max_iter=300)
+  for b, p in enumerate(priors):
+    ref = _exact(p)(g[b:b + 1], tau[b:b + 1])[0]
+    other = _exact(priors[1 - b])(g[b:b + 1], tau[b:b + 1])[0]
+    # Tolerance as in test_posterior_equals_the_exact_gaussian_posterior_mean (float32 solves on both sides).
+    np.testing.assert_allclose(s.h_mean[b], ref, atol=2e-4 * float(jnp.max(jnp.abs(ref))))
+    assert float(jnp.max(jnp.abs(other - ref))) > 1e-2 * float(jnp.max(jnp.abs(ref)))
+  with pytest.raises(ValueError, match="holds 2 priors but g holds 3 samples"):
+    gaussian_prior.posterior(gaussian_prior.stack(priors), jnp.concatenate([g, g[:1]]), *(
+        jnp.concatenate([x, x[:1]]) for x in (alpha, beta)))
+  with pytest.raises(ValueError, match="one structure and channel shape"):
+    gaussian_prior.stack([priors[0], _as_lowrank(_prior(7)) if structure == "kronecker" else _prior(7)])
+
+
+def _as_lowrank(p):
+  c = np.asarray(p.covariance(), np.complex128)
+  w, v = np.linalg.eigh(c)
+  return gaussian_prior.LowRankGaussian(p.mean, jnp.asarray(v, jnp.complex64), jnp.asarray(np.maximum(w, 1e-6),
+                                        jnp.float32), jnp.zeros((NA, NS), jnp.float32))
+
+
 def test_fit_recovers_a_separable_covariance():
   prior = _prior(5)
   ca, cs = prior.factors()
