@@ -232,3 +232,45 @@ def test_elementwise_observation_of_an_srs_history_keeps_the_exact_posterior_mea
   np.testing.assert_allclose(m[0, 0], jnp.broadcast_to(want, (n_bs, n_prb)), rtol=1e-5)
   with pytest.raises(ValueError, match=r"one correlation per occasion, \(3,\)"):
     srs.elementwise_observation(obs, rho[:2], k[3])
+
+
+def test_user_prior_carries_each_users_own_spatial_covariance():
+  # A per-user anchor for the non-identical prior on SRS targets: CN(0, R_user (x) C_f). Two users with different
+  # true spatial covariances, fully aged histories (fresh rows every occasion, C_f = I), 20 dB: each user's prior
+  # must hold its own history's noise-corrected covariance (the Gaussian predictor's R) for both of its UE
+  # antennas, the training prior's frequency factor at unit mean, and converge to the true R.
+  from jaxchan import gaussian_predictor, gaussian_prior, srs
+  B, n_occ, n_ue, n_bs, n_prb = 2, 8, 2, 4, 16
+  rng = np.random.default_rng(1)
+  true = []
+  for b in range(B):
+    q, _ = np.linalg.qr(rng.normal(size=(n_bs, n_bs)) + 1j * rng.normal(size=(n_bs, n_bs)))
+    lam = np.array([3.0, 0.7, 0.2, 0.1]) if b == 0 else np.array([1.0, 1.0, 1.0, 1.0])
+    true.append((q * lam) @ q.conj().T)
+  z = conventions.standard_normal(jax.random.PRNGKey(3), (B, n_occ, n_ue, n_bs, n_prb))
+  hist = jnp.stack([jnp.einsum("ij,oujf->ouif", np.linalg.cholesky(true[b]).astype(np.complex64), z[b])
+                    for b in range(B)])
+  obs = srs.observe(hist, jax.random.PRNGKey(4), num_hops=2, snr_db_range=(20.0, 20.0))
+  cf = np.asarray(np.exp(-0.3 * np.abs(np.subtract.outer(np.arange(n_prb), np.arange(n_prb)))), np.complex64)
+  train_prior = gaussian_prior.from_factors(np.zeros((n_bs, n_prb)), np.eye(n_bs), 5.0 * cf, shrinkage=0.0)
+  p = gaussian_predictor.user_prior(obs, train_prior)
+  assert p.mean.shape == (B * n_ue, n_bs, n_prb) and p.shape == (n_bs, n_prb)
+  vals, vecs = gaussian_predictor.spatial_covariance(obs)
+  for b in range(B):
+    want = (vecs[b] * jnp.maximum(vals[b], 1e-4 * jnp.mean(vals[b]))) @ jnp.conj(vecs[b]).T
+    for u in range(n_ue):
+      got = (p.ant_vecs[b * n_ue + u] * p.ant_vals[b * n_ue + u]) @ jnp.conj(p.ant_vecs[b * n_ue + u]).T
+      np.testing.assert_allclose(got, want, atol=1e-5)
+    # 128 sounded rows per user (8 occasions x 2 UE antennas x 8 PRBs): the relative Frobenius error of a sample
+    # covariance of 4-vectors from n rows is about sqrt(4 / n) = 0.18; 0.35 is twice that.
+    assert np.linalg.norm(np.asarray(want) - true[b]) / np.linalg.norm(true[b]) < 0.35
+  np.testing.assert_allclose(jnp.mean(p.sub_vals, axis=-1), 1.0, rtol=1e-5)
+  np.testing.assert_allclose((p.sub_vecs[0] * p.sub_vals[0]) @ jnp.conj(p.sub_vecs[0]).T, cf, atol=1e-4)
+  # It plugs into the per-sample posterior kernel: one solve per UE antenna under its user's prior.
+  tau = jnp.full((B * n_ue, n_bs, n_prb), 50.0)
+  from jaxchan import schedules
+  a, bt = schedules.alpha_beta(tau, schedules.GammaSchedule(100, 0.2))
+  s = gaussian_prior.posterior(p, jnp.zeros((B * n_ue, n_bs, n_prb), jnp.complex64) + 0.1, a, bt)
+  assert s.h_mean.shape == (B * n_ue, n_bs, n_prb) and bool(jnp.all(jnp.isfinite(s.h_mean)))
+  with pytest.raises(ValueError, match=r"is for channels \(4, 8\) but the targets are \(4, 16\)"):
+    gaussian_predictor.user_prior(obs, gaussian_prior.from_factors(np.zeros((n_bs, 8)), np.eye(n_bs), np.eye(8)))
