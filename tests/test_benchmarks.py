@@ -52,3 +52,27 @@ def test_perception_benchmark_builds_the_configs_models(size):
   params = jax.eval_shape(lambda k: perception.init_params(model, k), jax.random.PRNGKey(0))
   loss = jax.eval_shape(perception.loss_fn(cfg, model, "dm"), params, b, jax.random.PRNGKey(1))
   assert loss.shape == ()
+
+
+@pytest.mark.slow
+def test_time_to_quality_picks_the_fastest_matched_setting_and_renders_from_json():
+  # The selection rules on hand-made rows (closed form), then one tiny run on the exact GMM denoiser: every
+  # setting present, its Pareto front non-dominated, and the markdown a function of the JSON alone.
+  import json
+  from benchmarks import time_to_quality as t
+  rows = [dict(setting="ref", seconds_per_sample=1.0, nmse=0.50), dict(setting="a", seconds_per_sample=0.2, nmse=0.505),
+          dict(setting="b", seconds_per_sample=0.1, nmse=0.40), dict(setting="c", seconds_per_sample=0.3, nmse=0.495)]
+  f = t.fastest_within(rows, "ref", 0.02)
+  # b is faster but 20 % below: an under-dispersed sampler, not a matched one; a is the fastest within 2 %.
+  assert f["setting"] == "a" and abs(f["speedup"] - 5.0) < 1e-12
+  assert sorted(t.pareto(rows)) == ["b"]
+  res = t.run(num=8, patterns=("white",), settings=(t.REFERENCE, ("dpm2m:1.0", 5, None)))
+  p = res["patterns"]["white"]
+  assert [r["setting"] for r in p["rows"]] == ["eta:1.0 x50", "dpm2m:1.0 x5"]
+  assert p["rows"][1]["calls"] == 5.0 and all(r["seconds_per_sample"] > 0 for r in p["rows"])
+  for r in p["rows"]:
+    assert r["setting"] in p["pareto"] or any(o["seconds_per_sample"] <= r["seconds_per_sample"]
+                                              and o["nmse"] <= r["nmse"] for o in p["rows"] if o is not r)
+  assert "exact GMM denoiser" in res["denoiser"] and len(p["exact_sample_nmse"]) == 2
+  assert t.report(json.loads(json.dumps(res))) == t.report(res)
+  assert "### white: fastest at matched quality" in t.report(res)
