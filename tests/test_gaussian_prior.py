@@ -66,6 +66,7 @@ def test_solve_converges_when_clean_and_pure_noise_elements_sit_side_by_side():
   np.testing.assert_allclose(s.h_mean, _exact(prior)(g, tau), atol=1e-3)
 
 
+@pytest.mark.slow
 def test_uniform_times_are_solved_exactly_without_iterating():
   # Every element at one time: I + R C R = I + r^2 C is diagonal in the Kronecker eigenbasis, so the initial guess
   # is the exact solve (float32 round-off only) and CG must not iterate, at every time from clean to pure noise.
@@ -79,7 +80,7 @@ def test_uniform_times_are_solved_exactly_without_iterating():
   np.testing.assert_allclose(s.h_mean, ref, atol=2e-4 * float(jnp.max(jnp.abs(ref))))
 
 
-@pytest.mark.parametrize("structure", ["kronecker", "lowrank"])
+@pytest.mark.parametrize("structure", ["kronecker", pytest.param("lowrank", marks=pytest.mark.slow)])
 def test_per_sample_priors_solve_each_sample_under_its_own_prior(structure):
   # A per-user anchor: sample b is solved under prior b. Each result must equal the exact posterior mean of its own
   # prior (the oracle), at element-wise times from clean to pure noise, and differ from the other prior's.

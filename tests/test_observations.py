@@ -234,6 +234,7 @@ def test_elementwise_observation_of_an_srs_history_keeps_the_exact_posterior_mea
     srs.elementwise_observation(obs, rho[:2], k[3])
 
 
+@pytest.mark.slow
 def test_user_prior_carries_each_users_own_spatial_covariance():
   # A per-user anchor for the non-identical prior on SRS targets: CN(0, R_user (x) C_f). Two users with different
   # true spatial covariances, fully aged histories (fresh rows every occasion, C_f = I), 20 dB: each user's prior
