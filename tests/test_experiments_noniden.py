@@ -192,12 +192,14 @@ def test_only_process_zero_writes_the_outputs(tmp_path, monkeypatch):
   assert prov["versions"]["jax"] == jax.__version__ and prov["devices"] and prov["host"]
 
 
-def test_committed_results_re_render_to_their_tables(tmp_path):
-  # Tables are pure functions of results.json: re-rendering the committed :quick run gives its tables.md byte for
-  # byte (model order included, although results.json stores keys sorted).
+@pytest.mark.parametrize("run", ["noniden_quick", "noniden_quick_anchored"])
+def test_committed_results_re_render_to_their_tables(tmp_path, run):
+  # Tables are pure functions of results.json: re-rendering a committed :quick run gives its tables.md byte for
+  # byte (model order included, although results.json stores keys sorted); the anchored run has the paired
+  # bound columns, the literal one has none.
   import shutil
   from jaxchan.experiments import report
-  src = os.path.join(ROOT, "docs", "results", "noniden_quick")
+  src = os.path.join(ROOT, "docs", "results", run)
   shutil.copy(os.path.join(src, "results.json"), tmp_path / "results.json")
   assert report.render(str(tmp_path)) == "noniden"
   assert (tmp_path / "tables.md").read_text() == open(os.path.join(src, "tables.md")).read()

@@ -131,24 +131,31 @@ def tables(results, config) -> str:
         f"N_G = {config.eval.num_steps}; NMSE is linear and dataset level (ratio of sums).\n"]
   md.append("\n## Training\n\n")
   bounds = gen.get("velocity_bound", {})
-  paired = any("model_minus_bound" in b for b in bounds.values())   # results written before it lack the column
+  paired = any("model_minus_bound" in b for b in bounds.values())   # results written without them lack the columns
+  anchored = any("anchor_minus_bound" in b for b in bounds.values())
+  channels = next((b["channels"] for b in bounds.values() if "channels" in b), gen.get("num_test"))
   if bounds:
     md.append("Gaussian bound: the velocity loss (eq. 12) of the exact estimator for a Gaussian prior with the "
               "training covariance, on the model's tau pattern (mean ± standard error over "
               f"{config.eval.bound_samples} tau draws). A loss above it means the network has not learned even "
               "the channel's second-order statistics." + (
                   " Paired: the model's loss minus the LMMSE estimator's on the same "
-                  f"{gen['num_test']} test channels, tau draws and noise (mean ± standard error over the draws); "
-                  "negative means below the bound." if paired else "") + "\n\n")
+                  f"{channels} test channels, tau draws and noise (mean ± standard error over the draws); "
+                  "negative means below the bound." if paired else "") + (
+                  " The anchor alone (the Gaussian part with the residual removed: where training starts) is paired "
+                  "the same way." if anchored else "") + "\n\n")
   fmt_b = lambda n: f"{bounds[n]['mean']:.4f} ± {bounds[n]['sem']:.4f}" if n in bounds else "-"  # noqa: E731
   fmt_p = lambda n: (f"{bounds[n]['model_minus_bound']:+.4f} ± {bounds[n]['model_minus_bound_sem']:.4f}"  # noqa: E731
                      if "model_minus_bound" in bounds.get(n, {}) else "-")
+  fmt_a = lambda n: (f"{bounds[n]['anchor_minus_bound']:+.4f} ± {bounds[n]['anchor_minus_bound_sem']:.4f}"  # noqa: E731
+                     if "anchor_minus_bound" in bounds.get(n, {}) else "-")
   md.append(files.markdown_table(["model", "anchor", "placement", "averaging", "input", "tau pattern", "epochs",
                                   "train loss", "test loss", "Gaussian bound"] + (["paired: model - bound"] if paired
-                                                                                   else []),
+                                                                                   else [])
+                                 + (["paired: anchor alone - bound"] if anchored else []),
                                  [[n, m.get("anchor", "none"), *exp.arch(m),
                                    m["tau_pattern"], h[-1]["epoch"], h[-1]["train_loss"], h[-1]["test_loss"], fmt_b(n)]
-                                  + ([fmt_p(n)] if paired else [])
+                                  + ([fmt_p(n)] if paired else []) + ([fmt_a(n)] if anchored else [])
                                   for n, (m, h) in results["training"].items()]))
   md.append(table1(results, config))
   start = gen.get("start", config.eval.start)
