@@ -20,7 +20,6 @@ Gaussian mixture (``jaxchan.oracle``), labelled as such, so the benchmark itself
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import jax
@@ -91,15 +90,31 @@ def _exact_samples(prior, obs, sch, key):
 
 
 def _trained_problem(model_dir, data, num):
+  import os
   from jaxchan import data as data_lib
   from jaxchan.experiments import noniden_setup
-  den, params, _ = noniden_setup.load_trained(model_dir)
+  if not os.path.isfile(data or ""):
+    raise FileNotFoundError(f"--data={data!r} is not a file; pass the snapshot dataset the model was trained on "
+                            "(e.g. data/simo_ofdm_small.h5). The benchmark never builds one.")
+  den, params, info = noniden_setup.load_trained(model_dir)
   with data_lib.Dataset(data, kind="snapshot") as ds:
     h = jnp.asarray(ds.load("test")["h"][:num])
+  if tuple(h.shape[1:]) != tuple(info["shape"]):
+    raise ValueError(f"{data} holds channels {tuple(h.shape[1:])} but {model_dir} was trained on "
+                     f"{tuple(info['shape'])}; pass the dataset the model was trained on.")
   return (den, params), den.schedule, h, den
 
 
 def run(model_dir=None, data=None, num=128, tolerance=0.02, settings=SETTINGS, patterns=PATTERNS, seed=0):
+  if not (isinstance(num, int) and num >= 2):
+    raise ValueError(f"num={num!r}: the NMSE's standard error needs at least 2 channels.")
+  if not 0 < tolerance < 1:
+    raise ValueError(f"tolerance={tolerance!r} must lie in (0, 1), e.g. 0.02 for 2 % of the reference NMSE.")
+  if REFERENCE not in settings:
+    raise ValueError(f"settings must include the reference {name(REFERENCE)!r}, against which quality is matched.")
+  for p in patterns:
+    if p not in PATTERNS:
+      raise ValueError(f"unknown noise pattern {p!r}; choose from {', '.join(PATTERNS)}.")
   key = jax.random.PRNGKey(seed)
   gmm = None
   if model_dir:

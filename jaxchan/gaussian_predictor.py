@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxchan import checks, conventions, srs
+from jaxchan import checks, conventions, gaussian_prior, srs
 
 # Relative isotropic floor of the latent's Gramian (:func:`latent`); channels have unit power per element.
 LATENT_FLOOR = 1e-3
@@ -65,7 +65,7 @@ def spatial_covariance(observation: srs.SRSObservation) -> tuple[jax.Array, jax.
   return jnp.maximum(vals, 0.0), vecs
 
 
-def user_prior(observation: srs.SRSObservation, train_prior, *, shrinkage: float = 1e-4):
+def user_prior(observation: srs.SRSObservation, train_prior, *, shrinkage: float = gaussian_prior.SHRINKAGE):
   """A per-user Gaussian prior of the target channel rows: ``CN(0, R (x) C_f)`` for each UE antenna's
   ``[n_bs, n_prb]`` channel, with ``R`` this user's noise-corrected spatial covariance from its own SRS history
   (:func:`spatial_covariance`, the Gaussian predictor's) and ``C_f`` the frequency factor of ``train_prior`` (a
@@ -80,13 +80,13 @@ def user_prior(observation: srs.SRSObservation, train_prior, *, shrinkage: float
   Args:
     observation: SRS observation, ``obs`` ``[B, n_occ, n_ue, n_bs, n_prb]``.
     train_prior: Kronecker prior of training targets ``[n_bs, n_prb]`` (its antenna factor is replaced).
-    shrinkage: floor of ``R``'s eigenvalues relative to their mean (a short history's ``R`` is rank deficient).
+    shrinkage: floor of ``R``'s eigenvalues relative to their mean (a short history's ``R`` is rank deficient);
+      the training prior's own floor by default.
 
   Returns:
     A per-sample :class:`~jaxchan.gaussian_prior.KroneckerGaussian` (:func:`jaxchan.gaussian_prior.stack` layout)
     of ``B n_ue`` priors, ordered as ``target.reshape(B * n_ue, n_bs, n_prb)``.
   """
-  from jaxchan import gaussian_prior
   B, _, n_ue, n_bs, n_prb = observation.obs.shape
   if not isinstance(train_prior, gaussian_prior.KroneckerGaussian) or train_prior.mean.ndim != 2:
     raise ValueError("user_prior takes one Kronecker prior of the training targets (gaussian_prior.fit); got "

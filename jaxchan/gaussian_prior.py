@@ -435,9 +435,12 @@ def check_solver(tol, max_iter):
 
 
 def cov_matvec(prior: KroneckerGaussian | LowRankGaussian, x: jax.Array) -> jax.Array:
-  """``C x`` for a batch ``x`` ``[B, N_a, N_s]``: the structured product the solve is built on."""
-  if isinstance(prior, LowRankGaussian):
-    flat = x.reshape(x.shape[0], -1)
-    y = prior.delta.reshape(-1) * flat + ((flat @ prior.vecs.conj()) * prior.vals) @ prior.vecs.T
-    return y.reshape(x.shape)
-  return jax.vmap(lambda xi: _cov_apply(prior, xi))(x)
+  """``C x`` for a batch ``x`` ``[B, N_a, N_s]``: the structured product the solve is built on (sample ``b`` under
+  ``prior[b]`` for a per-sample prior, :func:`stack`)."""
+  def one(p, xi):
+    if isinstance(p, LowRankGaussian):
+      flat = xi.reshape(-1)
+      return (p.delta.reshape(-1) * flat + p.vecs @ (p.vals * (p.vecs.conj().T @ flat))).reshape(xi.shape)
+    return _cov_apply(p, xi)
+
+  return jax.vmap(one, in_axes=(0 if prior.mean.ndim == 3 else None, 0))(prior, x)

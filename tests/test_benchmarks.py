@@ -76,3 +76,13 @@ def test_time_to_quality_picks_the_fastest_matched_setting_and_renders_from_json
   assert "exact GMM denoiser" in res["denoiser"] and len(p["exact_sample_nmse"]) == 2
   assert t.report(json.loads(json.dumps(res))) == t.report(res)
   assert "### white: fastest at matched quality" in t.report(res)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(model_dir="m", data="no/such.h5"), "is not a file"), (dict(tolerance=0.0), "must lie in"),
+    (dict(num=1), "at least 2 channels"), (dict(patterns=("whit",)), "unknown noise pattern 'whit'"),
+    (dict(settings=(("dpm2m:1.0", 5, None),)), "must include the reference")])
+def test_time_to_quality_refuses_bad_input_before_any_work(kw, match):
+  from benchmarks import time_to_quality as t
+  with pytest.raises((ValueError, FileNotFoundError), match=match):
+    t.run(**kw)

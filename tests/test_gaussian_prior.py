@@ -89,8 +89,13 @@ def test_per_sample_priors_solve_each_sample_under_its_own_prior(structure):
     priors = [_as_lowrank(p) for p in priors]
   tau = tau_patterns.sample(jax.random.PRNGKey(9), "independent", 2, (NA, NS), SCH.T)
   g, alpha, beta = _diffused(_prior(7), tau, seed=10)
-  s = gaussian_prior.posterior(gaussian_prior.stack(priors), g, alpha, beta, tol=1e-6, max_iter=300)
+  stacked = gaussian_prior.stack(priors)
+  s = gaussian_prior.posterior(stacked, g, alpha, beta, tol=1e-6, max_iter=300)
+  cx = gaussian_prior.cov_matvec(stacked, g)
   for b, p in enumerate(priors):
+    # The structured product under prior b is its dense covariance times the sample (float32 round-off only).
+    want = np.asarray(p.covariance()) @ np.asarray(g[b]).reshape(-1)
+    np.testing.assert_allclose(np.asarray(cx[b]).reshape(-1), want, atol=1e-4 * np.abs(want).max())
     ref = _exact(p)(g[b:b + 1], tau[b:b + 1])[0]
     other = _exact(priors[1 - b])(g[b:b + 1], tau[b:b + 1])[0]
     # Tolerance as in test_posterior_equals_the_exact_gaussian_posterior_mean (float32 solves on both sides).
