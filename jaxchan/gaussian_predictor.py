@@ -48,12 +48,27 @@ def fit_age_correlation(history, target) -> np.ndarray:
 
 
 class GaussianPrediction(NamedTuple):
-  """The conditional Gaussian of the target: ``mean`` ``[B, n_ue, n_bs, n_prb]``; covariance per PRB
-  ``vecs diag(cov_vals[..., f]) vecs^H`` with ``vecs`` ``[B, n_bs, n_bs]`` (``R``'s eigenvectors, columns) and
-  ``cov_vals`` ``[B, n_bs, n_prb]``."""
+  """The conditional Gaussian of the target: ``mean`` ``[B, n_ue, n_bs, n_prb]``; covariance of every UE
+  antenna's row on PRB ``f`` ``V_f diag(cov_vals[..., f]) V_f^H`` (rows and PRBs independent), with ``vecs``
+  either ``[B, n_bs, n_bs]`` (one eigenbasis for every PRB, ``R``'s eigenvectors as columns: :func:`predict`)
+  or ``[B, n_prb, n_bs, n_bs]`` (one per PRB: :func:`under_prior`), and ``cov_vals`` ``[B, n_bs, n_prb]``."""
   mean: jax.Array
   vecs: jax.Array
   cov_vals: jax.Array
+
+
+def _to_basis(vecs, x):
+  """``V_f^H x_f`` for ``x`` ``[..., B, n_ue, n_bs, n_prb]`` (a leading sample axis allowed)."""
+  if vecs.ndim == 3:
+    return jnp.einsum("bnk,...bunf->...bukf", jnp.conj(vecs), x)
+  return jnp.einsum("bfnk,...bunf->...bukf", jnp.conj(vecs), x)
+
+
+def _from_basis(vecs, c):
+  """``V_f c_f``: the inverse of :func:`_to_basis`."""
+  if vecs.ndim == 3:
+    return jnp.einsum("bnk,...bukf->...bunf", vecs, c)
+  return jnp.einsum("bfnk,...bukf->...bunf", vecs, c)
 
 
 def spatial_covariance(observation: srs.SRSObservation) -> tuple[jax.Array, jax.Array]:
@@ -136,10 +151,53 @@ def conditional(latest, r, vals, vecs, noise_var) -> GaussianPrediction:
   nv = noise_var.astype(jnp.float32)[:, None]
   gain = vals / (vals + nv)                                                         # [B, N]
   # mean = r V diag(gain) V^H y, per PRB and UE antenna.
-  coef = jnp.einsum("bnk,bunf->bukf", jnp.conj(vecs), latest)                      # V^H y
-  mean = jnp.einsum("bnk,bukf->bunf", vecs, gain[:, None, :, None] * coef) * r[:, None, None, :]
+  coef = _to_basis(vecs, latest)                                                    # V^H y
+  mean = _from_basis(vecs, gain[:, None, :, None] * coef) * r[:, None, None, :]
   cov_vals = vals[:, :, None] - (jnp.abs(r) ** 2)[:, None, :] * (vals * gain)[:, :, None]
   return GaussianPrediction(mean.astype(latest.dtype), vecs, jnp.maximum(cov_vals, 0.0))
+
+
+def under_prior(latest, seen, noise_var, row_cov) -> GaussianPrediction:
+  """The exact conditional Gaussian of the target under a known zero-mean prior, given noisy looks at some PRBs.
+
+  Model: every UE antenna's row ``h_u`` (``[n_bs, n_prb]``, vectorized row-major, so element ``(n, f)`` sits at
+  ``n n_prb + f``) is ``CN(0, C)`` with ``C = row_cov``, independently over rows; a PRB with ``seen`` is observed
+  as ``latest = h + CN(0, nv I)``, the others not at all. Then (LMMSE, exact for this Gaussian)
+
+  ``E[h_u | y] = C S (S C S + nv I)^-1 S y_u``,  ``Cov = C - C S (S C S + nv I)^-1 S C``,
+
+  with ``S`` the diagonal 0/1 selection of the seen elements. Returned per PRB: the marginal covariance of the
+  ``n_bs`` antennas in its own eigenbasis (``vecs`` ``[B, n_prb, n_bs, n_bs]``), all that per-PRB precoders and
+  the per-PRB anchored terms use; the cross-PRB covariance is not kept. With a moment-matched ``C`` this is the
+  best linear estimator of any prior with that covariance (e.g. a Gaussian mixture's, :mod:`jaxchan.oracle`).
+
+  Args:
+    latest: ``[B, n_ue, n_bs, n_prb]`` observations (ignored where not ``seen``).
+    seen: ``[B, n_prb]`` bool.
+    noise_var: ``[B]`` per-element noise variance of the observation.
+    row_cov: ``[n_bs n_prb, n_bs n_prb]`` Hermitian positive semi-definite prior covariance of one row.
+  """
+  B, n_ue, n_bs, n_prb = latest.shape
+  d = n_bs * n_prb
+  if row_cov.shape != (d, d):
+    raise ValueError(f"row_cov has shape {tuple(row_cov.shape)}; channels of {n_bs} BS antennas x {n_prb} PRBs "
+                     f"need ({d}, {d}) (one UE antenna's row, element (n, f) at n * n_prb + f).")
+  C = jnp.asarray(row_cov, jnp.complex64)
+  m = jnp.broadcast_to(seen[:, None, :], (B, n_bs, n_prb)).reshape(B, d).astype(jnp.float32)     # [B, d]
+  nv = noise_var.astype(jnp.float32)[:, None]
+  # S C S + nv S + (I - S): the unseen elements decouple (unit diagonal, zero right-hand side).
+  K = (m[:, :, None] * m[:, None, :]) * C + jnp.eye(d, dtype=C.dtype) * (nv * m + (1.0 - m)).astype(C.dtype)[:, None, :]
+  y = (latest.reshape(B, n_ue, d) * m[:, None, :].astype(latest.dtype)).astype(C.dtype)          # [B, U, d]
+  chol = jax.vmap(jnp.linalg.cholesky)(K)
+  solve = jax.vmap(lambda L, b: jax.scipy.linalg.cho_solve((L, True), b))
+  z = solve(chol, jnp.swapaxes(y, 1, 2))                                                         # [B, d, U]
+  mean = jnp.einsum("ij,bjU->bUi", C, m[:, :, None].astype(C.dtype) * z).reshape(B, n_ue, n_bs, n_prb)
+  SC = m[:, :, None].astype(C.dtype) * C[None]                                                   # S C
+  cov = C[None] - jnp.einsum("bji,bjk->bik", jnp.conj(SC), solve(chol, SC))                      # C - C S K^-1 S C
+  blocks = cov.reshape(B, n_bs, n_prb, n_bs, n_prb)
+  per_prb = jnp.moveaxis(jnp.diagonal(blocks, axis1=2, axis2=4), -1, 1)                         # [B, F, N, N]
+  vals, vecs = jnp.linalg.eigh(0.5 * (per_prb + jnp.conj(jnp.swapaxes(per_prb, -1, -2))))
+  return GaussianPrediction(mean.astype(latest.dtype), vecs, jnp.moveaxis(jnp.maximum(vals, 0.0), 1, 2))
 
 
 def expected_gramian(pred: GaussianPrediction) -> jax.Array:
@@ -147,7 +205,11 @@ def expected_gramian(pred: GaussianPrediction) -> jax.Array:
   n_ue = pred.mean.shape[1]
   mean_part = jnp.einsum("buif,bujf->bijf", jnp.conj(pred.mean), pred.mean)
   # n_ue * Cov^T with Cov = V diag(c) V^H: Cov^T = conj(V) diag(c) V^T.
-  cov_t = jnp.einsum("bik,bkf,bjk->bijf", jnp.conj(pred.vecs), pred.cov_vals.astype(pred.vecs.dtype), pred.vecs)
+  c = pred.cov_vals.astype(pred.vecs.dtype)
+  if pred.vecs.ndim == 3:
+    cov_t = jnp.einsum("bik,bkf,bjk->bijf", jnp.conj(pred.vecs), c, pred.vecs)
+  else:
+    cov_t = jnp.einsum("bfik,bkf,bfjk->bijf", jnp.conj(pred.vecs), c, pred.vecs)
   return mean_part + n_ue * cov_t
 
 
@@ -156,7 +218,7 @@ def sample(pred: GaussianPrediction, key: jax.Array, num: int) -> jax.Array:
   checks.positive_int("num", num)
   z = conventions.standard_normal(key, (num,) + pred.mean.shape, pred.mean.dtype)
   scaled = jnp.sqrt(pred.cov_vals)[None, :, None, :, :].astype(z.dtype) * z          # coordinates in V
-  return pred.mean[None] + jnp.einsum("bnk,sbukf->sbunf", pred.vecs, scaled)
+  return pred.mean[None] + _from_basis(pred.vecs, scaled)
 
 
 def unconditional(pred: GaussianPrediction, keep: jax.Array) -> GaussianPrediction:
@@ -176,10 +238,10 @@ def denoise(pred: GaussianPrediction, x_t: jax.Array, abar: jax.Array) -> jax.Ar
   """
   abar = jnp.asarray(abar, jnp.float32)
   a = jnp.sqrt(abar)
-  coef = jnp.einsum("bnk,bunf->bukf", jnp.conj(pred.vecs), x_t - a[:, None, None, None].astype(x_t.dtype) * pred.mean)
+  coef = _to_basis(pred.vecs, x_t - a[:, None, None, None].astype(x_t.dtype) * pred.mean)
   c = pred.cov_vals
   gain = c * a[:, None, None] / (abar[:, None, None] * c + (1.0 - abar)[:, None, None])       # [B, N, F]
-  return pred.mean + jnp.einsum("bnk,bukf->bunf", pred.vecs, gain[:, None].astype(x_t.dtype) * coef)
+  return pred.mean + _from_basis(pred.vecs, gain[:, None].astype(x_t.dtype) * coef)
 
 
 def latent(pred: GaussianPrediction, n_rows: int) -> jax.Array:

@@ -81,3 +81,156 @@ def test_srs_view_is_the_least_squares_observation_with_its_noise_variance():
   np.testing.assert_allclose(np.asarray(view.noise_var), nv, rtol=1e-5)
   err = np.mean(np.abs(np.asarray(view.obs[:, 0, ..., :sounded] - h[..., :sounded])) ** 2)
   assert err == pytest.approx(nv, rel=5 / np.sqrt(4000 * 16))
+
+
+def _oracle_problem(shape=(2, 4, 4), sounded=2, rho=0.7, snr_db=5.0, num=3, seed=0):
+  from jaxchan import oracle
+  from jaxchan.experiments import perception_oracle as po
+  prior = oracle.clustered_mixture(jax.random.PRNGKey(seed), shape, 3, paths=2)
+  h, y, s2 = po.draw(prior, jax.random.PRNGKey(seed + 1), num, shape=shape, sounded=sounded, rho=rho,
+                     snr_db_range=(snr_db, snr_db))
+  return prior, h, y, s2
+
+
+def _exact_gaussian(prior, y, s2, shape, sounded, rho):
+  """Mean ``[B, *shape]`` and per-PRB marginal covariances ``[B, F, N, N]`` of the exact posterior under the
+  moment-matched Gaussian (jaxchan.oracle, dense)."""
+  from jaxchan import oracle
+  from jaxchan.experiments import perception_oracle as po
+  g = po.moment_matched(prior)
+  n_ue, n_bs, n_freq = shape
+  means, covs = [], []
+  for yi, s in zip(y, s2):
+    A, N = po.observation(shape, sounded, rho, float(s))
+    post = oracle.posterior(g, yi, A, N)
+    means.append(np.asarray(post.means[0]).reshape(shape))
+    c = np.asarray(post.covs[0]).reshape(n_ue, n_bs, n_freq, n_ue, n_bs, n_freq)
+    covs.append(np.stack([c[0, :, f, 0, :, f] for f in range(n_freq)]))
+  return np.stack(means), np.stack(covs)
+
+
+@pytest.mark.slow
+def test_under_prior_is_the_exact_gaussian_posterior_per_prb():
+  # The prior anchor's conditional Gaussian against a dense solve of the same linear-Gaussian problem
+  # (jaxchan.oracle.posterior on the moment-matched prior): float32 Cholesky solves of 32 x 32 systems with
+  # condition numbers < 1e3 on both sides, so 1e-4 absolute on unit-power channels.
+  from jaxchan import gaussian_predictor
+  from jaxchan.experiments import perception_oracle as po
+  shape, sounded, rho = (2, 4, 4), 2, 0.7
+  prior, h, y, s2 = _oracle_problem(shape, sounded, rho)
+  view = po.srs_view(y, shape, sounded, rho, s2)
+  latest = view.obs[:, 0]
+  seen = view.mask[:, 0]
+  pred = gaussian_predictor.under_prior(latest, seen, view.noise_var, po.row_covariance(prior, shape))
+  mean, covs = _exact_gaussian(prior, y, s2, shape, sounded, rho)
+  np.testing.assert_allclose(np.asarray(pred.mean), mean, atol=1e-4)
+  V, c = np.asarray(pred.vecs), np.asarray(pred.cov_vals)                      # [B, F, N, N], [B, N, F]
+  np.testing.assert_allclose(np.einsum("bfik,bkf,bfjk->bfij", V, c, V.conj()), covs, atol=1e-4)
+  # Nothing seen: the prior's own per-PRB marginals, mean 0.
+  none = gaussian_predictor.under_prior(latest, jnp.zeros_like(seen), view.noise_var,
+                                        po.row_covariance(prior, shape))
+  assert float(jnp.max(jnp.abs(none.mean))) == 0.0
+  row = np.asarray(po.row_covariance(prior, shape)).reshape(shape[1], shape[2], shape[1], shape[2])
+  V, c = np.asarray(none.vecs), np.asarray(none.cov_vals)
+  np.testing.assert_allclose(np.einsum("bfik,bkf,bfjk->bfij", V, c, V.conj())[0],
+                             np.stack([row[:, f, :, f] for f in range(shape[2])]), atol=1e-5)
+  with pytest.raises(ValueError, match=r"row_cov has shape \(4, 4\); .* need \(16, 16\)"):
+    gaussian_predictor.under_prior(latest, seen, view.noise_var, jnp.eye(4, dtype=jnp.complex64))
+
+
+def test_per_prb_eigenbases_give_what_one_shared_eigenbasis_gives():
+  # The same covariances written with one eigenbasis per PRB (the prior anchor's form) and with one shared by
+  # every PRB (the Gaussian predictor's): every kernel that reads a GaussianPrediction must agree (float32).
+  from jaxchan import gaussian_predictor as gp
+  rng = np.random.default_rng(0)
+  B, U, N, F = 2, 2, 4, 3
+  q, _ = np.linalg.qr(rng.normal(size=(B, N, N)) + 1j * rng.normal(size=(B, N, N)))
+  shared = gp.GaussianPrediction(jnp.asarray(rng.normal(size=(B, U, N, F)) + 1j * rng.normal(size=(B, U, N, F)),
+                                             jnp.complex64), jnp.asarray(q, jnp.complex64),
+                                 jnp.asarray(rng.uniform(0.1, 1.0, (B, N, F)), jnp.float32))
+  per_prb = shared._replace(vecs=jnp.broadcast_to(shared.vecs[:, None], (B, F, N, N)))
+  np.testing.assert_allclose(gp.expected_gramian(per_prb), gp.expected_gramian(shared), atol=1e-5)
+  x_t = jnp.asarray(rng.normal(size=(B, U, N, F)) + 1j * rng.normal(size=(B, U, N, F)), jnp.complex64)
+  abar = jnp.asarray([0.3, 0.8])
+  np.testing.assert_allclose(gp.denoise(per_prb, x_t, abar), gp.denoise(shared, x_t, abar), atol=1e-5)
+  key = jax.random.PRNGKey(0)
+  np.testing.assert_allclose(gp.sample(per_prb, key, 3), gp.sample(shared, key, 3), atol=1e-5)
+  np.testing.assert_allclose(gp.latent(per_prb, U), gp.latent(shared, U), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_untrained_prior_anchored_models_are_the_gaussian_baseline():
+  # Zero head: the SL's estimate is the exact LMMSE under the prior's covariance, and the DM's output at any
+  # step is the v of the exact posterior mean of h given x_t under the per-PRB conditional Gaussians.
+  import configs
+  from jaxchan import ddpm, gaussian_predictor, prediction
+  from jaxchan.experiments import perception_oracle as po
+  from jaxchan.experiments import perception_oracle_learned as learned
+  from jaxchan.experiments import perception_setup
+  c = configs.get("perception_oracle:smoke")
+  shape, sounded, rho = tuple(c.shape), c.sounded, c.rho
+  prior, h, y, s2 = _oracle_problem(shape, sounded, rho, num=4)
+  view = po.srs_view(y, shape, sounded, rho, s2)
+  mean, _ = _exact_gaussian(prior, y, s2, shape, sounded, rho)
+  sl = learned.learned_model(c, "sl", prior)
+  params = perception_setup.init_params(sl, jax.random.PRNGKey(3))
+  np.testing.assert_allclose(np.asarray(prediction.sl_predict(sl, params, view)), mean, atol=1e-4)
+  dm = learned.learned_model(c, "dm", prior)
+  p_dm = perception_setup.init_params(dm, jax.random.PRNGKey(4))
+  sch = learned.learned_schedule(c)
+  t = jnp.asarray([1, 3, 6, 9])
+  x_t = jnp.asarray(np.random.default_rng(5).normal(size=h.shape) * (1 + 1j) / np.sqrt(2), jnp.complex64)
+  out = dm.apply(p_dm, view.obs, view.mask, view.noise_var, x_t, t)
+  pred = gaussian_predictor.under_prior(view.obs[:, 0], view.mask[:, 0], view.noise_var,
+                                        po.row_covariance(prior, shape))
+  x0 = gaussian_predictor.denoise(pred, x_t, sch.alpha_bars[t])
+  want = ddpm.v_target(x0, ddpm.eps_from_x0(x_t, x0, t, sch), t, sch)
+  np.testing.assert_allclose(np.asarray(out), np.asarray(want), atol=1e-4)
+
+
+def test_oracle_refuses_a_checkpoint_of_another_anchor(tmp_path):
+  import configs
+  from jaxchan import oracle
+  from jaxchan.experiments import perception_oracle_learned as learned
+  c = configs.get("perception_oracle:smoke")
+  c.progress = False
+  prior = oracle.clustered_mixture(jax.random.PRNGKey(0), tuple(c.shape), c.num_components, paths=c.paths)
+  (tmp_path / "sl").mkdir()
+  (tmp_path / "sl" / "model.json").write_text('{"anchor": "none"}')
+  with pytest.raises(ValueError, match=r"trained with anchor 'none'; this config asks for 'prior' "
+                                       r"\(config.learned.anchor\)"):
+    learned.train_learned(c, prior, "sl", str(tmp_path / "sl"))
+  c.learned.anchor = "gauss"
+  from jaxchan.experiments import perception_oracle
+  with pytest.raises(ValueError, match="config.learned.anchor='gauss' is not supported"):
+    perception_oracle.validate(c)
+
+
+@pytest.mark.parametrize("run", ["perception_oracle", "perception_oracle/short_training"])
+def test_committed_oracle_results_re_render_to_their_tables(run):
+  import json
+  import os
+  from jaxchan.experiments import perception_oracle_report
+  from conftest import ROOT
+  d = os.path.join(ROOT, "docs", "results", run)
+  assert perception_oracle_report.to_markdown(json.load(open(os.path.join(d, "results.json")))) == \
+      open(os.path.join(d, "tables.md")).read()
+
+
+def test_anchor_comparison_tables_the_committed_runs_side_by_side():
+  # The comparison behind docs/perception.md's anchored-oracle table, from the committed results.json files alone:
+  # each run's worst ratio is the minimum of its row, and runs of different SNR grids are refused.
+  import json
+  import os
+  from conftest import ROOT
+  from jaxchan.experiments import perception_oracle_report as rep
+  runs = {k: json.load(open(os.path.join(ROOT, "docs", "results", d, "results.json")))
+          for k, d in (("anchored", "perception_oracle_anchored"), ("literal", "perception_oracle/short_training"))}
+  md = rep.anchor_comparison(runs)
+  for label, res in runs.items():
+    worst = min(r["dm_ratio"] for r in rep.learned_vs_exact(res))
+    line = next(row for row in md.splitlines() if row.startswith(f"| DM / exact K-sample, {label} |"))
+    assert line.endswith(f"| **{worst:.3f}** |")
+  short = dict(runs["literal"], rows=runs["literal"]["rows"][:3])
+  with pytest.raises(ValueError, match="compare runs of one SNR grid"):
+    rep.anchor_comparison({"anchored": runs["anchored"], "short": short})

@@ -45,7 +45,8 @@ import jax.numpy as jnp
 from jaxchan import checks, conventions, ddpm, metrics, oracle, precoding
 from jaxchan.experiments import common
 from jaxchan.experiments.perception_oracle_setup import (  # noqa: F401  (re-exported)
-    LABELS, LEARNED, LEARNED_CHUNK, LEARNED_USES, METHODS, Problem, draw, exact_cme_mse, observation, srs_view)
+    GAUSSIAN, LABELS, LEARNED, LEARNED_CHUNK, LEARNED_USES, METHODS, Problem, draw, exact_cme_mse, moment_matched,
+    observation, row_covariance, srs_view)
 
 def validate(config):
   if len(config.shape) != 3 or not all(isinstance(x, int) and x >= 1 for x in config.shape):
@@ -81,6 +82,7 @@ def validate(config):
     if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
       raise ValueError(f"config.learned.snr_db_range={tuple(L.snr_db_range)} must be finite (low, high), low <= high.")
     checks.choice("config.learned.prediction", L.prediction, ddpm.PREDICTIONS)
+    checks.choice("config.learned.anchor", L.get("anchor", "none"), ("prior", "none"))
     for f in ("batch_size", "steps_per_epoch", "T"):
       if not isinstance(L[f], int) or L[f] < 1:
         raise ValueError(f"config.learned.{f}={L[f]!r} must be a positive integer.")
@@ -89,13 +91,14 @@ def validate(config):
         raise ValueError(f"config.learned.epochs.{u}={L.epochs[u]!r} must be a positive integer.")
 
 
-def evaluate_snr(prior, key, problem: Problem, *, snr_db, dl_snr_db, num_test, num_samples, learned=None):
-  """Mean SE and captured-energy fraction of every method at one observation SNR of ``problem``.
+def evaluate_snr(prior, key, problem: Problem, *, snr_db, num_test, num_samples, gauss_samples, learned=None):
+  """Mean SE and captured-energy fraction of every method at one observation SNR of ``problem``;
+  ``gauss_samples``: K of the Gaussian Bayesian row (the learned DM's K).
 
   ``learned``: ``(y, sigma2, key) -> ({name: W}, sl_estimate)`` for the learned rows (:func:`jaxchan.experiments.perception_oracle_learned.learned_precoders`),
   evaluated on the same channels and observations.
   """
-  shape, sounded, rho, n_streams = problem
+  shape, sounded, rho, n_streams, dl_snr_db = problem
   sigma2 = 10.0 ** (-snr_db / 10.0)
   A, N = observation(shape, sounded, rho, sigma2)
   k_h, k_n, k_s, k_u = jax.random.split(key, 4)
@@ -105,6 +108,9 @@ def evaluate_snr(prior, key, problem: Problem, *, snr_db, dl_snr_db, num_test, n
   dl = metrics.from_db(jnp.asarray(dl_snr_db, jnp.float32))
   post = jax.vmap(lambda yi: oracle.posterior(prior, yi, A, N))(y)
   cme = jnp.einsum("bk,bkd->bd", post.weights.astype(post.means.dtype), post.means).reshape(H.shape)
+  # The Gaussian baseline: the exact posterior under the moment-matched Gaussian (LMMSE mean, K samples).
+  gauss = moment_matched(prior)
+  g_mean = jax.vmap(lambda yi: oracle.posterior(gauss, yi, A, N).means[0])(y).reshape(H.shape)
   G_inf = jax.vmap(lambda p: oracle.expected_gramian(p, shape))(post)
   W_prior = precoding.precoder_from_gramian(oracle.expected_gramian(prior, shape), n_streams)
   W = {"perfect_csi": precoding.svd_precoder(H, n_streams), "cme": precoding.svd_precoder(cme, n_streams),
@@ -117,6 +123,11 @@ def evaluate_snr(prior, key, problem: Problem, *, snr_db, dl_snr_db, num_test, n
   samples = jnp.moveaxis(samples.reshape((num_test, kmax) + tuple(shape)), 1, 0)
   for K in num_samples:
     W[f"bayes_{K}"] = precoding.bayesian_precoder(samples[:K], n_streams)
+  W["gauss_mean"] = precoding.svd_precoder(g_mean, n_streams)
+  g_samples = jax.vmap(lambda yi, k: oracle.posterior_sample(gauss, yi, A, N, k, gauss_samples))(
+      y, jax.random.split(jax.random.fold_in(k_s, 7), num_test))
+  W["gauss_bayes"] = precoding.bayesian_precoder(
+      jnp.moveaxis(g_samples.reshape((num_test, gauss_samples) + tuple(shape)), 1, 0), n_streams)
   sl_est = None
   if learned is not None:
     # In chunks: K = 16 chains per channel through T decoder passes; one chunk's state stays in cache.
@@ -135,6 +146,7 @@ def evaluate_snr(prior, key, problem: Problem, *, snr_db, dl_snr_db, num_test, n
                  "energy": float(jnp.mean(precoding.received_energy(H, w) / energy)),
                  "expected_energy": float(jnp.mean(cond(w)) / jnp.mean(post_energy))}
   out["cme_nmse"] = float(metrics.nmse(H, cme))
+  out["gauss_nmse"] = float(metrics.nmse(H, g_mean))
   if sl_est is not None:
     out["sl_nmse"] = float(metrics.nmse(H, sl_est))
   return out
@@ -161,9 +173,10 @@ def run(config, workdir: str, log=common.log) -> dict:
       floors.update(floor)
       models[use] = (m, p)
     learned_fn = jax.jit(functools.partial(learned.learned_precoders, config, models, n_streams=config.n_streams))
-  problem = Problem(tuple(shape), config.sounded, config.rho, config.n_streams)
-  ev = functools.partial(evaluate_snr, prior, problem=problem, dl_snr_db=config.dl_snr_db, num_test=config.num_test,
-                         num_samples=tuple(config.num_samples), learned=learned_fn)
+  problem = Problem(tuple(shape), config.sounded, config.rho, config.n_streams, config.dl_snr_db)
+  ev = functools.partial(evaluate_snr, prior, problem=problem, num_test=config.num_test,
+                         num_samples=tuple(config.num_samples), gauss_samples=config.learned.num_samples,
+                         learned=learned_fn)
   rows = []
   for i, snr in enumerate(config.snr_db_grid):
     r = ev(jax.random.fold_in(key, 1 + i), snr_db=float(snr))

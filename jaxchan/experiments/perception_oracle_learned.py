@@ -10,25 +10,39 @@ on the same channels as the exact precoders.
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 
-from jaxchan import precoding, prediction, schedules, train
+from jaxchan import files, precoding, prediction, schedules, train
 from jaxchan.experiments import common
-from jaxchan.experiments.perception_oracle_setup import LEARNED_USES, draw, exact_cme_mse, srs_view
-from jaxchan.models.transformer import ChannelTransformer
+from jaxchan.experiments.perception_oracle_setup import (LEARNED_USES, draw, exact_cme_mse, moment_matched,
+                                                            row_covariance, srs_view)
+from jaxchan.models.transformer import ChannelTransformer, prior_cov_field
 
 
-def learned_model(config, use: str) -> ChannelTransformer:
+#: The DM's cosine schedule offset and clip (cosine_schedule's defaults), also handed to the anchored DM.
+COSINE_S, MAX_BETA = 0.008, 0.999
+
+
+def learned_model(config, use: str, prior) -> ChannelTransformer:
+  """The backbone for ``use``; ``config.learned.anchor = "prior"`` anchors it on the exact conditional Gaussian
+  under ``prior``'s moment-matched covariance (the untrained model is the Gaussian baseline), ``"none"`` is the
+  paper's network."""
   L = config.learned
   n_ue, n_bs, n_freq = config.shape
+  anchor = L.get("anchor", "none")
+  extra = {}
+  if anchor == "prior":
+    extra = dict(prior_cov=prior_cov_field(row_covariance(prior, tuple(config.shape))),
+                 dm_schedule=(L.T, COSINE_S, MAX_BETA), prediction=L.prediction)
   return ChannelTransformer(n_occ=1, n_ue=n_ue, n_bs=n_bs, n_prb=n_freq, num_hops=n_freq // config.sounded,
                             ue_per_token=L.ue_per_token, use=use, d_model=L.d_model, num_heads=L.num_heads,
-                            enc_layers=L.layers, dec_layers=L.layers, mlp_ratio=L.mlp_ratio)
+                            enc_layers=L.layers, dec_layers=L.layers, mlp_ratio=L.mlp_ratio, anchor=anchor, **extra)
 
 
 def learned_schedule(config):
-  return schedules.cosine_schedule(config.learned.T)
+  return schedules.cosine_schedule(config.learned.T, s=COSINE_S, max_beta=MAX_BETA)
 
 
 def train_learned(config, prior, use: str, model_dir: str, log=common.log):
@@ -37,7 +51,13 @@ def train_learned(config, prior, use: str, model_dir: str, log=common.log):
   ``floor["exact_cme_mse"]`` is the exact CME's loss on the same 1,024 test draws (:func:`exact_cme_mse`)."""
   from jaxchan.experiments import common, perception_setup as perception
   L, shape = config.learned, tuple(config.shape)
-  model = learned_model(config, use)
+  model = learned_model(config, use, prior)
+  # A checkpoint trained with another anchor is refused (its residual means something else); model.json says
+  # which anchor the checkpoints in model_dir belong to.
+  perception.check_resume(model_dir, model.anchor, "config.learned.anchor")
+  os.makedirs(model_dir, exist_ok=True)
+  if not os.path.exists(os.path.join(model_dir, "model.json")):
+    files.atomic_write_json(os.path.join(model_dir, "model.json"), {"anchor": model.anchor})
   kw = dict(shape=shape, sounded=config.sounded, rho=config.rho)
   sample = jax.jit(functools.partial(draw, prior, num=L.batch_size, snr_db_range=tuple(L.snr_db_range), **kw))
   view = lambda y, s2: srs_view(y, shape, config.sounded, config.rho, s2)  # noqa: E731
@@ -62,7 +82,10 @@ def train_learned(config, prior, use: str, model_dir: str, log=common.log):
   floor = {}
   if use == "sl":
     floor["exact_cme_mse"] = exact_cme_mse(prior, h_t, y_t, s2_t, **kw)
-    log(f"  exact CME loss on the same test draws (the SL's floor): {floor['exact_cme_mse']:.4f}")
+    # The Gaussian baseline's loss (the LMMSE under the prior's covariance; the untrained anchored SL's).
+    floor["gaussian_mse"] = exact_cme_mse(moment_matched(prior), h_t, y_t, s2_t, **kw)
+    log(f"  exact CME loss on the same test draws (the SL's floor): {floor['exact_cme_mse']:.4f}; the Gaussian "
+        f"(LMMSE) baseline's: {floor['gaussian_mse']:.4f}")
   k_test, k_init, k_train = jax.random.split(common.key(config, f"perception_oracle/{use}"), 3)
   test_loss = jax.jit(lambda p: loss(p, test, k_test))
   opt = train.step_decay_adam(L.lr, steps_per_epoch=L.steps_per_epoch, decay_every_epochs=L.decay_every_epochs,

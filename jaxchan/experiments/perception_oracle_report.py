@@ -10,7 +10,7 @@ import os
 import numpy as np
 
 from jaxchan import files
-from jaxchan.experiments.perception_oracle_setup import LABELS, LEARNED, LEARNED_USES, METHODS
+from jaxchan.experiments.perception_oracle_setup import GAUSSIAN, LABELS, LEARNED, LEARNED_USES, METHODS
 
 
 def render(results: dict, workdir: str):
@@ -25,12 +25,15 @@ def render(results: dict, workdir: str):
 def _names(results):
   Ks = results["config"]["num_samples"]
   learned = [n for n in LEARNED if n in results["rows"][0]]
-  return list(METHODS[:2]) + [f"bayes_{k}" for k in Ks] + list(METHODS[2:3]) + learned + list(METHODS[3:])
+  gauss = [n for n in GAUSSIAN if n in results["rows"][0]]
+  return list(METHODS[:2]) + [f"bayes_{k}" for k in Ks] + list(METHODS[2:3]) + gauss + learned + list(METHODS[3:])
 
 
 def _label(name, K=None):
   if name == "dm_bayes" and K is not None:
     return f"Learned DM, Bayesian from K = {K} samples"
+  if name == "gauss_bayes" and K is not None:
+    return f"Gaussian Bayesian, K = {K} samples of the conditional Gaussian"
   return LABELS.get(name) or f"Exact Bayesian, K = {name.split('_')[1]} posterior samples"
 
 
@@ -41,7 +44,9 @@ def learned_vs_exact(results) -> list[dict]:
   return [dict(snr_db=r["snr_db"], sl=r["sl"]["se"], cme=r["cme"]["se"], sl_ratio=r["sl"]["se"] / r["cme"]["se"],
                dm=r["dm_bayes"]["se"], exact=r[f"bayes_{K}"]["se"],
                dm_ratio=r["dm_bayes"]["se"] / r[f"bayes_{K}"]["se"],
-               sl_nmse_db=10 * np.log10(r["sl_nmse"]), cme_nmse_db=10 * np.log10(r["cme_nmse"]))
+               sl_nmse_db=10 * np.log10(r["sl_nmse"]), cme_nmse_db=10 * np.log10(r["cme_nmse"]),
+               **({"gauss_nmse_db": 10 * np.log10(r["gauss_nmse"]), "gauss_mean": r["gauss_mean"]["se"],
+                   "gauss_bayes": r["gauss_bayes"]["se"]} if "gauss_mean" in r else {}))
           for r in results["rows"] if "sl" in r]
 
 
@@ -69,20 +74,32 @@ def _learned_markdown(results) -> str:
     return ""
   L, K = results["config"]["learned"], results["config"]["learned"]["num_samples"]
   tr = results.get("training", {})
-  losses = ", ".join(f"{u.upper()} test loss {h[-1]['test_loss']:.4f} after {h[-1]['epoch']} epochs"
-                     for u, h in tr.items() if h)
+  # In training order (results.json stores keys sorted), so a re-render matches the job's own tables.
+  losses = ", ".join(f"{u.upper()} test loss {tr[u][-1]['test_loss']:.4f} after {tr[u][-1]['epoch']} epochs"
+                     for u in LEARNED_USES if tr.get(u))
   if "exact_cme_mse" in results.get("floors", {}):
-    losses += f" (the exact CME's loss on the same test draws: {results['floors']['exact_cme_mse']:.4f})"
-  body = [[f"{r['snr_db']:+g}", f"{r['cme_nmse_db']:.2f}", f"{r['sl_nmse_db']:.2f}", f"{r['cme']:.3f}",
-           f"{r['sl']:.3f}", f"{r['sl_ratio']:.3f}", f"{r['exact']:.3f}", f"{r['dm']:.3f}", f"{r['dm_ratio']:.3f}"]
+    gauss = results["floors"].get("gaussian_mse")
+    losses += (f" (the exact CME's loss on the same test draws: {results['floors']['exact_cme_mse']:.4f}"
+               + (f"; the Gaussian baseline's: {gauss:.4f})" if gauss is not None else ")"))
+  gauss = "gauss_mean" in rows[0]
+  body = [[f"{r['snr_db']:+g}", f"{r['cme_nmse_db']:.2f}"] + ([f"{r['gauss_nmse_db']:.2f}"] if gauss else [])
+          + [f"{r['sl_nmse_db']:.2f}", f"{r['cme']:.3f}"] + ([f"{r['gauss_mean']:.3f}"] if gauss else [])
+          + [f"{r['sl']:.3f}", f"{r['sl_ratio']:.3f}", f"{r['exact']:.3f}"]
+          + ([f"{r['gauss_bayes']:.3f}"] if gauss else []) + [f"{r['dm']:.3f}", f"{r['dm_ratio']:.3f}"]
           for r in rows]
+  head = (["obs. SNR [dB]", "CME NMSE [dB]"] + (["Gaussian NMSE [dB]"] if gauss else [])
+          + ["SL NMSE [dB]", "exact CME SE"] + (["Gaussian (LMMSE) SE"] if gauss else [])
+          + ["SL SE", "SL / CME", f"exact K = {K} SE"] + ([f"Gaussian K = {K} SE"] if gauss else [])
+          + [f"DM K = {K} SE", f"DM / exact K = {K}"])
   worst_sl, worst_dm = min(r["sl_ratio"] for r in rows), min(r["dm_ratio"] for r in rows)
+  anchor = L.get("anchor", "none")
+  what = (", anchored on the exact conditional Gaussian under the prior's moment-matched covariance (untrained, it "
+          "is the Gaussian rows)," if anchor == "prior" else "")
   return ("\n\n## Learned models against the exact ones\n\n"
-          f"The perception backbone (d_model {L['d_model']}, {L['layers']} + {L['layers']} layers) trained on fresh "
-          f"draws from the prior at observation SNRs uniform in {tuple(L['snr_db_range'])} dB; DM: T = {L['T']}, "
+          f"The perception backbone (d_model {L['d_model']}, {L['layers']} + {L['layers']} layers){what} trained on "
+          f"fresh draws from the prior at observation SNRs uniform in {tuple(L['snr_db_range'])} dB; DM: T = {L['T']}, "
           f"{L['prediction']} prediction, K = {K}. {losses}. SE ratio 1 = as good as the exact precoder.\n\n"
-          + files.markdown_table(["obs. SNR [dB]", "CME NMSE [dB]", "SL NMSE [dB]", "exact CME SE", "SL SE",
-                               "SL / CME", f"exact K = {K} SE", f"DM K = {K} SE", f"DM / exact K = {K}"], body)
+          + files.markdown_table(head, body)
           + f"\n\nWorst ratio over the SNRs: SL / exact CME {worst_sl:.3f}, DM / exact K = {K} {worst_dm:.3f}.\n")
 
 
@@ -111,6 +128,46 @@ def plot(results, path):
   ax2.set(xlabel="observation SNR [dB]", ylabel="SE gain over the CME precoder [bps/Hz]", title="Jensen gap")
   ax2.grid(alpha=0.3)
   ax2.legend(fontsize=7)
+  fig.tight_layout()
+  files.atomic_save_figure(fig, path, dpi=120)
+  plt.close(fig)
+
+
+def anchor_comparison(runs: dict) -> str:
+  """Markdown: per SNR, the learned SL / exact CME and DM / exact K-sample SE ratios of several runs of this
+  experiment (``{label: results}``, e.g. anchored and the paper's network), with each run's worst ratio."""
+  rows = {label: learned_vs_exact(res) for label, res in runs.items()}
+  snrs = [r["snr_db"] for r in next(iter(rows.values()))]
+  for label, rs in rows.items():
+    if [r["snr_db"] for r in rs] != snrs:
+      raise ValueError(f"run {label!r} has SNRs {[r['snr_db'] for r in rs]}, the first run {snrs}; compare runs "
+                       "of one SNR grid.")
+  body = []
+  for what, key in (("SL / exact CME", "sl_ratio"), ("DM / exact K-sample", "dm_ratio")):
+    for label, rs in rows.items():
+      v = [r[key] for r in rs]
+      body.append([f"{what}, {label}"] + [f"{x:.3f}" for x in v] + [f"**{min(v):.3f}**"])
+  return files.markdown_table(["SE ratio"] + [f"{s:+g} dB" for s in snrs] + ["worst"], body) + "\n"
+
+
+def plot_learning_curves(runs: dict, path: str) -> None:
+  """Test loss against epochs of the learned SL and DM of each run (``{label: results}``), the SL's with the exact
+  CME's loss (its floor) and, where recorded, the Gaussian baseline's."""
+  from jaxchan.experiments import style
+  plt = style.pyplot()
+  fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+  for ax, use in zip(axes, LEARNED_USES):
+    for i, (label, res) in enumerate(runs.items()):
+      h = res.get("training", {}).get(use, [])
+      ax.plot([r["epoch"] for r in h], [r["test_loss"] for r in h], f"C{i}-o", ms=3, label=label)
+    floors = next(iter(runs.values())).get("floors", {})
+    if use == "sl" and "exact_cme_mse" in floors:
+      ax.axhline(floors["exact_cme_mse"], color="k", ls="--", lw=1, label="exact CME (floor)")
+    if use == "sl" and "gaussian_mse" in floors:
+      ax.axhline(floors["gaussian_mse"], color="C7", ls=":", lw=1, label="Gaussian (LMMSE)")
+    ax.set(xlabel="epoch (250 Adam steps)", ylabel="test loss", title=f"{use.upper()}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
   fig.tight_layout()
   files.atomic_save_figure(fig, path, dpi=120)
   plt.close(fig)

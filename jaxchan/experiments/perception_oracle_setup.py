@@ -13,20 +13,50 @@ import numpy as np
 from jaxchan import conventions, oracle, srs
 
 METHODS = ("perfect_csi", "bayes_inf", "cme", "prior", "uniform")
+#: The closed-form Gaussian rows (the anchored models' starting point): the LMMSE estimate's SVD precoder and the
+#: Bayesian precoder from K samples of the conditional Gaussian, under the prior's moment-matched covariance.
+GAUSSIAN = ("gauss_mean", "gauss_bayes")
 LABELS = {"perfect_csi": "Perfect CSI (SVD)", "bayes_inf": "Exact Bayesian, K -> inf (posterior Gramian)",
           "cme": "Exact CME precoder (SVD of E[H|y])", "prior": "Prior Gramian (no observation)",
           "uniform": "Uniform precoder (no CSI)", "sl": "Learned SL (SVD of its estimate)",
-          "dm_bayes": "Learned DM, Bayesian from K samples"}
+          "dm_bayes": "Learned DM, Bayesian from K samples",
+          "gauss_mean": "Gaussian (LMMSE, prior covariance), SVD", "gauss_bayes": "Gaussian Bayesian, K samples"}
 LEARNED = ("sl", "dm_bayes")
 
 
 class Problem(NamedTuple):
   """The observation problem: channel ``shape`` ``(n_ue, n_bs, n_freq)``, the first ``sounded`` PRBs observed,
-  aged by the correlation ``rho``, precoded with ``n_streams`` streams."""
+  aged by the correlation ``rho``, precoded with ``n_streams`` streams at downlink SNR ``dl_snr_db``."""
   shape: tuple
   sounded: int
   rho: float
   n_streams: int
+  dl_snr_db: float = 10.0
+
+
+def moment_matched(prior: oracle.GaussianMixture) -> oracle.GaussianMixture:
+  """The one-component Gaussian with the mixture's mean and covariance (the Gaussian baseline's prior)."""
+  w = prior.weights.astype(prior.covs.dtype)
+  mean = jnp.einsum("k,kd->d", w, prior.means)
+  dev = prior.means - mean
+  cov = jnp.einsum("k,kij->ij", w, prior.covs + dev[:, :, None] * jnp.conj(dev[:, None, :]))
+  return oracle.GaussianMixture(jnp.ones((1,), prior.weights.dtype), mean[None], cov[None])
+
+
+def row_covariance(prior: oracle.GaussianMixture, shape) -> jax.Array:
+  """The moment-matched covariance of one UE antenna's ``[n_bs, n_freq]`` row, ``[n_bs n_freq, n_bs n_freq]``:
+  the prior anchor's (:func:`jaxchan.gaussian_predictor.under_prior`). Refuses a prior whose rows are not
+  zero-mean, uncorrelated and identically distributed (the anchor's model)."""
+  n_ue, n_bs, n_freq = shape
+  g = moment_matched(prior)
+  d = n_bs * n_freq
+  cov = np.asarray(g.covs[0]).reshape(n_ue, d, n_ue, d)
+  row = cov[0, :, 0, :]
+  expect = np.einsum("ab,ij->aibj", np.eye(n_ue), row)
+  if np.abs(cov - expect).max() > 1e-5 * np.abs(row).max() or np.abs(np.asarray(g.means)).max() > 1e-6:
+    raise ValueError("the prior anchor needs zero-mean, uncorrelated, identically distributed UE rows "
+                     "(C = I_ue (x) C_row); this prior is not of that form.")
+  return jnp.asarray(row)
 
 
 def observation(shape, sounded: int, rho: float, sigma2: float):

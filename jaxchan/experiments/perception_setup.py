@@ -155,7 +155,7 @@ def to_batch(arrays, n):
   return {k: jnp.asarray(arrays[k][:n]) for k in ("history", "target")}
 
 
-def check_resume(model_dir: str, anchor: str):
+def check_resume(model_dir: str, anchor: str, field: str = "config.model.anchor"):
   """Refuse to continue a checkpoint trained with another anchor (its parameters mean something else)."""
   path = os.path.join(model_dir, "model.json")
   if os.path.exists(path):
@@ -163,7 +163,7 @@ def check_resume(model_dir: str, anchor: str):
       old = json.load(f).get("anchor", "none")
     if old != anchor:
       raise ValueError(f"{model_dir} holds a model trained with anchor {old!r}; this config asks for {anchor!r} "
-                       "(config.model.anchor). Use another --workdir, or the config that trained it.")
+                       f"({field}). Use another --workdir, or the config that trained it.")
 
 
 def load_trained(model_dir: str, *, anchor: str | None = None):

@@ -47,7 +47,9 @@ training learns only a residual: ``sl`` adds the conditional mean ``E[h | y]``; 
 whose Gramian has the dominant eigenvectors of ``E[H^H H | y]`` (the ``K -> infinity`` Gaussian
 Bayesian precoder); ``dm`` adds the ``v`` (or ``eps``) of the exact posterior mean of ``h`` given
 ``x_t`` under the conditional Gaussian, so the untrained DM samples that Gaussian. ``"none"`` is the
-paper's network, a labelled ablation.
+paper's network, a labelled ablation. ``anchor="prior"`` does the same with the exact conditional Gaussian
+under a known prior covariance (:func:`jaxchan.gaussian_predictor.under_prior`), for problems whose prior is
+known (:mod:`jaxchan.experiments.perception_oracle`); its null condition is that prior.
 
 Classifier-free guidance: ``drop`` (``[B]`` bool) replaces every encoder token
 embedding of those samples by one learned null embedding, and zeroes their
@@ -66,11 +68,12 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxchan import ddpm, gaussian_predictor, schedules, srs
 
 USES = ("sl", "dm", "e2e")
-ANCHORS = ("gaussian", "none")
+ANCHORS = ("gaussian", "prior", "none")
 
 
 def token_width(n_bs: int, ue_per_token: int) -> int:
@@ -121,6 +124,13 @@ def sinusoidal(t: jax.Array, dim: int, max_period: float = 10_000.0) -> jax.Arra
   return jnp.concatenate([jnp.cos(arg), jnp.sin(arg)], axis=-1)
 
 
+def prior_cov_field(row_cov) -> tuple:
+  """``row_cov`` (``[n_bs n_prb, n_bs n_prb]`` complex) as the hashable ``prior_cov`` field of
+  :class:`ChannelTransformer` (``anchor="prior"``): ``(re_rows, im_rows)``."""
+  c = np.asarray(row_cov, np.complex64)
+  return (tuple(map(tuple, c.real.tolist())), tuple(map(tuple, c.imag.tolist())))
+
+
 class _Block(nn.Module):
   """Pre-norm transformer block: self-attention, optional cross-attention, MLP."""
   d_model: int
@@ -154,9 +164,12 @@ class ChannelTransformer(nn.Module):
       with ``n_ue`` times longer tokens, 1/n_ue^2 of the attention cost).
     use: ``"sl"``, ``"dm"`` or ``"e2e"`` (only ``"dm"`` reads ``x_t`` and ``t``).
     d_model, num_heads, enc_layers, dec_layers, mlp_ratio, dropout: sizes.
-    anchor: ``"gaussian"`` (the Gaussian predictor plus a learned residual) or ``"none"`` (module docstring).
+    anchor: ``"gaussian"`` (the Gaussian predictor plus a learned residual), ``"prior"`` (the exact conditional
+      Gaussian under a known prior covariance plus a learned residual) or ``"none"`` (module docstring).
     age_corr: ``((re, im), ...)``, the per-occasion correlation of the Gaussian predictor (``anchor="gaussian"``).
-    dm_schedule: ``(T, cosine_s, max_beta)`` of the DM's cosine schedule (``use="dm"``, ``anchor="gaussian"``).
+    prior_cov: ``(re_rows, im_rows)``, the known prior covariance of one UE antenna's ``[n_bs, n_prb]`` row
+      (:func:`prior_cov_field`; ``anchor="prior"``, one occasion: its soundings are the target's noisy looks).
+    dm_schedule: ``(T, cosine_s, max_beta)`` of the DM's cosine schedule (``use="dm"``, anchored).
     prediction: what the DM predicts, ``"v"`` or ``"eps"`` (the anchor's term is given in the same form).
     cov_floor: added to the conditional covariance's eigenvalues in the DM's anchor (``use="dm"``): a direction
       the predictor declares certain (variance 0) would make the anchor's ``v`` error grow as ``1 / sigma_t``
@@ -178,6 +191,7 @@ class ChannelTransformer(nn.Module):
   dropout: float = 0.0
   anchor: str = "none"
   age_corr: tuple = ()
+  prior_cov: tuple = ()
   dm_schedule: tuple = ()
   prediction: str = "v"
   cov_floor: float = 0.0
@@ -198,9 +212,15 @@ class ChannelTransformer(nn.Module):
       if len(self.age_corr) != self.n_occ:
         raise ValueError(f"anchor='gaussian' needs age_corr with one (re, im) pair per occasion (n_occ="
                          f"{self.n_occ}); got {len(self.age_corr)}. Fit it with gaussian_predictor.fit_age_correlation.")
-      if self.use == "dm" and len(self.dm_schedule) != 3:
-        raise ValueError(f"anchor='gaussian' with use='dm' needs dm_schedule=(T, cosine_s, max_beta); got "
-                         f"{self.dm_schedule!r}.")
+    if self.anchor == "prior":
+      d = self.n_bs * self.n_prb
+      if self.n_occ != 1 or len(self.prior_cov) != 2 or np.shape(self.prior_cov[0]) != (d, d):
+        raise ValueError(f"anchor='prior' needs one SRS occasion (n_occ={self.n_occ}) and prior_cov=(re, im) of "
+                         f"shape ({d}, {d}) (n_bs x n_prb; got {np.shape(self.prior_cov[0]) if self.prior_cov else ()}); "
+                         "build it with transformer.prior_cov_field.")
+    if self.anchor != "none" and self.use == "dm" and len(self.dm_schedule) != 3:
+      raise ValueError(f"anchor={self.anchor!r} with use='dm' needs dm_schedule=(T, cosine_s, max_beta); got "
+                       f"{self.dm_schedule!r}.")
     init = nn.initializers.normal(0.02)
     self.obs_embed = nn.Dense(self.d_model)
     self.snr_embed = nn.Dense(self.d_model)
@@ -221,7 +241,7 @@ class ChannelTransformer(nn.Module):
                     for _ in range(self.dec_layers)]
     self.dec_norm = nn.LayerNorm()
     # Anchored: a zero head makes the untrained model the Gaussian predictor exactly.
-    zero = dict(kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros) if self.anchor == "gaussian" else {}
+    zero = dict(kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros) if self.anchor != "none" else {}
     self.head = nn.Dense(2 * self.n_bs * self.ue_per_token, **zero)
 
   def encode(self, obs: jax.Array, mask: jax.Array, noise_var: jax.Array, drop: jax.Array | None = None, *,
@@ -267,16 +287,18 @@ class ChannelTransformer(nn.Module):
       shrink = (1.0 / (1.0 + noise_var)).astype(obs.dtype)
       skip = (g * shrink[:, None])[:, None, None, :] * latest
     extra = {}
-    if self.anchor == "gaussian":
-      gp = self._gaussian(obs, mask, noise_var)
+    if self.anchor != "none":
+      keep = jnp.ones((B,), bool) if drop is None else ~drop
+      gp = self._gaussian(obs, mask, noise_var, keep)
       if self.use == "sl":
         skip = skip + gp.mean
       elif self.use == "e2e":
         skip = skip + gaussian_predictor.latent(gp, self.n_ue)
       else:
-        keep = jnp.ones((B,), bool) if drop is None else ~drop
         gp = gp._replace(cov_vals=gp.cov_vals + self.cov_floor)
-        extra["gauss"] = gaussian_predictor.unconditional(gp, keep)._asdict()
+        if self.anchor == "gaussian":
+          gp = gaussian_predictor.unconditional(gp, keep)
+        extra["gauss"] = gp._asdict()
     if drop is not None:
       x = jnp.where(drop[:, None, None, None, None], self.null_embed, x)
     n_tok_ue = self.n_ue // self.ue_per_token
@@ -287,11 +309,19 @@ class ChannelTransformer(nn.Module):
       x = blk(x, train=train)
     return {"memory": self.enc_norm(x), "query": query, "skip": skip, **extra}
 
-  def _gaussian(self, obs, mask, noise_var) -> gaussian_predictor.GaussianPrediction:
-    """The Gaussian predictor of the observation (a function of the data only: no gradient flows into it)."""
-    rho = jnp.asarray([complex(re, im) for re, im in self.age_corr], jnp.complex64)
-    o = srs.SRSObservation(obs, mask, -10.0 * jnp.log10(noise_var), noise_var)
-    return jax.tree.map(jax.lax.stop_gradient, gaussian_predictor.predict(o, rho))
+  def _gaussian(self, obs, mask, noise_var, keep) -> gaussian_predictor.GaussianPrediction:
+    """The anchor's conditional Gaussian (a function of the data only: no gradient flows into it). ``"prior"``:
+    samples with ``keep = False`` (classifier-free guidance's null condition) see nothing, so they get the
+    prior itself; ``"gaussian"`` replaces them afterwards (:func:`jaxchan.gaussian_predictor.unconditional`)."""
+    if self.anchor == "prior":
+      latest, _, seen = srs.latest_observation(obs, mask)
+      cov = jnp.asarray(np.asarray(self.prior_cov[0]) + 1j * np.asarray(self.prior_cov[1]), jnp.complex64)
+      gp = gaussian_predictor.under_prior(latest, seen & keep[:, None], noise_var, cov)
+    else:
+      rho = jnp.asarray([complex(re, im) for re, im in self.age_corr], jnp.complex64)
+      o = srs.SRSObservation(obs, mask, -10.0 * jnp.log10(noise_var), noise_var)
+      gp = gaussian_predictor.predict(o, rho)
+    return jax.tree.map(jax.lax.stop_gradient, gp)
 
   def _gaussian_output(self, gauss: dict, x_t, t):
     """The anchored DM's closed-form term: the ``v`` (or ``eps``) of the exact Gaussian posterior mean."""
