@@ -64,6 +64,7 @@ def test_untrained_anchored_e2e_is_the_gaussian_bayesian_precoder_in_its_limit()
   np.testing.assert_allclose(np.asarray(proj(W)), np.asarray(proj(W_ref)), atol=2e-4)
 
 
+@pytest.mark.slow
 def test_latent_gramian_is_the_best_rank_n_ue_approximation():
   obs, _, _, gp = _setup("e2e")
   Z = gpred.latent(gp, U)
@@ -102,6 +103,7 @@ def test_untrained_anchored_dm_output_is_the_exact_gaussian_posterior(prediction
     np.testing.assert_allclose(np.asarray(x0), ref, atol=1e-3 * np.abs(ref).max())
 
 
+@pytest.mark.slow
 def test_dropped_condition_gets_the_observation_free_prior():
   """CFG's null condition must not see the history: the anchor becomes CN(0, I), whose v is exactly 0."""
   obs, m, params, _ = _setup("dm")

@@ -38,6 +38,7 @@ def _diffused(prior, tau, seed=1):
   return alpha * h + beta * conventions.standard_normal(k2, tau.shape), alpha, beta
 
 
+@pytest.mark.slow
 def test_posterior_equals_the_exact_gaussian_posterior_mean():
   # One batch holding every training pattern (one compilation of each side instead of one per pattern).
   prior = _prior()
@@ -54,6 +55,7 @@ def test_posterior_equals_the_exact_gaussian_posterior_mean():
   np.testing.assert_allclose(alpha * s.h_mean + beta * s.xi_mean, g, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_solve_converges_when_clean_and_pure_noise_elements_sit_side_by_side():
   # tau = 1 (SNR 27 dB) next to tau = T (SNR -47 dB) in a checkerboard on a strongly correlated prior:
   # the worst conditioning the schedule allows.
@@ -80,7 +82,8 @@ def test_uniform_times_are_solved_exactly_without_iterating():
   np.testing.assert_allclose(s.h_mean, ref, atol=2e-4 * float(jnp.max(jnp.abs(ref))))
 
 
-@pytest.mark.parametrize("structure", ["kronecker", pytest.param("lowrank", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("structure", ["kronecker", "lowrank"])
 def test_per_sample_priors_solve_each_sample_under_its_own_prior(structure):
   # A per-user anchor: sample b is solved under prior b. Each result must equal the exact posterior mean of its own
   # prior (the oracle), at element-wise times from clean to pure noise, and differ from the other prior's.
@@ -158,6 +161,7 @@ def _anchored(prior):
   return den, net.init(jax.random.PRNGKey(0), jnp.zeros((1, NA, NS), jnp.complex64), tau)
 
 
+@pytest.mark.slow
 def test_untrained_anchored_denoiser_is_the_exact_posterior_mean():
   # r_theta = 0 (what the zero-initialized head gives; the mixer's zero head is exercised by the loss test below).
   prior = _prior()
@@ -303,6 +307,7 @@ def test_lowrank_posterior_equals_the_exact_posterior_mean(times):
                                                                    ).reshape(g.shape), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_lowrank_anchored_denoiser_is_the_exact_posterior_mean_before_training():
   prior, _, _ = _lowrank_prior(2)
   net = denoiser.FunctionNetwork(lambda x, t: jnp.zeros_like(x))        # r_theta = 0

@@ -14,6 +14,7 @@ def _cov(key, d):
   return C / (jnp.trace(C).real / d)                 # unit power per element
 
 
+@pytest.mark.slow
 def test_lmmse_estimate_is_the_gaussian_posterior_mean():
   # For a Gaussian prior the LMMSE estimate is the conditional mean, which jaxchan.oracle
   # computes by a different route (Cholesky of the observation covariance per component).

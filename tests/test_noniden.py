@@ -289,6 +289,7 @@ def test_the_papers_start_misses_the_posterior_the_default_start_reaches():
   assert z["consistent"] < 5.0 < z["paper"], z
 
 
+@pytest.mark.slow
 def test_identical_start_is_a_forward_sample_where_the_observation_allows():
   # Reliabilities: two unobserved, the rest at several levels. alpha* is the mean of the
   # consistent amplitudes M / sqrt(M^2 + 1); elements at least that reliable must be exact

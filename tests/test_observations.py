@@ -164,6 +164,7 @@ def test_srs_bad_input():
     srs.observe(jnp.ones((1, 4, 1, 2, 50), jnp.complex64), jax.random.PRNGKey(0))
 
 
+@pytest.mark.slow
 def test_pattern_parameters_are_arguments_not_constants():
   h = jnp.ones((2, 32, 64), jnp.complex64)
   salt = np.asarray(noise_patterns.observe(h, jax.random.PRNGKey(0), "salt", SCH, keep_fraction=0.5).m) > 0
@@ -197,6 +198,7 @@ def test_latest_predictor_nmse_closed_form():
   assert srs.latest_predictor_nmse(hist, h, (-10.0, 10.0))["nmse"] == pytest.approx(got["nmse"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_elementwise_observation_of_an_srs_history_keeps_the_exact_posterior_mean():
   # Under the stated aging model (white innovation), the per-cell scaling of the latest soundings into
   # H_bar = M o H + CN(0, I) loses nothing: the exact posterior mean of the target given H_bar equals the one

@@ -55,6 +55,7 @@ def test_sampling_matches_moments():
   np.testing.assert_allclose(jnp.real(jnp.trace(second)) / 3, 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_posterior_samples_match_posterior_moments():
   gmm = oracle.random_mixture(jax.random.PRNGKey(3), 3, 2)
   A, N = oracle.elementwise_observation(jnp.array([0.9, 0.2, 0.5]), jnp.array([0.4, 0.98, 0.8]))

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import xla_flags
 from jaxchan import train
 
 QUIET = train.Report(progress=False, log=lambda m: None)
@@ -189,7 +190,7 @@ def test_signal_checkpoints_mid_epoch_and_resume_matches_uninterrupted(tmp_path,
 
 @pytest.mark.slow
 def test_four_devices_reach_the_same_parameters_as_one(tmp_path):
-  flags = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+  flags = {"XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=4")}
   for n in (1, 4):
     cmd, env = _job([str(tmp_path / f"d{n}"), "--epochs", "2", "--devices", str(n), "--out",
                      str(tmp_path / f"d{n}.npz")], flags)
@@ -232,7 +233,7 @@ def test_two_processes_with_jax_distributed_match_one_device(tmp_path):
   with socket.socket() as s:
     s.bind(("localhost", 0))
     port = s.getsockname()[1]
-  flags = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  flags = {"XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=2")}
   procs = []
   for i in range(2):
     cmd, env = _job([str(tmp_path / "mh"), "--epochs", "2", "--devices", "-1", "--out", str(tmp_path / "mh.npz"),

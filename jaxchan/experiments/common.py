@@ -8,6 +8,7 @@ and ``build_if_missing``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import zlib
@@ -67,6 +68,25 @@ def setup_logging(workdir: str | None) -> str | None:
       fh.addFilter(_OwnInfo())
       logger.addHandler(fh)
   return path
+
+
+def validated_once(validate: Callable) -> Callable:
+  """``validate(config)`` that returns at once for a config value it has already accepted in this process.
+
+  A job is validated by the launcher (before its workdir and log exist) and again by ``run`` (for callers in
+  Python); an experiment's validation traces its models, so the second pass would repeat seconds of tracing.
+  Keyed on the config's JSON: any changed field validates again; a refused config is never remembered.
+  """
+  accepted: set[str] = set()
+
+  @functools.wraps(validate)
+  def once(config):
+    value = config.to_json()
+    if value not in accepted:
+      validate(config)
+      accepted.add(value)
+
+  return once
 
 
 def key(config, tag: str) -> jax.Array:

@@ -32,6 +32,7 @@ from jaxchan.experiments.noniden_setup import (  # noqa: F401
     make_model, samplers, schedule, steppings)
 from jaxchan.models.mixer import AVERAGING, PLACEMENTS
 
+@common.validated_once
 def validate(config):
   """Every config error before any work: builds the schedule, steppings, samplers and models, and traces
   (``jax.eval_shape``, no FLOPs) one initialization, one training loss and one generation call per

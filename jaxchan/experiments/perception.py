@@ -28,6 +28,7 @@ from jaxchan.experiments.perception_setup import (  # noqa: F401
 from jaxchan.models.transformer import ANCHORS, USES, check_token_width
 
 
+@common.validated_once
 def validate(config):
   """Every config error, before any work, with the field and the allowed values."""
   for s in config.scenarios:
