@@ -203,10 +203,11 @@ def _kill_when(args, cwd, log_path, marker: str, timeout: float = 600.0) -> bool
       proc.wait()
 
 
-def assert_sigkill_resume_reproduces(tmp_path, args, reference_workdir, models: str, train_marker: str, load_params):
+def assert_sigkill_resume_reproduces(tmp_path, args, reference_workdir, models: str, names, train_marker: str,
+                                     load_params):
   """``run.py ARGS --workdir=tmp_path/killed`` (ARGS: the reference job with its evaluation switched off) killed
   with SIGKILL when ``train_marker`` appears in its log, then rerun to the end: every model it trains (the
-  folders under ``WORKDIR/models``) must end with parameters equal, bit for bit, to those of the uninterrupted
+  folders ``names`` under ``WORKDIR/models``, exactly those) must end with parameters equal, bit for bit, to those of the uninterrupted
   reference run in ``reference_workdir``, after the same training records (``metrics.jsonl``, wall-clock fields
   aside).
 
@@ -222,8 +223,8 @@ def assert_sigkill_resume_reproduces(tmp_path, args, reference_workdir, models: 
   assert done.returncode == 0, done.stderr[-3000:]
   assert "resumed from" in (wd / "jaxchan.log").read_text()
   reference_models, killed_models = reference_workdir / models, wd / models
-  names = sorted(p.name for p in killed_models.iterdir() if (p / "metrics.jsonl").exists())
-  assert names, f"no trained model under {killed_models}"
+  trained = sorted(p.name for p in killed_models.iterdir() if (p / "metrics.jsonl").exists())
+  assert trained == sorted(names), (trained, names)
   for name in names:
     def records(folder):
       return [_strip_timing(json.loads(line)) for line in open(folder / name / "metrics.jsonl")]

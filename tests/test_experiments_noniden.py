@@ -29,7 +29,7 @@ def test_noniden_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, caplog):
   assert_sigkill_resume_reproduces(
       tmp_path, [a for a in args if not a.startswith("--workdir")] + [
           "--config.eval.models=()", "--config.eval.full_grid_models=()", "--config.eval.lmmse=False"],
-      tmp_path / "wd", "models", 'nonid (2/2): {"epoch": 1', lambda d: load_trained(d)[1])
+      tmp_path / "wd", "models", ("identical", "nonid"), 'nonid (2/2): {"epoch": 1', lambda d: load_trained(d)[1])
   assert set(res["training"]) == {"nonid", "identical"}
   rows = res["generation"]["rows"]
   # 2 patterns x (nonid: 2 steppings + 1 extra sampler + the paper start with both samplers; identical: 1 run).

@@ -30,7 +30,8 @@ def test_perception_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, caplog)
   assert_sigkill_resume_reproduces(
       tmp_path, [f"--config={ROOT}/configs/perception.py:smoke,high_mobility", f"--config.data.path={data_path}",
                  "--config.progress=False", "--config.eval.enabled=False", "--config.distill.enabled=False"],
-      tmp_path / "wd", "high_mobility/models", 'high_mobility/dm (2/3): {"epoch": 1', lambda d: load_trained(d)[1])
+      tmp_path / "wd", "high_mobility/models", ("sl", "dm", "e2e"), 'high_mobility/dm (2/3): {"epoch": 1',
+      lambda d: load_trained(d)[1])
   r = res["scenarios"]["high_mobility"]
   assert set(r["training"]) == {"sl", "dm", "e2e"}
   t3 = r["eval"]["table3"]
@@ -206,6 +207,13 @@ def test_dm_schedule_comes_from_the_config():
   np.testing.assert_array_equal(sch.betas, ref.betas)
   # The clip binds at t = T (the cosine's unclipped beta_T is 1), so the last step is exactly max_beta.
   assert float(sch.betas[-1]) == pytest.approx(0.5) and float(jnp.max(sch.betas)) <= 0.5 + 1e-7
+
+
+def test_perception_refuses_the_known_prior_anchor():
+  # anchor="prior" needs a known prior covariance (the exact-posterior experiment's); a dataset job has none.
+  from jaxchan.experiments import perception
+  assert_validate_refuses(perception, config_with("perception:smoke", {"model.anchor": "prior"}),
+                          "config.model.anchor='prior' is not supported")
 
 
 def test_perception_validate_refuses_nan_snrs():

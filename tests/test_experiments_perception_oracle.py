@@ -200,13 +200,21 @@ def test_oracle_refuses_a_checkpoint_of_another_anchor(tmp_path):
   with pytest.raises(ValueError, match=r"trained with anchor 'none'; this config asks for 'prior' "
                                        r"\(config.learned.anchor\)"):
     learned.train_learned(c, prior, "sl", str(tmp_path / "sl"))
+  # Checkpoints from before model.json existed are the paper's network's: refused for the anchored config too.
+  (tmp_path / "old" / "checkpoints").mkdir(parents=True)
+  with pytest.raises(ValueError, match=r"trained with anchor 'none'; this config asks for 'prior'"):
+    learned.train_learned(c, prior, "sl", str(tmp_path / "old"))
   c.learned.anchor = "gauss"
   from jaxchan.experiments import perception_oracle
   with pytest.raises(ValueError, match="config.learned.anchor='gauss' is not supported"):
     perception_oracle.validate(c)
+  # The Gaussian row's K is checked with or without the learned models.
+  c.learned.anchor, c.learned.enabled, c.learned.num_samples = "prior", False, 0
+  with pytest.raises(ValueError, match="config.learned.num_samples"):
+    perception_oracle.validate(c)
 
 
-@pytest.mark.parametrize("run", ["perception_oracle", "perception_oracle/short_training"])
+@pytest.mark.parametrize("run", ["perception_oracle", "perception_oracle/short_training", "perception_oracle_anchored"])
 def test_committed_oracle_results_re_render_to_their_tables(run):
   import json
   import os

@@ -142,3 +142,37 @@ def test_no_function_takes_more_than_eight_parameters_and_model_settings_travel_
           long.append(f"{p.name}:{node.name}")
   assert not long, long
   assert all(len(v) <= 3 for v in named.values()), named
+
+
+def test_a_validation_is_reused_once_then_repeated():
+  # run.py validates a job, then its run() validates the same config again: the second pass reuses the first's
+  # acceptance; any later call validates anew (a validation may read the disk), and so does a changed config, a
+  # refused one, or one with no JSON form.
+  import ml_collections
+  import numpy as np
+
+  from jaxchan.experiments import common
+  calls = []
+
+  @common.validated_once
+  def validate(config):
+    calls.append(config.x)
+    if config.x < 0:
+      raise ValueError("config.x must be >= 0")
+
+  c = ml_collections.ConfigDict({"x": 1})
+  validate(c), validate(c)
+  assert calls == [1]
+  validate(c)
+  assert calls == [1, 1]
+  c.x = 2
+  validate(c)
+  assert calls == [1, 1, 2]
+  c.x = -1
+  for _ in range(2):
+    with pytest.raises(ValueError):
+      validate(c)
+  assert calls == [1, 1, 2, -1, -1]
+  c = ml_collections.ConfigDict({"x": np.int64(3)})
+  validate(c), validate(c)
+  assert calls[-2:] == [3, 3]

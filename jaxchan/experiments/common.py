@@ -71,20 +71,27 @@ def setup_logging(workdir: str | None) -> str | None:
 
 
 def validated_once(validate: Callable) -> Callable:
-  """``validate(config)`` that returns at once for a config value it has already accepted in this process.
+  """``validate(config)`` whose acceptance of a config value is reused by the next call with the same value.
 
-  A job is validated by the launcher (before its workdir and log exist) and again by ``run`` (for callers in
-  Python); an experiment's validation traces its models, so the second pass would repeat seconds of tracing.
-  Keyed on the config's JSON: any changed field validates again; a refused config is never remembered.
+  A job is validated by the launcher (before its workdir and log exist) and again at the top of ``run`` (for
+  callers in Python); an experiment's validation traces its models, so the second pass would repeat seconds of
+  tracing. The acceptance is used once and then forgotten, so any later call validates again (a validation may
+  read the disk, e.g. a distillation teacher's folder). Keyed on the config's JSON; a config without one (a numpy
+  value in a field) is validated every time; a refused config is never remembered.
   """
-  accepted: set[str] = set()
+  last: list[str] = []
 
   @functools.wraps(validate)
   def once(config):
-    value = config.to_json()
-    if value not in accepted:
-      validate(config)
-      accepted.add(value)
+    try:
+      value = config.to_json()
+    except TypeError:
+      value = None
+    if value is not None and last == [value]:
+      last.clear()
+      return
+    validate(config)
+    last[:] = [value] if value is not None else []
 
   return once
 

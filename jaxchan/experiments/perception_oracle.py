@@ -58,6 +58,8 @@ def validate(config):
     raise ValueError(f"config.snr_db_grid={tuple(config.snr_db_grid)} must be a non-empty list of finite dB values.")
   if not config.num_samples or any(not isinstance(k, int) or k < 1 for k in config.num_samples):
     raise ValueError(f"config.num_samples={tuple(config.num_samples)}: every K must be an integer >= 1.")
+  # K of the Gaussian Bayesian row too, with or without the learned models.
+  checks.positive_int("config.learned.num_samples", config.learned.num_samples)
   if not 0.0 <= config.rho <= 1.0:
     raise ValueError(f"config.rho={config.rho!r} (the aging correlation) must lie in [0, 1].")
   if not isinstance(config.sounded, int) or not 1 <= config.sounded <= n_freq:

@@ -53,11 +53,14 @@ def train_learned(config, prior, use: str, model_dir: str, log=common.log):
   L, shape = config.learned, tuple(config.shape)
   model = learned_model(config, use, prior)
   # A checkpoint trained with another anchor is refused (its residual means something else); model.json says
-  # which anchor the checkpoints in model_dir belong to.
+  # which anchor the checkpoints in model_dir belong to. Checkpoints without it predate the anchor: "none".
+  meta = os.path.join(model_dir, "model.json")
+  if not os.path.exists(meta) and os.path.isdir(os.path.join(model_dir, "checkpoints")):
+    files.atomic_write_json(meta, {"anchor": "none"})
   perception.check_resume(model_dir, model.anchor, "config.learned.anchor")
   os.makedirs(model_dir, exist_ok=True)
-  if not os.path.exists(os.path.join(model_dir, "model.json")):
-    files.atomic_write_json(os.path.join(model_dir, "model.json"), {"anchor": model.anchor})
+  if not os.path.exists(meta):
+    files.atomic_write_json(meta, {"anchor": model.anchor})
   kw = dict(shape=shape, sounded=config.sounded, rho=config.rho)
   sample = jax.jit(functools.partial(draw, prior, num=L.batch_size, snr_db_range=tuple(L.snr_db_range), **kw))
   view = lambda y, s2: srs_view(y, shape, config.sounded, config.rho, s2)  # noqa: E731
