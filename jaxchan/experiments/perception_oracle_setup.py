@@ -35,11 +35,9 @@ class Problem(NamedTuple):
 
 
 def moment_matched(prior: oracle.GaussianMixture) -> oracle.GaussianMixture:
-  """The one-component Gaussian with the mixture's mean and covariance (the Gaussian baseline's prior)."""
-  w = prior.weights.astype(prior.covs.dtype)
-  mean = jnp.einsum("k,kd->d", w, prior.means)
-  dev = prior.means - mean
-  cov = jnp.einsum("k,kij->ij", w, prior.covs + dev[:, :, None] * jnp.conj(dev[:, None, :]))
+  """The one-component Gaussian with the mixture's mean and covariance (:func:`jaxchan.oracle.moments`): the
+  Gaussian baseline's prior."""
+  mean, cov = oracle.moments(prior)
   return oracle.GaussianMixture(jnp.ones((1,), prior.weights.dtype), mean[None], cov[None])
 
 
