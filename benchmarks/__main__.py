@@ -50,6 +50,14 @@ def table(res) -> str:
     if key in pr:
       lines.append(f"{'posterior sampling (K = 16, ' + pr[key]['solver'] + ')':<46} {pr[key]['channels_per_s']:>12} "
                    f"{'channels/s':>9}   {pr[key]['speedup_over_full_chain']}x the full chain in this run")
+  sp = pr.get("srs_prior")
+  if sp:
+    lines.append(f"{'SRS prior training (noniden mixer, rows)':<46} {sp['train']['rows_per_s']:>12} {'rows/s':>9}   "
+                 f"an epoch on the same histories takes {sp['train']['epoch_time_ratio_to_dm']}x the DM's in this run; "
+                 f"the configured training {sp['train'].get('job_training_ratio_to_one_dm', 'n/a')}x one scenario's DM")
+    f = sp["posterior_sampling_dpm2m_10"]
+    lines.append(f"{'SRS prior posterior sampling (K = 16, dpm2m:10)':<46} {f['channels_per_s']:>12} "
+                 f"{'channels/s':>9}   {f['ratio_to_dm_dpm2m_10']}x the DM's dpm2m:10 in this run")
   for key in sorted(k for k in pr if k.startswith("subspace_precoder_")):
     r = pr[key]
     kind = key[len("subspace_precoder_"):].rsplit("_", 1)[0].replace("_", "-")

@@ -133,6 +133,8 @@ def run(size="paper", train_batch=64, sample_batch=None, K=16, precode_batch=256
     out[f"latency_one_user_{spec.replace(':', '_')}_s"] = timeit(f1, dm_params, o1, jax.random.PRNGKey(3), repeats=3,
                                                                   min_time=0.0)
 
+  out["srs_prior"] = _srs_prior(size, SHAPE, train_batch, sample_batch, K, out)
+
   # Bayesian precoding: Gramian of K samples + eigendecomposition per PRB.
   Hs = conventions.standard_normal(jax.random.PRNGKey(4), (K, precode_batch, SHAPE["n_ue"], SHAPE["n_bs"],
                                                            SHAPE["n_prb"]))
@@ -170,6 +172,66 @@ def run(size="paper", train_batch=64, sample_batch=None, K=16, precode_batch=256
           max_rel_energy_gap=float(jnp.max(jnp.abs(cap(W_s) - cap(W_e)) / cap(W_e))),
           se_gap_bps_hz=abs(se(W_s) - se(W_e)))
   return out
+
+
+def _srs_prior(size, shape, train_batch, sample_batch, K, out) -> dict:
+  """The non-identical SRS prior (``configs/noniden_srs.py``) against the DM in the same run: a training step on
+  rows (one UE antenna each) and the epoch time on the same histories (``n_ue`` rows per history), and K
+  posterior samples per observation with the fast solver of both (``dpm2m``, 10 network calls).
+
+  The anchor's CG stops at its tolerance, so its cost depends on the covariance: the training prior has decaying
+  eigenvalues (as ``noniden_bench``'s), and the histories are spatially correlated (a per-user covariance far
+  from the identity), the realistic and slower case."""
+  import numpy as np
+
+  import configs
+  from jaxchan import gaussian_prior, noniden, srs_prior
+  from jaxchan.experiments import noniden as noniden_exp
+  c = configs.get("noniden_srs:quick" if size == "quick" else "noniden_srs")
+  pc = noniden_exp.schedule(c)
+  n_bs, n_prb, n_ue = shape["n_bs"], shape["n_prb"], shape["n_ue"]
+  rng = np.random.default_rng(0)
+
+  def cov(n):
+    q, _ = np.linalg.qr(rng.normal(size=(n, n)) + 1j * rng.normal(size=(n, n)))
+    return (q * np.exp(-0.2 * np.arange(n))) @ q.conj().T
+
+  ca = cov(n_bs)
+  prior = gaussian_prior.from_factors(np.zeros((n_bs, n_prb)), ca, cov(n_prb))
+  hist = jnp.einsum("mn,bounf->boumf", jnp.asarray(np.linalg.cholesky(ca), jnp.complex64),
+                    _batch(shape, sample_batch, 1)["history"])
+  o = srs.observe(hist, jax.random.PRNGKey(2))
+  den = noniden_exp.make_denoiser(c.model, c, pc, prior)
+  rows = conventions.standard_normal(jax.random.PRNGKey(6), (train_batch, n_bs, n_prb))
+  params = den.network.init(jax.random.PRNGKey(0), rows[:1], jnp.zeros(rows[:1].shape))
+  lf = noniden_exp.loss_fn(den, c.model, c)
+  opt = train.step_decay_adam(1e-3, steps_per_epoch=100, decay_every_epochs=0, decay_factor=1.0)
+  step = train.make_train_step(lf, opt)
+  state = train.init_state(params, opt, jax.random.PRNGKey(1))
+  t_step = timeit(lambda s, b: step(s, b)[1], state, rows, repeats=3)
+  dm_step = out["train_dm"]["step_s"]
+  # The jobs as configured: the prior trains on every scenario's rows at once for its epochs, the DM on one
+  # scenario's histories for its own; both per sample at this step's throughput.
+  p = _config(size)
+  job_ratio = len(c.scenarios) * n_ue * c.train.num_epochs * t_step / (p.train.epochs.dm * dm_step)
+  res = dict(train=dict(batch=train_batch, step_s=t_step, rows_per_s=round(train_batch / t_step, 1),
+                        epoch_time_ratio_to_dm=round(n_ue * t_step / dm_step, 3),
+                        job_training_ratio_to_one_dm=round(job_ratio, 3), prior_epochs=c.train.num_epochs,
+                        dm_epochs=p.train.epochs.dm, scenarios=len(c.scenarios)))
+  # K samples per observation: per-user anchor, 10 calls of DPM-Solver++(2M), the Bayesian precoder's input.
+  rho = jnp.full((o.obs.shape[1],), 0.9, jnp.complex64)
+  sampler, steps = noniden.Sampler("dpm2m", 1.0), 10
+
+  def sample(p, obs, k):
+    cond = srs_prior.condition(den, obs, rho, k, anchor="user", innovation="spatial")
+    return srs_prior.posterior_samples(cond, p, k, K, sampler=sampler, num_steps=steps)
+
+  ts = timeit(jax.jit(sample), params, o, jax.random.PRNGKey(3), repeats=3, min_time=0.0)
+  dm_fast = out.get("posterior_sampling_dpm2m_10", {})
+  res["posterior_sampling_dpm2m_10"] = dict(
+      observations=sample_batch, K=K, run_s=ts, channels_per_s=round(K * sample_batch / ts, 2),
+      ratio_to_dm_dpm2m_10=round(dm_fast["run_s"] / ts, 3) if dm_fast else None)
+  return res
 
 
 def main():

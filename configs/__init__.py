@@ -15,7 +15,7 @@ import ast
 import importlib
 import os
 
-NAMES = ("noniden", "perception", "perception_oracle", "mobility", "sampler_study")
+NAMES = ("noniden", "perception", "perception_oracle", "noniden_srs", "mobility", "sampler_study")
 _DIR = os.path.dirname(os.path.abspath(__file__))
 
 

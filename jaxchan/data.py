@@ -225,23 +225,11 @@ class Dataset:
     """
     if split not in SPLITS:
       raise ValueError(f"split={split!r}; allowed: {SPLITS}.")
-    n = self.size(split)
-    if stop is not None:
-      if not 1 <= stop <= n:
-        raise ValueError(f"stop={stop} must be between 1 and the {split} size {n}.")
-      n = int(stop)
-    if batch_size < 1 or (drop_remainder and batch_size > n):
-      raise ValueError(f"batch_size={batch_size} must be between 1 and the {split} size {n} "
-                       "(or pass drop_remainder=False).")
+    n = _check_batches(split, self.size(split), batch_size, stop, drop_remainder)
     rng = np.random.default_rng([seed, epoch, SPLITS.index(split)])
     in_memory = self._in_memory if self._in_memory is not None else self._split_bytes(split) <= (1 << 30)
     if in_memory:
-      data = self.load(split)
-      order = rng.permutation(n) if shuffle else np.arange(n)
-      stop = n - n % batch_size if drop_remainder else n
-      for i in range(0, stop, batch_size):
-        idx = order[i:i + batch_size]
-        yield {k: v[idx] for k, v in data.items()}
+      yield from _memory_batches(self.load(split), n, batch_size, rng, shuffle, drop_remainder)
       return
     yield from self._streamed(split, n, batch_size, rng, shuffle, drop_remainder)
 
@@ -268,6 +256,74 @@ class Dataset:
     rest = next(iter(pending.values()))[0].shape[0] if pending[self.arrays[0]] else 0
     if rest and not drop_remainder:
       yield {k: v[0] for k, v in pending.items()}
+
+
+def _check_batches(split, n, batch_size, stop, drop_remainder) -> int:
+  if split not in SPLITS:
+    raise ValueError(f"split={split!r}; allowed: {SPLITS}.")
+  if stop is not None:
+    if not 1 <= stop <= n:
+      raise ValueError(f"stop={stop} must be between 1 and the {split} size {n}.")
+    n = int(stop)
+  if batch_size < 1 or (drop_remainder and batch_size > n):
+    raise ValueError(f"batch_size={batch_size} must be between 1 and the {split} size {n} "
+                     "(or pass drop_remainder=False).")
+  return n
+
+
+def _memory_batches(data: dict, n: int, batch_size: int, rng, shuffle: bool, drop_remainder: bool):
+  order = rng.permutation(n) if shuffle else np.arange(n)
+  stop = n - n % batch_size if drop_remainder else n
+  for i in range(0, stop, batch_size):
+    idx = order[i:i + batch_size]
+    yield {k: v[idx] for k, v in data.items()}
+
+
+class ArrayDataset:
+  """In-memory arrays with the interface of :class:`Dataset` (``size``, ``shape``, ``load``, ``read``,
+  ``batches``): ``splits`` maps ``"train"`` / ``"test"`` to ``{name: [N, ...] array}``. Batches follow the same
+  order rule as :class:`Dataset`'s (a pure function of seed, epoch and split).
+
+  It serves data derived from a file rather than stored in one, e.g. every UE antenna's target channel of an
+  ``srs_prediction`` file as one snapshot sample (``jaxchan.experiments.noniden_srs``)."""
+
+  def __init__(self, splits: dict, *, path: str = "<arrays>", kind: str = "snapshot"):
+    missing = [s for s in SPLITS if s not in splits]
+    if missing:
+      raise ValueError(f"ArrayDataset needs the splits {SPLITS}; {missing} missing.")
+    names = {s: sorted(v) for s, v in splits.items()}
+    if names["train"] != names["test"]:
+      raise ValueError(f"the splits hold different arrays: {names}.")
+    self._splits = {s: {k: np.asarray(v) for k, v in splits[s].items()} for s in SPLITS}
+    self.arrays = tuple(names["train"])
+    self.path, self.kind, self.config = path, kind, {}
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+  def close(self):
+    pass
+
+  def size(self, split: str) -> int:
+    return self._splits[split][self.arrays[0]].shape[0]
+
+  def shape(self, name: str) -> tuple:
+    return tuple(self._splits["train"][name].shape[1:])
+
+  def load(self, split: str) -> dict:
+    return self._splits[split]
+
+  def read(self, split: str, start: int, stop: int) -> dict:
+    return {k: v[start:stop] for k, v in self._splits[split].items()}
+
+  def batches(self, split: str, batch_size: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True,
+              drop_remainder: bool = True, stop: int | None = None) -> Iterator[dict]:
+    n = _check_batches(split, self.size(split), batch_size, stop, drop_remainder)
+    rng = np.random.default_rng([seed, epoch, SPLITS.index(split)])
+    yield from _memory_batches(self.load(split), n, batch_size, rng, shuffle, drop_remainder)
 
 
 class BSAntennaSubset:

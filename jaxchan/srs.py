@@ -101,7 +101,8 @@ def latest_observation(obs: jax.Array, mask: jax.Array):
   return jnp.where(seen[:, None, None, :], picked, 0), jnp.maximum(idx, 0).astype(jnp.int32), seen
 
 
-def elementwise_observation(observation: SRSObservation, rho, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+def elementwise_observation(observation: SRSObservation, rho, key: jax.Array, *,
+                            innovation=1.0) -> tuple[jax.Array, jax.Array]:
   """The target channel as an element-wise observation ``H_bar = M o H + n``, ``n ~ CN(0, I)`` (the non-identical
   paper's eq. 14), from each cell's latest sounding: the reliability map of an SRS history.
 
@@ -113,10 +114,19 @@ def elementwise_observation(observation: SRSObservation, rho, key: jax.Array) ->
   noise. The aging innovation is not white on real channels (it has the user's spatial covariance); this map
   keeps only what each cell says on its own.
 
+  ``innovation`` (``kappa >= 1``, a scalar or ``[B]``) counts the innovation ``kappa`` times its white power in
+  ``s = sqrt((1 - |rho_o|^2) kappa + noise_var)``, ``M = |rho_o| / s``, and scales the observation so that its noise
+  stays of unit variance. When the innovation has the covariance ``C`` of the prior (``h_o = conj(rho) h +
+  sqrt(1 - |rho|^2) w``, ``w ~ CN(0, C)``) and ``kappa`` is at least ``C``'s largest eigenvalue, this element-wise
+  likelihood is nowhere more confident than the true one for cells sharing one ``rho``: along every eigenvector of
+  ``C`` its signal-to-noise ratio is at most the exact one (:mod:`jaxchan.srs_prior`). ``1`` is eq. (14)'s white
+  noise.
+
   Args:
     observation: an :class:`SRSObservation` (``obs`` ``[B, n_occ, n_ue, n_bs, n_prb]``).
     rho: ``[n_occ]`` complex correlations of each occasion with the target.
     key: PRNG key of the unit noise of the cells never sounded.
+    innovation: ``kappa >= 1``, the innovation's power relative to white (above).
 
   Returns:
     ``(h_bar, m)``, both ``[B, n_ue, n_bs, n_prb]`` (``m`` float32 >= 0).
@@ -126,9 +136,12 @@ def elementwise_observation(observation: SRSObservation, rho, key: jax.Array) ->
   if rho.shape != (observation.mask.shape[1],):
     raise ValueError(f"rho has shape {rho.shape}; it needs one correlation per occasion, "
                      f"({observation.mask.shape[1]},).")
+  checks.in_range("innovation (kappa)", innovation, 1.0, float("inf"),
+                  hint="1 is eq. (14)'s white aging noise; larger counts the innovation's strongest direction.")
+  kappa = jnp.broadcast_to(jnp.asarray(innovation, jnp.float32), observation.noise_var.shape)[:, None]
   r = rho[occ]                                                          # [B, n_prb]
   mag = jnp.abs(r)
-  s = jnp.sqrt(jnp.maximum(1.0 - mag ** 2, 0.0) + observation.noise_var[:, None])
+  s = jnp.sqrt(jnp.maximum(1.0 - mag ** 2, 0.0) * kappa + observation.noise_var[:, None])
   m = jnp.where(seen, mag / s, 0.0)                                       # [B, n_prb]
   phase = jnp.where(mag > 0, r / jnp.where(mag > 0, mag, 1.0), 1.0)
   scaled = latest * (phase / s)[:, None, None, :].astype(latest.dtype)

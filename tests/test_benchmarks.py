@@ -23,15 +23,19 @@ def test_table_lists_every_benchmark():
                          "bayesian_precoding": r("eigendecompositions_per_s"),
                          "posterior_sampling_dpm2m_10": dict(solver="dpm2m:10", channels_per_s=9.0,
                                                              speedup_over_full_chain=9.5),
+                         "srs_prior": dict(train=dict(rows_per_s=5.0, epoch_time_ratio_to_dm=0.7),
+                                           posterior_sampling_dpm2m_10=dict(channels_per_s=30.0,
+                                                                            ratio_to_dm_dpm2m_10=3.3)),
                          "subspace_precoder_white_32": dict(n_bs=32, subspace_per_s=7.0, speedup=6.0, eigh_per_s=1.0,
                                                             max_rel_energy_gap=1e-5, se_gap_bps_hz=1e-4)},
              datagen=dict(preset="low_mobility", samples_per_s=3.0, overhead_share=0.1),
              datagen_rt=dict(preset="street_canyon", samples_per_s=40.0, overhead_share=0.02))
   text = table(res)
-  assert len(text.splitlines()) == 2 + 6 + 2 + 2 + 2 and "50.0%" in text   # 2 anchor rows: Kronecker, low rank
+  assert len(text.splitlines()) == 2 + 6 + 2 + 2 + 2 + 2 and "50.0%" in text   # 2 anchor rows: Kronecker, low rank
   assert "Gaussian anchor (CG <= 16)" in text and "2.5x the network's call" in text
   assert "low-rank anchor (r = 64, exact)" in text and "2.0x the network's call" in text
   assert "9.5x the full chain" in text and "subspace precoder (white, 32 x 32)" in text and "6.0x eigh" in text
+  assert "0.7x the DM's in this run" in text and "3.3x the DM's dpm2m:10" in text
   assert "datagen street_canyon (Sionna RT)" in text and "datagen low_mobility (Sionna 38.901)" in text
 
 

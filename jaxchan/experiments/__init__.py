@@ -16,6 +16,7 @@ REGISTRY = {
     "perception": "jaxchan.experiments.perception",
     "mobility": "jaxchan.experiments.mobility",
     "perception_oracle": "jaxchan.experiments.perception_oracle",
+    "noniden_srs": "jaxchan.experiments.noniden_srs",
 }
 
 

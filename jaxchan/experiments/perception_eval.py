@@ -25,6 +25,15 @@ def _svd(H, n_s):
   return precoding.svd_precoder(H, n_s)
 
 
+def batch_keys(key: jax.Array) -> tuple:
+  """``(k_obs, k_dm, k_uniform)`` of one evaluation batch's key: its SRS observation, its posterior (and Gaussian)
+  samples, its uniform precoders. Every evaluation that must see the same observations (the SRS prior experiment's)
+  splits its batch keys with this function."""
+  k_pred, k_uniform = jax.random.split(key)
+  k_obs, k_dm = jax.random.split(k_pred)
+  return k_obs, k_dm, k_uniform
+
+
 def make_eval_batch(config, models, rho):
   """Jitted ``(params, history, target, key) -> dict of per-batch sums`` for Tables II/III and Fig. 7.
 
@@ -41,7 +50,7 @@ def make_eval_batch(config, models, rho):
   @jax.jit
   def predict(params, history, key):
     p_sl, p_dm, p_e2e = params
-    k_obs, k_dm = jax.random.split(key)
+    k_obs, k_dm, _ = batch_keys(key)
     obs = srs.observe(history, k_obs, num_hops=scfg.num_hops, snr_db_range=scfg.snr_db_range)
     dl_snr = metrics.from_db(obs.snr_db + config.eval.dl_snr_offset_db)
     est = {"srs_baseline": srs.baseline(obs), "sl": prediction.sl_predict(m_sl, p_sl, obs)}
@@ -77,8 +86,8 @@ def make_eval_batch(config, models, rho):
 
   def run(params, history, h, key, G_avg):
     """``G_avg``: ``[n_bs, n_bs, n_prb]`` average Gramian of training targets (:func:`average_gramian`)."""
-    k_pred, k_uniform = jax.random.split(key)
-    pred = predict(params, history, k_pred)
+    pred = predict(params, history, key)
+    k_uniform = batch_keys(key)[2]
     out, W_bayes = score(pred, h, G_avg, k_uniform)
     return out, pred["samples"], W_bayes, pred["dl_snr"]
 

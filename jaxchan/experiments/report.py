@@ -18,7 +18,7 @@ import numpy as np
 
 # experiment name -> its report module (same names as jaxchan.experiments.REGISTRY).
 REPORTS = {name: f"jaxchan.experiments.{name}_report"
-           for name in ("noniden", "perception", "sampler_study", "mobility", "perception_oracle")}
+           for name in ("noniden", "perception", "sampler_study", "mobility", "perception_oracle", "noniden_srs")}
 
 
 def render(workdir: str) -> str:
