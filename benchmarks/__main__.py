@@ -1,6 +1,6 @@
 """Every benchmark in one command: one table on stdout, one JSON file.
 
-  python -m benchmarks [--out=FILE.json] [--perception_size=auto|paper|quick] [--skip_datagen]
+  python -m benchmarks [--out=FILE.json] [--perception_size=auto|paper|quick] [--skip_datagen] [--reference=PATH]
 
 Runs, on the default JAX device: non-identical diffusion training and generation
 (paper-size mixer), perception training (SL and DM), K = 16 posterior sampling
@@ -9,7 +9,9 @@ its achieved FLOP/s as a fraction of a float32 2048^3 matmul timed once at the
 start of the same run. ``--perception_size=auto`` uses the paper-size
 transformer on a GPU/TPU and the ``:quick`` one on a CPU (the paper-size reverse
 loop, T = 1000, takes many minutes there). Each module's docstring says how its
-FLOPs are counted.
+FLOPs are counted. ``--reference=PATH`` (a checkout of the non-identical paper's PyTorch implementation,
+yuzhiyang123/channel-diffusion; never downloaded) times its network and its 50-call generation in the same run
+(``benchmarks.reference_bench``); without it that row says it was skipped.
 """
 
 import argparse
@@ -64,6 +66,14 @@ def table(res) -> str:
     lines.append(f"{'subspace precoder (' + kind + ', ' + str(r['n_bs']) + ' x ' + str(r['n_bs']) + ')':<46} "
                  f"{r['subspace_per_s']:>12} {'Gramians/s':>9}   {r['speedup']}x eigh ({r['eigh_per_s']}/s) in this "
                  f"run; energy gap {r['max_rel_energy_gap']:.1e}, SE gap {r['se_gap_bps_hz']:.1e} bps/Hz")
+  ref = res.get("reference")
+  if ref and "skipped" in ref:
+    lines.append(f"{'reference implementation (PyTorch)':<46} skipped: {ref['skipped']}")
+  elif ref:
+    lines.append(f"{'reference implementation, ' + str(ref['steps']) + '-call generation':<46} "
+                 f"{ref['reference_generation_samples_per_s']:>12} {'samples/s':>9}   ours "
+                 f"{ref['generation_speedup']}x at the same calls, {ref['fast']['sampler']} x{ref['fast']['steps']} "
+                 f"{ref['fast']['speedup_over_reference']}x, in this run")
   for name, what in (("datagen", "Sionna 38.901"), ("datagen_rt", "Sionna RT")):
     if name in res:
       d = res[name]
@@ -78,6 +88,7 @@ def main():
   p.add_argument("--out", default=os.path.join("workdir", "benchmarks.json"))
   p.add_argument("--perception_size", default="auto", choices=("auto", "paper", "quick"))
   p.add_argument("--skip_datagen", action="store_true", help="skip the Sionna benchmark (no datagen extra)")
+  p.add_argument("--reference", default="", help="a checkout of yuzhiyang123/channel-diffusion to time side by side")
   args = p.parse_args()
 
   from benchmarks import noniden_bench, perception_bench
@@ -92,6 +103,8 @@ def main():
              matmul_peak_gflops=round(peak["flops_per_s"] / 1e9, 1))
   res["noniden"] = noniden_bench.run(peak=peak)
   res["perception"] = perception_bench.run(size, peak=peak)
+  from benchmarks import reference_bench
+  res["reference"] = reference_bench.run(args.reference)
   if not args.skip_datagen:
     from benchmarks import datagen_bench
     res["datagen"] = datagen_bench.run()

@@ -127,7 +127,7 @@ def run(size="paper", train_batch=64, sample_batch=None, K=16, precode_batch=256
         solver=spec, observations=sample_batch, K=K, run_s=ts, channels_per_s=round(K * sample_batch / ts, 2),
         speedup_over_full_chain=round(K * sample_batch / ts / full_cps, 2))
   o1 = jax.tree.map(lambda a: a[:1], o)
-  for spec in ("ancestral", "dpm2m:10"):
+  for spec in ("ancestral", "dpm2m:10", "dpm2m:5"):
     f1 = jax.jit(lambda p, o, k, sv=Solver.parse(spec): prediction.sample_posterior(
         dm_model, p, o, k, sch, num_samples=K, prediction=perception.dm_prediction(cfg), solver=sv))
     out[f"latency_one_user_{spec.replace(':', '_')}_s"] = timeit(f1, dm_params, o1, jax.random.PRNGKey(3), repeats=3,

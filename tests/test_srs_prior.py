@@ -193,6 +193,9 @@ def test_bad_input_is_refused_with_the_field_and_the_fix():
     ("eval.sampler", "eta:2", "sampler"),
     ("scenarios", ("urban",), "scenarios"),
     ("eval.speeds", (-3.0,), "speeds"),
+    ("srs.num_hops", 5, "num_hops"),
+    ("srs.num_hops", 0, "num_hops"),
+    ("srs.snr_db_range", (-10.0, float("inf")), "snr_db_range"),
 ])
 def test_config_mistakes_are_refused_before_any_work(field, value, match):
   c = configs.get("noniden_srs:smoke")

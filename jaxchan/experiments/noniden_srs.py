@@ -55,6 +55,14 @@ def validate(config):
     raise ValueError(f"config.eval.n_streams={config.eval.n_streams} must be at most config.data.n_ue="
                      f"{config.data.n_ue} (streams per user).")
   noniden_srs_eval.generation(config)
+  hops = checks.positive_int("config.srs.num_hops", config.srs.num_hops)
+  if config.data.n_prb % hops:
+    raise ValueError(f"config.srs.num_hops={hops} does not divide config.data.n_prb={config.data.n_prb}: a hop would "
+                     "sound a fraction of a PRB; choose a divisor (e.g. 4).")
+  lo, hi = config.srs.snr_db_range
+  if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
+    raise ValueError(f"config.srs.snr_db_range={tuple(config.srs.snr_db_range)} must be finite (low, high) dB with "
+                     "low <= high.")
   for spec in config.eval.unseen:
     noniden_srs_eval.parse_unseen(spec, config)
   bad = [v for v in config.eval.speeds if not (isinstance(v, (int, float)) and np.isfinite(v) and v >= 0)]
