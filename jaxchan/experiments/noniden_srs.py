@@ -21,7 +21,6 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxchan import checks, data, gaussian_predictor, srs_prior
@@ -227,8 +226,6 @@ def run(config, workdir: str) -> dict:
     train_seconds = sum(r.get("seconds", 0.0) for r in history)
     log(f"prior: {rows.size('train')} training rows, {len(history)} epochs, {train_seconds:.0f} s of training "
         f"({time.time() - train_started:.0f} s in this process)")
-    params0 = den.network.init(jax.random.PRNGKey(0), jnp.zeros((1,) + rows.shape("h"), jnp.complex64),
-                               jnp.zeros((1,) + rows.shape("h")))
     scen, speeds = {}, {}
     summary = {"training": history, "train_seconds": train_seconds, "rows": rows.size("train"), "anchor": den.anchor}
 
@@ -247,7 +244,7 @@ def run(config, workdir: str) -> dict:
                                                               train["target"][:min(n_fit, 4000)]))
       innovation, fit = _innovation(config, den, {k: v[:n_fit] for k, v in train.items()}, rho,
                                     f"noniden_srs/fit/{s}", log)
-      model = noniden_srs_eval.PriorModel(den, params, params0, rho, innovation)
+      model = noniden_srs_eval.PriorModel(den, params, rho, innovation)
       main = noniden_srs_eval.evaluate(config, model, test, noniden_srs_eval.base_setting(config),
                                        num_test=config.eval.num_test, key_tag="perception/eval", log=log, desc="main")
       unseen = {}

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxchan import checks, gaussian_predictor, metrics, noniden, precoding, srs, srs_prior, stepping
+from jaxchan import checks, denoiser, gaussian_predictor, metrics, noniden, precoding, srs, srs_prior, stepping
 from jaxchan.experiments import common, perception_eval
 
 #: Channel estimates (NMSE) and precoders (SE) of the main table, in display order. ``noniden_<anchor>``: the
@@ -43,11 +43,10 @@ def generation(config) -> Generation:
 
 
 class PriorModel(NamedTuple):
-  """The trained prior for one scenario: its denoiser, trained and initial parameters (zero head: the anchor
-  alone), the age correlation ``rho`` ``[n_occ]`` and the reliability map's innovation kind."""
+  """The trained prior for one scenario: its denoiser and parameters, the age correlation ``rho`` ``[n_occ]`` and
+  the reliability map's innovation kind."""
   den: object
   params: object
-  params0: object
   rho: np.ndarray
   innovation: str
 
@@ -89,9 +88,17 @@ def observe(setting: SRSSetting, history, key):
   return srs.observe(history, key, num_hops=setting.num_hops, snr_db_range=setting.snr_db_range)
 
 
+def _zero(x, tau):
+  return jnp.zeros_like(x)
+
+
 def make_eval_batch(config, model: PriorModel, setting: SRSSetting, gen: Generation):
-  """Jitted ``(params, params0, history, target, key) -> {sum name: value}`` of one test batch (sums: ``energy``,
-  ``sqerr/<estimate>``, ``se/<precoder>``)."""
+  """``(params, history, target, key) -> {sum name: value}`` of one test batch (sums: ``energy``,
+  ``sqerr/<estimate>``, ``se/<precoder>``).
+
+  Three jitted programs: (1) the observation, the Gaussian predictor and each anchor's start (the per-user prior's
+  eigendecomposition); (2) the one-shot estimates and K samples (the networks); (3) every precoder and the sums.
+  """
   n_s, K = config.eval.n_streams, config.eval.num_samples
   den, innovation, anchors = model.den, model.innovation, tuple(config.srs_prior.anchors)
   rho_all = jnp.asarray(model.rho, jnp.complex64)
@@ -99,34 +106,54 @@ def make_eval_batch(config, model: PriorModel, setting: SRSSetting, gen: Generat
   n_ue = config.data.n_ue
 
   @jax.jit
-  def run(params, params0, history, h, key):
+  def prepare(history, key):
     k_obs, k_dm, _ = perception_eval.batch_keys(key)    # the perception evaluation's split (module docstring)
     obs = observe(setting, history, k_obs)
-    dl_snr = metrics.from_db(obs.snr_db + config.eval.dl_snr_offset_db)
     gp = gaussian_predictor.predict(obs, rho_used)
-    est = {"srs_baseline": srs.baseline(obs), "gaussian": gp.mean}
+    k_prior = jax.random.fold_in(k_dm, 2)
+    conds = {a: srs_prior.condition(den, obs, rho_used, jax.random.fold_in(k_prior, 0), anchor=a,
+                                    innovation=innovation) for a in anchors}
+    return dict(obs=obs, gp=gp, gauss_samples=gaussian_predictor.sample(gp, jax.random.fold_in(k_dm, 1), K),
+                conds=conds, k_samples=jax.random.fold_in(k_prior, 1))
+
+  @jax.jit
+  def sample(params, prep):
+    est, samples = {}, {}
+    for a, cond in prep["conds"].items():
+      # The untrained prior (the anchor alone): a zero residual in place of the network, which starts at zero.
+      alone = cond._replace(den=cond.den.replace(network=denoiser.FunctionNetwork(_zero)))
+      runs = [(f"noniden_{a}", cond, params)] + ([("gauss_user", alone, None)] if a == "user" else [])
+      for name, c, p in runs:
+        est[name] = srs_prior.from_rows(srs_prior.estimate(c, p), n_ue)
+        samples[name] = srs_prior.from_rows(
+            srs_prior.posterior_samples(c, p, prep["k_samples"], K, stepping_=gen.stepping, sampler=gen.sampler,
+                                        num_steps=gen.num_steps), n_ue)
+    return est, samples
+
+  @jax.jit
+  def score(prep, est_prior, samples, h):
+    obs, gp = prep["obs"], prep["gp"]
+    dl_snr = metrics.from_db(obs.snr_db + config.eval.dl_snr_offset_db)
+    est = dict({"srs_baseline": srs.baseline(obs), "gaussian": gp.mean}, **est_prior)
     W = {"perfect_csi": precoding.svd_precoder(h, n_s), "srs_baseline": precoding.svd_precoder(est["srs_baseline"], n_s),
          "sample_cov": precoding.wideband_precoder(srs.history_gramian(obs), n_s, h.shape[-1]),
          "gaussian_mean": precoding.svd_precoder(gp.mean, n_s),
-         "gaussian_bayes": precoding.bayesian_precoder(gaussian_predictor.sample(gp, jax.random.fold_in(k_dm, 1), K),
-                                                       n_s),
+         "gaussian_bayes": precoding.bayesian_precoder(prep["gauss_samples"], n_s),
          "gaussian_bayes_inf": precoding.precoder_from_gramian(gaussian_predictor.expected_gramian(gp), n_s)}
-    k_prior = jax.random.fold_in(k_dm, 2)
-    for a in anchors:
-      cond = srs_prior.condition(den, obs, rho_used, jax.random.fold_in(k_prior, 0), anchor=a, innovation=innovation)
-      runs = [(f"noniden_{a}", params)] + ([("gauss_user", params0)] if a == "user" else [])
-      for name, p in runs:
-        est[name] = srs_prior.from_rows(srs_prior.estimate(cond, p), n_ue)
-        samples = srs_prior.posterior_samples(cond, p, jax.random.fold_in(k_prior, 1), K, stepping_=gen.stepping,
-                                              sampler=gen.sampler, num_steps=gen.num_steps)
-        W[f"{name}_mean"] = precoding.svd_precoder(est[name], n_s)
-        W[f"{name}_bayes"] = precoding.bayesian_precoder(srs_prior.from_rows(samples, n_ue), n_s)
+    for name in est_prior:
+      W[f"{name}_mean"] = precoding.svd_precoder(est[name], n_s)
+      W[f"{name}_bayes"] = precoding.bayesian_precoder(samples[name], n_s)
     out = {"energy": jnp.sum(jnp.abs(h) ** 2)}
     for name, e in est.items():
       out[f"sqerr/{name}"] = jnp.sum(jnp.abs(e - h) ** 2)
     for name, w in W.items():
       out[f"se/{name}"] = jnp.sum(precoding.spectral_efficiency(h, w, dl_snr))
     return out
+
+  def run(params, history, h, key):
+    prep = prepare(history, key)
+    est, samples = sample(params, prep)
+    return score(prep, est, samples, h)
 
   return run
 
@@ -144,7 +171,7 @@ def evaluate(config, model: PriorModel, test: dict, setting: SRSSetting, *, num_
   sums = {}
   for i in progress.bar(range(0, n, bs), desc=desc, disable=not config.progress, leave=False):
     j = min(i + bs, n)
-    out = run(model.params, model.params0, jnp.asarray(histories[i:j]), jnp.asarray(targets[i:j]),
+    out = run(model.params, jnp.asarray(histories[i:j]), jnp.asarray(targets[i:j]),
               jax.random.fold_in(key, i))
     for k, v in out.items():
       sums[k] = sums.get(k, 0.0) + float(v)
