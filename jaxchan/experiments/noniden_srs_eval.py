@@ -98,6 +98,13 @@ def make_eval_batch(config, model: PriorModel, setting: SRSSetting, gen: Generat
 
   Three jitted programs: (1) the observation, the Gaussian predictor and each anchor's start (the per-user prior's
   eigendecomposition); (2) the one-shot estimates and K samples (the networks); (3) every precoder and the sums.
+
+  At most one LAPACK call runs at a time: jaxlib's batched LAPACK kernels split their batch over XLA:CPU's
+  intra-op thread pool and wait for the parts, so two of them running at once on a 2-thread pool each hold a thread
+  and wait for parts that no thread is left to run (seen: both ``tf_XLAEigen`` threads in ``ParallelBatchMap``
+  inside ``lapack_cgesdd_ffi``, no CPU in use, the program never finishing). The precoders are therefore computed
+  with one SVD call, one eigendecomposition call and one Cholesky call (the spectral efficiency), chained by
+  ``optimization_barrier``, and the per-user prior's eigendecomposition waits for the predictor's.
   """
   n_s, K = config.eval.n_streams, config.eval.num_samples
   den, innovation, anchors = model.den, model.innovation, tuple(config.srs_prior.anchors)
@@ -110,8 +117,9 @@ def make_eval_batch(config, model: PriorModel, setting: SRSSetting, gen: Generat
     k_obs, k_dm, _ = perception_eval.batch_keys(key)    # the perception evaluation's split (module docstring)
     obs = observe(setting, history, k_obs)
     gp = gaussian_predictor.predict(obs, rho_used)
+    obs_after, _ = jax.lax.optimization_barrier((obs, gp))      # one LAPACK call at a time (docstring)
     k_prior = jax.random.fold_in(k_dm, 2)
-    conds = {a: srs_prior.condition(den, obs, rho_used, jax.random.fold_in(k_prior, 0), anchor=a,
+    conds = {a: srs_prior.condition(den, obs_after, rho_used, jax.random.fold_in(k_prior, 0), anchor=a,
                                     innovation=innovation) for a in anchors}
     return dict(obs=obs, gp=gp, gauss_samples=gaussian_predictor.sample(gp, jax.random.fold_in(k_dm, 1), K),
                 conds=conds, k_samples=jax.random.fold_in(k_prior, 1))
@@ -135,19 +143,28 @@ def make_eval_batch(config, model: PriorModel, setting: SRSSetting, gen: Generat
     obs, gp = prep["obs"], prep["gp"]
     dl_snr = metrics.from_db(obs.snr_db + config.eval.dl_snr_offset_db)
     est = dict({"srs_baseline": srs.baseline(obs), "gaussian": gp.mean}, **est_prior)
-    W = {"perfect_csi": precoding.svd_precoder(h, n_s), "srs_baseline": precoding.svd_precoder(est["srs_baseline"], n_s),
-         "sample_cov": precoding.wideband_precoder(srs.history_gramian(obs), n_s, h.shape[-1]),
-         "gaussian_mean": precoding.svd_precoder(gp.mean, n_s),
-         "gaussian_bayes": precoding.bayesian_precoder(prep["gauss_samples"], n_s),
-         "gaussian_bayes_inf": precoding.precoder_from_gramian(gaussian_predictor.expected_gramian(gp), n_s)}
-    for name in est_prior:
-      W[f"{name}_mean"] = precoding.svd_precoder(est[name], n_s)
-      W[f"{name}_bayes"] = precoding.bayesian_precoder(samples[name], n_s)
+    # One SVD call: the channel itself, then every estimate (their SVD precoders).
+    svd_in = {"perfect_csi": h, "srs_baseline": est["srs_baseline"], "gaussian_mean": gp.mean}
+    svd_in.update({f"{name}_mean": est[name] for name in est_prior})
+    W_svd = precoding.svd_precoder(jnp.stack(list(svd_in.values())), n_s)
+    W = dict(zip(svd_in, W_svd))
+    # One eigendecomposition call: every Gramian (the wideband sample covariance repeated on every PRB).
+    F = h.shape[-1]
+    grams = {"sample_cov": jnp.broadcast_to(srs.history_gramian(obs)[..., None], h.shape[:1] + 2 * h.shape[-2:-1] + (F,)),
+             "gaussian_bayes": precoding.gramian(prep["gauss_samples"]),
+             "gaussian_bayes_inf": gaussian_predictor.expected_gramian(gp)}
+    grams.update({f"{name}_bayes": precoding.gramian(samples[name]) for name in est_prior})
+    G, _ = jax.lax.optimization_barrier((jnp.stack(list(grams.values())), W_svd))
+    W.update(zip(grams, precoding.precoder_from_gramian(G, n_s)))
+    # One Cholesky call: the spectral efficiency of every precoder.
+    names = list(W)
+    W_all, _ = jax.lax.optimization_barrier((jnp.stack([W[k] for k in names]), G))
+    se = precoding.spectral_efficiency(jnp.broadcast_to(h, (len(names),) + h.shape), W_all,
+                                       jnp.broadcast_to(dl_snr, (len(names),) + dl_snr.shape))
     out = {"energy": jnp.sum(jnp.abs(h) ** 2)}
     for name, e in est.items():
       out[f"sqerr/{name}"] = jnp.sum(jnp.abs(e - h) ** 2)
-    for name, w in W.items():
-      out[f"se/{name}"] = jnp.sum(precoding.spectral_efficiency(h, w, dl_snr))
+    out.update({f"se/{name}": jnp.sum(se[i]) for i, name in enumerate(names)})
     return out
 
   def run(params, history, h, key):
