@@ -16,14 +16,6 @@ Modules, one concept each:
 * :mod:`jaxchan.export` - a trained model's estimates to HDF5 / MATLAB; :mod:`jaxchan.summary` - TensorBoard scalars.
 """
 
-import os
-
-# XLA:CPU runs a program's LAPACK custom calls (eigh, SVD, Cholesky) from several of its own threads at once; with
-# OpenBLAS's thread pool on as well, such a program was seen to stop on a later call with no CPU in use (a
-# deadlock). One OpenBLAS thread per call is set before numpy, scipy or jaxlib load it (a user's own setting wins;
-# it has no effect if OpenBLAS is already loaded). XLA's own matrix products do not use OpenBLAS.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
 from jaxchan import conventions, ddpm, ddpm_solvers, metrics, noniden, oracle, precoding, schedules, stepping
 
 __all__ = ["conventions", "ddpm", "ddpm_solvers", "metrics", "noniden", "oracle", "precoding", "schedules",
