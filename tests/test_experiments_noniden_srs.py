@@ -58,3 +58,13 @@ def test_perception_rows_join_only_a_run_with_the_same_observations(tmp_path):
   (tmp_path / "results.json").write_text(json.dumps(res))
   with pytest.raises(ValueError, match="eval.batch_size"):
     noniden_srs.perception_rows(c, "high_mobility")
+
+
+def test_committed_quick_tables_re_render_from_results_json(tmp_path):
+  # results.json stores its keys sorted; the tables come back in the configured order, byte for byte.
+  import os
+  from conftest import ROOT
+  from jaxchan.experiments import noniden_srs_report
+  src = os.path.join(ROOT, "docs", "results", "noniden_srs_quick")
+  noniden_srs_report.render(json.load(open(os.path.join(src, "results.json"))), str(tmp_path))
+  assert (tmp_path / "tables.md").read_text() == open(os.path.join(src, "tables.md")).read()

@@ -61,7 +61,7 @@ def main_table(sc: dict, K: int) -> str:
   return "\n".join(lines)
 
 
-def unseen_table(sc: dict, K: int) -> str:
+def unseen_table(sc: dict, K: int, order=()) -> str:
   cols = [("gaussian", "gaussian_mean", "Gaussian predictor"), (None, "sample_cov", "sample cov."),
           (None, "gaussian_bayes", f"Gaussian Bayes K = {K}"), (None, "gaussian_bayes_inf", "Gaussian K -> inf"),
           ("noniden_user", "noniden_user_mean", "prior one-shot"), (None, "noniden_user_bayes", f"prior K = {K}")]
@@ -69,6 +69,8 @@ def unseen_table(sc: dict, K: int) -> str:
          f" | perception DM K = {K} SE |"
   lines = [head, "|" + "---|" * (len(cols) + 2)]
   entries = [("trained configuration", sc["main"], True)] + [(spec, r, False) for spec, r in sc["unseen"].items()]
+  # results.json stores its keys sorted: the configured order comes back from the settings themselves.
+  entries[1:] = sorted(entries[1:], key=lambda e: order.index(e[0]) if e[0] in order else len(order))
   for name, r, trained in entries:
     cells = []
     for nkey, skey, _ in cols:
@@ -98,13 +100,13 @@ def to_markdown(results: dict) -> str:
          f"{len(pr['training'])} epochs, {pr['train_seconds']:.0f} s of training. Generation: {gen}; "
          f"N_s = {c['eval']['n_streams']}, DL SNR = UL SNR + {c['eval']['dl_snr_offset_db']:g} dB. NMSE is dataset "
          "level; SE is the mean over test histories.", ""]
-  for s, sc in results["scenarios"].items():
+  for s, sc in _in_order(results["scenarios"], c["scenarios"]):
     perc = sc.get("perception")
     md += [f"## {s}", "",
            f"Test histories: the first {sc['main']['num_test']} of `{sc['dataset']}`, observed as the perception "
            f"evaluation observes them ({_setting(sc['main']['setting'])}). Reliability map: innovation "
            f"`{sc['innovation']}`" + (" (fitted on training histories; one-shot NMSE of the per-user anchor alone, dB: "
-                                      + ", ".join(f"{k} {v:.2f}" for k, v in sc['innovation_fit'].items()) + ")"
+                                      + _fit(sc["innovation_fit"]) + ")"
                                       if sc.get("innovation_fit") else "") + ".", ""]
     if perc:
       md += [f"Perception rows from `{perc['path']}` ({perc['num_test']} test histories); its classical rows "
@@ -113,20 +115,32 @@ def to_markdown(results: dict) -> str:
       md += ["No perception run given (`config.eval.perception_results`): its learned rows are left out.", ""]
     md += [main_table(sc, K), "", f"### {s}: SRS configurations the perception models were not trained for", "",
            "The same prior, not retrained. The perception DM is trained for the first row's configuration only.", "",
-           unseen_table(sc, K), ""]
+           unseen_table(sc, K, tuple(c["eval"]["unseen"])), ""]
   if results.get("speeds"):
     md += ["## UT speeds of the mobility sweep", "",
            "The same prior on the mobility sweep's datasets (low-mobility geometry at each speed); the age correlation "
            "is fitted on each speed's training histories, nothing is retrained. The perception DM would need training "
-           "at each speed.", "", _speed_table(results["speeds"], K), ""]
+           "at each speed.", "",
+           _speed_table(dict(_in_order(results["speeds"], [f"{v:g}" for v in c["eval"]["speeds"]])), K), ""]
   md += ["## Training time", "", "| model | training [s] |", "|---|---|",
          f"| non-identical prior (all scenarios, {pr['rows']} rows) | {pr['train_seconds']:.0f} |"]
-  for s, sc in results["scenarios"].items():
+  for s, sc in _in_order(results["scenarios"], c["scenarios"]):
     if sc.get("perception"):
       md.append(f"| perception DM, {s} only | {sc['perception']['dm_train_seconds']:.0f} |")
   md += ["", "Training seconds are the sums of the per-epoch times recorded in each run (test-loss evaluation "
          "excluded), on the machine that ran it."]
   return "\n".join(md) + "\n"
+
+
+def _in_order(d: dict, order) -> list:
+  """``d``'s items in the configured ``order`` (results.json sorts its keys), any others after."""
+  order = list(order)
+  return sorted(d.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
+
+
+def _fit(fit: dict) -> str:
+  from jaxchan import srs_prior
+  return ", ".join(f"{k} {v:.2f}" for k, v in _in_order(fit, srs_prior.INNOVATIONS))
 
 
 def _speed_table(speeds: dict, K: int) -> str:
