@@ -53,7 +53,7 @@ def _exact_posterior(C, obs, kappa=1.0):
   return jnp.stack(means), jnp.stack(covs)                                            # [B, U, N, F], [B, U, d, d]
 
 
-@pytest.mark.parametrize("kappa", [1.0, 3.0])
+@pytest.mark.parametrize("kappa", [1.0, pytest.param(3.0, marks=pytest.mark.slow)])
 def test_reliability_map_reproduces_the_exact_posterior_mean(kappa):
   C, _, obs, _ = _setup(0, 4, kappa)
   exact, _ = _exact_posterior(C, obs, kappa)
@@ -110,6 +110,7 @@ def oracle_sampler():
   return noniden.Sampler("dpm2m", 1.0)
 
 
+@pytest.mark.slow
 def test_innovation_scale_is_the_largest_eigenvalue_of_the_prior_in_use():
   _, _, obs, prior = _setup(6, 3)
   C = np.asarray(prior.covariance())
