@@ -219,7 +219,7 @@ def _srs_prior(size, shape, train_batch, sample_batch, K, out) -> dict:
                         job_training_ratio_to_one_dm=round(job_ratio, 3), prior_epochs=c.train.num_epochs,
                         dm_epochs=p.train.epochs.dm, scenarios=len(c.scenarios)))
   # K samples per observation: per-user anchor, 10 calls of DPM-Solver++(2M), the Bayesian precoder's input.
-  rho = jnp.full((o.obs.shape[1],), 0.9, jnp.complex64)
+  rho = jnp.full((o.obs.shape[1],), 0.9, jnp.complex64)   # any correlation: it sets the map, not the cost
   sampler, steps = noniden.Sampler("dpm2m", 1.0), 10
 
   def sample(p, obs, k):

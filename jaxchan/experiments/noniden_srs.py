@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from jaxchan import checks, data, gaussian_predictor, srs_prior
-from jaxchan.experiments import common, mobility, noniden, noniden_srs_eval, perception
+from jaxchan.experiments import common, mobility, noniden, noniden_srs_eval, perception, perception_setup
 
 SCENARIOS = perception.SCENARIOS
 
@@ -239,9 +239,8 @@ def run(config, workdir: str) -> dict:
       log(f"{s}:")
       n_fit = ds.size("train") - config.data.get("held_out", 0)
       train, test = ds.load("train"), ds.load("test")
-      # The perception evaluation's fit (its first 4,000 training histories but the held-out ones).
-      rho = np.asarray(gaussian_predictor.fit_age_correlation(train["history"][:min(n_fit, 4000)],
-                                                              train["target"][:min(n_fit, 4000)]))
+      # The perception evaluation's own fit (the same training histories, none of the held-out ones).
+      rho = perception_setup.fit_age_correlation(ds, None, max_samples=min(n_fit, perception_setup.AGE_FIT_SAMPLES))
       innovation, fit = _innovation(config, den, {k: v[:n_fit] for k, v in train.items()}, rho,
                                     f"noniden_srs/fit/{s}", log)
       model = noniden_srs_eval.PriorModel(den, params, rho, innovation)

@@ -82,7 +82,11 @@ def fitting_samples(config, ds, max_samples: int) -> int:
   return min(max_samples, n)
 
 
-def fit_age_correlation(ds, config=None, max_samples: int = 4000) -> np.ndarray:
+#: Training histories the Gaussian predictor's age correlation is fitted on (at most; never the held-out ones).
+AGE_FIT_SAMPLES = 4000
+
+
+def fit_age_correlation(ds, config=None, max_samples: int = AGE_FIT_SAMPLES) -> np.ndarray:
   """The Gaussian predictor's per-occasion correlation ``[n_occ]``, fitted on (up to ``max_samples``) training
   histories of ``ds`` (:func:`jaxchan.gaussian_predictor.fit_age_correlation`); with ``config``, none of its
   held-out histories (:func:`fitting_samples`)."""
