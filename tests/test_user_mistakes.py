@@ -116,3 +116,21 @@ def test_import_names_the_input_samples_that_hold_nan(shuffle, tmp_path):
   with pytest.raises(ValueError, match=r"input sample\(s\) \[3\];"):
     from_numpy.import_arrays(str(tmp_path / "x.h5"), h=h, num_test=5, shuffle=shuffle)
   assert not (tmp_path / "x.h5").exists()
+
+
+def test_a_derived_dataset_on_disk_must_match_what_the_job_asks_for(tmp_path):
+  """ensure_generated uses a file at its path only if the file records the generation config asked for: a
+  dataset another build left there (another speed, history length, size or seed) is refused, never evaluated."""
+  import json
+
+  from datagen import presets
+  from jaxchan import data
+  from jaxchan.experiments import common
+  cfg = presets.get("low_mobility", "tiny", num_train=64, num_test=16, num_occasions=8)
+  path = tmp_path / "low_mobility_num_occasions8.h5"
+  with h5py.File(path, "w") as f:   # only the attribute is read: no generation needed to test the check
+    f.attrs["config_json"] = json.dumps(dict(cfg, description="prose may differ"), sort_keys=True)
+  assert common.ensure_generated(str(path), cfg, log=lambda *_: None) == str(path)
+  other = dict(cfg, num_occasions=4, speed_indoor_kmh=3.0)
+  with pytest.raises(data.DatasetError, match=r"num_occasions': \(8, 4\).*speed_indoor_kmh': \(0\.3, 3\.0\)"):
+    common.ensure_generated(str(path), other, log=lambda *_: None)

@@ -304,15 +304,8 @@ def ensure_dataset(dcfg, preset: str | None = None, *, progress: bool = True, lo
   # once); the rest wait for it, then need the file on their own filesystem.
   if not os.path.exists(path) and is_main_process():
     log(f"dataset {path} is missing; building it once with datagen ({cmd})")
-    from datagen import presets, store
-    cfg = presets.get(preset, dcfg.size, seed=dcfg.seed)
-    if presets.source(preset) == "rt":
-      from datagen import rt_source
-      rt_source.validate(cfg)
-      store.build(path, cfg, rt_source.generate, generator=rt_source.version(), progress=progress)
-    else:
-      from datagen import sionna_source
-      store.build(path, cfg, sionna_source.generate, generator=sionna_source.sionna_version(), progress=progress)
+    from datagen import presets
+    _build(path, presets.get(preset, dcfg.size, seed=dcfg.seed), progress=progress)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices(f"ensure_dataset {preset} {dcfg.size}")
@@ -321,6 +314,41 @@ def ensure_dataset(dcfg, preset: str | None = None, *, progress: bool = True, lo
           f"dataset {path!r} is missing on process {jax.process_index()} after process 0 built it: the processes "
           f"do not share a filesystem. Build it on every host first: `{cmd}` (datagen is deterministic, so every "
           "copy is identical).")
+  return path
+
+
+def _build(path: str, cfg: dict, *, progress: bool):
+  from datagen import presets, store
+  if presets.source(cfg["preset"]) == "rt":
+    from datagen import rt_source
+    rt_source.validate(cfg)
+    store.build(path, cfg, rt_source.generate, generator=rt_source.version(), progress=progress)
+  else:
+    from datagen import sionna_source
+    store.build(path, cfg, sionna_source.generate, generator=sionna_source.sionna_version(), progress=progress)
+
+
+def ensure_generated(path: str, cfg: dict, *, progress: bool = True, log=log) -> str:
+  """``path``, built once with datagen from the generation config ``cfg`` (:func:`datagen.presets.get`) when
+  missing: the datasets an evaluation derives from a preset (another speed, a longer history), named by the job.
+
+  A file already at ``path`` must record the same generation config (its ``config_json``; the prose description
+  aside): a file another build left there is refused with the fields that differ, never evaluated in its place.
+  """
+  if not os.path.exists(path):
+    log(f"building {path} with datagen (preset {cfg['preset']}, "
+        + ", ".join(f"{k}={cfg[k]}" for k in ("num_occasions", "speed_indoor_kmh", "speed_outdoor_kmh",
+                                             "num_train", "num_test", "seed") if k in cfg) + ")")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    _build(path, cfg, progress=progress)
+  import h5py
+  with h5py.File(path, "r") as f:
+    have = json.loads(f.attrs["config_json"]) if "config_json" in f.attrs else {}
+  diff = {k: (have.get(k), v) for k, v in sorted(cfg.items()) if k != "description" and have.get(k) != v}
+  if diff:
+    raise data.DatasetError(
+        f"dataset {path!r} was generated with other settings than this job asks for ({diff}; file -> wanted). "
+        "Move or delete the file so that it is built again, or point the job's data_dir elsewhere.")
   return path
 
 

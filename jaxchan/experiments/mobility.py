@@ -59,15 +59,11 @@ def dataset_path(config, speed: float) -> str:
 
 
 def ensure_dataset(config, speed: float, log=common.log) -> str:
-  path = dataset_path(config, speed)
-  if not os.path.exists(path):
-    from datagen import presets, sionna_source, store
-    cfg = presets.get("low_mobility", "tiny", num_train=config.num_train, num_test=config.num_test, seed=config.seed,
-                      speed_indoor_kmh=float(speed), speed_outdoor_kmh=float(speed))
-    log(f"building {path} ({speed:g} km/h) with datagen")
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    store.build(path, cfg, sionna_source.generate, generator=sionna_source.sionna_version(), progress=config.progress)
-  return path
+  """The low-mobility-shaped dataset at ``speed`` km/h (indoor and outdoor), built once if missing."""
+  from datagen import presets
+  cfg = presets.get("low_mobility", "tiny", num_train=config.num_train, num_test=config.num_test, seed=config.seed,
+                    speed_indoor_kmh=float(speed), speed_outdoor_kmh=float(speed))
+  return common.ensure_generated(dataset_path(config, speed), cfg, progress=config.progress, log=log)
 
 
 def classical_se(h, history, G_avg, key, *, n_streams, snr_db_range, dl_offset_db, num_hops=4):
