@@ -66,6 +66,7 @@ def get_config(arg: str = ""):
   c.eval.n_streams = p.eval.n_streams
   c.eval.num_samples = p.eval.num_samples       # K
   c.eval.dl_snr_offset_db = p.eval.dl_snr_offset_db
+  c.eval.bound_samples = 16     # tau maps for the Gaussian bound on the prior's loss (the non-identical experiment's)
   # K samples per history for every test history and configuration: the element-wise DPM-Solver++(2M) SDE at 10
   # steps (K = 16 Bayesian precoding from 10-call samples stays within 0.1 bps/Hz of exact samples with exact
   # denoisers: docs/fast_sampling.md); "eta:1.0" at 50 steps is the non-identical experiment's default.
@@ -76,15 +77,17 @@ def get_config(arg: str = ""):
   # rows must equal this run's (the same observations), which is checked. "" leaves the learned rows out.
   c.eval.perception_results = ""
   # SRS configurations the perception models were not trained for, evaluated with the same prior: "hops:N" (N
-  # sub-bands, n_prb / N PRBs per occasion), "occasions:N" (the last N of the history), "snr:DB" (every sample at
-  # that UL SNR).
-  c.eval.unseen = ("hops:2", "occasions:1", "snr:-15", "snr:15")
+  # sub-bands, n_prb / N PRBs per occasion), "occasions:N" (the last N of the history; N above the dataset's
+  # config.data.n_occ: a dataset of the scenario's preset with N occasions, built once, see built_data), "snr:DB"
+  # (every sample at that UL SNR).
+  c.eval.unseen = ("hops:2", "occasions:1", "occasions:8", "snr:-15", "snr:15")
   c.eval.unseen_num_test = 64
   # UT speeds of the mobility sweep (km/h; low-mobility datasets at each speed, built once by the mobility
-  # experiment's builder, 1,024 training / 64 test histories): the same prior, with the age correlation fitted on
-  # each speed's training histories.
-  c.eval.speeds = (1.0, 3.0, 10.0)
-  c.eval.speed_dataset = ml_collections.ConfigDict(dict(num_train=1024, num_test=64, data_dir="data"))
+  # experiment's builder): the same prior, with the age correlation fitted on each speed's training histories.
+  c.eval.speeds = (0.3, 1.0, 3.0, 10.0, 30.0, 60.0)
+  # Size and place of the datasets the evaluation builds (speeds, longer histories): training histories for the
+  # age-correlation and innovation fits, test histories (the first unseen_num_test are evaluated).
+  c.eval.built_data = ml_collections.ConfigDict(dict(num_train=1024, num_test=64, data_dir="data"))
 
   if "white" in variants:
     c.srs_prior.innovation = "white"
@@ -100,6 +103,7 @@ def get_config(arg: str = ""):
     c.eval.num_steps = 4
     c.eval.unseen = ("hops:2",)
     c.eval.speeds = ()
-    c.eval.speed_dataset.update(num_train=32, num_test=16)
+    c.eval.built_data.update(num_train=32, num_test=16)
     c.eval.unseen_num_test = 8
+    c.eval.bound_samples = 2
   return c

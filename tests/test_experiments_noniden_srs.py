@@ -2,7 +2,9 @@
 perception table and the prior's, the unseen configurations, tables from results.json alone."""
 
 import json
+import os
 
+import numpy as np
 import pytest
 from conftest import config_with
 
@@ -12,7 +14,8 @@ def test_noniden_srs_smoke_end_to_end(tmp_path, tiny_datasets):
   from jaxchan.experiments import noniden_srs, noniden_srs_report
   c = config_with("noniden_srs:smoke", {"data.path": tiny_datasets["high_mobility"], "progress": False,
                                         "model.num_layers": 1, "model.embed_dim": 8, "train.num_epochs": 1,
-                                        "eval.speeds": (1.0,), "eval.speed_dataset.data_dir": str(tmp_path / "data")})
+                                        "eval.speeds": (1.0,), "eval.built_data.data_dir": str(tmp_path / "data"),
+                                        "eval.unseen": ("hops:2", "occasions:6")})
   res = noniden_srs.run(c, str(tmp_path))
   sc = res["scenarios"]["high_mobility"]
   # The innovation fit scores every kind and keeps the best (the per-user anchor alone on training histories).
@@ -28,7 +31,16 @@ def test_noniden_srs_smoke_end_to_end(tmp_path, tiny_datasets):
     assert {"sample_cov", "gaussian_bayes", "gaussian_bayes_inf", "noniden_user_bayes", "gauss_user_bayes",
             "noniden_train_bayes"} <= set(r["se"])
   assert sc["unseen"]["hops:2"]["setting"]["num_hops"] == 2
+  # Six occasions are more than the scenario's dataset holds: the scenario's preset is built with six, and the
+  # age correlation fitted on it has one entry per occasion.
+  longer = sc["unseen"]["occasions:6"]
+  assert longer["setting"]["occasions"] == 6 and len(longer["age_correlation"]) == 6
+  assert os.path.basename(longer["dataset"]).startswith("high_mobility_num_occasions6_")
   assert res["prior"]["rows"] == 4 * (32 - 8)                  # 4 UE antennas x the 24 histories trained on
+  # The prior's loss beside its Gaussian bound on the same draws, and the learning-curve figure.
+  bound = res["prior"]["velocity_bound"]
+  assert all(np.isfinite(bound[k]) for k in ("model_loss", "paired_bound", "anchor_loss"))
+  assert (tmp_path / "fig_learning_curve.png").stat().st_size > 1000
   # The tables are a function of results.json alone.
   text = (tmp_path / "tables.md").read_text()
   (tmp_path / "tables.md").unlink()
@@ -62,7 +74,6 @@ def test_perception_rows_join_only_a_run_with_the_same_observations(tmp_path):
 
 def test_committed_quick_tables_re_render_from_results_json(tmp_path):
   # results.json stores its keys sorted; the tables come back in the configured order, byte for byte.
-  import os
   from conftest import ROOT
   from jaxchan.experiments import noniden_srs_report
   src = os.path.join(ROOT, "docs", "results", "noniden_srs_quick")

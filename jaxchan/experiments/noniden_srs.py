@@ -21,6 +21,7 @@ import os
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxchan import checks, data, gaussian_predictor, srs_prior
@@ -48,7 +49,7 @@ def validate(config):
   for a in config.srs_prior.anchors:
     checks.choice("config.srs_prior.anchors entry", a, srs_prior.ANCHORS)
   checks.positive_int("config.srs_prior.fit_samples", config.srs_prior.fit_samples)
-  for f in ("num_test", "batch_size", "num_samples", "n_streams", "unseen_num_test"):
+  for f in ("num_test", "batch_size", "num_samples", "n_streams", "unseen_num_test", "bound_samples"):
     checks.positive_int(f"config.eval.{f}", config.eval[f])
   if config.eval.n_streams > config.data.n_ue:
     raise ValueError(f"config.eval.n_streams={config.eval.n_streams} must be at most config.data.n_ue="
@@ -64,6 +65,8 @@ def validate(config):
                      "low <= high.")
   for spec in config.eval.unseen:
     noniden_srs_eval.parse_unseen(spec, config)
+  for f in ("num_train", "num_test"):
+    checks.positive_int(f"config.eval.built_data.{f}", config.eval.built_data[f])
   bad = [v for v in config.eval.speeds if not (isinstance(v, (int, float)) and np.isfinite(v) and v >= 0)]
   if bad:
     raise ValueError(f"config.eval.speeds={tuple(config.eval.speeds)} holds {bad}: every UT speed must be a finite "
@@ -181,27 +184,74 @@ def _innovation(config, den, train: dict, rho, tag: str, log) -> tuple[str, dict
   return best, fit
 
 
+def velocity_bound(config, pcfg, den, params, rows, log) -> dict:
+  """The prior's test loss against the Gaussian bound on the same draws (:func:`noniden_eval.velocity_bounds`:
+  the training rows' sample covariance, the model's tau pattern, ``config.eval.bound_samples`` tau maps)."""
+  from jaxchan import lmmse
+  from jaxchan.experiments import noniden_eval
+  view = pcfg.copy_and_resolve_references()
+  with view.unlocked():
+    view.data.n_bs, view.data.n_freq = rows.shape("h")
+  n = min(config.anchor.train_samples, rows.size("train"))
+  _, cov = lmmse.sample_moments(jnp.asarray(rows.read("train", 0, n)["h"]))
+  out = noniden_eval.velocity_bounds(view, {"prior": (den, params, pcfg.models.prior)}, cov,
+                                     jnp.asarray(rows.load("test")["h"]), common.key(config, "noniden_srs/bound"),
+                                     log=log)["prior"]
+  log(f"prior: velocity loss {out['model_loss']:.4f} against the Gaussian bound {out['paired_bound']:.4f} on the same "
+      f"draws ({out['model_minus_bound']:+.4f} +- {out['model_minus_bound_sem']:.4f})"
+      + (f"; the anchor alone {out['anchor_loss']:.4f}" if "anchor_loss" in out else ""))
+  return out
+
+
+def _built_path(config, preset: str, **fields) -> tuple[str, dict]:
+  """Path and generation config of a dataset the evaluation builds: ``preset`` at ``config.eval.built_data``'s
+  size with ``fields`` overridden (:func:`common.ensure_generated` builds it once and checks it after)."""
+  from datagen import presets
+  bd = config.eval.built_data
+  cfg = presets.get(preset, "tiny", num_train=bd.num_train, num_test=bd.num_test, seed=config.seed, **fields)
+  name = "_".join(f"{k}{v:g}" for k, v in fields.items())
+  return os.path.join(bd.data_dir, f"{preset}_{name}_{bd.num_train}_{bd.num_test}_s{config.seed}.h5"), cfg
+
+
+def _on_built(config, model: noniden_srs_eval.PriorModel, path: str, setting, *, refit: bool, key_tag: str, desc: str,
+              log) -> dict:
+  """The prior on a built dataset's test histories under ``setting``: the age correlation is fitted on its
+  training histories (a closed-form statistic, not training), the innovation kind too when ``refit``; the model is
+  not retrained."""
+  with data.Dataset(path, kind="srs_prediction") as full:
+    n_bs = perception.n_bs_used(config)
+    ds = data.BSAntennaSubset(full, n_bs) if n_bs != full.shape("target")[1] else full
+    train, test = ds.load("train"), ds.load("test")
+  rho = np.asarray(gaussian_predictor.fit_age_correlation(train["history"], train["target"]))
+  innovation, fit = (_innovation(config, model.den, train, rho, f"{key_tag}/fit", log) if refit
+                     else (model.innovation, {}))
+  out = noniden_srs_eval.evaluate(config, model._replace(rho=rho, innovation=innovation), test, setting,
+                                  num_test=config.eval.unseen_num_test, key_tag=key_tag, log=log, desc=desc)
+  return dict(out, dataset=path, innovation=innovation, innovation_fit=fit,
+              age_correlation=[[float(r.real), float(r.imag)] for r in rho])
+
+
 def _speed(config, model: noniden_srs_eval.PriorModel, speed: float, log) -> dict:
-  """The prior on the mobility sweep's dataset at ``speed`` km/h (built once if missing): the age correlation is
-  fitted on that dataset's training histories (a closed-form statistic, not training); the model is not retrained."""
+  """The prior on the mobility sweep's dataset at ``speed`` km/h (built once if missing), innovation refitted."""
   import configs
   mcfg = configs.get("mobility")
   with mcfg.unlocked():
     mcfg.seed, mcfg.progress = config.seed, config.progress
-    sd = config.eval.speed_dataset
-    mcfg.num_train, mcfg.num_test, mcfg.data_dir = sd.num_train, sd.num_test, sd.data_dir
+    bd = config.eval.built_data
+    mcfg.num_train, mcfg.num_test, mcfg.data_dir = bd.num_train, bd.num_test, bd.data_dir
   path = mobility.ensure_dataset(mcfg, speed, log=log)
-  with data.Dataset(path, kind="srs_prediction") as full:
-    ds = data.BSAntennaSubset(full, perception.n_bs_used(config)) if perception.n_bs_used(config) != full.shape(
-        "target")[1] else full
-    train, test = ds.load("train"), ds.load("test")
-    rho = np.asarray(gaussian_predictor.fit_age_correlation(train["history"], train["target"]))
-  innovation, fit = _innovation(config, model.den, train, rho, f"noniden_srs/fit/{speed:g}kmh", log)
-  out = noniden_srs_eval.evaluate(config, model._replace(rho=rho, innovation=innovation), test, noniden_srs_eval.base_setting(config),
-                                  num_test=config.eval.unseen_num_test, key_tag=f"noniden_srs/speed/{speed:g}",
-                                  log=log, desc=f"{speed:g} km/h")
-  return dict(out, dataset=path, speed_kmh=float(speed), innovation=innovation, innovation_fit=fit,
-              age_correlation=[[float(r.real), float(r.imag)] for r in rho])
+  out = _on_built(config, model, path, noniden_srs_eval.base_setting(config), refit=True,
+                  key_tag=f"noniden_srs/speed/{speed:g}", desc=f"{speed:g} km/h", log=log)
+  return dict(out, speed_kmh=float(speed))
+
+
+def _longer_history(config, model: noniden_srs_eval.PriorModel, scenario: str, spec: str, setting, log) -> dict:
+  """An ``occasions:N`` setting beyond the scenario's dataset: the scenario's preset built with N occasions (the
+  same channel model, speeds and sounding period, a longer history), the scenario's innovation kind."""
+  path, cfg = _built_path(config, scenario, num_occasions=setting.occasions)
+  common.ensure_generated(path, cfg, progress=config.progress, log=log)
+  return _on_built(config, model, path, setting, refit=False, key_tag=f"noniden_srs/unseen/{spec}", desc=spec,
+                   log=log)
 
 
 def run(config, workdir: str) -> dict:
@@ -227,7 +277,9 @@ def run(config, workdir: str) -> dict:
     log(f"prior: {rows.size('train')} training rows, {len(history)} epochs, {train_seconds:.0f} s of training "
         f"({time.time() - train_started:.0f} s in this process)")
     scen, speeds = {}, {}
-    summary = {"training": history, "train_seconds": train_seconds, "rows": rows.size("train"), "anchor": den.anchor}
+    summary = {"training": history, "train_seconds": train_seconds, "rows": rows.size("train"), "anchor": den.anchor,
+               "tau_pattern": pcfg.models.prior.tau_pattern,
+               "velocity_bound": velocity_bound(config, pcfg, den, params, rows, log)}
 
     def write():   # after every scenario, so a long evaluation leaves its finished part
       results = dict(config=json.loads(config.to_json()), device=str(jax.devices()[0]), prior=summary,
@@ -248,9 +300,12 @@ def run(config, workdir: str) -> dict:
                                        num_test=config.eval.num_test, key_tag="perception/eval", log=log, desc="main")
       unseen = {}
       for spec in config.eval.unseen:
-        unseen[spec] = noniden_srs_eval.evaluate(config, model, test, noniden_srs_eval.parse_unseen(spec, config),
-                                                 num_test=config.eval.unseen_num_test,
-                                                 key_tag=f"noniden_srs/unseen/{spec}", log=log, desc=spec)
+        setting = noniden_srs_eval.parse_unseen(spec, config)
+        if noniden_srs_eval.needs_longer_history(setting, config):
+          unseen[spec] = _longer_history(config, model, s, spec, setting, log)
+        else:
+          unseen[spec] = noniden_srs_eval.evaluate(config, model, test, setting, num_test=config.eval.unseen_num_test,
+                                                   key_tag=f"noniden_srs/unseen/{spec}", log=log, desc=spec)
       last_model = model
       scen[s] = {"dataset": ds.path, "age_correlation": [[float(r.real), float(r.imag)] for r in rho],
                  "innovation": innovation, "innovation_fit": fit, "main": main, "unseen": unseen,

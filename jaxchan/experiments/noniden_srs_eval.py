@@ -63,7 +63,9 @@ def base_setting(config) -> SRSSetting:
 
 
 def parse_unseen(spec: str, config) -> SRSSetting:
-  """``"hops:N"``, ``"occasions:N"`` or ``"snr:DB"`` applied to the training configuration (``config.srs``)."""
+  """``"hops:N"``, ``"occasions:N"`` or ``"snr:DB"`` applied to the training configuration (``config.srs``).
+  ``occasions`` above ``config.data.n_occ`` asks for a longer history than the scenario's dataset holds
+  (:func:`needs_longer_history`)."""
   base = base_setting(config)
   name, _, value = str(spec).partition(":")
   try:
@@ -73,12 +75,18 @@ def parse_unseen(spec: str, config) -> SRSSetting:
   n_prb, n_occ = config.data.n_prb, config.data.n_occ
   if name == "hops" and v is not None and v == int(v) and v >= 1 and n_prb % int(v) == 0:
     return base._replace(num_hops=int(v))
-  if name == "occasions" and v is not None and v == int(v) and 1 <= v <= n_occ:
+  if name == "occasions" and v is not None and v == int(v) and v >= 1:
     return base._replace(occasions=int(v))
   if name == "snr" and v is not None and np.isfinite(v):
     return base._replace(snr_db_range=(v, v))
   raise ValueError(f"config.eval.unseen entry {spec!r}: write 'hops:N' (N divides n_prb={n_prb}), 'occasions:N' "
-                   f"(1 <= N <= n_occ={n_occ}; the dataset holds {n_occ} occasions) or 'snr:DB' (a finite UL SNR).")
+                   f"(N >= 1; above n_occ={n_occ} a dataset with N occasions is built) or 'snr:DB' (a finite UL "
+                   "SNR).")
+
+
+def needs_longer_history(setting: SRSSetting, config) -> bool:
+  """Whether ``setting`` keeps more occasions than the scenario's dataset holds (``config.data.n_occ``)."""
+  return setting.occasions > config.data.n_occ
 
 
 def observe(setting: SRSSetting, history, key):
@@ -96,15 +104,17 @@ def make_eval_batch(config, model: PriorModel, setting: SRSSetting, gen: Generat
   """``(params, history, target, key) -> {sum name: value}`` of one test batch (sums: ``energy``,
   ``sqerr/<estimate>``, ``se/<precoder>``).
 
-  Three jitted programs: (1) the observation, the Gaussian predictor and each anchor's start (the per-user prior's
-  eigendecomposition); (2) the one-shot estimates and K samples (the networks); (3) every precoder and the sums.
-
-  At most one LAPACK call runs at a time: jaxlib's batched LAPACK kernels split their batch over XLA:CPU's
-  intra-op thread pool and wait for the parts, so two of them running at once on a 2-thread pool each hold a thread
-  and wait for parts that no thread is left to run (seen: both ``tf_XLAEigen`` threads in ``ParallelBatchMap``
-  inside ``lapack_cgesdd_ffi``, no CPU in use, the program never finishing). The precoders are therefore computed
-  with one SVD call, one eigendecomposition call and one Cholesky call (the spectral efficiency), chained by
-  ``optimization_barrier``, and the per-user prior's eigendecomposition waits for the predictor's.
+  One jitted program per stage, each holding at most one LAPACK call, and each started only when the previous one
+  has finished (the host waits): jaxlib's batched LAPACK kernels split their batch over XLA:CPU's intra-op thread
+  pool and wait for the parts, so two of them running at once on a 2-thread pool each hold a thread and wait for
+  parts no thread is left to run (seen: both ``tf_XLAEigen`` threads in ``ParallelBatchMap``, one in
+  ``lapack_cgesdd_ffi`` and one in ``lapack_cheevd_ffi``, no CPU in use, the program never finishing). Ordering
+  them inside one program is not enough: XLA:CPU runs independent operations concurrently whatever
+  ``optimization_barrier`` says about their order. The stages: the observation and the Gaussian predictor (its
+  spatial eigendecomposition); each anchor's start (the per-user prior's eigendecomposition) and the Gaussian
+  predictor's samples; the one-shot estimates and K samples (networks, no LAPACK); one SVD call for every SVD
+  precoder; one eigendecomposition call for every Gramian precoder; one Cholesky call for every precoder's
+  spectral efficiency, and the sums.
   """
   n_s, K = config.eval.n_streams, config.eval.num_samples
   den, innovation, anchors = model.den, model.innovation, tuple(config.srs_prior.anchors)
@@ -113,13 +123,15 @@ def make_eval_batch(config, model: PriorModel, setting: SRSSetting, gen: Generat
   n_ue = config.data.n_ue
 
   @jax.jit
-  def prepare(history, key):
+  def observe_and_predict(history, key):
     k_obs, k_dm, _ = perception_eval.batch_keys(key)    # the perception evaluation's split (module docstring)
     obs = observe(setting, history, k_obs)
-    gp = gaussian_predictor.predict(obs, rho_used)
-    obs_after, _ = jax.lax.optimization_barrier((obs, gp))      # one LAPACK call at a time (docstring)
+    return obs, gaussian_predictor.predict(obs, rho_used), k_dm
+
+  @jax.jit
+  def start(obs, gp, k_dm):
     k_prior = jax.random.fold_in(k_dm, 2)
-    conds = {a: srs_prior.condition(den, obs_after, rho_used, jax.random.fold_in(k_prior, 0), anchor=a,
+    conds = {a: srs_prior.condition(den, obs, rho_used, jax.random.fold_in(k_prior, 0), anchor=a,
                                     innovation=innovation) for a in anchors}
     return dict(obs=obs, gp=gp, gauss_samples=gaussian_predictor.sample(gp, jax.random.fold_in(k_dm, 1), K),
                 conds=conds, k_samples=jax.random.fold_in(k_prior, 1))
@@ -138,27 +150,39 @@ def make_eval_batch(config, model: PriorModel, setting: SRSSetting, gen: Generat
                                         num_steps=gen.num_steps), n_ue)
     return est, samples
 
+  def svd_inputs(prep, est_prior, h):
+    est = {"srs_baseline": srs.baseline(prep["obs"]), "gaussian": prep["gp"].mean}
+    svd_in = {"perfect_csi": h, "srs_baseline": est["srs_baseline"], "gaussian_mean": prep["gp"].mean}
+    svd_in.update({f"{name}_mean": e for name, e in est_prior.items()})
+    return est, svd_in
+
   @jax.jit
-  def score(prep, est_prior, samples, h):
-    obs, gp = prep["obs"], prep["gp"]
-    dl_snr = metrics.from_db(obs.snr_db + config.eval.dl_snr_offset_db)
-    est = dict({"srs_baseline": srs.baseline(obs), "gaussian": gp.mean}, **est_prior)
-    # One SVD call: the channel itself, then every estimate (their SVD precoders).
-    svd_in = {"perfect_csi": h, "srs_baseline": est["srs_baseline"], "gaussian_mean": gp.mean}
-    svd_in.update({f"{name}_mean": est[name] for name in est_prior})
-    W_svd = precoding.svd_precoder(jnp.stack(list(svd_in.values())), n_s)
-    W = dict(zip(svd_in, W_svd))
-    # One eigendecomposition call: every Gramian (the wideband sample covariance repeated on every PRB).
+  def svd_precoders(prep, est_prior, h):      # one SVD call: the channel itself, then every estimate
+    _, svd_in = svd_inputs(prep, est_prior, h)
+    return precoding.svd_precoder(jnp.stack(list(svd_in.values())), n_s)
+
+  def gramians(prep, samples, est_prior, h):
     F = h.shape[-1]
+    obs, gp = prep["obs"], prep["gp"]
     grams = {"sample_cov": jnp.broadcast_to(srs.history_gramian(obs)[..., None], h.shape[:1] + 2 * h.shape[-2:-1] + (F,)),
              "gaussian_bayes": precoding.gramian(prep["gauss_samples"]),
              "gaussian_bayes_inf": gaussian_predictor.expected_gramian(gp)}
     grams.update({f"{name}_bayes": precoding.gramian(samples[name]) for name in est_prior})
-    G, _ = jax.lax.optimization_barrier((jnp.stack(list(grams.values())), W_svd))
-    W.update(zip(grams, precoding.precoder_from_gramian(G, n_s)))
-    # One Cholesky call: the spectral efficiency of every precoder.
-    names = list(W)
-    W_all, _ = jax.lax.optimization_barrier((jnp.stack([W[k] for k in names]), G))
+    return grams
+
+  @jax.jit
+  def gramian_precoders(prep, samples, est_prior, h):   # one eigendecomposition call: every Gramian
+    grams = gramians(prep, samples, est_prior, h)
+    return precoding.precoder_from_gramian(jnp.stack(list(grams.values())), n_s)
+
+  @jax.jit
+  def sums(prep, est_prior, samples, h, W_svd, W_gram):   # one Cholesky call: every precoder's SE
+    obs = prep["obs"]
+    dl_snr = metrics.from_db(obs.snr_db + config.eval.dl_snr_offset_db)
+    est, svd_in = svd_inputs(prep, est_prior, h)
+    est.update(est_prior)
+    names = list(svd_in) + list(gramians(prep, samples, est_prior, h))
+    W_all = jnp.concatenate([W_svd, W_gram])
     se = precoding.spectral_efficiency(jnp.broadcast_to(h, (len(names),) + h.shape), W_all,
                                        jnp.broadcast_to(dl_snr, (len(names),) + dl_snr.shape))
     out = {"energy": jnp.sum(jnp.abs(h) ** 2)}
@@ -168,9 +192,13 @@ def make_eval_batch(config, model: PriorModel, setting: SRSSetting, gen: Generat
     return out
 
   def run(params, history, h, key):
-    prep = prepare(history, key)
-    est, samples = sample(params, prep)
-    return score(prep, est, samples, h)
+    wait = jax.block_until_ready
+    obs, gp, k_dm = wait(observe_and_predict(history, key))
+    prep = wait(start(obs, gp, k_dm))
+    est, samples = wait(sample(params, prep))
+    W_svd = wait(svd_precoders(prep, est, h))
+    W_gram = wait(gramian_precoders(prep, samples, est, h))
+    return sums(prep, est, samples, h, W_svd, W_gram)
 
   return run
 

@@ -34,6 +34,26 @@ ROWS = (  # (key in this run's results or "perception:<key>", label, NMSE key or
 
 def render(results: dict, workdir: str):
   files.atomic_write_text(os.path.join(workdir, "tables.md"), to_markdown(results))
+  if results["prior"].get("velocity_bound"):
+    plot_learning_curve(results, os.path.join(workdir, "fig_learning_curve.png"))
+
+
+def plot_learning_curve(results: dict, path: str):
+  """The prior's test loss against Adam steps with its Gaussian bound (the non-identical experiment's figure)."""
+  from jaxchan.experiments import noniden_report
+  pr = results["prior"]
+  view = {"training": {"prior": [{"tau_pattern": pr.get("tau_pattern", "all_masked")}, pr["training"]]},
+          "generation": {"velocity_bound": {"prior": pr["velocity_bound"]}}}
+  noniden_report.plot_learning_curves(view, path)
+
+
+def _bound_line(pr: dict) -> str:
+  b = pr["velocity_bound"]
+  return (f"Velocity loss on {b['channels']} test rows after {len(pr['training'])} epochs: {b['model_loss']:.4f}; "
+          f"the Gaussian bound (training rows' covariance, the same channels, times and noise) {b['paired_bound']:.4f}"
+          f" (model - bound {b['model_minus_bound']:+.4f} ± {b['model_minus_bound_sem']:.4f})"
+          + (f"; the anchor alone {b['anchor_loss']:.4f}" if "anchor_loss" in b else "")
+          + ". Learning curve: `fig_learning_curve.png`.")
 
 
 def _setting(s: dict) -> str:
@@ -81,7 +101,9 @@ def unseen_table(sc: dict, K: int, order=()) -> str:
       cells.append(cell)
     dm = sc["perception"]["table3"]["dm_bayes"] if trained and sc.get("perception") else None
     dm_cell = (f"{dm:.3f}" if dm is not None else "") if trained else "not trained for it (needs retraining)"
-    lines.append(f"| {name}: {_setting(r['setting'])} ({r['num_test']} histories) | " + " | ".join(cells) +
+    # An entry evaluated on a dataset the job built (a longer history, another speed) names it.
+    where = f" of `{os.path.basename(r['dataset'])}`" if r.get("dataset") else ""
+    lines.append(f"| {name}: {_setting(r['setting'])} ({r['num_test']} histories{where}) | " + " | ".join(cells) +
                  f" | {dm_cell} |")
   return "\n".join(lines)
 
@@ -100,6 +122,8 @@ def to_markdown(results: dict) -> str:
          f"{len(pr['training'])} epochs, {pr['train_seconds']:.0f} s of training. Generation: {gen}; "
          f"N_s = {c['eval']['n_streams']}, DL SNR = UL SNR + {c['eval']['dl_snr_offset_db']:g} dB. NMSE is dataset "
          "level; SE is the mean over test histories.", ""]
+  if pr.get("velocity_bound"):
+    md += [_bound_line(pr), ""]
   for s, sc in _in_order(results["scenarios"], c["scenarios"]):
     perc = sc.get("perception")
     md += [f"## {s}", "",
@@ -109,12 +133,16 @@ def to_markdown(results: dict) -> str:
                                       + _fit(sc["innovation_fit"]) + ")"
                                       if sc.get("innovation_fit") else "") + ".", ""]
     if perc:
-      md += [f"Perception rows from `{perc['path']}` ({perc['num_test']} test histories); its classical rows "
-             "against this run's: " + _agreement(sc) + ".", ""]
+      spec = perc.get("config", {}).get("eval", {}).get("sampler", "ancestral")
+      md += [f"Perception rows from `{perc['path']}` ({perc['num_test']} test histories; its DM sampled with "
+             + ("the full chain" if spec == "ancestral" else f"`{spec}`") + "); its classical rows against this "
+             "run's: " + _agreement(sc) + ".", ""]
     else:
       md += ["No perception run given (`config.eval.perception_results`): its learned rows are left out.", ""]
     md += [main_table(sc, K), "", f"### {s}: SRS configurations the perception models were not trained for", "",
-           "The same prior, not retrained. The perception DM is trained for the first row's configuration only.", "",
+           "The same prior, not retrained. The perception DM is trained for the first row's configuration only. "
+           "A history longer than the scenario's dataset holds is evaluated on the scenario's preset built with that "
+           "many occasions (its own test histories; the age correlation fitted on its training histories).", "",
            unseen_table(sc, K, tuple(c["eval"]["unseen"])), ""]
   if results.get("speeds"):
     md += ["## UT speeds of the mobility sweep", "",
