@@ -109,6 +109,8 @@ def test_perception_smoke_end_to_end(tmp_path, tiny_datasets, caplog):
     ({"eval.dl_snr_grid_db": ()}, "config.eval.dl_snr_grid_db=() must be a non-empty list"),
     ({"eval.solvers": ("dpm2m:11",)}, "config.eval.solvers: solver dpm2m:11: 11 steps exceed the schedule's T = 10"),
     ({"eval.solvers": ("heun:4",)}, "config.eval.solvers: solver 'heun:4': unknown kind 'heun'"),
+    ({"eval.sampler": "dpm2m:11"}, "config.eval.sampler: solver dpm2m:11: 11 steps exceed the schedule's T = 10"),
+    ({"eval.sampler": "euler"}, "config.eval.sampler: solver 'euler': unknown kind 'euler'"),
     ({"distill.steps": (4, 3)}, "each stage must halve the previous one (4 -> 2)"),
     ({"distill.steps": (8, 4)}, "2 x 8 = 16 steps, more than the schedule's T = 10"),
     ({"distill.teacher": "/nonexistent/models/dm"}, "holds no trained DM (model.json and checkpoints); train one "
@@ -118,6 +120,21 @@ def test_perception_smoke_end_to_end(tmp_path, tiny_datasets, caplog):
 def test_perception_bad_config_is_refused_by_validate(overrides, match):
   from jaxchan.experiments import perception
   assert_validate_refuses(perception, config_with("perception:smoke,low_mobility", overrides), match)
+
+
+def test_tables_sample_the_dm_with_the_configured_sampler_and_old_runs_with_the_full_chain():
+  # The measured default (docs/fast_sampling.md) is a few-step solver; "ancestral" is the full chain with the DM's
+  # own reverse variance, and a run recorded before the field existed read back as the full chain it used.
+  import configs
+  from jaxchan.ddpm_solvers import Solver
+  from jaxchan.experiments import perception_report, perception_setup
+  c = configs.get("perception:quick")
+  assert c.eval.sampler == "dpm2m:10" and perception_setup.sampler_kw(c)["solver"] == Solver("dpm2m", 10)
+  assert perception_setup.sampler_kw(c, "ancestral") == perception_setup.dm_kw(c)
+  with c.unlocked():
+    del c.eval["sampler"]
+  assert perception_setup.sampler_kw(c) == perception_setup.dm_kw(c)
+  assert perception_report.sampler_label(c) == "the full chain (`ancestral`)"
 
 
 def test_a_held_out_split_that_leaves_no_training_batch_is_refused():

@@ -23,8 +23,8 @@ from jaxchan.experiments import common
 # The config's values (re-exported here: ``perception.make_model``, ``perception.load_trained``, ...).
 from jaxchan.experiments.perception_setup import (  # noqa: F401
     CLASSICAL, ESTIMATES, SCENARIOS, SE_ROWS, anchor_of, check_resume, dm_kw, dm_prediction, dm_schedule,
-    fit_age_correlation, fit_cov_floor, init_params, load_trained, loss_fn, make_model, n_bs_used, shapes, srs_cfg,
-    to_batch)
+    fit_age_correlation, fit_cov_floor, init_params, load_trained, loss_fn, make_model, n_bs_used, sampler_kw, shapes,
+    srs_cfg, to_batch)
 from jaxchan.models.transformer import ANCHORS, USES, check_token_width
 
 
@@ -121,7 +121,7 @@ def validate(config):
       def draw(p, history, key):
         obs = srs.observe(history, key, num_hops=scfg.num_hops, snr_db_range=scfg.snr_db_range)
         return prediction.sample_posterior(model, p, obs, key, sch, num_samples=K, guidance=float(config.eval.guidance),
-                                           allow_extrapolation=config.eval.allow_extrapolation, **dm_kw(config))
+                                           allow_extrapolation=config.eval.allow_extrapolation, **sampler_kw(config))
 
       with common.field("config.eval / config.dm (posterior sampling)"):
         jax.eval_shape(draw, params, batch["history"], k)

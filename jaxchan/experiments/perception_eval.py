@@ -17,8 +17,7 @@ from jaxchan import ddpm, gaussian_predictor, metrics, precoding, prediction, sr
 from jaxchan.experiments import common
 from jaxchan.experiments.perception_setup import (ESTIMATES, SE_ROWS, dm_kw, dm_prediction, dm_schedule,
                                                   fit_age_correlation, fit_cov_floor, init_params, loss_fn, make_model,
-                                                  srs_cfg,
-                                                  to_batch)
+                                                  sampler_kw, srs_cfg, to_batch)
 
 
 def _svd(H, n_s):
@@ -55,7 +54,7 @@ def make_eval_batch(config, models, rho):
     dl_snr = metrics.from_db(obs.snr_db + config.eval.dl_snr_offset_db)
     est = {"srs_baseline": srs.baseline(obs), "sl": prediction.sl_predict(m_sl, p_sl, obs)}
     samples = prediction.sample_posterior(m_dm, p_dm, obs, k_dm, sch, num_samples=K,
-                                          guidance=float(config.eval.guidance), **dm_kw(config),
+                                          guidance=float(config.eval.guidance), **sampler_kw(config),
                                           allow_extrapolation=config.eval.allow_extrapolation)
     latent = m_e2e.apply(p_e2e, obs.obs, obs.mask, obs.noise_var)
     # The closed-form Gaussian predictor (no learning): its mean, K draws and its K -> infinity Gramian.

@@ -28,6 +28,8 @@ from jaxchan.experiments import perception_setup as exp
 def check(config) -> None:
   """The fast-sampling fields' errors (called by :func:`jaxchan.experiments.perception.validate`)."""
   sch = exp.dm_schedule(config)
+  with common.field("config.eval.sampler"):
+    Solver.parse(config.eval.get("sampler", "ancestral")).steps(sch)
   with common.field("config.eval.solvers"):
     for spec in config.eval.get("solvers", ()):
       Solver.parse(spec).steps(sch)
@@ -110,9 +112,8 @@ def evaluate(config, dm, students: dict, ds, log=common.log) -> dict:
     def batch_sums(p, hist, h, key, model=model, solver=solver):
       k_obs, k_s = jax.random.split(key)
       obs = srs.observe(hist, k_obs, num_hops=scfg.num_hops, snr_db_range=scfg.snr_db_range)
-      # The full chain with the DM's own settings (as in Tables II/III); the solvers with the same guidance.
-      kw = exp.dm_kw(config) if solver == Solver() else dict(prediction=exp.dm_prediction(config),
-                                                               clip_x0=config.dm.clip_x0 or None, solver=solver)
+      # The full chain with the DM's own settings; the solvers with the same guidance.
+      kw = exp.sampler_kw(config, str(solver))
       s = prediction.sample_posterior(model, p, obs, k_s, sch, num_samples=K, guidance=float(config.eval.guidance),
                                       allow_extrapolation=config.eval.allow_extrapolation, **kw)
       rho = metrics.from_db(obs.snr_db + config.eval.dl_snr_offset_db)

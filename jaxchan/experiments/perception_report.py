@@ -54,13 +54,21 @@ def headline(results: dict) -> str:
   return "\n".join(lines)
 
 
+def sampler_label(config) -> str:
+  """How the DM rows were sampled (``config.eval.sampler``; runs recorded before it existed used the full chain)."""
+  spec = config.eval.get("sampler", "ancestral")
+  return "the full chain (`ancestral`)" if spec == "ancestral" else f"`{spec}`"
+
+
 def tables(results, config) -> str:
   K = config.eval.num_samples
   md = ["# Perception vs. distortion results\n\n", PIPELINE_NOTE if config.get("pipeline_check") else "",
         f"Device {results['device']}. NMSE is dataset level (ratio of sums); GCS is averaged over BS-antenna "
         f"vectors; SE is eq. (25) with N_s = {config.eval.n_streams}, equal power per layer, at each sample's DL "
         f"SNR = UL SNR + {config.eval.dl_snr_offset_db} dB. DM: T = {config.dm.T} cosine steps, guidance "
-        f"w = {config.eval.guidance}, {config.dm.variance} variance, {dm_prediction(config)} prediction.\n"]
+        f"w = {config.eval.guidance}, {config.dm.variance} variance, {dm_prediction(config)} prediction; "
+        f"Tables II/III and Fig. 7 draw its samples with {sampler_label(config)}, the trajectory, guidance and "
+        "example figures with the full chain.\n"]
   md.append("\n## Table II: NMSE and GCS\n\n")
   rows = []
   for sc, r in results["scenarios"].items():

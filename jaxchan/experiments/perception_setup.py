@@ -215,6 +215,17 @@ def dm_kw(config) -> dict:
   return dict(variance=config.dm.variance, clip_x0=config.dm.clip_x0 or None, prediction=dm_prediction(config))
 
 
+def sampler_kw(config, spec: str | None = None) -> dict:
+  """Sampling settings of the DM for the sampler ``spec`` (default ``config.eval.sampler``): ``"ancestral"`` is the
+  full chain with the DM's own reverse-step variance (:func:`dm_kw`), ``"dpm2m:10"`` etc. a few-step solver
+  (:class:`jaxchan.ddpm_solvers.Solver`). Runs recorded before ``eval.sampler`` existed sampled the full chain."""
+  from jaxchan.ddpm_solvers import Solver
+  solver = Solver.parse(config.eval.get("sampler", "ancestral") if spec is None else spec)
+  if solver == Solver():
+    return dm_kw(config)
+  return dict(prediction=dm_prediction(config), clip_x0=config.dm.clip_x0 or None, solver=solver)
+
+
 def dm_schedule(config):
   """The DM's cosine schedule from ``config.dm`` (``T``, ``cosine_s``, ``max_beta``)."""
   # Configs saved before these fields existed fall back to cosine_schedule's own defaults.
