@@ -14,7 +14,8 @@ whose NMSE is within ``--tolerance`` (2 %) of the reference's, and the Pareto fr
 With a trained model (``--model_dir``, a non-identical model folder; anchored models also get the Gaussian-step
 settings) it runs on that model and the test split of ``--data``. Without one it runs on the exact denoiser of a
 Gaussian mixture (``jaxchan.oracle``), labelled as such, so the benchmark itself is exercised everywhere.
-:func:`report` renders the table from the JSON alone.
+:func:`report` renders the table and :func:`figure` the Pareto figure from the JSON alone (``--out=X.json`` also
+writes ``X.md`` and ``X.png``).
 """
 
 from __future__ import annotations
@@ -167,12 +168,19 @@ def run(model_dir=None, data=None, num=128, tolerance=0.02, settings=SETTINGS, p
   return out
 
 
+def _patterns(res) -> list:
+  """The patterns of ``res`` in the library's order (a JSON file written with sorted keys comes back sorted)."""
+  order = list(PATTERNS)
+  return sorted(res["patterns"], key=lambda p: order.index(p) if p in order else len(order))
+
+
 def report(res) -> str:
   """Markdown from the JSON alone: per pattern, every setting and the fastest within tolerance."""
   lines = [f"Time to quality, {res['denoiser']} ({res['data']}), {res['num']} channels, one sample each, "
            f"{res['device']}. Reference {res['reference']}; matched quality: NMSE within {100 * res['tolerance']:g} % "
            "of the reference's, on either side. `*`: on the Pareto front in (seconds per sample, NMSE).", ""]
-  for pattern, p in res["patterns"].items():
+  for pattern in _patterns(res):
+    p = res["patterns"][pattern]
     f = p["fastest_within"]
     exact = p.get("exact_sample_nmse")
     lines += [f"### {pattern}: fastest at matched quality `{f['setting']}`, {f['speedup']:.2f}x the reference "
@@ -183,6 +191,64 @@ def report(res) -> str:
               f"{1e3 * r['seconds_per_sample']:.3f} | {r['nmse']:.4f} ± {r['nmse_se']:.4f} |" for r in p["rows"]]
     lines.append("")
   return "\n".join(lines)
+
+
+def figure(res, path: str) -> None:
+  """The Pareto figure from the JSON alone: per pattern, NMSE against milliseconds per sample (log axis) for every
+  setting, the front joined, the reference's +-tolerance band shaded and the fastest matched setting circled."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  from matplotlib import ticker
+
+  from jaxchan import files
+  from jaxchan.experiments import style
+
+  pats = _patterns(res)
+  cols = min(3, len(pats))
+  rows_n = (len(pats) + cols - 1) // cols
+  fig, axes = plt.subplots(rows_n, cols, figsize=(3.6 * cols, 3.0 * rows_n), squeeze=False)
+  kinds = sorted({(r["sampler"], bool(r["gaussian_steps"])) for p in res["patterns"].values() for r in p["rows"]})
+  look = {k: (style.PALETTE[i % len(style.PALETTE)], "os^Dv<>"[i % 7]) for i, k in enumerate(kinds)}
+  for ax, pattern in zip(axes.flat, pats):
+    p = res["patterns"][pattern]
+    ref = next(r for r in p["rows"] if r["setting"] == res["reference"])
+    ax.axhspan(ref["nmse"] * (1 - res["tolerance"]), ref["nmse"] * (1 + res["tolerance"]), color="0.85", lw=0)
+    for k in kinds:
+      rs = [r for r in p["rows"] if (r["sampler"], bool(r["gaussian_steps"])) == k]
+      if rs:
+        color, marker = look[k]
+        ax.errorbar([1e3 * r["seconds_per_sample"] for r in rs], [r["nmse"] for r in rs],
+                    yerr=[r["nmse_se"] for r in rs], fmt=marker, color=color, ms=4, lw=0.8, capsize=1.5,
+                    label=k[0] + (" + Gaussian steps" if k[1] else ""))
+        for r in rs:
+          ax.annotate(f"{r['steps']}", (1e3 * r["seconds_per_sample"], r["nmse"]), fontsize=6,
+                      xytext=(3, 2), textcoords="offset points")
+    front = sorted((r for r in p["rows"] if r["setting"] in p["pareto"]), key=lambda r: r["seconds_per_sample"])
+    ax.plot([1e3 * r["seconds_per_sample"] for r in front], [r["nmse"] for r in front], "k-", lw=0.8, alpha=0.6,
+            label="Pareto front")
+    best = next(r for r in p["rows"] if r["setting"] == p["fastest_within"]["setting"])
+    ax.plot(1e3 * best["seconds_per_sample"], best["nmse"], "o", ms=11, mfc="none", mec="k", lw=1,
+            label=f"fastest within {100 * res['tolerance']:g} %")
+    if p.get("exact_sample_nmse"):
+      ax.axhline(p["exact_sample_nmse"][0], color="k", ls="--", lw=0.8, label="exact posterior samples")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_title(pattern, fontsize=9)
+    ax.set_xlabel("ms per sample")
+    ax.grid(alpha=0.3, which="both")
+  for ax in axes[:, 0]:
+    ax.set_ylabel("NMSE of one posterior sample")
+  for ax in list(axes.flat)[len(pats):]:
+    ax.axis("off")
+  axes.flat[0].legend(fontsize=6)
+  fig.suptitle(f"Time to quality: {res['denoiser']}, {res['device']} (numbers: steps; band: reference "
+               f"{res['reference']} +- {100 * res['tolerance']:g} %)", fontsize=8)
+  fig.tight_layout()
+  files.atomic_save_figure(fig, path)
+  plt.close(fig)
 
 
 def main():
@@ -198,8 +264,8 @@ def main():
   if args.out:
     from jaxchan import files
     files.atomic_write_json(args.out, res)
-    with open(args.out.rsplit(".", 1)[0] + ".md", "w") as f:
-      f.write(report(res))
+    files.atomic_write_text(args.out.rsplit(".", 1)[0] + ".md", report(res))
+    figure(res, args.out.rsplit(".", 1)[0] + ".png")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """The benchmark harness counts FLOPs correctly (the timings themselves are never asserted)."""
 
+import os
+
 import jax.numpy as jnp
 import pytest
 
 from benchmarks.perception_bench import xla_flops
+from conftest import ROOT
 
 
 def test_xla_flop_count_of_a_matmul_is_2mnk():
@@ -84,6 +87,18 @@ def test_time_to_quality_picks_the_fastest_matched_setting_and_renders_from_json
   assert "exact GMM denoiser" in res["denoiser"] and len(p["exact_sample_nmse"]) == 2
   assert t.report(json.loads(json.dumps(res))) == t.report(res)
   assert "### white: fastest at matched quality" in t.report(res)
+
+
+def test_committed_time_to_quality_renders_its_table_and_pareto_figure_from_the_json(tmp_path):
+  import json
+  from benchmarks import time_to_quality as t
+  base = os.path.join(ROOT, "docs", "results", "time_to_quality_cpu")
+  res = json.load(open(base + ".json"))
+  assert t.report(res) == open(base + ".md").read()
+  for p in res["patterns"].values():   # the stored front is the front of the stored rows
+    assert sorted(p["pareto"]) == sorted(t.pareto(p["rows"]))
+  t.figure(res, str(tmp_path / "ttq.png"))
+  assert (tmp_path / "ttq.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / "ttq.pdf").stat().st_size > 1000
 
 
 @pytest.mark.parametrize("kw, match", [
