@@ -203,36 +203,25 @@ def _kill_when(args, cwd, log_path, marker: str, timeout: float = 600.0) -> bool
       proc.wait()
 
 
-def assert_sigkill_resume_reproduces(tmp_path, args, reference_workdir, models: str, names, train_marker: str,
-                                     load_params):
-  """``run.py ARGS --workdir=tmp_path/killed`` (ARGS: the reference job with its evaluation switched off) killed
-  with SIGKILL when ``train_marker`` appears in its log, then rerun to the end: every model it trains (the
-  folders ``names`` under ``WORKDIR/models``, exactly those) must end with parameters equal, bit for bit, to those of the uninterrupted
-  reference run in ``reference_workdir``, after the same training records (``metrics.jsonl``, wall-clock fields
-  aside).
+def run_killed_then_resumed(args, cwd, workdir, models: str, epochs: dict, train_marker: str):
+  """``run.py ARGS`` (writing to ``workdir``) SIGKILLed when ``train_marker`` appears in its log, then rerun to the
+  end; returns the rerun's process. The rerun must say it resumed, every model of ``epochs`` (``{name: number of
+  epochs}``, exactly the folders under ``workdir/models`` that trained) must hold each epoch's record once, in
+  order, and no temporary file may be left behind (atomic writes).
 
-  The kill lands mid training, where the checkpoints hold the only state a rerun resumes from; evaluation keeps
-  none and is a deterministic function of the parameters, so equal parameters are what a resumed job must show.
-  ``load_params(model_dir)``: the kept parameters of a trained model (the experiment's ``load_trained``).
+  No handler sees a SIGKILL, so the rerun starts from the last epoch checkpoints: that a resumed loop ends with
+  the uninterrupted run's parameters bit for bit is ``tests/test_train.py``'s SIGKILL test, on the loop every job
+  shares; here the job's own bookkeeping is tested (finished models kept, the interrupted one resumed, outputs
+  written once).
   """
-  import jax
-  wd = tmp_path / "killed"
-  args = list(args) + [f"--workdir={wd}"]
-  assert _kill_when(args, tmp_path, wd / "jaxchan.log", train_marker), "the job ended before the training marker"
-  done = run_py(args, tmp_path)
+  assert _kill_when(args, cwd, workdir / "jaxchan.log", train_marker), "the job ended before the training marker"
+  done = run_py(args, cwd)
   assert done.returncode == 0, done.stderr[-3000:]
-  assert "resumed from" in (wd / "jaxchan.log").read_text()
-  reference_models, killed_models = reference_workdir / models, wd / models
-  trained = sorted(p.name for p in killed_models.iterdir() if (p / "metrics.jsonl").exists())
-  assert trained == sorted(names), (trained, names)
-  for name in names:
-    def records(folder):
-      return [_strip_timing(json.loads(line)) for line in open(folder / name / "metrics.jsonl")]
-    # Identical programs on identical inputs and keys: the resumed run reproduces every number bit for bit.
-    assert records(killed_models) == records(reference_models), name
-    got, want = load_params(str(killed_models / name)), load_params(str(reference_models / name))
-    assert jax.tree.structure(got) == jax.tree.structure(want), name
-    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(jax.tree.leaves(got),
-                                                                         jax.tree.leaves(want))), name
-  # No temporary file is left behind by the kill (atomic writes: files.atomic_* write then rename).
-  assert not [p for p in wd.rglob("*") if ".tmp" in p.name]
+  assert "resumed from" in (workdir / "jaxchan.log").read_text()
+  trained = sorted(p.name for p in (workdir / models).iterdir() if (p / "metrics.jsonl").exists())
+  assert trained == sorted(epochs), (trained, sorted(epochs))
+  for name, n in epochs.items():
+    records = [json.loads(line) for line in open(workdir / models / name / "metrics.jsonl")]
+    assert [r["epoch"] for r in records] == list(range(1, n + 1)), (name, records)
+  assert not [p for p in workdir.rglob("*") if ".tmp" in p.name]
+  return done

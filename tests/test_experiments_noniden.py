@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import (ROOT, assert_sigkill_resume_reproduces, assert_stops_before_work, assert_validate_refuses,
-                      config_with, docs_block, run_py)
+from conftest import (ROOT, assert_stops_before_work, assert_validate_refuses, config_with, docs_block,
+                      run_killed_then_resumed)
 
 from jaxchan import noniden
 
@@ -20,16 +20,11 @@ def test_noniden_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, caplog):
   data_path = tiny_datasets["simo_ofdm"]      # the :smoke dataset (simo_ofdm, tiny, seed 0), built once per session
   args = [f"--config={cfg}:smoke", f"--workdir={tmp_path}/wd", f"--config.data.path={data_path}",
           "--config.progress=False"]
-  proc = run_py(args, tmp_path)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  # The job SIGKILLed after the second model's first epoch, then rerun to the end: the first model is kept, the
+  # second resumed, and the results below are the rerun's (conftest.run_killed_then_resumed).
+  run_killed_then_resumed(args, tmp_path, tmp_path / "wd", "models", {"identical": 2, "nonid": 2},
+                          'nonid (2/2): {"epoch": 1')
   res = json.load(open(tmp_path / "wd" / "results.json"))
-  # The same job, training only, SIGKILLed after the second model's first epoch and rerun: both models end with
-  # this run's parameters.
-  from jaxchan.experiments.noniden import load_trained
-  assert_sigkill_resume_reproduces(
-      tmp_path, [a for a in args if not a.startswith("--workdir")] + [
-          "--config.eval.models=()", "--config.eval.full_grid_models=()", "--config.eval.lmmse=False"],
-      tmp_path / "wd", "models", ("identical", "nonid"), 'nonid (2/2): {"epoch": 1', lambda d: load_trained(d)[1])
   assert set(res["training"]) == {"nonid", "identical"}
   rows = res["generation"]["rows"]
   # 2 patterns x (nonid: 2 steppings + 1 extra sampler + the paper start with both samplers; identical: 1 run).
@@ -54,8 +49,7 @@ def test_noniden_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, caplog):
   for f in ("results.json", "tables.md", "fig_steps.png", "jaxchan.log", "models/nonid/metrics.jsonl"):
     assert os.stat(tmp_path / "wd" / f).st_mode & 0o044 == 0o044, f
   # A trained model loads back and generates from a user's own (H_bar, M).
-  import jax
-
+  from jaxchan.experiments.noniden import load_trained
   den, params, info = load_trained(str(tmp_path / "wd" / "models" / "nonid"))
   sch = den.schedule
   assert den.anchor == "kronecker"

@@ -189,6 +189,30 @@ def test_signal_checkpoints_mid_epoch_and_resume_matches_uninterrupted(tmp_path,
 
 
 @pytest.mark.slow
+def test_sigkill_mid_epoch_resumes_from_the_last_epoch_checkpoint_and_matches_uninterrupted(tmp_path):
+  """A kill no handler sees (SIGKILL, the OOM killer, a lost node): no mid-epoch checkpoint is written, so the rerun
+  starts again at the last epoch boundary and must still end with the uninterrupted run's parameters, bit for bit
+  (step, data order and PRNG state all come back from the checkpoint). The experiments' jobs share this loop."""
+  cmd, env = _job([str(tmp_path / "ref"), "--out", str(tmp_path / "ref.npz")])
+  subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=300)
+  cmd, env = _job([str(tmp_path / "run"), "--out", str(tmp_path / "run.npz"), "--sleep", "0.05"])
+  proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  first = proc.stdout.readline()                 # epoch 1's JSON line: now inside epoch 2
+  assert '"epoch": 1' in first, first + proc.stderr.read()
+  time.sleep(0.3)
+  proc.send_signal(signal.SIGKILL)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == -signal.SIGKILL and "checkpoint written" not in out
+  resumed = subprocess.run(cmd[:-2], env=env, capture_output=True, text=True, timeout=300)   # no --sleep
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert "at epoch 1, batch 0 (step 16)" in resumed.stdout, resumed.stdout   # the end of epoch 1: 16 batches
+  ref, got = _params(tmp_path / "ref.npz"), _params(tmp_path / "run.npz")
+  for k in ref:
+    np.testing.assert_array_equal(got[k], ref[k])
+  assert not [p for p in (tmp_path / "run").rglob("*") if ".tmp" in p.name]   # atomic writes: nothing half-written
+
+
+@pytest.mark.slow
 def test_four_devices_reach_the_same_parameters_as_one(tmp_path):
   flags = {"XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=4")}
   for n in (1, 4):
