@@ -44,6 +44,20 @@ def write_scalars(w, step: int, values: dict) -> None:
   w.flush()
 
 
+def missing(logdir: str, history: list) -> list:
+  """The records of ``history`` (what a resumed run restored from ``metrics.jsonl``) whose epoch the event files in
+  ``logdir`` lack (none without tensorboardX). A process killed outright can lose its last scalars: tensorboardX
+  queues events for a writer thread and its ``flush`` does not wait for the queue, so a resumed run writes them
+  again from the record that survives every kill."""
+  if not history or not glob.glob(os.path.join(logdir, "events.out.tfevents.*")):
+    return list(history)
+  try:
+    have = {step for step, _ in read_scalars(logdir).get("train_loss", [])}
+  except ImportError:
+    return []
+  return [r for r in history if int(r["epoch"]) not in have]
+
+
 def read_scalars(logdir: str) -> dict:
   """``{tag: [(step, value), ...]}`` from the event files in ``logdir`` (TFRecord framing, tensorboardX's protos).
 

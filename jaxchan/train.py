@@ -234,7 +234,13 @@ def fit(state: TrainState, train_step, batches: Callable[[int], Iterable], *, nu
     log(f"{name + ': ' if name else ''}initial {select} {initial:.6g}")
     state = state.replace(best_loss=scalar(initial, np.float32))
   start = int(state.epoch)
-  tb = summary.writer(workdir) if start < num_epochs else None
+  lost = summary.missing(workdir, history)   # a killed run's last scalars may not have reached its event file
+  tb = summary.writer(workdir) if start < num_epochs or lost else None
+  for r in lost:
+    summary.write_scalars(tb, int(r["epoch"]), r)
+  if start >= num_epochs and tb is not None:
+    tb.close()
+    tb = None
   with _StopFlag() as stop:
     for epoch in range(start, num_epochs):
       t0 = time.time()

@@ -188,6 +188,24 @@ def test_signal_checkpoints_mid_epoch_and_resume_matches_uninterrupted(tmp_path,
   assert [r["train_loss"] for r in a] == pytest.approx([r["train_loss"] for r in b], rel=1e-6)
 
 
+def test_a_resumed_run_writes_the_scalars_a_killed_one_lost(tmp_path):
+  # tensorboardX queues events for a writer thread; a SIGKILL can drop the last ones. What the event files lack of
+  # the restored metrics.jsonl records is written again, and nothing twice.
+  from jaxchan import summary
+  history = [{"epoch": 1, "train_loss": 0.5}, {"epoch": 2, "train_loss": 0.4}]
+  assert summary.missing(str(tmp_path), history) == history          # no event file yet
+  w = summary.writer(str(tmp_path))
+  summary.write_scalars(w, 1, history[0])
+  w.close()
+  assert summary.missing(str(tmp_path), history) == history[1:]
+  w = summary.writer(str(tmp_path))
+  for r in summary.missing(str(tmp_path), history):
+    summary.write_scalars(w, r["epoch"], r)
+  w.close()
+  assert summary.read_scalars(str(tmp_path))["train_loss"] == [(1, 0.5), (2, pytest.approx(0.4))]
+  assert summary.missing(str(tmp_path), history) == []
+
+
 @pytest.mark.slow
 def test_sigkill_mid_epoch_resumes_from_the_last_epoch_checkpoint_and_matches_uninterrupted(tmp_path):
   """A kill no handler sees (SIGKILL, the OOM killer, a lost node): no mid-epoch checkpoint is written, so the rerun
