@@ -305,7 +305,7 @@ def ensure_dataset(dcfg, preset: str | None = None, *, progress: bool = True, lo
   if not os.path.exists(path) and is_main_process():
     log(f"dataset {path} is missing; building it once with datagen ({cmd})")
     from datagen import presets
-    _build(path, presets.get(preset, dcfg.size, seed=dcfg.seed), progress=progress)
+    _build(path, preset, presets.get(preset, dcfg.size, seed=dcfg.seed), progress=progress)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices(f"ensure_dataset {preset} {dcfg.size}")
@@ -317,9 +317,9 @@ def ensure_dataset(dcfg, preset: str | None = None, *, progress: bool = True, lo
   return path
 
 
-def _build(path: str, cfg: dict, *, progress: bool):
+def _build(path: str, preset: str, cfg: dict, *, progress: bool):
   from datagen import presets, store
-  if presets.source(cfg["preset"]) == "rt":
+  if presets.source(preset) == "rt":
     from datagen import rt_source
     rt_source.validate(cfg)
     store.build(path, cfg, rt_source.generate, generator=rt_source.version(), progress=progress)
@@ -340,7 +340,7 @@ def ensure_generated(path: str, cfg: dict, *, progress: bool = True, log=log) ->
         + ", ".join(f"{k}={cfg[k]}" for k in ("num_occasions", "speed_indoor_kmh", "speed_outdoor_kmh",
                                              "num_train", "num_test", "seed") if k in cfg) + ")")
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    _build(path, cfg, progress=progress)
+    _build(path, cfg["preset"], cfg, progress=progress)
   import h5py
   with h5py.File(path, "r") as f:
     have = json.loads(f.attrs["config_json"]) if "config_json" in f.attrs else {}
