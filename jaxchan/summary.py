@@ -38,24 +38,36 @@ def write_scalars(w, step: int, values: dict) -> None:
   """Every numeric entry of ``values`` at ``step`` (``w`` from :func:`writer`; ``None`` does nothing)."""
   if w is None:
     return
-  for k, v in values.items():
-    if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epoch", "step"):
-      w.add_scalar(k, float(v), global_step=int(step))
+  for k, v in _numeric(values).items():
+    w.add_scalar(k, float(v), global_step=int(step))
   w.flush()
 
 
+def _numeric(record: dict) -> dict:
+  return {k: v for k, v in record.items()
+          if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epoch", "step")}
+
+
 def missing(logdir: str, history: list) -> list:
-  """The records of ``history`` (what a resumed run restored from ``metrics.jsonl``) whose epoch the event files in
-  ``logdir`` lack (none without tensorboardX). A process killed outright can lose its last scalars: tensorboardX
-  queues events for a writer thread and its ``flush`` does not wait for the queue, so a resumed run writes them
-  again from the record that survives every kill."""
-  if not history or not glob.glob(os.path.join(logdir, "events.out.tfevents.*")):
-    return list(history)
-  try:
-    have = {step for step, _ in read_scalars(logdir).get("train_loss", [])}
-  except ImportError:
+  """What of ``history`` (the records a resumed run restored from ``metrics.jsonl``) the event files in ``logdir``
+  lack: per epoch, a record with only the scalars not found at that step (none without tensorboardX). A process
+  killed outright can lose its last scalars, some of an epoch's or all: tensorboardX queues every scalar as its own
+  event for a writer thread, and its ``flush`` does not wait for the queue; a resumed run writes them again from
+  the record that survives every kill, and nothing twice."""
+  if not history:
     return []
-  return [r for r in history if int(r["epoch"]) not in have]
+  have = {}
+  if glob.glob(os.path.join(logdir, "events.out.tfevents.*")):
+    try:
+      have = {tag: {step for step, _ in points} for tag, points in read_scalars(logdir).items()}
+    except ImportError:
+      return []
+  out = []
+  for r in history:
+    lost = {k: v for k, v in _numeric(r).items() if int(r["epoch"]) not in have.get(k, ())}
+    if lost:
+      out.append(dict(lost, epoch=int(r["epoch"])))
+  return out
 
 
 def read_scalars(logdir: str) -> dict:

@@ -198,11 +198,16 @@ def test_a_resumed_run_writes_the_scalars_a_killed_one_lost(tmp_path):
   summary.write_scalars(w, 1, history[0])
   w.close()
   assert summary.missing(str(tmp_path), history) == history[1:]
+  # A kill can also land between one epoch's scalars (each is its own event): only the lost ones come back.
+  history = [{"epoch": 1, "train_loss": 0.5, "test_loss": 0.6}, {"epoch": 2, "train_loss": 0.4, "test_loss": 0.5}]
+  assert summary.missing(str(tmp_path), history) == [{"epoch": 1, "test_loss": 0.6}, history[1]]
   w = summary.writer(str(tmp_path))
   for r in summary.missing(str(tmp_path), history):
     summary.write_scalars(w, r["epoch"], r)
   w.close()
-  assert summary.read_scalars(str(tmp_path))["train_loss"] == [(1, 0.5), (2, pytest.approx(0.4))]
+  got = summary.read_scalars(str(tmp_path))
+  assert got["train_loss"] == [(1, 0.5), (2, pytest.approx(0.4))]
+  assert got["test_loss"] == [(1, pytest.approx(0.6)), (2, 0.5)]
   assert summary.missing(str(tmp_path), history) == []
 
 
