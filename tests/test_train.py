@@ -158,12 +158,11 @@ def _params(path):
     return {k: f[k] for k in f.files}
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_checkpoints_mid_epoch_and_resume_matches_uninterrupted(tmp_path, sig):
+def _reference_then_interrupted(tmp_path, sig):
+  """The uninterrupted job (``ref.npz``), then the same job slowed on the host so that ``sig`` lands inside epoch
+  2: ``(cmd, env, proc, stdout, stderr)`` of the interrupted one (``cmd[:-2]`` reruns it without the slowdown)."""
   cmd, env = _job([str(tmp_path / "ref"), "--out", str(tmp_path / "ref.npz")])
   subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=300)
-  # The same job, slowed on the host so the signal lands inside epoch 2, then rerun.
   cmd, env = _job([str(tmp_path / "run"), "--out", str(tmp_path / "run.npz"), "--sleep", "0.05"])
   proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   first = proc.stdout.readline()                 # epoch 1's JSON line: now inside epoch 2
@@ -171,6 +170,13 @@ def test_signal_checkpoints_mid_epoch_and_resume_matches_uninterrupted(tmp_path,
   time.sleep(0.3)
   proc.send_signal(sig)
   out, err = proc.communicate(timeout=120)
+  return cmd, env, proc, out, err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_checkpoints_mid_epoch_and_resume_matches_uninterrupted(tmp_path, sig):
+  cmd, env, proc, out, err = _reference_then_interrupted(tmp_path, sig)
   assert proc.returncode == 128 + sig, (proc.returncode, err[-2000:])
   m = re.search(r"checkpoint written at step (\d+) \(epoch 2, batch (\d+)\)", out)
   assert m, out + err[-2000:]
@@ -216,15 +222,7 @@ def test_sigkill_mid_epoch_resumes_from_the_last_epoch_checkpoint_and_matches_un
   """A kill no handler sees (SIGKILL, the OOM killer, a lost node): no mid-epoch checkpoint is written, so the rerun
   starts again at the last epoch boundary and must still end with the uninterrupted run's parameters, bit for bit
   (step, data order and PRNG state all come back from the checkpoint). The experiments' jobs share this loop."""
-  cmd, env = _job([str(tmp_path / "ref"), "--out", str(tmp_path / "ref.npz")])
-  subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=300)
-  cmd, env = _job([str(tmp_path / "run"), "--out", str(tmp_path / "run.npz"), "--sleep", "0.05"])
-  proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  first = proc.stdout.readline()                 # epoch 1's JSON line: now inside epoch 2
-  assert '"epoch": 1' in first, first + proc.stderr.read()
-  time.sleep(0.3)
-  proc.send_signal(signal.SIGKILL)
-  out, err = proc.communicate(timeout=120)
+  cmd, env, proc, out, err = _reference_then_interrupted(tmp_path, signal.SIGKILL)
   assert proc.returncode == -signal.SIGKILL and "checkpoint written" not in out
   resumed = subprocess.run(cmd[:-2], env=env, capture_output=True, text=True, timeout=300)   # no --sleep
   assert resumed.returncode == 0, resumed.stderr[-2000:]
