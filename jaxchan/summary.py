@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import struct
+import time
 
 from absl import logging
 
@@ -31,7 +32,9 @@ def writer(logdir: str):
                    "(pip install -e '.[tensorboard]' for TensorBoard event files).")
       _warned = True
     return None
-  return SummaryWriter(logdir=logdir, flush_secs=10)
+  # tensorboardX names its file by the whole second and host and opens it for writing: a second writer in the
+  # same folder within that second (a quick resume) would erase the first one's events without this suffix.
+  return SummaryWriter(logdir=logdir, flush_secs=10, filename_suffix=f".{os.getpid()}.{time.time_ns()}")
 
 
 def write_scalars(w, step: int, values: dict) -> None:

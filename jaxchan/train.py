@@ -284,9 +284,11 @@ def fit(state: TrainState, train_step, batches: Callable[[int], Iterable], *, nu
                                 best_epoch=scalar(epoch + 1, np.int32))
         record["kept_epoch"] = int(state.best_epoch)
       history.append(record)
-      save(state)
+      # The record before the checkpoint: a kill between the two leaves an extra record, which the restore's
+      # [:epoch] slice drops, rather than a checkpoint whose epoch has no record.
       if is_main:
         files.atomic_write_text(metrics_path, "".join(json.dumps(r) + "\n" for r in history))
+      save(state)
       summary.write_scalars(tb, epoch + 1, record)
       log(f"{name}: {json.dumps(record)}" if name else json.dumps(record))
   manager.close()

@@ -171,18 +171,6 @@ def docs_block(doc: str, test_name: str) -> str:
   return m.group(1)
 
 
-# Wall-clock fields: the only ones a resumed run may change.
-_TIMING = {"seconds", "elapsed_s", "wall_s", "started", "finished", "duration_s", "provenance"}
-
-
-def _strip_timing(x):
-  if isinstance(x, dict):
-    return {k: _strip_timing(v) for k, v in x.items() if k not in _TIMING}
-  if isinstance(x, list):
-    return [_strip_timing(v) for v in x]
-  return x
-
-
 def _kill_when(args, cwd, log_path, marker: str, timeout: float = 600.0) -> bool:
   """Start ``run.py ARGS``; SIGKILL it as soon as ``marker`` appears in ``log_path``. False if it ended first."""
   env = dict(os.environ, JAX_PLATFORMS="cpu")

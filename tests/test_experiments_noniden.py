@@ -25,6 +25,7 @@ def test_noniden_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, caplog):
   run_killed_then_resumed(args, tmp_path, tmp_path / "wd", "models", {"identical": 2, "nonid": 2},
                           'nonid (2/2): {"epoch": 1')
   res = json.load(open(tmp_path / "wd" / "results.json"))
+  assert "models/nonid/checkpoints at epoch 1, batch 0" in (tmp_path / "wd" / "jaxchan.log").read_text()
   assert set(res["training"]) == {"nonid", "identical"}
   rows = res["generation"]["rows"]
   # 2 patterns x (nonid: 2 steppings + 1 extra sampler + the paper start with both samplers; identical: 1 run).

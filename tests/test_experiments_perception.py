@@ -131,6 +131,7 @@ def test_tables_sample_the_dm_with_the_configured_sampler_and_old_runs_with_the_
   c = configs.get("perception:quick")
   assert c.eval.sampler == "dpm2m:10" and perception_setup.sampler_kw(c)["solver"] == Solver("dpm2m", 10)
   assert perception_setup.sampler_kw(c, "ancestral") == perception_setup.dm_kw(c)
+  assert perception_setup.sampler_kw(c, f"ancestral:{c.dm.T}") == perception_setup.dm_kw(c)   # the same chain
   with c.unlocked():
     del c.eval["sampler"]
   assert perception_setup.sampler_kw(c) == perception_setup.dm_kw(c)

@@ -221,7 +221,7 @@ def sampler_kw(config, spec: str | None = None) -> dict:
   (:class:`jaxchan.ddpm_solvers.Solver`). Runs recorded before ``eval.sampler`` existed sampled the full chain."""
   from jaxchan.ddpm_solvers import Solver
   solver = Solver.parse(config.eval.get("sampler", "ancestral") if spec is None else spec)
-  if solver == Solver():
+  if solver.kind == "ancestral" and solver.num_steps in (0, config.dm.T):   # the full chain, however written
     return dm_kw(config)
   return dict(prediction=dm_prediction(config), clip_x0=config.dm.clip_x0 or None, solver=solver)
 
