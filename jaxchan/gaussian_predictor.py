@@ -190,10 +190,13 @@ def under_prior(latest, seen, noise_var, row_cov) -> GaussianPrediction:
   y = (latest.reshape(B, n_ue, d) * m[:, None, :].astype(latest.dtype)).astype(C.dtype)          # [B, U, d]
   chol = jax.vmap(jnp.linalg.cholesky)(K)
   solve = jax.vmap(lambda L, b: jax.scipy.linalg.cho_solve((L, True), b))
-  z = solve(chol, jnp.swapaxes(y, 1, 2))                                                         # [B, d, U]
-  mean = jnp.einsum("ij,bjU->bUi", C, m[:, :, None].astype(C.dtype) * z).reshape(B, n_ue, n_bs, n_prb)
   SC = m[:, :, None].astype(C.dtype) * C[None]                                                   # S C
-  cov = C[None] - jnp.einsum("bji,bjk->bik", jnp.conj(SC), solve(chol, SC))                      # C - C S K^-1 S C
+  # Both right-hand sides in one solve: two independent solves in one program can stall XLA:CPU
+  # (jaxchan.staged_precoding says why).
+  z_all = solve(chol, jnp.concatenate([jnp.swapaxes(y, 1, 2), SC], -1))                         # [B, d, U + d]
+  z, KSC = z_all[..., :n_ue], z_all[..., n_ue:]
+  mean = jnp.einsum("ij,bjU->bUi", C, m[:, :, None].astype(C.dtype) * z).reshape(B, n_ue, n_bs, n_prb)
+  cov = C[None] - jnp.einsum("bji,bjk->bik", jnp.conj(SC), KSC)                                  # C - C S K^-1 S C
   blocks = cov.reshape(B, n_bs, n_prb, n_bs, n_prb)
   per_prb = jnp.moveaxis(jnp.diagonal(blocks, axis1=2, axis2=4), -1, 1)                         # [B, F, N, N]
   vals, vecs = jnp.linalg.eigh(0.5 * (per_prb + jnp.conj(jnp.swapaxes(per_prb, -1, -2))))

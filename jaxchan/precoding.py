@@ -361,22 +361,3 @@ def random_precoder(key: jax.Array, shape, n_bs: int, n_streams: int, n_freq: in
 CLASSICAL_LABELS = {"perfect_csi": "Perfect CSI (SVD)", "srs_baseline": "SRS baseline (latest SRS per PRB)",
                     "sample_cov": "Sample-covariance precoder (SRS history)",
                     "avg_gramian": "Average-Gramian precoder (no obs.)", "uniform": "Uniform precoder (no CSI)"}
-
-
-def classical_precoders(h: jax.Array, srs_estimate: jax.Array, history_gram: jax.Array, avg_gram: jax.Array,
-                        key: jax.Array, n_streams: int) -> dict:
-  """Every precoder that needs no learning, ``{name: [B, n_bs, n_streams, n_freq]}`` (keys of :data:`CLASSICAL_LABELS`).
-
-  Args:
-    h: true channels ``[B, n_ue, n_bs, n_freq]`` (perfect CSI).
-    srs_estimate: the SRS baseline's channel estimate, same shape.
-    history_gram: ``[B, n_bs, n_bs]`` wideband sample covariance of the SRS history.
-    avg_gram: ``[n_bs, n_bs, n_freq]`` training-set average Gramian (:func:`average_gramian`).
-    key: PRNG key of the uniform precoders.
-  """
-  B, n_freq = h.shape[0], h.shape[-1]
-  W_avg = precoder_from_gramian(avg_gram, n_streams)
-  return {"perfect_csi": svd_precoder(h, n_streams), "srs_baseline": svd_precoder(srs_estimate, n_streams),
-          "sample_cov": wideband_precoder(history_gram, n_streams, n_freq),
-          "avg_gramian": jnp.broadcast_to(W_avg, (B,) + W_avg.shape),
-          "uniform": random_precoder(key, (B,), h.shape[-2], n_streams, n_freq, h.dtype)}

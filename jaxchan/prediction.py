@@ -182,11 +182,17 @@ def sample_posterior(model, params, obs: srs.SRSObservation, key: jax.Array, sch
   # Observation-major order (row b * K + k): a batch split over devices keeps each observation's
   # K samples on the device that holds the observation, so the reverse loop needs no communication.
   tile = lambda enc: jax.tree.map(lambda m: jnp.repeat(m, K, axis=0), enc)  # noqa: E731
-  mem_c = tile(model.apply(params, obs.obs, obs.mask, obs.noise_var, method="encode"))
   guided = guidance != 1.0
-  if guided:
-    null = jnp.ones((B,), bool)
-    mem_u = tile(model.apply(params, obs.obs, obs.mask, obs.noise_var, null, method="encode"))
+  if not guided:
+    mem_c = tile(model.apply(params, obs.obs, obs.mask, obs.noise_var, method="encode"))
+  else:
+    # The conditional and the null encoding as one batch: one program may hold only one chain of the anchor's
+    # LAPACK calls on CPU (jaxchan.staged_precoding says why).
+    two = lambda a: jnp.concatenate([a, a])  # noqa: E731
+    drop = jnp.concatenate([jnp.zeros((B,), bool), jnp.ones((B,), bool)])
+    nv = jnp.broadcast_to(obs.noise_var, (B,))
+    both = model.apply(params, two(obs.obs), two(obs.mask), two(nv), drop, method="encode")
+    mem_c, mem_u = (tile(jax.tree.map(lambda m: m[sl], both)) for sl in (slice(0, B), slice(B, None)))
 
   def eps_fn(x, t):
     tt = jnp.full((x.shape[0],), t)

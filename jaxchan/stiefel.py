@@ -92,9 +92,15 @@ def conjugate_gradient(f, W0: jax.Array, *, num_iters: int = 50, num_trials: int
   checks.positive_int("num_iters", num_iters)
   checks.positive_int("num_trials", num_trials)
 
+  def f_and_egrad(W):
+    def total(a, b):
+      v = f(jax.lax.complex(a, b))
+      return jnp.sum(v), v
+    (_, fW), (g_re, g_im) = jax.value_and_grad(total, argnums=(0, 1), has_aux=True)(W.real, W.imag)
+    return fW, jax.lax.complex(g_re, g_im).astype(W.dtype)
+
   def egrad(W):
-    g_re, g_im = jax.grad(lambda a, b: jnp.sum(f(jax.lax.complex(a, b))), argnums=(0, 1))(W.real, W.imag)
-    return jax.lax.complex(g_re, g_im).astype(W.dtype)
+    return f_and_egrad(W)[1]
 
   scales = 0.5 ** jnp.arange(num_trials, dtype=W0.real.dtype)
 
@@ -119,8 +125,11 @@ def conjugate_gradient(f, W0: jax.Array, *, num_iters: int = 50, num_trials: int
     d_new = g_new + beta[..., None, None] * project(W_new, d)
     return W_new, f_new, g_new, d_new
 
-  g0 = project(W0, egrad(W0))
-  W, fW, _, _ = jax.lax.fori_loop(0, num_iters, body, (W0, f(W0), g0, g0))
+  # f and its gradient from one forward pass: two independent evaluations of an f with a decomposition (eq. 25's
+  # Cholesky) in one program can stall XLA:CPU (jaxchan.staged_precoding says why).
+  f0, e0 = f_and_egrad(W0)
+  g0 = project(W0, e0)
+  W, fW, _, _ = jax.lax.fori_loop(0, num_iters, body, (W0, f0, g0, g0))
   return W, fW
 
 

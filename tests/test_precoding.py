@@ -126,3 +126,41 @@ def test_latent_precoder_derivative_is_exact_with_distinct_eigenvalues_and_finit
   Z0 = Z.at[:, 2:].set(0.0)                       # two zero rows: eigenvalue 0 twice
   assert bool(jnp.all(jnp.isfinite(jnp.abs(jax.grad(
       lambda z: jnp.sum(precoding.received_energy(H, precoding.latent_precoder(z, 2))))(Z0)))))
+
+
+def _lapack_calls(fn, *args, **kw) -> int:
+  hlo = fn.lower(*args, **kw).compile().as_text()          # after inlining: each call site counts
+  return hlo.count('custom_call_target="lapack_')           # jaxlib's LAPACK kernels (lapack_cgesdd_ffi, ...)
+
+
+def test_staged_precoders_are_the_direct_ones_with_one_lapack_call_per_program():
+  from jaxchan import staged_precoding
+  k = jax.random.split(jax.random.PRNGKey(3), 4)
+  H, est = _channels(k[0]), _channels(k[1])
+  samples = conventions.standard_normal(k[2], (5, 3, N_UE, N_BS, N_F))
+  G_hist = precoding.gramian(samples)[..., 0]                                     # [3, n_bs, n_bs] wideband
+  G_avg = precoding.average_gramian(_channels(k[3], (7,)))
+  W = staged_precoding.classical_precoders(H, est, G_hist, G_avg, jax.random.PRNGKey(4), 2)
+  direct = {"perfect_csi": precoding.svd_precoder(H, 2), "srs_baseline": precoding.svd_precoder(est, 2),
+            "sample_cov": precoding.wideband_precoder(G_hist, 2, N_F),
+            "avg_gramian": jnp.broadcast_to(precoding.precoder_from_gramian(G_avg, 2), (3, N_BS, 2, N_F)),
+            "uniform": precoding.random_precoder(jax.random.PRNGKey(4), (3,), N_BS, 2, N_F)}
+  assert set(W) == set(direct) == set(precoding.CLASSICAL_LABELS)
+  for name, w in direct.items():    # the same subspaces (eigenvectors are defined up to a phase per column)
+    np.testing.assert_allclose(_projector(W[name]), _projector(w), atol=1e-4, err_msg=name)
+  # One Cholesky call for every precoder at several SNRs, each the direct eq. (25).
+  snr = jnp.stack([jnp.full((3,), 10.0), jnp.asarray([1.0, 3.0, 100.0])])
+  se = staged_precoding.spectral_efficiencies(H, W, snr)
+  for name in W:
+    assert se[name].shape == (2, 3)
+    for i in range(2):
+      np.testing.assert_allclose(se[name][i], precoding.spectral_efficiency(H, W[name], snr[i]), rtol=1e-5)
+  # The point of the module: each program holds exactly one LAPACK call, whatever it is given.
+  assert _lapack_calls(staged_precoding.svd_precoders, {"a": H, "b": est}, n_streams=2) == 1
+  grams = {"a": precoding.gramian(samples), "b": G_avg[None].repeat(3, 0)}
+  assert _lapack_calls(staged_precoding.gramian_precoders, grams, n_streams=2) == 1
+  assert _lapack_calls(staged_precoding.spectral_efficiencies, H, W, snr) == 1
+  with pytest.raises(ValueError, match="same shape"):
+    staged_precoding.svd_precoders({"a": H, "b": H[:2]}, 2)
+  with pytest.raises(ValueError, match="one name"):
+    staged_precoding.precoders({"a": H}, {"a": precoding.gramian(samples)}, 2)

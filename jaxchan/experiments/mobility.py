@@ -23,6 +23,7 @@ Outputs: ``results.json``, ``mobility.md`` (one table) and ``fig_mobility.png``
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -30,7 +31,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from jaxchan import data, metrics, precoding, srs
+from jaxchan import data, metrics, precoding, srs, staged_precoding
 from jaxchan.experiments import common
 
 METHODS = tuple(precoding.CLASSICAL_LABELS)
@@ -67,12 +68,19 @@ def ensure_dataset(config, speed: float, log=common.log) -> str:
 
 
 def classical_se(h, history, G_avg, key, *, n_streams, snr_db_range, dl_offset_db, num_hops=4):
-  """Per-method SE sums ``{method: float}`` of one test batch (see the module docstring)."""
+  """Per-method SE sums ``{method: float}`` of one test batch (see the module docstring), one LAPACK call per
+  program (:mod:`jaxchan.staged_precoding`)."""
   k_obs, k_u = jax.random.split(key)
-  obs = srs.observe(history, k_obs, num_hops=num_hops, snr_db_range=snr_db_range)
-  dl = metrics.from_db(obs.snr_db + dl_offset_db)
-  W = precoding.classical_precoders(h, srs.baseline(obs), srs.history_gramian(obs), G_avg, k_u, n_streams)
-  return {k: jnp.sum(precoding.spectral_efficiency(h, w, dl)) for k, w in W.items()}
+  dl, est, G_hist = _observe(history, k_obs, num_hops, tuple(snr_db_range), dl_offset_db)
+  W = staged_precoding.classical_precoders(h, est, G_hist, G_avg, k_u, n_streams)
+  se = staged_precoding.spectral_efficiencies(h, W, dl[None])
+  return {k: float(jnp.sum(v)) for k, v in se.items()}
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _observe(history, key, num_hops, snr_db_range, dl_offset_db):
+  obs = srs.observe(history, key, num_hops=num_hops, snr_db_range=snr_db_range)
+  return metrics.from_db(obs.snr_db + dl_offset_db), srs.baseline(obs), srs.history_gramian(obs)
 
 
 def run(config, workdir: str) -> dict:
@@ -81,9 +89,8 @@ def run(config, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   from jaxchan import progress
   key = jax.random.PRNGKey(config.seed)
-  score = jax.jit(lambda h, hist, G, k: classical_se(
-      h, hist, G, k, n_streams=config.n_streams, snr_db_range=tuple(config.snr_db_range),
-      dl_offset_db=config.dl_snr_offset_db))
+  score = functools.partial(classical_se, n_streams=config.n_streams, snr_db_range=tuple(config.snr_db_range),
+                            dl_offset_db=config.dl_snr_offset_db)
   rows = []
   for i, speed in enumerate(progress.bar(config.speeds, desc="mobility sweep", disable=not config.progress)):
     path = ensure_dataset(config, speed)
@@ -99,7 +106,7 @@ def run(config, workdir: str) -> dict:
                   jnp.asarray(test["history"][j:j + config.batch_size]), G_avg,
                   jax.random.fold_in(jax.random.fold_in(key, i), j))
       for m in METHODS:
-        sums[m] += float(out[m])
+        sums[m] += out[m]
     rows.append(dict(speed_kmh=float(speed), dataset=path, num_test=n, predictor_nmse=pred["nmse"],
                      predictor_nmse_noiseless=pred["nmse_noiseless"], corr=pred["corr"],
                      se={m: sums[m] / n for m in METHODS}))

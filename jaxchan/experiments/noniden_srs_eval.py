@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxchan import checks, denoiser, gaussian_predictor, metrics, noniden, precoding, srs, srs_prior, stepping
+from jaxchan import (checks, denoiser, gaussian_predictor, metrics, noniden, precoding, srs, srs_prior,
+                     staged_precoding, stepping)
 from jaxchan.experiments import common, perception_eval
 
 #: Channel estimates (NMSE) and precoders (SE) of the main table, in display order. ``noniden_<anchor>``: the
@@ -104,17 +105,11 @@ def make_eval_batch(config, model: PriorModel, setting: SRSSetting, gen: Generat
   """``(params, history, target, key) -> {sum name: value}`` of one test batch (sums: ``energy``,
   ``sqerr/<estimate>``, ``se/<precoder>``).
 
-  One jitted program per stage, each holding at most one LAPACK call, and each started only when the previous one
-  has finished (the host waits): jaxlib's batched LAPACK kernels split their batch over XLA:CPU's intra-op thread
-  pool and wait for the parts, so two of them running at once on a 2-thread pool each hold a thread and wait for
-  parts no thread is left to run (seen: both ``tf_XLAEigen`` threads in ``ParallelBatchMap``, one in
-  ``lapack_cgesdd_ffi`` and one in ``lapack_cheevd_ffi``, no CPU in use, the program never finishing). Ordering
-  them inside one program is not enough: XLA:CPU runs independent operations concurrently whatever
-  ``optimization_barrier`` says about their order. The stages: the observation and the Gaussian predictor (its
+  One jitted program per stage, each holding one chain of dependent LAPACK calls and started when the previous
+  one has finished (:mod:`jaxchan.staged_precoding` says why): the observation and the Gaussian predictor (its
   spatial eigendecomposition); each anchor's start (the per-user prior's eigendecomposition) and the Gaussian
-  predictor's samples; the one-shot estimates and K samples (networks, no LAPACK); one SVD call for every SVD
-  precoder; one eigendecomposition call for every Gramian precoder; one Cholesky call for every precoder's
-  spectral efficiency, and the sums.
+  predictor's samples; the one-shot estimates and K samples (networks, no LAPACK); then the staged precoders
+  (one SVD call, one eigendecomposition call) and one Cholesky call for every spectral efficiency.
   """
   n_s, K = config.eval.n_streams, config.eval.num_samples
   den, innovation, anchors = model.den, model.innovation, tuple(config.srs_prior.anchors)
@@ -150,55 +145,28 @@ def make_eval_batch(config, model: PriorModel, setting: SRSSetting, gen: Generat
                                         num_steps=gen.num_steps), n_ue)
     return est, samples
 
-  def svd_inputs(prep, est_prior, h):
-    est = {"srs_baseline": srs.baseline(prep["obs"]), "gaussian": prep["gp"].mean}
-    svd_in = {"perfect_csi": h, "srs_baseline": est["srs_baseline"], "gaussian_mean": prep["gp"].mean}
-    svd_in.update({f"{name}_mean": e for name, e in est_prior.items()})
-    return est, svd_in
-
-  @jax.jit
-  def svd_precoders(prep, est_prior, h):      # one SVD call: the channel itself, then every estimate
-    _, svd_in = svd_inputs(prep, est_prior, h)
-    return precoding.svd_precoder(jnp.stack(list(svd_in.values())), n_s)
-
-  def gramians(prep, samples, est_prior, h):
-    F = h.shape[-1]
-    obs, gp = prep["obs"], prep["gp"]
-    grams = {"sample_cov": jnp.broadcast_to(srs.history_gramian(obs)[..., None], h.shape[:1] + 2 * h.shape[-2:-1] + (F,)),
-             "gaussian_bayes": precoding.gramian(prep["gauss_samples"]),
-             "gaussian_bayes_inf": gaussian_predictor.expected_gramian(gp)}
-    grams.update({f"{name}_bayes": precoding.gramian(samples[name]) for name in est_prior})
-    return grams
-
-  @jax.jit
-  def gramian_precoders(prep, samples, est_prior, h):   # one eigendecomposition call: every Gramian
-    grams = gramians(prep, samples, est_prior, h)
-    return precoding.precoder_from_gramian(jnp.stack(list(grams.values())), n_s)
-
-  @jax.jit
-  def sums(prep, est_prior, samples, h, W_svd, W_gram):   # one Cholesky call: every precoder's SE
-    obs = prep["obs"]
-    dl_snr = metrics.from_db(obs.snr_db + config.eval.dl_snr_offset_db)
-    est, svd_in = svd_inputs(prep, est_prior, h)
-    est.update(est_prior)
-    names = list(svd_in) + list(gramians(prep, samples, est_prior, h))
-    W_all = jnp.concatenate([W_svd, W_gram])
-    se = precoding.spectral_efficiency(jnp.broadcast_to(h, (len(names),) + h.shape), W_all,
-                                       jnp.broadcast_to(dl_snr, (len(names),) + dl_snr.shape))
-    out = {"energy": jnp.sum(jnp.abs(h) ** 2)}
-    for name, e in est.items():
-      out[f"sqerr/{name}"] = jnp.sum(jnp.abs(e - h) ** 2)
-    out.update({f"se/{name}": jnp.sum(se[i]) for i, name in enumerate(names)})
-    return out
-
   def run(params, history, h, key):
     wait = jax.block_until_ready
     obs, gp, k_dm = wait(observe_and_predict(history, key))
     prep = wait(start(obs, gp, k_dm))
-    est, samples = wait(sample(params, prep))
-    W_svd = wait(svd_precoders(prep, est, h))
-    W_gram = wait(gramian_precoders(prep, samples, est, h))
-    return sums(prep, est, samples, h, W_svd, W_gram)
+    est_prior, samples = wait(sample(params, prep))
+    est = {"srs_baseline": srs.baseline(obs), "gaussian": gp.mean, **est_prior}
+    svd_in = {"perfect_csi": h, "srs_baseline": est["srs_baseline"], "gaussian_mean": gp.mean,
+              **{f"{name}_mean": e for name, e in est_prior.items()}}
+    grams = {"sample_cov": staged_precoding.wideband(srs.history_gramian(obs), h.shape[-1]),
+             "gaussian_bayes": precoding.gramian(prep["gauss_samples"]),
+             "gaussian_bayes_inf": gaussian_predictor.expected_gramian(gp),
+             **{f"{name}_bayes": precoding.gramian(samples[name]) for name in est_prior}}
+    W = staged_precoding.precoders(svd_in, grams, n_s)
+    dl_snr = metrics.from_db(obs.snr_db + config.eval.dl_snr_offset_db)
+    return sums(est, h, wait(staged_precoding.spectral_efficiencies(h, W, dl_snr[None])))
+
+  @jax.jit
+  def sums(est, h, se):
+    out = {"energy": jnp.sum(jnp.abs(h) ** 2)}
+    out.update({f"sqerr/{name}": jnp.sum(jnp.abs(e - h) ** 2) for name, e in est.items()})
+    out.update({f"se/{name}": jnp.sum(s) for name, s in se.items()})
+    return out
 
   return run
 

@@ -13,15 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxchan import ddpm, gaussian_predictor, metrics, precoding, prediction, srs, stiefel
+from jaxchan import ddpm, gaussian_predictor, metrics, precoding, prediction, srs, staged_precoding, stiefel
 from jaxchan.experiments import common
 from jaxchan.experiments.perception_setup import (ESTIMATES, SE_ROWS, dm_kw, dm_prediction, dm_schedule,
                                                   fit_age_correlation, fit_cov_floor, init_params, loss_fn, make_model,
                                                   sampler_kw, srs_cfg, to_batch)
-
-
-def _svd(H, n_s):
-  return precoding.svd_precoder(H, n_s)
 
 
 def batch_keys(key: jax.Array) -> tuple:
@@ -34,61 +30,71 @@ def batch_keys(key: jax.Array) -> tuple:
 
 
 def make_eval_batch(config, models, rho):
-  """Jitted ``(params, history, target, key) -> dict of per-batch sums`` for Tables II/III and Fig. 7.
+  """``(params, history, target, key, G_avg) -> (sums, samples, W_bayes, dl_snr)`` for Tables II/III and Fig. 7.
 
   ``rho``: ``[n_occ]`` per-occasion correlation of the Gaussian predictor (:func:`~jaxchan.experiments.perception_setup.fit_age_correlation`).
+
+  One jitted program per stage, each holding one chain of dependent LAPACK calls, each started when the previous
+  has finished (:mod:`jaxchan.staged_precoding` says why): the observation and the Gaussian predictor; the SL
+  model; the DM's K samples; the E2E model and its precoder; the uniform precoders (a QR); every SVD precoder;
+  every Gramian precoder; every spectral efficiency and the sums.
   """
   n_s, K = config.eval.n_streams, config.eval.num_samples
   sch = dm_schedule(config)
   scfg = srs_cfg(config)
-  snr_grid = jnp.asarray(metrics.from_db(jnp.asarray(config.eval.dl_snr_grid_db, jnp.float32)))
+  snr_grid = metrics.from_db(jnp.asarray(config.eval.dl_snr_grid_db, jnp.float32))
   (m_sl, _), (m_dm, _), (m_e2e, _) = models["sl"], models["dm"], models["e2e"]
 
-  # Two programs, networks then linear algebra: with several CPU devices XLA stalls when the LAPACK
-  # custom calls (SVD, eigh) share one program with the split sampling loop; apart, both run split.
   @jax.jit
-  def predict(params, history, key):
-    p_sl, p_dm, p_e2e = params
+  def observe_and_predict(history, key):
     k_obs, k_dm, _ = batch_keys(key)
     obs = srs.observe(history, k_obs, num_hops=scfg.num_hops, snr_db_range=scfg.snr_db_range)
-    dl_snr = metrics.from_db(obs.snr_db + config.eval.dl_snr_offset_db)
-    est = {"srs_baseline": srs.baseline(obs), "sl": prediction.sl_predict(m_sl, p_sl, obs)}
-    samples = prediction.sample_posterior(m_dm, p_dm, obs, k_dm, sch, num_samples=K,
-                                          guidance=float(config.eval.guidance), **sampler_kw(config),
-                                          allow_extrapolation=config.eval.allow_extrapolation)
-    latent = m_e2e.apply(p_e2e, obs.obs, obs.mask, obs.noise_var)
     # The closed-form Gaussian predictor (no learning): its mean, K draws and its K -> infinity Gramian.
     gp = gaussian_predictor.predict(obs, rho)
-    est["gaussian"] = gp.mean
-    gauss = dict(samples=gaussian_predictor.sample(gp, jax.random.fold_in(k_dm, 1), K),
-                 gram=gaussian_predictor.expected_gramian(gp))
-    return dict(est=est, samples=samples, latent=latent, dl_snr=dl_snr, G_hist=srs.history_gramian(obs),
-                gauss=gauss)
+    return dict(obs=obs, k_dm=k_dm, dl_snr=metrics.from_db(obs.snr_db + config.eval.dl_snr_offset_db),
+                srs_baseline=srs.baseline(obs), G_hist=srs.history_gramian(obs), gaussian=gp.mean,
+                gauss_samples=gaussian_predictor.sample(gp, jax.random.fold_in(k_dm, 1), K),
+                gauss_gram=gaussian_predictor.expected_gramian(gp))
+
+  sl = jax.jit(lambda p, obs: prediction.sl_predict(m_sl, p, obs))
+  dm = jax.jit(lambda p, obs, k: prediction.sample_posterior(
+      m_dm, p, obs, k, sch, num_samples=K, guidance=float(config.eval.guidance), **sampler_kw(config),
+      allow_extrapolation=config.eval.allow_extrapolation))
+  e2e = jax.jit(lambda p, obs: precoding.latent_precoder(m_e2e.apply(p, obs.obs, obs.mask, obs.noise_var), n_s))
 
   @jax.jit
-  def score(pred, h, G_avg, key):
-    samples, latent, dl_snr, G_hist, gauss = (pred[k] for k in ("samples", "latent", "dl_snr", "G_hist", "gauss"))
-    est = dict(pred["est"], dm=samples[0])
-    W = dict(precoding.classical_precoders(h, est["srs_baseline"], G_hist, G_avg, key, n_s),
-             e2e=precoding.latent_precoder(latent, n_s), sl=_svd(est["sl"], n_s), dm_k1=_svd(samples[0], n_s),
-             dm_bayes=precoding.bayesian_precoder(samples, n_s), gaussian_mean=_svd(est["gaussian"], n_s),
-             gaussian_bayes=precoding.bayesian_precoder(gauss["samples"], n_s),
-             gaussian_bayes_inf=precoding.precoder_from_gramian(gauss["gram"], n_s))
+  def sums(pre, est, h, W):
+    dl = pre["dl_snr"]
+    snr = jnp.concatenate([dl[None], jnp.broadcast_to(snr_grid[:, None], snr_grid.shape + dl.shape)])
+    se = staged_precoding.spectral_efficiencies(h, W, snr)                  # [1 + grid, B] per precoder
     out = {"energy": jnp.sum(jnp.abs(h) ** 2)}
     for name, e in est.items():
       out[f"sqerr/{name}"] = jnp.sum(jnp.abs(e - h) ** 2)
       out[f"gcs/{name}"] = jnp.sum(jnp.mean(metrics.gcs(h, e, reduce="none"), axis=(-2, -1)))
-    for name, w in W.items():
-      out[f"se/{name}"] = jnp.sum(precoding.spectral_efficiency(h, w, dl_snr))
-      out[f"se_grid/{name}"] = jnp.sum(jax.vmap(lambda s: precoding.spectral_efficiency(h, w, s))(snr_grid), -1)
-    return out, W["dm_bayes"]
+    for name, s in se.items():
+      out[f"se/{name}"] = jnp.sum(s[0])
+      out[f"se_grid/{name}"] = jnp.sum(s[1:], -1)
+    return out
 
   def run(params, history, h, key, G_avg):
     """``G_avg``: ``[n_bs, n_bs, n_prb]`` average Gramian of training targets (:func:`average_gramian`)."""
-    pred = predict(params, history, key)
-    k_uniform = batch_keys(key)[2]
-    out, W_bayes = score(pred, h, G_avg, k_uniform)
-    return out, pred["samples"], W_bayes, pred["dl_snr"]
+    wait = jax.block_until_ready
+    p_sl, p_dm, p_e2e = params
+    pre = wait(observe_and_predict(history, key))
+    obs = pre["obs"]
+    est = {"srs_baseline": pre["srs_baseline"], "sl": wait(sl(p_sl, obs))}
+    samples = wait(dm(p_dm, obs, pre["k_dm"]))
+    est.update(dm=samples[0], gaussian=pre["gaussian"])
+    W = {"e2e": wait(e2e(p_e2e, obs)),
+         "uniform": wait(staged_precoding.uniform_precoders(batch_keys(key)[2], tuple(h.shape), n_s))}
+    W.update(staged_precoding.precoders(
+        {"perfect_csi": h, "srs_baseline": est["srs_baseline"], "sl": est["sl"], "dm_k1": samples[0],
+         "gaussian_mean": est["gaussian"]},
+        {"sample_cov": staged_precoding.wideband(pre["G_hist"], h.shape[-1]),
+         "avg_gramian": jnp.broadcast_to(G_avg, h.shape[:1] + G_avg.shape),
+         "dm_bayes": precoding.gramian(samples), "gaussian_bayes": precoding.gramian(pre["gauss_samples"]),
+         "gaussian_bayes_inf": pre["gauss_gram"]}, n_s))
+    return wait(sums(pre, est, h, W)), samples, W["dm_bayes"], pre["dl_snr"]
 
   return run
 
@@ -184,7 +190,7 @@ def evaluate(config, models, ds, log=common.log):
       sums[k] = sums.get(k, 0.0) + np.asarray(v, np.float64)
     if n_cg < config.eval.cg_num_test:
       # Eq. (27) by Riemannian CG from the eq. (28) solution, on the same K samples.
-      W_cg = cg(samples, W_bayes, dl_snr)
+      W_cg = jax.block_until_ready(cg(samples, W_bayes, dl_snr))
       cg_sums["eig"] += float(jnp.sum(precoding.spectral_efficiency(h, W_bayes, dl_snr)))
       cg_sums["cg"] += float(jnp.sum(precoding.spectral_efficiency(h, W_cg, dl_snr)))
       n_cg += h.shape[0]
@@ -214,14 +220,22 @@ def trajectories(config, models, ds):
   scfg = srs_cfg(config)
 
   @functools.partial(jax.jit, static_argnames="deterministic")
-  def run(hist, h, key, deterministic):
+  def dm(hist, h, key, deterministic):
     k_obs, k_dm = jax.random.split(key)
     obs = srs.observe(hist, k_obs, num_hops=scfg.num_hops, snr_db_range=scfg.snr_db_range)
     _, rec = prediction.sample_posterior(m_dm, p_dm, obs, k_dm, sch, deterministic=deterministic,
                                          **dm_kw(config), record=prediction.trajectory_metrics(h))
-    sl = prediction.sl_predict(m_sl, p_sl, obs)
-    return rec, jnp.stack([jnp.sum(jnp.abs(sl - h) ** 2),
-                           jnp.sum(jnp.mean(metrics.gcs(h, sl, reduce="none"), axis=(-2, -1)))])
+    return rec, obs
+
+  @jax.jit
+  def sl_errors(obs, h):    # a program of its own: see make_eval_batch
+    est = prediction.sl_predict(m_sl, p_sl, obs)
+    return jnp.stack([jnp.sum(jnp.abs(est - h) ** 2),
+                      jnp.sum(jnp.mean(metrics.gcs(h, est, reduce="none"), axis=(-2, -1)))])
+
+  def run(hist, h, key, deterministic):
+    rec, obs = jax.block_until_ready(dm(hist, h, key, deterministic))
+    return rec, sl_errors(obs, h)
 
   out = {}
   key = common.key(config, "perception/trajectory")
@@ -247,24 +261,27 @@ def guidance_sweep(config, models, ds):
   sch = dm_schedule(config)
   scfg, n_s, K = srs_cfg(config), config.eval.n_streams, config.eval.num_samples
 
-  @functools.partial(jax.jit, static_argnames="w")
-  def sample(hist, key, w):
+  @jax.jit
+  def observe(hist, key):
     k_obs, k_dm = jax.random.split(key)
     obs = srs.observe(hist, k_obs, num_hops=scfg.num_hops, snr_db_range=scfg.snr_db_range)
-    dl_snr = metrics.from_db(obs.snr_db + config.eval.dl_snr_offset_db)
+    return obs, k_dm, metrics.from_db(obs.snr_db + config.eval.dl_snr_offset_db)
+
+  @functools.partial(jax.jit, static_argnames=("w", "deterministic"))
+  def sample(obs, k_dm, w, deterministic):
     kw = dict(guidance=w, **dm_kw(config), allow_extrapolation=config.eval.allow_extrapolation)
-    ens = prediction.sample_posterior(m_dm, p_dm, obs, k_dm, sch, num_samples=K, **kw)
-    det = prediction.sample_posterior(m_dm, p_dm, obs, k_dm, sch, deterministic=True, **kw)[0]
-    return ens, det, dl_snr
+    if deterministic:
+      return prediction.sample_posterior(m_dm, p_dm, obs, k_dm, sch, deterministic=True, **kw)[0]
+    return prediction.sample_posterior(m_dm, p_dm, obs, k_dm, sch, num_samples=K, **kw)
 
-  @jax.jit
-  def score(ens, det, h, dl_snr):   # a separate program: see make_eval_batch
-    return jnp.stack([jnp.sum(precoding.spectral_efficiency(h, precoding.bayesian_precoder(ens, n_s), dl_snr)),
-                      jnp.sum(precoding.spectral_efficiency(h, _svd(det, n_s), dl_snr))])
-
-  def run(hist, h, key, w):
-    ens, det, dl_snr = sample(hist, key, w)
-    return score(ens, det, h, dl_snr)
+  def run(hist, h, key, w):    # one LAPACK chain per program, one after the other: see make_eval_batch
+    wait = jax.block_until_ready
+    obs, k_dm, dl_snr = wait(observe(hist, key))
+    ens = wait(sample(obs, k_dm, w, False))
+    det = wait(sample(obs, k_dm, w, True))
+    W = staged_precoding.precoders({"det": det}, {"ens": precoding.gramian(ens)}, n_s)
+    se = staged_precoding.spectral_efficiencies(h, W, dl_snr[None])
+    return jnp.stack([jnp.sum(se["ens"]), jnp.sum(se["det"])])
 
   ws = [float(w) for w in config.eval.guidance_scales]
   ens, det = [], []

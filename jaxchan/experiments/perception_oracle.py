@@ -97,7 +97,7 @@ def evaluate_snr(prior, key, problem: Problem, *, snr_db, num_test, num_samples,
   """Mean SE and captured-energy fraction of every method at one observation SNR of ``problem``;
   ``gauss_samples``: K of the Gaussian Bayesian row (the learned DM's K).
 
-  ``learned``: ``(y, sigma2, key) -> ({name: W}, sl_estimate)`` for the learned rows (:func:`jaxchan.experiments.perception_oracle_learned.learned_precoders`),
+  ``learned``: ``(y, sigma2, key) -> ({name: W}, sl_estimate)`` for the learned rows (:func:`jaxchan.experiments.perception_oracle_learned.make_learned_precoders`),
   evaluated on the same channels and observations.
   """
   shape, sounded, rho, n_streams, dl_snr_db = problem
@@ -174,7 +174,7 @@ def run(config, workdir: str, log=common.log) -> dict:
                                                          log=log)
       floors.update(floor)
       models[use] = (m, p)
-    learned_fn = jax.jit(functools.partial(learned.learned_precoders, config, models, n_streams=config.n_streams))
+    learned_fn = learned.make_learned_precoders(config, models, config.n_streams)
   problem = Problem(tuple(shape), config.sounded, config.rho, config.n_streams, config.dl_snr_db)
   ev = functools.partial(evaluate_snr, prior, problem=problem, num_test=config.num_test,
                          num_samples=tuple(config.num_samples), gauss_samples=config.learned.num_samples,

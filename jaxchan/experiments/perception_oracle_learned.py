@@ -3,7 +3,7 @@
 The SL (MSE) and the DM (v prediction, classifier-free guidance) see channels drawn
 from the experiment's prior through its observation
 (:func:`jaxchan.experiments.perception_oracle.srs_view`), trained with the shared loop
-(checkpoints, resume) on fresh draws every step; :func:`learned_precoders` scores them
+(checkpoints, resume) on fresh draws every step; :func:`make_learned_precoders` scores them
 on the same channels as the exact precoders.
 """
 
@@ -101,14 +101,27 @@ def train_learned(config, prior, use: str, model_dir: str, log=common.log):
   return model, state.best_params, history, floor
 
 
-def learned_precoders(config, models, y, sigma2, key, n_streams):
-  """``{"sl": W, "dm_bayes": W}`` and the SL estimate, for observations ``y`` ``[B, m]`` at noise ``sigma2``."""
+def make_learned_precoders(config, models, n_streams):
+  """``(y, sigma2, key) -> ({"sl": W, "dm_bayes": W}, sl_estimate)`` for observations ``y`` ``[B, m]`` at noise
+  ``sigma2``: the SL's and the DM's programs one after the other, each one chain of LAPACK calls
+  (:mod:`jaxchan.staged_precoding` says why)."""
   L, shape = config.learned, tuple(config.shape)
-  obs = srs_view(y, shape, config.sounded, config.rho, sigma2)
   m_sl, p_sl = models["sl"]
   m_dm, p_dm = models["dm"]
-  est = prediction.sl_predict(m_sl, p_sl, obs)
-  samples = prediction.sample_posterior(m_dm, p_dm, obs, key, learned_schedule(config), num_samples=L.num_samples,
-                                        prediction=L.prediction)
-  return {"sl": precoding.svd_precoder(est, n_streams),
-          "dm_bayes": precoding.bayesian_precoder(samples, n_streams)}, est
+
+  @jax.jit
+  def sl(y, sigma2):
+    est = prediction.sl_predict(m_sl, p_sl, srs_view(y, shape, config.sounded, config.rho, sigma2))
+    return precoding.svd_precoder(est, n_streams), est
+
+  @jax.jit
+  def dm(y, sigma2, key):
+    samples = prediction.sample_posterior(m_dm, p_dm, srs_view(y, shape, config.sounded, config.rho, sigma2), key,
+                                          learned_schedule(config), num_samples=L.num_samples, prediction=L.prediction)
+    return precoding.bayesian_precoder(samples, n_streams)
+
+  def run(y, sigma2, key):
+    W_sl, est = jax.block_until_ready(sl(y, sigma2))
+    return {"sl": W_sl, "dm_bayes": jax.block_until_ready(dm(y, sigma2, key))}, est
+
+  return run
