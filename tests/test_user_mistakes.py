@@ -134,3 +134,31 @@ def test_a_derived_dataset_on_disk_must_match_what_the_job_asks_for(tmp_path):
   other = dict(cfg, num_occasions=4, speed_indoor_kmh=3.0)
   with pytest.raises(data.DatasetError, match=r"num_occasions': \(8, 4\).*speed_indoor_kmh': \(0\.3, 3\.0\)"):
     common.ensure_generated(str(path), other, log=lambda *_: None)
+
+
+def test_a_longer_srs_history_is_never_built_for_a_users_own_file(tmp_path):
+  """noniden_srs's ``occasions:N`` beyond the data builds the scenario's datagen preset with N occasions: asked of
+  a file that preset did not generate (imported measurements, another preset), it is refused before any work,
+  since the longer history would be other channels presented under the same scenario."""
+  import json
+  import types
+
+  import configs
+  from jaxchan.experiments import noniden_srs
+
+  def dataset(name, preset):
+    path = tmp_path / f"{name}.h5"
+    with h5py.File(path, "w") as f:   # only the attribute is read
+      if preset:
+        f.attrs["config_json"] = json.dumps({"preset": preset})
+    return types.SimpleNamespace(path=str(path))
+
+  c = configs.get("noniden_srs:smoke")
+  c.eval.unseen = ("hops:2", "occasions:6")
+  noniden_srs.check_longer_history_source(c, {"high_mobility": dataset("built", "high_mobility")})
+  with pytest.raises(ValueError, match=r"\['occasions:6'\].*records no datagen preset \(imported data\)"):
+    noniden_srs.check_longer_history_source(c, {"high_mobility": dataset("mine", None)})
+  with pytest.raises(ValueError, match="records datagen preset 'low_mobility'"):
+    noniden_srs.check_longer_history_source(c, {"high_mobility": dataset("other", "low_mobility")})
+  c.eval.unseen = ("hops:2", "occasions:2")     # within the file's history: nothing is built, any file will do
+  noniden_srs.check_longer_history_source(c, {"high_mobility": dataset("mine2", None)})

@@ -245,6 +245,28 @@ def _speed(config, model: noniden_srs_eval.PriorModel, speed: float, log) -> dic
   return dict(out, speed_kmh=float(speed))
 
 
+def check_longer_history_source(config, datasets: dict) -> None:
+  """Refuse, before any work, an ``occasions:N`` setting beyond a scenario's dataset when that dataset was not
+  generated from the scenario's datagen preset: the longer history is built from that preset, so its rows would
+  describe other channels than the ones the job was given (e.g. imported measurements) under the same scenario."""
+  import h5py
+  longer = [spec for spec in config.eval.unseen
+            if noniden_srs_eval.needs_longer_history(noniden_srs_eval.parse_unseen(spec, config), config)]
+  if not longer:
+    return
+  for scenario, ds in datasets.items():
+    with h5py.File(ds.path, "r") as f:
+      recorded = json.loads(f.attrs["config_json"]).get("preset") if "config_json" in f.attrs else None
+    if recorded != scenario:
+      source = f"datagen preset {recorded!r}" if recorded else "no datagen preset (imported data)"
+      raise ValueError(
+          f"config.eval.unseen {longer} need(s) more SRS occasions than {ds.path!r} holds "
+          f"(config.data.n_occ={config.data.n_occ}); the job builds them from the {scenario!r} datagen preset, but "
+          f"that file records {source}, so the longer history would be other channels than yours. Drop "
+          f"{longer} from config.eval.unseen, or evaluate a file of your own with that many occasions "
+          "(config.data.path and config.data.n_occ).")
+
+
 def _longer_history(config, model: noniden_srs_eval.PriorModel, scenario: str, spec: str, setting, log) -> dict:
   """An ``occasions:N`` setting beyond the scenario's dataset: the scenario's preset built with N occasions (the
   same channel model, speeds and sounding period, a longer history), the scenario's innovation kind."""
@@ -264,6 +286,7 @@ def run(config, workdir: str) -> dict:
   percs = {s: perception_rows(config, s) for s in config.scenarios}   # a wrong run is refused before any work
   datasets = {s: perception.open_scenario(config, s, log=log) for s in config.scenarios}
   try:
+    check_longer_history_source(config, datasets)
     rows = training_rows(config, datasets)
     check_training_data(os.path.join(workdir, "models", "prior"),
                         {"scenarios": list(config.scenarios), "datasets": [ds.path for ds in datasets.values()],
