@@ -1,6 +1,7 @@
 """Every benchmark in one command: one table on stdout, one JSON file.
 
   python -m benchmarks [--out=FILE.json] [--perception_size=auto|paper|quick] [--skip_datagen] [--reference=PATH]
+      [--noniden_model=DIR --noniden_data=FILE.h5]
 
 Runs, on the default JAX device: non-identical diffusion training and generation
 (paper-size mixer), perception training (SL and DM), K = 16 posterior sampling
@@ -11,15 +12,22 @@ transformer on a GPU/TPU and the ``:quick`` one on a CPU (the paper-size reverse
 loop, T = 1000, takes many minutes there). Each module's docstring says how its
 FLOPs are counted. ``--reference=PATH`` (a checkout of the non-identical paper's PyTorch implementation,
 yuzhiyang123/channel-diffusion; never downloaded) times its network and its 50-call generation in the same run
-(``benchmarks.reference_bench``); without it that row says it was skipped.
+(``benchmarks.reference_bench``); without it that row says it was skipped. Time to quality
+(``benchmarks.time_to_quality``) runs on the trained non-identical model of ``--noniden_model`` (default
+``workdir/noniden_quick/models/nonid`` when it exists) or, without one, on exact GMM denoisers, labelled as such;
+with the reference timed, each pattern's fastest quality-matched setting is also given against it as one ratio.
 """
 
 import argparse
+import json
 import os
 import platform
 
 import jax
 import jax.numpy as jnp
+
+
+DEFAULT_MODEL = os.path.join("workdir", "noniden_quick", "models", "nonid")
 
 
 def table(res) -> str:
@@ -74,6 +82,15 @@ def table(res) -> str:
                  f"{ref['reference_generation_samples_per_s']:>12} {'samples/s':>9}   ours "
                  f"{ref['generation_speedup']}x at the same calls, {ref['fast']['sampler']} x{ref['fast']['steps']} "
                  f"{ref['fast']['speedup_over_reference']}x, in this run")
+  q = res.get("time_to_quality")
+  if q:
+    vs = res.get("time_to_quality_vs_reference", {})
+    lines.append(f"time to quality ({q['denoiser']}, NMSE within {100 * q['tolerance']:g} % of {q['reference']}):")
+    for pattern, v in q["patterns"].items():
+      f = v["fastest_within"]
+      extra = (f", {vs[pattern]['speedup_over_reference']:.2f}x the reference's {q['reference']}" if pattern in vs
+               else "")
+      lines.append(f"  {pattern:<10} fastest matched `{f['setting']}`: {f['speedup']:.2f}x our default{extra}")
   for name, what in (("datagen", "Sionna 38.901"), ("datagen_rt", "Sionna RT")):
     if name in res:
       d = res[name]
@@ -89,9 +106,23 @@ def main():
   p.add_argument("--perception_size", default="auto", choices=("auto", "paper", "quick"))
   p.add_argument("--skip_datagen", action="store_true", help="skip the Sionna benchmark (no datagen extra)")
   p.add_argument("--reference", default="", help="a checkout of yuzhiyang123/channel-diffusion to time side by side")
+  p.add_argument("--noniden_model", default="", help="a trained non-identical model folder for time to quality "
+                 f"(default {DEFAULT_MODEL} when it exists; else exact GMM denoisers)")
+  p.add_argument("--noniden_data", default="data/simo_ofdm_small.h5", help="the dataset that model was trained on")
+  p.add_argument("--quality_num", type=int, default=128, help="test channels of the time-to-quality benchmark")
   args = p.parse_args()
+  model_dir = args.noniden_model or (DEFAULT_MODEL if os.path.isdir(DEFAULT_MODEL) else "")
+  # Bad input stops here, before any timing: a model folder without a trained model, or no dataset for it.
+  if model_dir and not os.path.isfile(os.path.join(model_dir, "model.json")):
+    p.error(f"--noniden_model={model_dir!r} holds no model.json; pass a trained non-identical model folder "
+            "(WORKDIR/models/nonid), or leave it out for exact GMM denoisers.")
+  if model_dir and "denoiser" not in json.load(open(os.path.join(model_dir, "model.json"))):
+    p.error(f"--noniden_model={model_dir!r} is not a non-identical model (its model.json has no denoiser: another "
+            "experiment's); pass WORKDIR/models/nonid of a noniden run.")
+  if model_dir and not os.path.isfile(args.noniden_data):
+    p.error(f"--noniden_data={args.noniden_data!r} is not a file; pass the dataset {model_dir} was trained on.")
 
-  from benchmarks import noniden_bench, perception_bench
+  from benchmarks import noniden_bench, perception_bench, time_to_quality
   from benchmarks.common import matmul_peak
 
   peak = matmul_peak(2048, jnp.float32)
@@ -105,6 +136,9 @@ def main():
   res["perception"] = perception_bench.run(size, peak=peak)
   from benchmarks import reference_bench
   res["reference"] = reference_bench.run(args.reference)
+  res["time_to_quality"] = time_to_quality.run(model_dir or None, args.noniden_data if model_dir else None,
+                                               num=args.quality_num)
+  res["time_to_quality_vs_reference"] = time_to_quality.against_reference(res["time_to_quality"], res["reference"])
   if not args.skip_datagen:
     from benchmarks import datagen_bench
     res["datagen"] = datagen_bench.run()

@@ -59,6 +59,23 @@ def fastest_within(rows, reference: str, tolerance: float) -> dict:
               nmse_ratio=best["nmse"] / ref["nmse"])
 
 
+def against_reference(res: dict, reference: dict) -> dict:
+  """Per pattern, the fastest quality-matched setting against the reference implementation's 50-call generation,
+  as one ratio of two measurements of the same run: our 50-call generation against the reference's at the same
+  calls (``reference["generation_speedup"]``, the paper-size network, :mod:`benchmarks.reference_bench`) times the
+  matched setting's speedup over our 50-call default (``fastest_within``, this benchmark's model). ``{}`` when the
+  reference was not timed."""
+  if not reference or "skipped" in reference:
+    return {}
+  if int(reference["steps"]) != int(REFERENCE[1]):
+    raise ValueError(f"the reference was timed at {reference['steps']} calls, this benchmark's default at "
+                     f"{REFERENCE[1]}; time both at the same count.")
+  base = float(reference["generation_speedup"])
+  return {p: dict(setting=v["fastest_within"]["setting"], speedup_over_default=v["fastest_within"]["speedup"],
+                  speedup_over_reference=base * v["fastest_within"]["speedup"])
+          for p, v in res["patterns"].items()}
+
+
 def nmse_and_se(h, h_hat) -> tuple[float, float]:
   """Dataset NMSE (ratio of sums) and its standard error over channels (delta method)."""
   e = np.sum(np.abs(np.asarray(h_hat) - np.asarray(h)) ** 2, axis=(1, 2))

@@ -128,3 +128,33 @@ def test_reference_benchmark_skips_without_a_checkout_and_times_one_given(tmp_pa
   # Timings are never asserted (the stand-in is trivially fast); what must hold is that every figure was measured.
   assert res["steps"] == 2 and res["reference_call_s"] > 0 and res["call_s"] > 0
   assert res["reference_generation_samples_per_s"] > 0 and res["fast"]["samples_per_s"] > 0
+
+
+def test_time_to_quality_against_the_reference_is_the_product_of_two_measured_ratios():
+  from benchmarks import time_to_quality as t
+  res = {"patterns": {"pilot": {"fastest_within": {"setting": "dpm2m:1.0 x10", "speedup": 4.0}},
+                      "white": {"fastest_within": {"setting": "eta:1.0 x50", "speedup": 1.0}}}}
+  ref = {"steps": 50, "generation_speedup": 2.5}
+  out = t.against_reference(res, ref)
+  # 2.5x the reference at 50 calls each, and 4x our own 50-call default at matched NMSE: 10x the reference.
+  assert out["pilot"] == {"setting": "dpm2m:1.0 x10", "speedup_over_default": 4.0, "speedup_over_reference": 10.0}
+  assert out["white"]["speedup_over_reference"] == 2.5
+  assert t.against_reference(res, {"skipped": "no checkout"}) == {}
+  with pytest.raises(ValueError, match="at the same count"):
+    t.against_reference(res, dict(ref, steps=100))
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--noniden_model=/no/such/model"], "holds no model.json"),
+    (["--noniden_model={tmp}", "--noniden_data=/no/such.h5"], "is not a file"),
+    (["--noniden_model={tmp}/dm"], "is not a non-identical model")])
+def test_benchmarks_refuse_a_bad_model_folder_before_any_timing(args, match, tmp_path):
+  import subprocess
+  import sys
+  (tmp_path / "model.json").write_text('{"denoiser": {}}')
+  (tmp_path / "dm").mkdir()
+  (tmp_path / "dm" / "model.json").write_text('{"use": "dm"}')     # a perception model's
+  proc = subprocess.run([sys.executable, "-m", "benchmarks", *[a.replace("{tmp}", str(tmp_path)) for a in args]],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2 and match in proc.stderr, proc.stderr[-2000:]
+  assert "GFLOP" not in proc.stdout      # nothing was timed
