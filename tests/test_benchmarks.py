@@ -158,3 +158,16 @@ def test_benchmarks_refuse_a_bad_model_folder_before_any_timing(args, match, tmp
                         cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 2 and match in proc.stderr, proc.stderr[-2000:]
   assert "GFLOP" not in proc.stdout      # nothing was timed
+
+
+def test_committed_combined_benchmark_table_renders_from_its_json():
+  import json
+
+  from benchmarks.__main__ import table
+  base = os.path.join(ROOT, "docs", "results", "benchmarks_cpu_combined")
+  res = json.load(open(base + ".json"))
+  committed = open(base + ".md").read().split("```text\n", 1)[1].rsplit("\n```", 1)[0]
+  assert table(res) == committed
+  vs = res["time_to_quality_vs_reference"]
+  for p, v in res["time_to_quality"]["patterns"].items():   # the one ratio is the product of the two measured ones
+    assert vs[p]["speedup_over_reference"] == v["fastest_within"]["speedup"] * res["reference"]["generation_speedup"]
