@@ -30,6 +30,25 @@ import jax.numpy as jnp
 DEFAULT_MODEL = os.path.join("workdir", "noniden_quick", "models", "nonid")
 
 
+def noniden_model(model_dir: str, data: str) -> str:
+  """The trained non-identical model folder time to quality runs on ('' for exact GMM denoisers): ``model_dir``, or
+  :data:`DEFAULT_MODEL` when it exists. A folder without a trained model, another experiment's model or a missing
+  dataset is refused (ValueError naming the flag)."""
+  model_dir = model_dir or (DEFAULT_MODEL if os.path.isdir(DEFAULT_MODEL) else "")
+  if not model_dir:
+    return ""
+  path = os.path.join(model_dir, "model.json")
+  if not os.path.isfile(path):
+    raise ValueError(f"--noniden_model={model_dir!r} holds no model.json; pass a trained non-identical model folder "
+                     "(WORKDIR/models/nonid), or leave it out for exact GMM denoisers.")
+  if "denoiser" not in json.load(open(path)):
+    raise ValueError(f"--noniden_model={model_dir!r} is not a non-identical model (its model.json has no denoiser: "
+                     "another experiment's); pass WORKDIR/models/nonid of a noniden run.")
+  if not os.path.isfile(data):
+    raise ValueError(f"--noniden_data={data!r} is not a file; pass the dataset {model_dir} was trained on.")
+  return model_dir
+
+
 def table(res) -> str:
   n = res["perception"].get("model", {}).get("n_bs", 32)
   rows = [("noniden training (batch 64)", res["noniden"]["train"], "samples_per_s"),
@@ -112,16 +131,12 @@ def main():
   p.add_argument("--noniden_data", default="data/simo_ofdm_small.h5", help="the dataset that model was trained on")
   p.add_argument("--quality_num", type=int, default=128, help="test channels of the time-to-quality benchmark")
   args = p.parse_args()
-  model_dir = args.noniden_model or (DEFAULT_MODEL if os.path.isdir(DEFAULT_MODEL) else "")
-  # Bad input stops here, before any timing: a model folder without a trained model, or no dataset for it.
-  if model_dir and not os.path.isfile(os.path.join(model_dir, "model.json")):
-    p.error(f"--noniden_model={model_dir!r} holds no model.json; pass a trained non-identical model folder "
-            "(WORKDIR/models/nonid), or leave it out for exact GMM denoisers.")
-  if model_dir and "denoiser" not in json.load(open(os.path.join(model_dir, "model.json"))):
-    p.error(f"--noniden_model={model_dir!r} is not a non-identical model (its model.json has no denoiser: another "
-            "experiment's); pass WORKDIR/models/nonid of a noniden run.")
-  if model_dir and not os.path.isfile(args.noniden_data):
-    p.error(f"--noniden_data={args.noniden_data!r} is not a file; pass the dataset {model_dir} was trained on.")
+  try:
+    model_dir = noniden_model(args.noniden_model, args.noniden_data)
+  except ValueError as e:
+    p.error(str(e))    # before any timing
+  if args.quality_num < 2:
+    p.error(f"--quality_num={args.quality_num}: the NMSE's standard error needs at least 2 channels.")
 
   from benchmarks import noniden_bench, perception_bench, time_to_quality
   from benchmarks.common import matmul_peak

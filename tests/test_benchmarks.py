@@ -144,20 +144,26 @@ def test_time_to_quality_against_the_reference_is_the_product_of_two_measured_ra
     t.against_reference(res, dict(ref, steps=100))
 
 
-@pytest.mark.parametrize("args, match", [
-    (["--noniden_model=/no/such/model"], "holds no model.json"),
-    (["--noniden_model={tmp}", "--noniden_data=/no/such.h5"], "is not a file"),
-    (["--noniden_model={tmp}/dm"], "is not a non-identical model")])
-def test_benchmarks_refuse_a_bad_model_folder_before_any_timing(args, match, tmp_path):
+def test_benchmarks_refuse_a_bad_model_folder_before_any_timing(tmp_path):
   import subprocess
   import sys
+
+  from benchmarks.__main__ import noniden_model
   (tmp_path / "model.json").write_text('{"denoiser": {}}')
   (tmp_path / "dm").mkdir()
   (tmp_path / "dm" / "model.json").write_text('{"use": "dm"}')     # a perception model's
-  proc = subprocess.run([sys.executable, "-m", "benchmarks", *[a.replace("{tmp}", str(tmp_path)) for a in args]],
-                        cwd=ROOT, capture_output=True, text=True, timeout=120)
-  assert proc.returncode == 2 and match in proc.stderr, proc.stderr[-2000:]
-  assert "GFLOP" not in proc.stdout      # nothing was timed
+  data = tmp_path / "data.h5"
+  data.write_bytes(b"")
+  assert noniden_model(str(tmp_path), str(data)) == str(tmp_path)
+  for model, d, match in [("/no/such/model", str(data), "holds no model.json"),
+                          (str(tmp_path / "dm"), str(data), "is not a non-identical model"),
+                          (str(tmp_path), "/no/such.h5", "--noniden_data='/no/such.h5' is not a file")]:
+    with pytest.raises(ValueError, match=match):
+      noniden_model(model, d)
+  # The command line says it in one usage error, before anything is timed.
+  proc = subprocess.run([sys.executable, "-m", "benchmarks", "--noniden_model=/no/such/model"], cwd=ROOT,
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2 and "holds no model.json" in proc.stderr and "GFLOP" not in proc.stdout
 
 
 def test_committed_combined_benchmark_table_renders_from_its_json():
