@@ -130,7 +130,8 @@ def test_innovation_scale_is_the_largest_eigenvalue_of_the_prior_in_use():
   np.testing.assert_allclose(srs_prior.innovation_scale(user, "joint", 3), ref, rtol=1e-4)
 
 
-@pytest.mark.parametrize("kappa_kind, confident", [("joint", False), ("white", True)])
+@pytest.mark.parametrize("kappa_kind, confident",
+                         [pytest.param("joint", False, marks=pytest.mark.slow), ("white", True)])
 def test_bounded_innovation_is_never_more_confident_than_the_colored_truth(kappa_kind, confident):
   """An innovation with the prior's own covariance C (h_o = conj(rho) h + sqrt(1 - |rho|^2) w, w ~ CN(0, C)), one
   occasion sounding every PRB: with kappa = lam_max(C) the element-wise posterior covariance is at least the exact

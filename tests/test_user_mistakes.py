@@ -49,7 +49,16 @@ CONFIG_MISTAKES = [
 ]
 
 
-@pytest.mark.parametrize("args,match", CONFIG_MISTAKES, ids=[m for _, m in CONFIG_MISTAKES])
+# Cases that repeat a check another case covers in the fast tier (the same non-finite test on another field or
+# experiment, the anchor's other solver setting) run in the full suite only: each is a run.py subprocess.
+_REPEATS = {("--config=noniden:smoke", "--config.eval.snr_db.salt=nan"),
+            ("--config=noniden:smoke", "--config.beta_max=inf"),
+            ("--config=perception:smoke", "--config.train.lr=nan"),
+            ("--config=noniden:smoke", "--config.anchor.tol=-1.0")}
+
+
+@pytest.mark.parametrize("args,match", [
+    pytest.param(a, m, id=m, marks=[pytest.mark.slow] if tuple(a) in _REPEATS else []) for a, m in CONFIG_MISTAKES])
 def test_config_mistakes_are_one_line(args, match, tmp_path):
   proc = run_py([*args, f"--config.data.path={tmp_path}/never.h5", f"--workdir={tmp_path}/wd"]
                 if args[0] != "--config=configs/nonidem.py:smoke" else args, tmp_path)
