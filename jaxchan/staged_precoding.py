@@ -28,7 +28,8 @@ from jaxchan import precoding
 def _stacked(arrays: dict) -> jax.Array:
   shapes = {k: tuple(v.shape) for k, v in arrays.items()}
   if len(set(shapes.values())) != 1:
-    raise ValueError(f"every input of one stage needs the same shape; got {shapes}.")
+    raise ValueError(f"every input of one stage needs the same shape (they are stacked into one call); got {shapes}. "
+                     "Broadcast a shared input to the batch first (e.g. wideband() for a wideband Gramian).")
   return jnp.stack(list(arrays.values()))
 
 
