@@ -35,10 +35,10 @@ def _setup(use, prediction_="v"):
   obs = srs.observe(hist, jax.random.PRNGKey(2))
   m = _model(use, prediction_=prediction_)
   if use == "dm":
-    params = m.init(jax.random.PRNGKey(0), obs.obs, obs.mask, obs.noise_var, jnp.zeros((B, U, N, P), jnp.complex64),
-                    jnp.ones((B,), jnp.int32), jnp.zeros((B,), bool))
+    params = jax.jit(m.init)(jax.random.PRNGKey(0), obs.obs, obs.mask, obs.noise_var,
+                             jnp.zeros((B, U, N, P), jnp.complex64), jnp.ones((B,), jnp.int32), jnp.zeros((B,), bool))
   else:
-    params = m.init(jax.random.PRNGKey(0), obs.obs, obs.mask, obs.noise_var)
+    params = jax.jit(m.init)(jax.random.PRNGKey(0), obs.obs, obs.mask, obs.noise_var)
   return obs, m, params, gpred.predict(obs, RHO)
 
 

@@ -1,5 +1,6 @@
 """datagen on tiny Sionna datasets: determinism, normalization, mobility, resume, shards, reader errors."""
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -11,9 +12,12 @@ import h5py
 import numpy as np
 import pytest
 
-pytest.importorskip("sionna", reason="datagen tests need the datagen extra: pip install -e '.[datagen]'")
+from jaxchan import data
 
-from jaxchan import data  # noqa: E402
+# Whether Sionna is installed, without importing it: collection (every xdist worker, fast tier included) would
+# otherwise pay its import (1.6 s) for tests that all run in the full suite only.
+if importlib.util.find_spec("sionna") is None:
+  pytest.skip("datagen tests need the datagen extra: pip install -e '.[datagen]'", allow_module_level=True)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

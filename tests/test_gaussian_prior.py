@@ -158,7 +158,7 @@ def _anchored(prior):
   net = MixerDenoiser(num_layers=1, embed_dim=8, schedule=SCH, zero_head=True)
   den = denoiser.make(net, SCH, prior=prior, tol=1e-6, max_iter=200)
   tau = jnp.full((1, NA, NS), 50.0)
-  return den, net.init(jax.random.PRNGKey(0), jnp.zeros((1, NA, NS), jnp.complex64), tau)
+  return den, jax.jit(net.init)(jax.random.PRNGKey(0), jnp.zeros((1, NA, NS), jnp.complex64), tau)
 
 
 @pytest.mark.slow
@@ -185,7 +185,7 @@ def test_untrained_anchored_loss_is_the_gaussian_bound():
   ca, cs = prior.factors()
   z = conventions.standard_normal(jax.random.PRNGKey(11), (n, NA, NS))
   h = prior.mean + jnp.linalg.cholesky(ca) @ z @ jnp.linalg.cholesky(cs).T
-  loss = float(den.loss(params, h, tau, jax.random.PRNGKey(12)))
+  loss = float(jax.jit(den.loss)(params, h, tau, jax.random.PRNGKey(12)))
   alpha, beta = schedules.alpha_beta(tau[:1], SCH)
   bound = float(lmmse.velocity_error(prior.covariance(), alpha, beta)[0])
   # 512 x 60 squared errors of roughly equal size: the mean's relative standard error is ~1/sqrt(30720)

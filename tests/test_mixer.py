@@ -25,7 +25,7 @@ def _model(**kw):
 def _init(model, key=0):
   x = conventions.standard_normal(jax.random.PRNGKey(key), SHAPE)
   tau = jnp.round(jax.random.uniform(jax.random.PRNGKey(key + 1), SHAPE, maxval=90.0))
-  params = model.init(jax.random.PRNGKey(key + 2), x, tau)
+  params = jax.jit(model.init)(jax.random.PRNGKey(key + 2), x, tau)   # one program, not one per op
   # Modulations start at zero (an unmodulated network); give them random values so
   # the tests below see the time embedding at work.
   params = jax.tree_util.tree_map_with_path(

@@ -28,9 +28,9 @@ def _model(use, g=1):
 
 def _init(m, obs):
   if m.use == "dm":
-    return m.init(jax.random.PRNGKey(0), obs.obs, obs.mask, obs.noise_var, jnp.zeros((B, U, N, P), jnp.complex64),
-                  jnp.ones((B,), jnp.int32), jnp.zeros((B,), bool))
-  return m.init(jax.random.PRNGKey(0), obs.obs, obs.mask, obs.noise_var)
+    return jax.jit(m.init)(jax.random.PRNGKey(0), obs.obs, obs.mask, obs.noise_var,
+                           jnp.zeros((B, U, N, P), jnp.complex64), jnp.ones((B,), jnp.int32), jnp.zeros((B,), bool))
+  return jax.jit(m.init)(jax.random.PRNGKey(0), obs.obs, obs.mask, obs.noise_var)   # one program, not one per op
 
 
 @functools.lru_cache(maxsize=None)

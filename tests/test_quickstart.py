@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import ROOT
 
@@ -38,3 +39,31 @@ def test_notebook_runs_top_to_bottom(tmp_path):
   assert nmse["exact posterior mean"] <= nmse["mean of 8 samples"] <= nmse["one sample"], nmse
   assert nmse["exact posterior mean"] < nmse["start g0"], nmse
   assert "exported {'h': (32, 8, 16)" in out
+  # The export of section 4's model (trained on the user's own array), checked as a user relies on it.
+  from jaxchan import data, export
+  (workdir,) = tmp_path.glob("jaxchan_quickstart_*")          # the notebook's tempfile.mkdtemp under TMPDIR
+  model_dir, dataset = str(workdir / "run" / "models" / "nonid"), str(workdir / "my_channels.h5")
+  est = str(tmp_path / "est.mat")
+  export.export(model_dir, dataset, est, num=10, pattern="pilot", num_steps=3, seed=1)
+  arrays, settings = export.read(est)
+  with data.Dataset(dataset) as ds:
+    truth = ds.load("test")["h"][:10]
+  np.testing.assert_array_equal(arrays["h"], truth)
+  assert {k: arrays[k].shape for k in ("h", "h_bar", "mask", "h_hat")} == {k: (10, 8, 16) for k in
+                                                                             ("h", "h_bar", "mask", "h_hat")}
+  assert np.all(np.isfinite(arrays["h_hat"]))
+  # The observation is h_bar = m h + unit noise (eq. 13): where the pilot pattern keeps nothing, h_bar is pure
+  # noise of unit variance; elsewhere its mean matches m h to within that noise.
+  kept = arrays["mask"] > 0
+  assert 0 < kept.mean() < 1
+  resid = arrays["h_bar"] - arrays["mask"] * arrays["h"]
+  assert abs(np.mean(np.abs(resid) ** 2) - 1.0) < 0.15     # 1,280 unit-variance draws: std of the mean 0.03
+  assert settings["experiment"] == "noniden" and settings["pattern"] == "pilot" and settings["samples"] == [0, 10]
+  # Bad settings stop before any estimate, naming the flag; nothing is written.
+  with pytest.raises(ValueError, match="--pattern='rain'"):
+    export.export(model_dir, dataset, str(tmp_path / "bad.mat"), pattern="rain")
+  with pytest.raises(ValueError, match="unknown format '.csv'"):
+    export.export(model_dir, dataset, str(tmp_path / "bad.csv"))
+  with pytest.raises(ValueError, match="holds no model.json"):
+    export.export(str(tmp_path), dataset, str(tmp_path / "bad.h5"))
+  assert not any(p.startswith("bad") for p in os.listdir(tmp_path))

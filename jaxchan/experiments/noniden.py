@@ -156,8 +156,8 @@ def train_one(name, mcfg, config, ds, workdir, log=common.log, label: str | None
   den = make_denoiser(mcfg, config, sch, prior if anchored else None)
   shape = ds.shape("h")
   key = common.key(config, f"noniden/{name}")
-  params = den.network.init(jax.random.fold_in(key, 0), jnp.zeros((1,) + shape, jnp.complex64),
-                            jnp.zeros((1,) + shape))
+  params = jax.jit(den.network.init)(jax.random.fold_in(key, 0), jnp.zeros((1,) + shape, jnp.complex64),
+                                     jnp.zeros((1,) + shape))    # one program, not one per op
   tau_min = mcfg.get("tau_min", config.train.tau_min)
   meta = dict(model=mcfg.to_dict(), schedule=sch.to_dict(), T=sch.T, beta_max=sch.beta_max, shape=list(shape),
               tau_min=tau_min, denoiser=den.settings())

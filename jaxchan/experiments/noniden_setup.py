@@ -133,6 +133,6 @@ def load_trained(model_dir: str, *, anchor: str | None = None):
     den = denoiser.make(make_model(mcfg, sch), sch, input_norm=d["input_norm"], min_beta=d["min_beta"], prior=prior,
                         tol=d["solver"]["tol"], max_iter=d["solver"]["max_iter"])
     shape = (1,) + tuple(info["shape"])
-    return den, den.network.init(jax.random.PRNGKey(0), jnp.zeros(shape, jnp.complex64), jnp.zeros(shape))
+    return den, jax.jit(den.network.init)(jax.random.PRNGKey(0), jnp.zeros(shape, jnp.complex64), jnp.zeros(shape))
 
   return common.load_trained(model_dir, build, "WORKDIR/models/NAME")
