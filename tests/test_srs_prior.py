@@ -36,6 +36,9 @@ def _setup(seed, B, kappa=1.0):
   return C, h.astype(np.complex64), obs, prior
 
 
+_posterior = jax.jit(oracle.posterior)   # one program for every (sample, user) below, not one per op
+
+
 def _exact_posterior(C, obs, kappa=1.0):
   """``E[h | latest soundings]`` and ``Cov`` per row from the history model itself (dense Gaussian conditioning by
   :mod:`jaxchan.oracle`): ``y = conj(rho_o) h + e``, ``e`` white of variance ``kappa (1 - |rho_o|^2) + nv``."""
@@ -46,7 +49,7 @@ def _exact_posterior(C, obs, kappa=1.0):
   for b in range(latest.shape[0]):
     r = jnp.broadcast_to(jnp.asarray(RHO)[occ[b]], (N, F)).reshape(-1)
     var = kappa * (1 - jnp.abs(r) ** 2) + obs.noise_var[b]
-    post = [oracle.posterior(gmm, latest[b, u].reshape(-1), jnp.diag(jnp.conj(r)), jnp.diag(var).astype(jnp.complex64))
+    post = [_posterior(gmm, latest[b, u].reshape(-1), jnp.diag(jnp.conj(r)), jnp.diag(var).astype(jnp.complex64))
             for u in range(U)]
     means.append(jnp.stack([p.means[0] for p in post]).reshape(U, N, F))
     covs.append(jnp.stack([p.covs[0] for p in post]))
