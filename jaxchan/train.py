@@ -217,6 +217,11 @@ def fit(state: TrainState, train_step, batches: Callable[[int], Iterable], *, nu
   if mesh is not None:
     from jaxchan import parallel
     state = parallel.replicate(state, mesh)
+  else:
+    # Restored arrays are committed to a device and fresh ones are not, which gives the train step a different
+    # program (sharding annotations): commit both, so a resumed run reuses the compiled step (persistent cache,
+    # or a process that trained before).
+    state = jax.device_put(state, jax.local_devices()[0])
   is_main = jax.process_index() == 0
 
   def scalar(v, dtype):
