@@ -74,6 +74,12 @@ def table(res) -> str:
       lines.append(f"{'noniden denoiser call, low-rank anchor (r = ' + str(lr['rank']) + ', exact)':<46} "
                    f"{lr['anchored_call_s'] * 1e3:>10.1f} ms/batch {a['batch']}   {lr['ratio']}x the network's call "
                    "in this run")
+    mx = a.get("mixture")
+    if mx:
+      label = f"noniden denoiser call, mixture anchor ({mx['components']} x r = {mx['rank']})"
+      lines.append(f"{label:<46} "
+                   f"{mx['anchored_call_s'] * 1e3:>10.1f} ms/batch {a['batch']}   {mx['ratio']}x the network's call "
+                   "in this run")
   pr = res["perception"]
   for key in ("posterior_sampling_dpm2m_10", "posterior_sampling_dpm2m_5"):
     if key in pr:

@@ -82,13 +82,14 @@ def run(train_batch=64, gen_batch=256, num_steps=50, peak=None):
                       fraction_of_peak=round(gen_flops / t_gen / peak["flops_per_s"], 3)))
 
 
-def anchor_cost(model, params, batch, max_iter=16, rank=64):
+def anchor_cost(model, params, batch, max_iter=16, rank=64, components=8, mix_rank=16):
   """One denoiser call with the Gaussian anchor against the network alone, side by side (same batch and times).
 
   The prior is a synthetic Kronecker Gaussian of the channel shape (its cost does not depend on the values);
   times follow the training pattern "all". The anchor's complex multiply-adds per CG iteration: one Kronecker
   product ``C_a X C_s^T`` through the eigenvectors, ``2 N_a N_s (N_a + N_s)``. The same for the low-rank plus
-  diagonal prior of ``rank`` (an exact solve, no iterations).
+  diagonal prior of ``rank`` (an exact solve, no iterations), and for the mixture of ``components`` such priors of
+  rank ``mix_rank`` (one exact solve per component).
   """
   import numpy as np
   from jaxchan import gaussian_prior
@@ -115,10 +116,21 @@ def anchor_cost(model, params, batch, max_iter=16, rank=64):
                                            jnp.full(SHAPE, 1e-3, jnp.float32))
   t_lowrank = timeit(jax.jit(denoiser.make(model, SCH, prior=lowrank).__call__), params, g, tau)
   lr_macs = d * r * r + 4 * d * r + r ** 3 // 3
+  # The mixture of `components` rank-`mix_rank` priors (the ray-traced default): one such solve per component.
+  k, rm = components, mix_rank
+  qs = [np.linalg.qr(rng.normal(size=(d, rm)) + 1j * rng.normal(size=(d, rm)))[0] for _ in range(k)]
+  mixture = gaussian_prior.MixtureGaussian(
+      jnp.zeros((k,) + SHAPE, jnp.complex64), jnp.asarray(np.stack(qs), jnp.complex64),
+      jnp.asarray(np.tile(np.exp(-0.2 * np.arange(rm)), (k, 1)), jnp.float32),
+      jnp.full((k,) + SHAPE, 1e-3, jnp.float32), jnp.full((k,), -np.log(k), jnp.float32))
+  t_mixture = timeit(jax.jit(denoiser.make(model, SCH, prior=mixture).__call__), params, g, tau)
+  mix_macs = k * (d * rm * rm + 4 * d * rm + rm ** 3 // 3)
   return dict(batch=batch, max_iter=max_iter, network_call_s=t_net, anchored_call_s=t_anchored,
               ratio=round(t_anchored / t_net, 2), anchor_mflop_per_iteration_per_sample=round(8 * macs / 1e6, 2),
               lowrank=dict(rank=r, anchored_call_s=t_lowrank, ratio=round(t_lowrank / t_net, 2),
-                           anchor_mflop_per_sample=round(8 * lr_macs / 1e6, 2)))
+                           anchor_mflop_per_sample=round(8 * lr_macs / 1e6, 2)),
+              mixture=dict(components=k, rank=rm, anchored_call_s=t_mixture, ratio=round(t_mixture / t_net, 2),
+                           anchor_mflop_per_sample=round(8 * mix_macs / 1e6, 2)))
 
 
 def main():

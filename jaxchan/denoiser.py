@@ -13,7 +13,8 @@ pass one value instead of loose fields (NVlabs/edm's ``EDMPrecond`` is the model
 ``v_gauss = alpha o E_G[xi | g] - beta o E_G[h | g]``,
 
 where ``E_G`` is the exact posterior under the Gaussian prior ``CN(mu, C)``
-(eq. 6 in closed form). The clean estimate is ``D = alpha o g - beta o v_hat``
+(eq. 6 in closed form), or under a mixture of such Gaussians (each component's closed form, weighted by
+its posterior probability). The clean estimate is ``D = alpha o g - beta o v_hat``
 (``= E_G[h | g] - beta o f_theta`` for an exact solve): with ``f_theta = 0`` (the
 network's output layer starts at zero) it *is* the Gaussian posterior mean, the LMMSE estimate of the element-wise observation,
 and the velocity loss starts at the Gaussian bound. Training only learns what
@@ -41,8 +42,9 @@ import jax.numpy as jnp
 from jaxchan import checks, conventions, gaussian_prior, noniden, schedules
 
 #: ``"kronecker"``: the Kronecker-structured Gaussian prior fitted on the training set (the default);
-#: ``"lowrank"``: the training covariance's leading eigenpairs plus its diagonal (few-path channels: ray-traced
-#: data); ``"none"``: the paper's network alone (a labelled ablation).
+#: ``"lowrank"``: the training covariance's leading eigenpairs plus its diagonal (few-path channels);
+#: ``"mixture"``: a mixture of such low-rank Gaussians (channels whose covariance depends on the user's position:
+#: the ray-traced data's default); ``"none"``: the paper's network alone (a labelled ablation).
 ANCHORS = gaussian_prior.STRUCTURES + ("none",)
 
 
@@ -68,7 +70,7 @@ class VelocityDenoiser:
   schedule: schedules.GammaSchedule = flax.struct.field(pytree_node=False)
   input_norm: str = flax.struct.field(pytree_node=False, default="noise")
   min_beta: float = flax.struct.field(pytree_node=False, default=0.0)
-  prior: gaussian_prior.KroneckerGaussian | gaussian_prior.LowRankGaussian | None = None
+  prior: gaussian_prior.Prior | None = None
   tol: float = flax.struct.field(pytree_node=False, default=1e-4)
   max_iter: int = flax.struct.field(pytree_node=False, default=16)
   gaussian_steps: tuple = flax.struct.field(pytree_node=False, default=())
@@ -164,7 +166,7 @@ def gaussian_step_share(paths, gaussian_steps) -> float:
 
 
 def make(network, schedule: schedules.GammaSchedule, *, input_norm: str = "noise", min_beta: float | None = None,
-         prior: gaussian_prior.KroneckerGaussian | gaussian_prior.LowRankGaussian | None = None, tol: float = 1e-4,
+         prior: gaussian_prior.Prior | None = None, tol: float = 1e-4,
          max_iter: int = 16) -> VelocityDenoiser:
   """A validated :class:`VelocityDenoiser`; ``min_beta=None`` floors the input at ``beta(1)``
   (:func:`jaxchan.noniden.input_floor`), as training does."""

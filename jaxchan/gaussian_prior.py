@@ -26,6 +26,10 @@ there it matches the full covariance where the Kronecker product does not (docs)
 sample by the Woodbury identity: ``I + R C R = S + W diag(l) W^H`` with ``S = 1 + r^2 delta`` diagonal and
 ``W = R U``, an ``r x r`` solve after ``d r^2`` multiply-adds (:func:`posterior` dispatches on the prior's type).
 
+A third, :class:`MixtureGaussian`, is a mixture of such low-rank Gaussians (:func:`fit_mixture`, classification
+EM): the prior for channels whose covariance depends on the user's position. Its posterior is still exact,
+``E[. | g] = sum_k p(k | g) E_k[. | g]``, each component's Woodbury solve weighted by its evidence.
+
 The Kronecker system is solved per sample by conjugate gradients with the Jacobi
 preconditioner ``1 + r^2 diag(C)`` (:func:`posterior`), for ``E[xi | g]`` itself:
 its error is at most the residual, which matters because the velocity target
@@ -123,9 +127,47 @@ class LowRankGaussian(NamedTuple):
     return {k: np.asarray(v) for k, v in self._asdict().items()}
 
 
-#: The anchor structures by name (``config.models.*.anchor``): how each is fitted is :func:`fit` and
-#: :func:`fit_lowrank`.
-STRUCTURES = ("kronecker", "lowrank")
+class MixtureGaussian(NamedTuple):
+  """``sum_k w_k CN(mean_k, U_k diag(vals_k) U_k^H + diag(delta_k))``: ``K`` low-rank-plus-diagonal components.
+
+  The fields of :class:`LowRankGaussian` with a leading component axis ``K`` (``mean`` ``[K, N_a, N_s]``,
+  ``vecs`` ``[K, d, r]``, ``vals`` ``[K, r]``, ``delta`` ``[K, N_a, N_s]``) and ``log_weights`` ``[K]`` (log
+  mixture weights, summing to one). Channels whose covariance changes with the user's position (few paths, each
+  from a direction that depends on where the user is) are far from one Gaussian but close to a few: on the
+  ray-traced street canyon the posterior mean of 8 rank-16 components has 44-59 % less error than LMMSE with the
+  full covariance (docs). Its posterior (:func:`posterior`) is exact: each component's Woodbury solve and evidence,
+  weighted by the responsibilities.
+  """
+  mean: jax.Array
+  vecs: jax.Array
+  vals: jax.Array
+  delta: jax.Array
+  log_weights: jax.Array
+
+  @property
+  def shape(self) -> tuple[int, int]:
+    return tuple(self.mean.shape[-2:])
+
+  @property
+  def kind(self) -> str:
+    return "mixture"
+
+  @property
+  def components(self) -> LowRankGaussian:
+    """The components as one :class:`LowRankGaussian` with a leading axis ``K``."""
+    return LowRankGaussian(self.mean, self.vecs, self.vals, self.delta)
+
+  def to_numpy(self) -> dict:
+    """Plain arrays for ``np.savez`` (:func:`from_numpy` reads them back)."""
+    return {k: np.asarray(v) for k, v in self._asdict().items()}
+
+
+#: Any of the anchor's prior structures (a type for annotations).
+Prior = KroneckerGaussian | LowRankGaussian | MixtureGaussian
+
+#: The anchor structures by name (``config.models.*.anchor``): how each is fitted is :func:`fit`,
+#: :func:`fit_lowrank` and :func:`fit_mixture`.
+STRUCTURES = ("kronecker", "lowrank", "mixture")
 
 
 def from_factors(mean, ant_cov, sub_cov, *, shrinkage: float = SHRINKAGE) -> KroneckerGaussian:
@@ -217,23 +259,108 @@ def fit_lowrank(channels, *, rank: int, shrinkage: float = SHRINKAGE, batch: int
   for i in range(0, n, batch):
     mu += np.asarray(channels[i:i + batch], np.complex128).reshape(-1, d).sum(0)
   mu /= n
-  cov = np.zeros((d, d), np.complex128)
-  for i in range(0, n, batch):
-    x = np.asarray(channels[i:i + batch], np.complex128).reshape(-1, d) - mu
+  if n < d:
+    # Fewer channels than elements (a mixture's component): the same eigenpairs from the n x n Gram matrix,
+    # C = A A^H / n with A = X^T, A^H A u = lam u  =>  C (A u) = (lam / n) (A u), ||A u||^2 = lam.
+    x = np.asarray(channels[:], np.complex128).reshape(n, d) - mu
     if not np.all(np.isfinite(x)):
-      raise ValueError(f"channels {i}..{i + len(x) - 1} hold non-finite values; the prior needs finite channels.")
-    cov += x.T @ x.conj()                        # E[h h^H]: entry (i, j) is E h_i conj(h_j)
-  cov /= n
-  vals, vecs = np.linalg.eigh(cov)
-  floor = shrinkage * max(vals.mean(), 1e-30)
-  if vals.mean() <= 0:
+      raise ValueError("the channels hold non-finite values; the prior needs finite channels.")
+    lam, u = np.linalg.eigh(x.conj() @ x.T)
+    var = np.sum(np.abs(x) ** 2, axis=0) / n     # diag(C)
+    vals = lam[::-1] / n
+    vecs = x.T @ u[:, ::-1][:, :rank] / np.sqrt(np.maximum(lam[::-1][:rank], 1e-300))
+    mean_val = var.sum() / d                     # tr(C) / d, the d eigenvalues' mean
+  else:
+    cov = np.zeros((d, d), np.complex128)
+    for i in range(0, n, batch):
+      x = np.asarray(channels[i:i + batch], np.complex128).reshape(-1, d) - mu
+      if not np.all(np.isfinite(x)):
+        raise ValueError(f"channels {i}..{i + len(x) - 1} hold non-finite values; the prior needs finite channels.")
+      cov += x.T @ x.conj()                      # E[h h^H]: entry (i, j) is E h_i conj(h_j)
+    cov /= n
+    vals, vecs = np.linalg.eigh(cov)
+    vals, vecs, var, mean_val = vals[::-1], vecs[:, ::-1], np.diag(cov).real, vals.mean()
+  if mean_val <= 0:
     raise ValueError("the training channels are all equal (zero covariance); a Gaussian prior needs variation.")
-  vals, vecs = np.maximum(vals[::-1][:rank], floor), vecs[:, ::-1][:, :rank]
-  delta = np.maximum(np.diag(cov).real - np.sum(np.abs(vecs) ** 2 * vals, axis=1), floor)
+  floor = shrinkage * max(mean_val, 1e-30)
+  vals, vecs = np.maximum(vals[:rank], floor), vecs[:, :rank]
+  delta = np.maximum(var - np.sum(np.abs(vecs) ** 2 * vals, axis=1), floor)
   shape = tuple(channels.shape[1:])
   return LowRankGaussian(mean=jnp.asarray(mu.reshape(shape), jnp.complex64), vecs=jnp.asarray(vecs, jnp.complex64),
                          vals=jnp.asarray(vals, jnp.float32), delta=jnp.asarray(delta.reshape(shape), jnp.float32))
 
+
+
+def _angle_delay_profile(x):
+  """Each channel's power over the unitary 2-D DFT (angle x delay) grid, normalized to sum 1: where its paths
+  are, whatever its phase; what k-means starts the mixture from."""
+  p = np.abs(np.fft.fft2(np.asarray(x, np.complex64))) ** 2
+  p = p.reshape(len(p), -1)
+  return p / np.maximum(p.sum(1, keepdims=True), 1e-30)
+
+
+def _kmeans(features, k, rng, iters=30):
+  centres = features[rng.choice(len(features), k, replace=False)]
+  sq = np.sum(features ** 2, 1)[:, None]
+  for _ in range(iters):
+    labels = np.argmin(sq - 2.0 * features @ centres.T + np.sum(centres ** 2, 1)[None], axis=1)
+    centres = np.stack([features[labels == j].mean(0) if np.any(labels == j) else centres[j] for j in range(k)])
+  return labels
+
+
+#: Noise-to-signal ratio (20 dB SNR) at which :func:`fit_mixture` scores each training channel under each
+#: component: the likelihood of the channel under ``C_k + NSR I`` (a near-clean observation), so that a component's
+#: floored small eigenvalues do not decide where a channel goes.
+MIXTURE_SCORE_NSR = 0.01
+
+
+def fit_mixture(channels, *, components: int, rank: int, rounds: int = 3, shrinkage: float = SHRINKAGE,
+                seed: int = 0, log=None) -> MixtureGaussian:
+  """Fit a mixture of ``components`` rank-``rank``-plus-diagonal Gaussians to channels ``[N, N_a, N_s]``.
+
+  Classification EM: k-means (seeded by ``seed``) on the channels' angle-delay power profiles gives the first
+  assignment; then ``rounds`` times, each component is fitted to its channels by :func:`fit_lowrank` and every
+  channel moves to the component under which it is most likely (weights included). A component left with at most
+  ``rank`` channels is dropped (its covariance would be mostly floor). ``log``: optional ``log(str)`` for one
+  line per round. Deterministic for given channels and ``seed``.
+  """
+  n = channels.shape[0]
+  if len(channels.shape) != 3:
+    raise ValueError(f"fit_mixture needs channels [N, N_a, N_s]; got shape {tuple(channels.shape)}.")
+  if isinstance(components, bool) or not isinstance(components, (int, np.integer)) or components < 1:
+    raise ValueError(f"components={components!r} must be an integer >= 1 (1: the low-rank prior alone).")
+  if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 0:
+    raise ValueError(f"rounds={rounds!r} must be an integer >= 0.")
+  if n < components * (rank + 1):
+    raise ValueError(f"fit_mixture needs more than rank={rank} channels per component: {components} components "
+                     f"need at least {components * (rank + 1)} channels, got {n}; use fewer components or a "
+                     "smaller rank.")
+  x = np.asarray(channels[:], np.complex64)
+  if not np.all(np.isfinite(x)):
+    raise ValueError("the channels hold non-finite values; the prior needs finite channels.")
+  labels = (_kmeans(_angle_delay_profile(x), components, np.random.default_rng(seed)) if components > 1
+            else np.zeros(n, int))
+  a = np.float32(np.sqrt(1.0 - MIXTURE_SCORE_NSR / (1.0 + MIXTURE_SCORE_NSR)))
+  b = np.float32(np.sqrt(MIXTURE_SCORE_NSR / (1.0 + MIXTURE_SCORE_NSR)))
+  score = jax.jit(jax.vmap(lambda p, g: _lowrank_parts(p, g, jnp.full(g.shape, a), jnp.full(g.shape, b))[3],
+                           in_axes=(None, 0)))
+  for rnd in range(rounds + 1):
+    kept = [j for j in range(components) if np.sum(labels == j) > rank]
+    priors = [fit_lowrank(x[labels == j], rank=rank, shrinkage=shrinkage) for j in kept]
+    weights = np.array([np.sum(labels == j) for j in kept], np.float64) / n
+    if rnd == rounds or len(kept) == 1:
+      break
+    lls = np.concatenate([np.stack([np.asarray(score(p, jnp.asarray(a * x[i:i + 1024]))) for p in priors], 1)
+                          for i in range(0, n, 1024)]) + np.log(weights)
+    new = np.asarray(kept)[np.argmax(lls, 1)]
+    if log is not None:
+      log(f"mixture prior: round {rnd + 1}/{rounds}, {len(kept)} components, "
+          f"{100 * np.mean(new != labels):.1f} % of the channels moved")
+    if np.array_equal(new, labels):
+      break
+    labels = new
+  mix = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *priors)
+  return MixtureGaussian(*mix, log_weights=jnp.asarray(np.log(weights / weights.sum()), jnp.float32))
 
 def stack(priors) -> KroneckerGaussian | LowRankGaussian:
   """One prior per sample: the fields of ``priors`` (a sequence of one structure and channel shape) stacked along a
@@ -243,6 +370,8 @@ def stack(priors) -> KroneckerGaussian | LowRankGaussian:
   if not priors:
     raise ValueError("stack needs at least one prior.")
   kinds = {type(p) for p in priors}
+  if MixtureGaussian in kinds:
+    raise ValueError("stack takes Kronecker or low-rank priors; a mixture prior is one prior for every sample.")
   shapes = {tuple(np.shape(p.mean)) for p in priors}
   if len(kinds) != 1 or len(shapes) != 1:
     raise ValueError(f"stack needs priors of one structure and channel shape; got structures "
@@ -252,10 +381,11 @@ def stack(priors) -> KroneckerGaussian | LowRankGaussian:
   return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *priors)
 
 
-def from_numpy(arrays, shape: tuple[int, int] | None = None) -> KroneckerGaussian | LowRankGaussian:
-  """A prior saved by ``to_numpy`` (either structure, told apart by its arrays); ``shape`` (the dataset's
+def from_numpy(arrays, shape: tuple[int, int] | None = None) -> KroneckerGaussian | LowRankGaussian | MixtureGaussian:
+  """A prior saved by ``to_numpy`` (any structure, told apart by its arrays); ``shape`` (the dataset's
   ``[N_a, N_s]``) is checked."""
-  cls = LowRankGaussian if "delta" in arrays else KroneckerGaussian
+  cls = (MixtureGaussian if "log_weights" in arrays else LowRankGaussian if "delta" in arrays
+         else KroneckerGaussian)
   missing = [k for k in cls._fields if k not in arrays]
   if missing:
     raise ValueError(f"the saved Gaussian prior lacks {missing}; it was not written by {cls.__name__}.to_numpy.")
@@ -365,8 +495,10 @@ def _posterior_one(prior, g, alpha, beta, tol, max_iter):
   return prior.mean + _cov_apply(prior, r * w), w, rel, k
 
 
-def _lowrank_one(prior, g, alpha, beta):
-  # Woodbury on I + R C R = S + W diag(l) W^H (module docstring): exact, an r x r solve per sample.
+def _lowrank_parts(prior, g, alpha, beta):
+  # Woodbury on I + R C R = S + W diag(l) W^H (module docstring): exact, an r x r solve per sample. Also the
+  # log-evidence of g up to a constant shared by every prior, -u^H (I + R C R)^-1 u - log det(I + R C R), by the
+  # matrix determinant lemma: log det = sum log s + log det K + sum log l (what mixture responsibilities need).
   shape = g.shape
   r = (alpha / beta).reshape(-1)
   u = ((g - alpha * prior.mean) / beta).reshape(-1)
@@ -383,17 +515,33 @@ def _lowrank_one(prior, g, alpha, beta):
   c = cov(r * w)
   res = u - (w + r * c)
   rel = jnp.sqrt(jnp.real(jnp.vdot(res, res)) / jnp.maximum(jnp.real(jnp.vdot(u, u)), 1e-30))
-  return prior.mean + c.reshape(shape), w.reshape(shape), rel, jnp.asarray(0)
+  logdet = jnp.sum(jnp.log(s)) + jnp.linalg.slogdet(K)[1] + jnp.sum(jnp.log(prior.vals))
+  loglik = -jnp.real(jnp.vdot(u, w)) - logdet
+  return prior.mean + c.reshape(shape), w.reshape(shape), rel, loglik
 
 
-def posterior(prior: KroneckerGaussian | LowRankGaussian, g: jax.Array, alpha: jax.Array, beta: jax.Array, *,
-              beta_floor: float = 0.0, tol: float = 1e-4, max_iter: int = 50) -> Solve:
+def _lowrank_one(prior, g, alpha, beta):
+  h, w, rel, _ = _lowrank_parts(prior, g, alpha, beta)
+  return h, w, rel, jnp.asarray(0)
+
+
+def _mixture_one(prior, g, alpha, beta):
+  # E[. | g] = sum_k p(k | g) E[. | g, k]: every component's exact solve, weighted by its responsibility.
+  h, w, rel, ll = jax.vmap(_lowrank_parts, in_axes=(0, None, None, None))(prior.components, g, alpha, beta)
+  resp = jax.nn.softmax(ll + prior.log_weights)
+  return (jnp.tensordot(resp.astype(h.dtype), h, 1), jnp.tensordot(resp.astype(w.dtype), w, 1), jnp.max(rel),
+          jnp.asarray(0))
+
+
+def posterior(prior: KroneckerGaussian | LowRankGaussian | MixtureGaussian, g: jax.Array, alpha: jax.Array,
+              beta: jax.Array, *, beta_floor: float = 0.0, tol: float = 1e-4, max_iter: int = 50) -> Solve:
   """Exact posterior means ``E[h | g]`` and ``E[xi | g]`` under the Gaussian prior (eq. 6, module docstring).
 
   Args:
     prior: the Gaussian prior, for channels ``[N_a, N_s]``: Kronecker (solved by CG to ``tol`` or ``max_iter``)
       or low rank plus diagonal (solved exactly; ``iterations`` 0, ``residual`` that of float32 rounding); one for
-      every sample, or one per sample (:func:`stack`, leading axis ``B``).
+      every sample, or one per sample (:func:`stack`, leading axis ``B``); or a mixture of low-rank components
+      (each solved exactly, weighted by its responsibility; ``residual`` the largest component's).
     g: diffused channels ``[B, N_a, N_s]``, ``g = alpha o h + beta o xi``.
     alpha, beta: element-wise schedule values, same shape (``alpha^2 + beta^2 = 1``).
     beta_floor: floor of ``beta`` in the solve, ``>= 0``; 0 is exact but needs every ``beta > 0``.
@@ -409,7 +557,7 @@ def posterior(prior: KroneckerGaussian | LowRankGaussian, g: jax.Array, alpha: j
   if tuple(g.shape[1:]) != prior.shape:
     raise ValueError(f"the Gaussian prior is for channels {prior.shape} but g is {tuple(g.shape)}; "
                      "fit the prior on channels of this shape.")
-  batched = prior.mean.ndim == 3
+  batched = _per_sample(prior)
   if batched and prior.mean.shape[0] != g.shape[0]:
     raise ValueError(f"a per-sample prior (stack) holds {prior.mean.shape[0]} priors but g holds {g.shape[0]} "
                      "samples; stack one prior per sample.")
@@ -419,8 +567,10 @@ def posterior(prior: KroneckerGaussian | LowRankGaussian, g: jax.Array, alpha: j
   dtype = prior.mean.dtype
   g, alpha, beta = jax.lax.stop_gradient((g.astype(dtype), alpha.astype(jnp.float32), beta.astype(jnp.float32)))
   beta = jnp.maximum(beta, beta_floor) if beta_floor > 0 else beta
-  if isinstance(prior, LowRankGaussian):
-    one = lambda p_, g_, a_, b_: _lowrank_one(p_, g_, a_, b_)  # noqa: E731
+  if isinstance(prior, MixtureGaussian):
+    one = _mixture_one
+  elif isinstance(prior, LowRankGaussian):
+    one = _lowrank_one
   else:
     one = lambda p_, g_, a_, b_: _posterior_one(p_, g_, a_, b_, tol, max_iter)  # noqa: E731
   return Solve(*jax.vmap(one, in_axes=(0 if batched else None, 0, 0, 0))(prior, g, alpha, beta))
@@ -443,4 +593,11 @@ def cov_matvec(prior: KroneckerGaussian | LowRankGaussian, x: jax.Array) -> jax.
       return (p.delta.reshape(-1) * flat + p.vecs @ (p.vals * (p.vecs.conj().T @ flat))).reshape(xi.shape)
     return _cov_apply(p, xi)
 
-  return jax.vmap(one, in_axes=(0 if prior.mean.ndim == 3 else None, 0))(prior, x)
+  if isinstance(prior, MixtureGaussian):
+    raise ValueError("a mixture prior has no single covariance; use one of its components (prior.components).")
+  return jax.vmap(one, in_axes=(0 if _per_sample(prior) else None, 0))(prior, x)
+
+
+def _per_sample(prior) -> bool:
+  """True for one prior per sample (:func:`stack`); a mixture's leading axis holds its components instead."""
+  return not isinstance(prior, MixtureGaussian) and prior.mean.ndim == 3

@@ -20,7 +20,8 @@ def test_table_lists_every_benchmark():
   res = dict(device="cpu", machine="x", matmul_peak_gflops=4.0,
              noniden={"train": r("samples_per_s"), "generation": r("samples_per_s"),
                       "anchor": dict(batch=64, max_iter=16, anchored_call_s=0.05, network_call_s=0.02, ratio=2.5,
-                                     lowrank=dict(rank=64, anchored_call_s=0.04, ratio=2.0))},
+                                     lowrank=dict(rank=64, anchored_call_s=0.04, ratio=2.0),
+                                     mixture=dict(components=8, rank=16, anchored_call_s=0.03, ratio=1.5))},
              perception={"train_sl": r("samples_per_s"), "train_dm": r("samples_per_s"),
                          "posterior_sampling": dict(r("channels_per_s"), T=100),
                          "bayesian_precoding": r("eigendecompositions_per_s"),
@@ -36,11 +37,12 @@ def test_table_lists_every_benchmark():
              datagen=dict(preset="low_mobility", samples_per_s=3.0, overhead_share=0.1),
              datagen_rt=dict(preset="street_canyon", samples_per_s=40.0, overhead_share=0.02))
   text = table(res)
-  assert len(text.splitlines()) == 2 + 6 + 2 + 2 + 2 + 2 + 1 and "50.0%" in text
+  assert len(text.splitlines()) == 2 + 6 + 3 + 2 + 2 + 2 + 1 and "50.0%" in text
   assert "ours 2.6x at the same calls, dpm2m:1.0 x10 12.0x" in text
-  assert "skipped: no checkout" in table(dict(res, reference={"skipped": "no checkout"}))   # 2 anchor rows: Kronecker, low rank
+  assert "skipped: no checkout" in table(dict(res, reference={"skipped": "no checkout"}))   # 3 anchor rows: Kronecker, low rank, mixture
   assert "Gaussian anchor (CG <= 16)" in text and "2.5x the network's call" in text
   assert "low-rank anchor (r = 64, exact)" in text and "2.0x the network's call" in text
+  assert "mixture anchor (8 x r = 16)" in text and "1.5x the network's call" in text
   assert "9.5x the full chain" in text and "subspace precoder (white, 32 x 32)" in text and "6.0x eigh" in text
   assert "0.7x the DM's in this run" in text and "3.3x the DM's dpm2m:10" in text
   assert "datagen street_canyon (Sionna RT)" in text and "datagen low_mobility (Sionna 38.901)" in text

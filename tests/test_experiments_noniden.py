@@ -106,10 +106,28 @@ def test_noniden_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, caplog):
     ({"models.nonid.embed_dim": 0}, "config.models.nonid"),
     ({"eval.steppings": ()}, "config.eval.steppings is empty"),
     ({"eval.samplers": ()}, "config.eval.samplers is empty"),
+    ({"models.nonid.anchor": "mixture", "anchor.components": 0}, "config.anchor: components must be a positive"),
+    ({"models.nonid.anchor": "mixture", "anchor.rounds": -1}, "config.anchor: rounds=-1 must be an integer >= 0"),
+    ({"models.nonid.anchor": "mixture", "anchor.components": 400, "anchor.train_samples": 1000},
+     "config.anchor: components=400 with rank=64 need more than rank channels each"),
+    ({"models.nonid.anchor": "gmm"}, "config.models.nonid.anchor='gmm' is not supported"),
 ])
 def test_noniden_bad_config_is_refused_by_validate(overrides, match):
   from jaxchan.experiments import noniden as exp
   assert_validate_refuses(exp, config_with("noniden:smoke", overrides), match)
+
+
+def test_mixture_anchored_config_validates_and_its_prior_fits_the_job_dataset(tiny_datasets):
+  # The :raytraced anchor on the :smoke network: validation traces the mixture denoiser's loss and generation, and
+  # fit_prior builds the mixture the job trains with from the dataset's training channels.
+  from jaxchan import data
+  from jaxchan.experiments import noniden as exp
+  config = config_with("noniden:smoke", {"models.nonid.anchor": "mixture", "anchor.components": 2,
+                                         "anchor.rank": 4, "anchor.rounds": 1, "data.path": tiny_datasets["simo_ofdm"]})
+  exp.validate(config)
+  with data.Dataset(tiny_datasets["simo_ofdm"], kind="snapshot") as ds:
+    prior = exp.fit_prior(config, ds, "mixture", log=lambda s: None)
+  assert prior.kind == "mixture" and prior.vecs.shape == (2, 32 * 64, 4)
 
 
 def test_noniden_bad_config_stops_run_py_before_work(tmp_path):

@@ -53,11 +53,20 @@ def validate(config):
     checks.positive_int("train_samples", config.anchor.train_samples)
     checks.in_range("shrinkage", config.anchor.shrinkage, 0.0, 0.5)
     d = config.data.n_bs * config.data.n_freq
-    if any(m.get("anchor", "none") == "lowrank" for m in config.models.values()):
+    anchors = {m.get("anchor", "none") for m in config.models.values()}
+    if anchors & {"lowrank", "mixture"}:
       rank = checks.positive_int("rank", config.anchor.get("rank", 0))
       if rank >= d:
         raise ValueError(f"rank={rank} must be below n_bs x n_freq = {d}, the channel's elements (the low-rank "
                          "anchor keeps that many leading eigenpairs).")
+    if "mixture" in anchors:
+      k = checks.positive_int("components", config.anchor.get("components", 0))
+      rounds = config.anchor.get("rounds", -1)
+      if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
+        raise ValueError(f"rounds={rounds!r} must be an integer >= 0 (the mixture's EM rounds after k-means).")
+      if k * (config.anchor.rank + 1) > config.anchor.train_samples:
+        raise ValueError(f"components={k} with rank={config.anchor.rank} need more than rank channels each: "
+                         f"train_samples={config.anchor.train_samples} is too few; lower components or rank.")
   checks.choice("config.eval.start", config.eval.start, noniden.STARTS)
   checks.in_range("config.eval.background", config.eval.background, 0.0, 1.0)
   for f in ("num_test", "batch_size", "bound_samples"):
@@ -83,7 +92,8 @@ def validate(config):
       continue
     traced.add(net)
     with common.field(f"config.models.{name}"):
-      prior = _placeholder_prior(shape[1:], mcfg.get("anchor", "none"), config.anchor.get("rank", 1))
+      prior = _placeholder_prior(shape[1:], mcfg.get("anchor", "none"), config.anchor.get("rank", 1),
+                                 config.anchor.get("components", 1))
       den = make_denoiser(mcfg, config, sch, prior)
       params = jax.eval_shape(den.network.init, k, h, tau)
       jax.eval_shape(jax.grad(loss_fn(den, mcfg, config)), params, h, k)
@@ -99,15 +109,19 @@ def preflight(config):
                            size_fields=SIZE_FIELDS)
 
 
-def _placeholder_prior(shape, structure: str, rank: int):
+def _placeholder_prior(shape, structure: str, rank: int, components: int = 1):
   """A white prior of the channel shape and ``structure`` (None for ``"none"``): what validation traces the
   anchored denoiser with (no data yet)."""
   if structure == "none":
     return None
-  if structure == "lowrank":
+  if structure in ("lowrank", "mixture"):
     d = shape[0] * shape[1]
-    return gaussian_prior.LowRankGaussian(jnp.zeros(shape, jnp.complex64), jnp.eye(d, rank, dtype=jnp.complex64),
-                                          jnp.ones((rank,), jnp.float32), jnp.ones(shape, jnp.float32))
+    one = gaussian_prior.LowRankGaussian(jnp.zeros(shape, jnp.complex64), jnp.eye(d, rank, dtype=jnp.complex64),
+                                         jnp.ones((rank,), jnp.float32), jnp.ones(shape, jnp.float32))
+    if structure == "lowrank":
+      return one
+    comps = jax.tree_util.tree_map(lambda x: jnp.stack([x] * components), one)
+    return gaussian_prior.MixtureGaussian(*comps, log_weights=jnp.full((components,), -np.log(components)))
   return gaussian_prior.from_factors(np.zeros(shape), np.eye(shape[0]), np.eye(shape[1]))
 
 
@@ -133,11 +147,18 @@ def ensure_dataset(config, log=common.log) -> str:
 
 
 def fit_prior(config, ds, structure: str = "kronecker", log=common.log):
-  """The anchor's Gaussian prior of ``structure`` (``"kronecker"`` or ``"lowrank"`` of rank
-  ``config.anchor.rank``), fitted on the first ``config.anchor.train_samples`` training channels."""
+  """The anchor's Gaussian prior of ``structure`` (``"kronecker"``, ``"lowrank"`` of rank ``config.anchor.rank``,
+  or ``"mixture"`` of ``config.anchor.components`` such components), fitted on the first
+  ``config.anchor.train_samples`` training channels."""
   n = min(config.anchor.train_samples, ds.size("train"))
   h = ds.load("train")["h"][:n]
-  if structure == "lowrank":
+  if structure == "mixture":
+    a = config.anchor
+    prior = gaussian_prior.fit_mixture(h, components=a.components, rank=a.rank, rounds=a.rounds,
+                                       shrinkage=a.shrinkage, seed=config.seed, log=log)
+    log(f"Gaussian anchor: mixture of {prior.mean.shape[0]} rank-{a.rank} plus diagonal Gaussians fitted on {n} "
+        "training channels")
+  elif structure == "lowrank":
     prior = gaussian_prior.fit_lowrank(h, rank=config.anchor.rank, shrinkage=config.anchor.shrinkage)
     log(f"Gaussian anchor: rank-{config.anchor.rank} plus diagonal prior fitted on {n} training channels")
   else:

@@ -176,7 +176,8 @@ def tables(results, config) -> str:
     baseline_rows.append([f"one-shot D(g0, tau0) of `{main}`"] + [gen["one_shot_nmse"].get(p, float("nan"))
                                                                   for p in pats])
   if gen.get("gaussian_nmse"):
-    kind = {"lowrank": "low-rank plus diagonal prior"}.get(config.models[main].get("anchor"), "Kronecker prior")
+    kind = {"lowrank": "low-rank plus diagonal prior", "mixture": "mixture of low-rank Gaussians"}.get(
+        config.models[main].get("anchor"), "Kronecker prior")
     baseline_rows.append([f"Gaussian anchor alone, E_G[h | g0] ({kind})"] + [gen["gaussian_nmse"][p]
                                                                              for p in pats])
   if gen["lmmse_nmse"]:
