@@ -342,8 +342,7 @@ def fit_mixture(channels, *, components: int, rank: int, rounds: int = 3, shrink
             else np.zeros(n, int))
   a = np.float32(np.sqrt(1.0 - MIXTURE_SCORE_NSR / (1.0 + MIXTURE_SCORE_NSR)))
   b = np.float32(np.sqrt(MIXTURE_SCORE_NSR / (1.0 + MIXTURE_SCORE_NSR)))
-  score = jax.jit(jax.vmap(lambda p, g: _lowrank_parts(p, g, jnp.full(g.shape, a), jnp.full(g.shape, b))[3],
-                           in_axes=(None, 0)))
+  score = jax.jit(lambda p, g: _lowrank_batch(p, g, jnp.full(g.shape, a), jnp.full(g.shape, b))[3])
   for rnd in range(rounds + 1):
     kept = [j for j in range(components) if np.sum(labels == j) > rank]
     priors = [fit_lowrank(x[labels == j], rank=rank, shrinkage=shrinkage) for j in kept]
@@ -495,42 +494,49 @@ def _posterior_one(prior, g, alpha, beta, tol, max_iter):
   return prior.mean + _cov_apply(prior, r * w), w, rel, k
 
 
-def _lowrank_parts(prior, g, alpha, beta):
-  # Woodbury on I + R C R = S + W diag(l) W^H (module docstring): exact, an r x r solve per sample. Also the
-  # log-evidence of g up to a constant shared by every prior, -u^H (I + R C R)^-1 u - log det(I + R C R), by the
-  # matrix determinant lemma: log det = sum log s + log det K + sum log l (what mixture responsibilities need).
-  shape = g.shape
-  r = (alpha / beta).reshape(-1)
-  u = ((g - alpha * prior.mean) / beta).reshape(-1)
-  s = 1.0 + r * r * prior.delta.reshape(-1)
-  W = r[:, None] * prior.vecs
-  SW = W / s[:, None]
-  K = jnp.diag(1.0 / prior.vals).astype(W.dtype) + W.conj().T @ SW
-  z = jnp.linalg.solve(K, SW.conj().T @ u)
-  w = u / s - SW @ z
+def _lowrank_batch(prior, g, alpha, beta):
+  """The low-rank posterior for a batch ``g`` ``[B, N_a, N_s]`` under one prior shared by the batch.
 
-  def cov(x):
-    return prior.delta.reshape(-1) * x + prior.vecs @ (prior.vals * (prior.vecs.conj().T @ x))
-
-  c = cov(r * w)
+  Woodbury on ``I + R C R = S + W diag(l) W^H`` (module docstring), exact, one ``r x r`` solve per sample. Its
+  matrix ``K_b = diag(1 / l) + U^H diag(q_b) U``, ``q_b = r_b^2 / s_b``, is formed for the whole batch as one
+  real GEMM ``q @ P`` with ``P[i] = conj(U_i)^T U_i`` (``[d, r^2]``): the per-sample ``d x r`` products a vmap
+  would run are memory-bound small GEMMs on a CPU. Also returns the log-evidence of ``g`` up to a constant shared
+  by every prior, ``-u^H (I + R C R)^-1 u - log det(I + R C R)``, by the matrix determinant lemma:
+  ``log det = sum log s + log det K + sum log l`` (what mixture responsibilities need).
+  """
+  B, shape = g.shape[0], g.shape[1:]
+  V, lam = prior.vecs, prior.vals
+  d, rank = V.shape
+  r = (alpha / beta).reshape(B, d)
+  u = ((g - alpha * prior.mean) / beta).reshape(B, d)
+  delta = prior.delta.reshape(d)
+  s = 1.0 + r * r * delta
+  P = (V.conj()[:, :, None] * V[:, None, :]).reshape(d, rank * rank)
+  q = r * r / s
+  K = jax.lax.complex(q @ P.real, q @ P.imag).reshape(B, rank, rank) + jnp.diag(1.0 / lam).astype(V.dtype)
+  rhs = ((r / s) * u) @ V.conj()                              # W^H S^-1 u, [B, r]
+  z = jnp.linalg.solve(K, rhs[..., None])[..., 0]
+  w = u / s - (r / s) * (z @ V.T)
+  x = r * w
+  c = delta * x + ((x @ V.conj()) * lam) @ V.T                # C x
   res = u - (w + r * c)
-  rel = jnp.sqrt(jnp.real(jnp.vdot(res, res)) / jnp.maximum(jnp.real(jnp.vdot(u, u)), 1e-30))
-  logdet = jnp.sum(jnp.log(s)) + jnp.linalg.slogdet(K)[1] + jnp.sum(jnp.log(prior.vals))
-  loglik = -jnp.real(jnp.vdot(u, w)) - logdet
-  return prior.mean + c.reshape(shape), w.reshape(shape), rel, loglik
+  rel = jnp.sqrt(jnp.sum(jnp.abs(res) ** 2, 1) / jnp.maximum(jnp.sum(jnp.abs(u) ** 2, 1), 1e-30))
+  logdet = jnp.sum(jnp.log(s), 1) + jnp.linalg.slogdet(K)[1] + jnp.sum(jnp.log(lam))
+  loglik = -jnp.real(jnp.sum(u.conj() * w, 1)) - logdet
+  return (prior.mean + c.reshape((B,) + shape), w.reshape((B,) + shape), rel, loglik)
 
 
-def _lowrank_one(prior, g, alpha, beta):
-  h, w, rel, _ = _lowrank_parts(prior, g, alpha, beta)
-  return h, w, rel, jnp.asarray(0)
+def _lowrank(prior, g, alpha, beta):
+  h, w, rel, _ = _lowrank_batch(prior, g, alpha, beta)
+  return h, w, rel, jnp.zeros(g.shape[0], jnp.int32)
 
 
-def _mixture_one(prior, g, alpha, beta):
+def _mixture(prior, g, alpha, beta):
   # E[. | g] = sum_k p(k | g) E[. | g, k]: every component's exact solve, weighted by its responsibility.
-  h, w, rel, ll = jax.vmap(_lowrank_parts, in_axes=(0, None, None, None))(prior.components, g, alpha, beta)
-  resp = jax.nn.softmax(ll + prior.log_weights)
-  return (jnp.tensordot(resp.astype(h.dtype), h, 1), jnp.tensordot(resp.astype(w.dtype), w, 1), jnp.max(rel),
-          jnp.asarray(0))
+  h, w, rel, ll = jax.vmap(_lowrank_batch, in_axes=(0, None, None, None))(prior.components, g, alpha, beta)
+  resp = jax.nn.softmax(ll + prior.log_weights[:, None], axis=0)        # [K, B]
+  mix = lambda x: jnp.einsum("kb,kb...->b...", resp.astype(x.dtype), x)  # noqa: E731
+  return mix(h), mix(w), jnp.max(rel, 0), jnp.zeros(g.shape[0], jnp.int32)
 
 
 def posterior(prior: KroneckerGaussian | LowRankGaussian | MixtureGaussian, g: jax.Array, alpha: jax.Array,
@@ -568,9 +574,12 @@ def posterior(prior: KroneckerGaussian | LowRankGaussian | MixtureGaussian, g: j
   g, alpha, beta = jax.lax.stop_gradient((g.astype(dtype), alpha.astype(jnp.float32), beta.astype(jnp.float32)))
   beta = jnp.maximum(beta, beta_floor) if beta_floor > 0 else beta
   if isinstance(prior, MixtureGaussian):
-    one = _mixture_one
-  elif isinstance(prior, LowRankGaussian):
-    one = _lowrank_one
+    return Solve(*_mixture(prior, g, alpha, beta))
+  if isinstance(prior, LowRankGaussian):
+    if not batched:
+      return Solve(*_lowrank(prior, g, alpha, beta))
+    def one(p_, g_, a_, b_):                    # a batch of one under each sample's own prior
+      return jax.tree_util.tree_map(lambda x: x[0], _lowrank(p_, g_[None], a_[None], b_[None]))
   else:
     one = lambda p_, g_, a_, b_: _posterior_one(p_, g_, a_, b_, tol, max_iter)  # noqa: E731
   return Solve(*jax.vmap(one, in_axes=(0 if batched else None, 0, 0, 0))(prior, g, alpha, beta))

@@ -309,7 +309,9 @@ def test_lowrank_posterior_equals_the_exact_posterior_mean(times):
   # A float32 Woodbury solve against a float32 Cholesky solve of the dense system: both carry ~1e-6 relative
   # round-off amplified by the r x r and d x d systems' conditioning (< 1e3 here).
   np.testing.assert_allclose(s.h_mean, ref, atol=2e-4 * float(jnp.max(jnp.abs(ref))))
-  assert float(jnp.max(s.residual)) <= 1e-4      # an exact solve: the residual is float32 rounding
+  # An exact solve: the residual is float32 rounding, ~1e-6 times the conditioning (< 1e3 here); the checkerboard
+  # (tau = 1 next to tau = T) reaches 1.0e-4.
+  assert float(jnp.max(s.residual)) <= 3e-4
   # g = alpha E[h|g] + beta E[xi|g] holds exactly in exact arithmetic; float32 leaves ~1e-5 of |g| after the
   # checkerboard's conditioning.
   np.testing.assert_allclose(alpha * s.h_mean + beta * s.xi_mean, g, atol=1e-4 * float(jnp.max(jnp.abs(g))))
