@@ -219,3 +219,19 @@ def test_committed_results_re_render_to_their_tables(tmp_path, run):
   shutil.copy(os.path.join(src, "results.json"), tmp_path / "results.json")
   assert report.render(str(tmp_path)) == "noniden"
   assert (tmp_path / "tables.md").read_text() == open(os.path.join(src, "tables.md")).read()
+
+
+def test_claims_table_reads_the_committed_low_rank_run():
+  # examples/noniden_claims.py on a committed results.json: the values docs/noniden.md states for that run.
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("noniden_claims", os.path.join(ROOT, "examples", "noniden_claims.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  md = mod.claims(json.load(open(os.path.join(ROOT, "docs", "results", "noniden_quick_raytraced_anchored",
+                                              "results.json"))))
+  lines = md.splitlines()
+  assert lines[2] == ("| non-identical `nonid` (tau water-filling) | 0.1256 | 0.03371 | 0.06128 | 0.04033 | 0.02392 "
+                      "| 0.02025 |")
+  assert lines[3].startswith("| identical diffusion (its own exact start) | 0.1259 | 0.0619 | 0.6956 |")
+  assert "| best training pattern (Table III) | car_only 0.1165 | all 0.03366 |" in md
+  assert "- pilot_car: all 0.0202, non_directional 0.0202" in md
