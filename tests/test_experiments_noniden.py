@@ -117,6 +117,7 @@ def test_noniden_bad_config_is_refused_by_validate(overrides, match):
   assert_validate_refuses(exp, config_with("noniden:smoke", overrides), match)
 
 
+@pytest.mark.slow
 def test_mixture_anchored_config_validates_and_its_prior_fits_the_job_dataset(tiny_datasets):
   # The :raytraced anchor on the :smoke network: validation traces the mixture denoiser's loss and generation, and
   # fit_prior builds the mixture the job trains with from the dataset's training channels.
