@@ -1,7 +1,8 @@
 """The exact-posterior experiment's anchored run beside the paper's networks: SE ratios to the exact precoders per
 SNR, and the learning curves.
 
-  python -m examples.oracle_anchor_comparison --anchored=docs/results/perception_oracle_anchored \
+  python -m examples.oracle_anchor_comparison --anchored=docs/results/perception_oracle_mixture \
+      --gaussian=docs/results/perception_oracle_anchored \
       --literal=docs/results/perception_oracle/short_training --literal_full=docs/results/perception_oracle
 
 Writes ``comparison.md`` and ``fig_learning_curves.png`` into the anchored folder, from the ``results.json``
@@ -17,24 +18,30 @@ from jaxchan import files
 from jaxchan.experiments import perception_oracle_report
 
 ANCHORED = flags.DEFINE_string("anchored", None, "folder of the anchored run's results.json", required=True)
+GAUSSIAN = flags.DEFINE_string("gaussian", None, "folder of a run anchored on the one Gaussian (optional)")
 LITERAL = flags.DEFINE_string("literal", None, "folder of the paper's network trained as long", required=True)
 LITERAL_FULL = flags.DEFINE_string("literal_full", None, "folder of the paper's network trained longer (optional)")
 
 
-def runs(anchored: str, literal: str, literal_full: str | None) -> dict:
+#: How each run's anchor (config.learned.anchor) is named in the tables.
+ANCHOR_LABELS = {"mixture": "anchored on the EM-fitted mixture", "prior": "anchored on the Gaussian",
+                 "none": "paper's network"}
+
+
+def runs(anchored: str, literal: str, literal_full: str | None, gaussian: str | None = None) -> dict:
   out = {}
-  for label, folder in (("anchored", anchored), ("paper's network, same training", literal),
-                        ("paper's network, 3x training", literal_full)):
+  for folder, what in ((anchored, ""), (gaussian, ""), (literal, ", same training"), (literal_full, ", 3x training")):
     if folder:
       with open(os.path.join(folder, "results.json")) as f:
         res = json.load(f)
       e = res["config"]["learned"]["epochs"]
-      out[f"{label} ({e['sl']} / {e['dm']} epochs)"] = res
+      label = ANCHOR_LABELS[res["config"]["learned"].get("anchor", "none")]
+      out[f"{label}{what} ({e['sl']} / {e['dm']} epochs)"] = res
   return out
 
 
 def main(_):
-  r = runs(ANCHORED.value, LITERAL.value, LITERAL_FULL.value)
+  r = runs(ANCHORED.value, LITERAL.value, LITERAL_FULL.value, GAUSSIAN.value)
   files.atomic_write_text(os.path.join(ANCHORED.value, "comparison.md"), perception_oracle_report.anchor_comparison(r))
   perception_oracle_report.plot_learning_curves(r, os.path.join(ANCHORED.value, "fig_learning_curves.png"))
 

@@ -177,6 +177,12 @@ def under_prior(latest, seen, noise_var, row_cov) -> GaussianPrediction:
     noise_var: ``[B]`` per-element noise variance of the observation.
     row_cov: ``[n_bs n_prb, n_bs n_prb]`` Hermitian positive semi-definite prior covariance of one row.
   """
+  return _under_prior(latest, seen, noise_var, row_cov)[0]
+
+
+def _under_prior(latest, seen, noise_var, row_cov):
+  """:func:`under_prior` and the log-likelihood of the looks under ``row_cov`` (``[B]``, up to a constant shared by
+  every prior), which weighs the components of :func:`under_mixture`."""
   B, n_ue, n_bs, n_prb = latest.shape
   d = n_bs * n_prb
   if row_cov.shape != (d, d):
@@ -200,7 +206,71 @@ def under_prior(latest, seen, noise_var, row_cov) -> GaussianPrediction:
   blocks = cov.reshape(B, n_bs, n_prb, n_bs, n_prb)
   per_prb = jnp.moveaxis(jnp.diagonal(blocks, axis1=2, axis2=4), -1, 1)                         # [B, F, N, N]
   vals, vecs = jnp.linalg.eigh(0.5 * (per_prb + jnp.conj(jnp.swapaxes(per_prb, -1, -2))))
-  return GaussianPrediction(mean.astype(latest.dtype), vecs, jnp.moveaxis(jnp.maximum(vals, 0.0), 1, 2))
+  # log p(y | C) up to a constant every prior shares: -sum_u y_u^H K^-1 y_u - n_ue log det K (an unseen element
+  # has a unit pivot and a zero right-hand side, so it adds nothing).
+  quad = jnp.real(jnp.einsum("bUi,biU->b", jnp.conj(y), z))
+  logdet = 2.0 * jnp.sum(jnp.log(jnp.real(jnp.diagonal(chol, axis1=-2, axis2=-1))), axis=-1)
+  pred = GaussianPrediction(mean.astype(latest.dtype), vecs, jnp.moveaxis(jnp.maximum(vals, 0.0), 1, 2))
+  return pred, -quad - n_ue * logdet
+
+
+class MixturePrediction(NamedTuple):
+  """The conditional law of the target under a known Gaussian-mixture prior: a mixture of conditional Gaussians.
+
+  ``components``: a :class:`GaussianPrediction` with a leading component axis ``K`` on every field (component
+  ``k``'s exact conditional Gaussian, :func:`under_prior`); ``log_resp`` ``[B, K]``: the log posterior weight of
+  each component given the looks (they sum to one)."""
+  components: GaussianPrediction
+  log_resp: jax.Array
+
+
+def under_mixture(latest, seen, noise_var, row_covs, log_weights) -> MixturePrediction:
+  """The exact posterior of the target under a zero-mean Gaussian-mixture prior shared by the UE antennas' rows.
+
+  Model: a component ``k`` (probability ``exp(log_weights[k])``) is drawn once per sample, then every UE
+  antenna's row is ``CN(0, C_k)``, ``C_k = row_covs[k]``, independently; the looks are those of
+  :func:`under_prior`. Given the looks, component ``k`` has posterior weight ``w_k ~ pi_k p(y | C_k)`` (every
+  row's likelihood together) and the target is ``CN`` of :func:`under_prior` under ``C_k``, so the conditional
+  mean :func:`mixture_mean` ``sum_k w_k E[h | y, k]`` is the exact CME of such a mixture (e.g. the user-cluster
+  prior of :func:`jaxchan.oracle.clustered_mixture`, or one fitted on training channels).
+
+  Args: those of :func:`under_prior`, with ``row_covs`` ``[K, n_bs n_prb, n_bs n_prb]`` and ``log_weights`` ``[K]``.
+  """
+  row_covs = jnp.asarray(row_covs, jnp.complex64)
+  log_weights = jnp.asarray(log_weights, jnp.float32)
+  if row_covs.ndim != 3 or log_weights.shape != row_covs.shape[:1]:
+    raise ValueError(f"under_mixture needs row_covs [K, d, d] and log_weights [K]; got {tuple(row_covs.shape)} "
+                     f"and {tuple(log_weights.shape)}.")
+  preds, ll = jax.vmap(lambda C: _under_prior(latest, seen, noise_var, C))(row_covs)   # leading K; ll [K, B]
+  return MixturePrediction(preds, jax.nn.log_softmax(ll.T + log_weights[None], axis=-1))
+
+
+def mixture_mean(pred: MixturePrediction) -> jax.Array:
+  """``E[h | y] = sum_k w_k E[h | y, k]``, ``[B, n_ue, n_bs, n_prb]``."""
+  w = jnp.exp(pred.log_resp).astype(pred.components.mean.dtype)
+  return jnp.einsum("bk,kbunf->bunf", w, pred.components.mean)
+
+
+def mixture_denoise(pred: MixturePrediction, x_t: jax.Array, abar: jax.Array) -> jax.Array:
+  """The posterior mean ``E[h | x_t, y]`` under the conditional mixture (:func:`denoise` per component).
+
+  Component ``k`` explains ``x_t = sqrt(abar) h + sqrt(1 - abar) eps`` with likelihood
+  ``CN(x_t; sqrt(abar) m_k, abar S_k + (1 - abar) I)``, diagonal in each PRB's eigenbasis; its weight given
+  both is ``w_k(y)`` times that, and the mean is the weighted sum of the components' :func:`denoise`. As in
+  :func:`under_prior`'s covariance, PRBs count as independent given ``y`` (the cross-PRB terms are not kept).
+  """
+  abar = jnp.asarray(abar, jnp.float32)
+  a = jnp.sqrt(abar)[:, None, None, None]
+
+  def one(comp):
+    coef = _to_basis(comp.vecs, x_t - a.astype(x_t.dtype) * comp.mean)              # [B, U, N, F]
+    var = abar[:, None, None] * comp.cov_vals + (1.0 - abar)[:, None, None]           # [B, N, F]
+    ll = -jnp.sum(jnp.abs(coef) ** 2 / var[:, None], axis=(1, 2, 3)) - x_t.shape[1] * jnp.sum(jnp.log(var), (1, 2))
+    return denoise(comp, x_t, abar), ll
+
+  x0, ll = jax.vmap(one)(pred.components)                                             # [K, B, ...], [K, B]
+  w = jax.nn.softmax(pred.log_resp + ll.T, axis=-1).astype(x0.dtype)
+  return jnp.einsum("bk,kbunf->bunf", w, x0)
 
 
 def expected_gramian(pred: GaussianPrediction) -> jax.Array:

@@ -12,7 +12,7 @@ from jaxchan import files
 from jaxchan.experiments import report
 
 RESULTS = ["noniden_quick", "noniden_quick_main", "perception_quick_gpu", "perception_quick_anchored", "mobility",
-           "perception_oracle"]
+           "perception_oracle_mixture"]
 
 
 @pytest.mark.parametrize("name", RESULTS)

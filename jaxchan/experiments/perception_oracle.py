@@ -45,8 +45,8 @@ import jax.numpy as jnp
 from jaxchan import checks, conventions, ddpm, metrics, oracle, precoding
 from jaxchan.experiments import common
 from jaxchan.experiments.perception_oracle_setup import (  # noqa: F401  (re-exported)
-    GAUSSIAN, LABELS, LEARNED, LEARNED_CHUNK, LEARNED_USES, METHODS, Problem, draw, exact_cme_mse, moment_matched,
-    observation, row_covariance, srs_view)
+    FITTED, GAUSSIAN, LABELS, LEARNED, LEARNED_CHUNK, LEARNED_USES, METHODS, Problem, draw, exact_cme_mse,
+    fit_mixture, mixture_rows, moment_matched, observation, row_covariance, srs_view)
 
 def validate(config):
   if len(config.shape) != 3 or not all(isinstance(x, int) and x >= 1 for x in config.shape):
@@ -67,6 +67,17 @@ def validate(config):
   for f in ("num_test", "num_components"):
     if not isinstance(config[f], int) or config[f] < 1:
       raise ValueError(f"config.{f}={config[f]!r} must be a positive integer.")
+  M = config.mixture
+  for f in ("components", "rank", "train_samples"):
+    checks.positive_int(f"config.mixture.{f}", M[f])
+  if isinstance(M.rounds, bool) or not isinstance(M.rounds, int) or M.rounds < 0:
+    raise ValueError(f"config.mixture.rounds={M.rounds!r} must be an integer >= 0.")
+  if M.rank >= n_bs * n_freq:
+    raise ValueError(f"config.mixture.rank={M.rank} must be below the row size n_bs x n_freq = {n_bs * n_freq}.")
+  if n_ue * M.train_samples < M.components * (M.rank + 1):
+    raise ValueError(f"config.mixture.train_samples={M.train_samples} gives {n_ue * M.train_samples} rows, too few "
+                     f"for {M.components} components of rank {M.rank} (at least {M.components * (M.rank + 1)}); "
+                     "draw more.")
   L = config.learned
   if L.enabled:
     if not config.rho > 0 or n_freq % config.sounded:
@@ -84,7 +95,7 @@ def validate(config):
     if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
       raise ValueError(f"config.learned.snr_db_range={tuple(L.snr_db_range)} must be finite (low, high), low <= high.")
     checks.choice("config.learned.prediction", L.prediction, ddpm.PREDICTIONS)
-    checks.choice("config.learned.anchor", L.get("anchor", "none"), ("prior", "none"))
+    checks.choice("config.learned.anchor", L.get("anchor", "none"), ("mixture", "prior", "none"))
     for f in ("batch_size", "steps_per_epoch", "T"):
       if not isinstance(L[f], int) or L[f] < 1:
         raise ValueError(f"config.learned.{f}={L[f]!r} must be a positive integer.")
@@ -93,14 +104,17 @@ def validate(config):
         raise ValueError(f"config.learned.epochs.{u}={L.epochs[u]!r} must be a positive integer.")
 
 
-def evaluate_snr(prior, key, problem: Problem, *, snr_db, num_test, num_samples, gauss_samples, learned=None):
+def evaluate_snr(priors, key, problem: Problem, *, snr_db, num_test, num_samples, gauss_samples, learned=None):
   """Mean SE and captured-energy fraction of every method at one observation SNR of ``problem``;
-  ``gauss_samples``: K of the Gaussian Bayesian row (the learned DM's K).
+  ``priors``: ``(prior, fitted)``, the true prior the channels come from and the mixture fitted on draws
+  (:func:`fit_anchor`; ``None``: no such rows), whose exact CME and K-sample Bayesian precoders are rows too;
+  ``gauss_samples``: K of the Gaussian and fitted-mixture Bayesian rows (the learned DM's K).
 
   ``learned``: ``(y, sigma2, key) -> ({name: W}, sl_estimate)`` for the learned rows (:func:`jaxchan.experiments.perception_oracle_learned.make_learned_precoders`),
   evaluated on the same channels and observations.
   """
   shape, sounded, rho, n_streams, dl_snr_db = problem
+  prior, fitted = priors
   sigma2 = 10.0 ** (-snr_db / 10.0)
   A, N = observation(shape, sounded, rho, sigma2)
   k_h, k_n, k_s, k_u = jax.random.split(key, 4)
@@ -130,6 +144,14 @@ def evaluate_snr(prior, key, problem: Problem, *, snr_db, num_test, num_samples,
       y, jax.random.split(jax.random.fold_in(k_s, 7), num_test))
   W["gauss_bayes"] = precoding.bayesian_precoder(
       jnp.moveaxis(g_samples.reshape((num_test, gauss_samples) + tuple(shape)), 1, 0), n_streams)
+  if fitted is not None:
+    f_post = jax.vmap(lambda yi: oracle.posterior(fitted, yi, A, N))(y)
+    f_mean = jnp.einsum("bk,bkd->bd", f_post.weights.astype(f_post.means.dtype), f_post.means).reshape(H.shape)
+    W["mix_mean"] = precoding.svd_precoder(f_mean, n_streams)
+    f_samples = jax.vmap(lambda yi, k: oracle.posterior_sample(fitted, yi, A, N, k, gauss_samples))(
+        y, jax.random.split(jax.random.fold_in(k_s, 11), num_test))
+    W["mix_bayes"] = precoding.bayesian_precoder(
+        jnp.moveaxis(f_samples.reshape((num_test, gauss_samples) + tuple(shape)), 1, 0), n_streams)
   sl_est = None
   if learned is not None:
     # In chunks: K = 16 chains per channel through T decoder passes; one chunk's state stays in cache.
@@ -149,9 +171,24 @@ def evaluate_snr(prior, key, problem: Problem, *, snr_db, num_test, num_samples,
                  "expected_energy": float(jnp.mean(cond(w)) / jnp.mean(post_energy))}
   out["cme_nmse"] = float(metrics.nmse(H, cme))
   out["gauss_nmse"] = float(metrics.nmse(H, g_mean))
+  if fitted is not None:
+    out["mix_nmse"] = float(metrics.nmse(H, f_mean))
   if sl_est is not None:
     out["sl_nmse"] = float(metrics.nmse(H, sl_est))
   return out
+
+
+def fit_anchor(config, prior, log=common.log):
+  """The mixture fitted on ``config.mixture.train_samples`` draws from ``prior`` (:func:`fit_mixture`, seeded by
+  ``config.seed``): a classical baseline in every table and the learned models' anchor under
+  ``config.learned.anchor = "mixture"``."""
+  M = config.mixture
+  t = time.time()
+  fitted = fit_mixture(prior, jax.random.fold_in(jax.random.PRNGKey(config.seed), 2000), tuple(config.shape),
+                       components=M.components, rank=M.rank, rounds=M.rounds, num=M.train_samples)
+  log(f"EM-fitted mixture: {M.components} components of rank {M.rank} on {M.train_samples} draws "
+      f"({time.time() - t:.1f} s); weights " + ", ".join(f"{w:.3f}" for w in fitted.weights.tolist()))
+  return fitted
 
 
 def run(config, workdir: str, log=common.log) -> dict:
@@ -163,6 +200,7 @@ def run(config, workdir: str, log=common.log) -> dict:
   shape = tuple(config.shape)
   key = jax.random.PRNGKey(config.seed)
   prior = oracle.clustered_mixture(jax.random.fold_in(key, 0), shape, config.num_components, paths=config.paths)
+  fitted = fit_anchor(config, prior, log)
   learned_fn, training, floors = None, {}, {}
   if config.learned.enabled:
     from jaxchan.experiments import perception_oracle_learned as learned
@@ -171,12 +209,12 @@ def run(config, workdir: str, log=common.log) -> dict:
       log(f"training the learned {use.upper()} on the prior ({config.learned.epochs[use]} epochs of "
           f"{config.learned.steps_per_epoch} steps)")
       m, p, training[use], floor = learned.train_learned(config, prior, use, os.path.join(workdir, "models", use),
-                                                         log=log)
+                                                         log=log, fitted=fitted)
       floors.update(floor)
       models[use] = (m, p)
     learned_fn = learned.make_learned_precoders(config, models, config.n_streams)
   problem = Problem(tuple(shape), config.sounded, config.rho, config.n_streams, config.dl_snr_db)
-  ev = functools.partial(evaluate_snr, prior, problem=problem, num_test=config.num_test,
+  ev = functools.partial(evaluate_snr, (prior, fitted), problem=problem, num_test=config.num_test,
                          num_samples=tuple(config.num_samples), gauss_samples=config.learned.num_samples,
                          learned=learned_fn)
   rows = []

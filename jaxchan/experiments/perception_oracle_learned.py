@@ -16,25 +16,31 @@ import jax
 
 from jaxchan import files, precoding, prediction, schedules, train
 from jaxchan.experiments import common
-from jaxchan.experiments.perception_oracle_setup import (LEARNED_USES, draw, exact_cme_mse, moment_matched,
-                                                            row_covariance, srs_view)
-from jaxchan.models.transformer import ChannelTransformer, prior_cov_field
+from jaxchan.experiments.perception_oracle_setup import (LEARNED_USES, draw, exact_cme_mse, mixture_rows,
+                                                            moment_matched, row_covariance, srs_view)
+from jaxchan.models.transformer import ChannelTransformer, prior_cov_field, prior_mix_field
 
 
 #: The DM's cosine schedule offset and clip (cosine_schedule's defaults), also handed to the anchored DM.
 COSINE_S, MAX_BETA = 0.008, 0.999
 
 
-def learned_model(config, use: str, prior) -> ChannelTransformer:
+def learned_model(config, use: str, prior, fitted=None) -> ChannelTransformer:
   """The backbone for ``use``; ``config.learned.anchor = "prior"`` anchors it on the exact conditional Gaussian
-  under ``prior``'s moment-matched covariance (the untrained model is the Gaussian baseline), ``"none"`` is the
-  paper's network."""
+  under ``prior``'s moment-matched covariance (the untrained model is the Gaussian baseline), ``"mixture"`` on the
+  exact posterior under ``fitted``, the mixture fitted on draws (:func:`jaxchan.experiments.perception_oracle.fit_anchor`;
+  the untrained model is that mixture's CME or posterior sampler), ``"none"`` is the paper's network."""
   L = config.learned
   n_ue, n_bs, n_freq = config.shape
   anchor = L.get("anchor", "none")
   extra = {}
   if anchor == "prior":
     extra = dict(prior_cov=prior_cov_field(row_covariance(prior, tuple(config.shape))),
+                 dm_schedule=(L.T, COSINE_S, MAX_BETA), prediction=L.prediction)
+  elif anchor == "mixture":
+    if fitted is None:
+      raise ValueError("config.learned.anchor='mixture' needs the mixture fitted on draws (fitted=...).")
+    extra = dict(prior_mix=prior_mix_field(*mixture_rows(fitted, tuple(config.shape))),
                  dm_schedule=(L.T, COSINE_S, MAX_BETA), prediction=L.prediction)
   return ChannelTransformer(n_occ=1, n_ue=n_ue, n_bs=n_bs, n_prb=n_freq, num_hops=n_freq // config.sounded,
                             ue_per_token=L.ue_per_token, use=use, d_model=L.d_model, num_heads=L.num_heads,
@@ -45,13 +51,14 @@ def learned_schedule(config):
   return schedules.cosine_schedule(config.learned.T, s=COSINE_S, max_beta=MAX_BETA)
 
 
-def train_learned(config, prior, use: str, model_dir: str, log=common.log):
+def train_learned(config, prior, use: str, model_dir: str, log=common.log, fitted=None):
   """Train the SL or DM backbone on fresh draws from ``prior`` (every batch new; an "epoch" is
   ``config.learned.steps_per_epoch`` steps). Returns ``(model, params, history, floor)``; for the SL,
-  ``floor["exact_cme_mse"]`` is the exact CME's loss on the same 1,024 test draws (:func:`exact_cme_mse`)."""
+  ``floor["exact_cme_mse"]`` is the exact CME's loss on the same 1,024 test draws (:func:`exact_cme_mse`), with
+  the Gaussian baseline's and (given ``fitted``, the mixture fitted on draws) the fitted mixture's CME's."""
   from jaxchan.experiments import common, perception_setup as perception
   L, shape = config.learned, tuple(config.shape)
-  model = learned_model(config, use, prior)
+  model = learned_model(config, use, prior, fitted)
   # A checkpoint trained with another anchor is refused (its residual means something else); model.json says
   # which anchor the checkpoints in model_dir belong to. Checkpoints without it predate the anchor: "none".
   meta = os.path.join(model_dir, "model.json")
@@ -87,8 +94,11 @@ def train_learned(config, prior, use: str, model_dir: str, log=common.log):
     floor["exact_cme_mse"] = exact_cme_mse(prior, h_t, y_t, s2_t, **kw)
     # The Gaussian baseline's loss (the LMMSE under the prior's covariance; the untrained anchored SL's).
     floor["gaussian_mse"] = exact_cme_mse(moment_matched(prior), h_t, y_t, s2_t, **kw)
+    if fitted is not None:
+      floor["mixture_mse"] = exact_cme_mse(fitted, h_t, y_t, s2_t, **kw)
     log(f"  exact CME loss on the same test draws (the SL's floor): {floor['exact_cme_mse']:.4f}; the Gaussian "
-        f"(LMMSE) baseline's: {floor['gaussian_mse']:.4f}")
+        f"(LMMSE) baseline's: {floor['gaussian_mse']:.4f}"
+        + (f"; the EM-fitted mixture's CME: {floor['mixture_mse']:.4f}" if fitted is not None else ""))
   k_test, k_init, k_train = jax.random.split(common.key(config, f"perception_oracle/{use}"), 3)
   test_loss = jax.jit(lambda p: loss(p, test, k_test))
   opt = train.step_decay_adam(L.lr, steps_per_epoch=L.steps_per_epoch, decay_every_epochs=L.decay_every_epochs,

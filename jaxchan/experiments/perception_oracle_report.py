@@ -10,7 +10,7 @@ import os
 import numpy as np
 
 from jaxchan import files
-from jaxchan.experiments.perception_oracle_setup import GAUSSIAN, LABELS, LEARNED, LEARNED_USES, METHODS
+from jaxchan.experiments.perception_oracle_setup import FITTED, GAUSSIAN, LABELS, LEARNED, LEARNED_USES, METHODS
 
 
 def render(results: dict, workdir: str):
@@ -25,7 +25,7 @@ def render(results: dict, workdir: str):
 def _names(results):
   Ks = results["config"]["num_samples"]
   learned = [n for n in LEARNED if n in results["rows"][0]]
-  gauss = [n for n in GAUSSIAN if n in results["rows"][0]]
+  gauss = [n for n in GAUSSIAN + FITTED if n in results["rows"][0]]
   return list(METHODS[:2]) + [f"bayes_{k}" for k in Ks] + list(METHODS[2:3]) + gauss + learned + list(METHODS[3:])
 
 
@@ -34,6 +34,8 @@ def _label(name, K=None):
     return f"Learned DM, Bayesian from K = {K} samples"
   if name == "gauss_bayes" and K is not None:
     return f"Gaussian Bayesian, K = {K} samples of the conditional Gaussian"
+  if name == "mix_bayes" and K is not None:
+    return f"EM-fitted mixture Bayesian, K = {K} samples of its posterior"
   return LABELS.get(name) or f"Exact Bayesian, K = {name.split('_')[1]} posterior samples"
 
 
@@ -46,7 +48,8 @@ def learned_vs_exact(results) -> list[dict]:
                dm_ratio=r["dm_bayes"]["se"] / r[f"bayes_{K}"]["se"],
                sl_nmse_db=10 * np.log10(r["sl_nmse"]), cme_nmse_db=10 * np.log10(r["cme_nmse"]),
                **({"gauss_nmse_db": 10 * np.log10(r["gauss_nmse"]), "gauss_mean": r["gauss_mean"]["se"],
-                   "gauss_bayes": r["gauss_bayes"]["se"]} if "gauss_mean" in r else {}))
+                   "gauss_bayes": r["gauss_bayes"]["se"]} if "gauss_mean" in r else {}),
+               **({"mix_mean": r["mix_mean"]["se"], "mix_bayes": r["mix_bayes"]["se"]} if "mix_mean" in r else {}))
           for r in results["rows"] if "sl" in r]
 
 
@@ -78,23 +81,30 @@ def _learned_markdown(results) -> str:
   losses = ", ".join(f"{u.upper()} test loss {tr[u][-1]['test_loss']:.4f} after {tr[u][-1]['epoch']} epochs"
                      for u in LEARNED_USES if tr.get(u))
   if "exact_cme_mse" in results.get("floors", {}):
-    gauss = results["floors"].get("gaussian_mse")
+    gauss, mix = results["floors"].get("gaussian_mse"), results["floors"].get("mixture_mse")
     losses += (f" (the exact CME's loss on the same test draws: {results['floors']['exact_cme_mse']:.4f}"
-               + (f"; the Gaussian baseline's: {gauss:.4f})" if gauss is not None else ")"))
-  gauss = "gauss_mean" in rows[0]
+               + (f"; the Gaussian baseline's: {gauss:.4f}" if gauss is not None else "")
+               + (f"; the EM-fitted mixture's CME: {mix:.4f}" if mix is not None else "") + ")")
+  gauss, mix = "gauss_mean" in rows[0], "mix_mean" in rows[0]
   body = [[f"{r['snr_db']:+g}", f"{r['cme_nmse_db']:.2f}"] + ([f"{r['gauss_nmse_db']:.2f}"] if gauss else [])
           + [f"{r['sl_nmse_db']:.2f}", f"{r['cme']:.3f}"] + ([f"{r['gauss_mean']:.3f}"] if gauss else [])
+          + ([f"{r['mix_mean']:.3f}"] if mix else [])
           + [f"{r['sl']:.3f}", f"{r['sl_ratio']:.3f}", f"{r['exact']:.3f}"]
-          + ([f"{r['gauss_bayes']:.3f}"] if gauss else []) + [f"{r['dm']:.3f}", f"{r['dm_ratio']:.3f}"]
+          + ([f"{r['gauss_bayes']:.3f}"] if gauss else []) + ([f"{r['mix_bayes']:.3f}"] if mix else [])
+          + [f"{r['dm']:.3f}", f"{r['dm_ratio']:.3f}"]
           for r in rows]
   head = (["obs. SNR [dB]", "CME NMSE [dB]"] + (["Gaussian NMSE [dB]"] if gauss else [])
           + ["SL NMSE [dB]", "exact CME SE"] + (["Gaussian (LMMSE) SE"] if gauss else [])
+          + (["EM mixture CME SE"] if mix else [])
           + ["SL SE", "SL / CME", f"exact K = {K} SE"] + ([f"Gaussian K = {K} SE"] if gauss else [])
+          + ([f"EM mixture K = {K} SE"] if mix else [])
           + [f"DM K = {K} SE", f"DM / exact K = {K}"])
   worst_sl, worst_dm = min(r["sl_ratio"] for r in rows), min(r["dm_ratio"] for r in rows)
   anchor = L.get("anchor", "none")
-  what = (", anchored on the exact conditional Gaussian under the prior's moment-matched covariance (untrained, it "
-          "is the Gaussian rows)," if anchor == "prior" else "")
+  what = {"prior": ", anchored on the exact conditional Gaussian under the prior's moment-matched covariance "
+                   "(untrained, it is the Gaussian rows),",
+          "mixture": ", anchored on the exact posterior under the mixture fitted by EM on draws from the prior "
+                     "(untrained, it is the EM-fitted mixture rows),"}.get(anchor, "")
   return ("\n\n## Learned models against the exact ones\n\n"
           f"The perception backbone (d_model {L['d_model']}, {L['layers']} + {L['layers']} layers){what} trained on "
           f"fresh draws from the prior at observation SNRs uniform in {tuple(L['snr_db_range'])} dB; DM: T = {L['T']}, "
@@ -108,17 +118,19 @@ def plot(results, path):
   plt = style.pyplot()
   rows = results["rows"]
   s = [r["snr_db"] for r in rows]
-  fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+  fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 6))
   k_colors = iter(["C2", "C1", "C4", "C5", "C6", "C8", "C9"])
   for i, n in enumerate(_names(results)):
     style = {"perfect_csi": "k-", "uniform": "k:", "prior": "C7-.", "cme": "C3--", "bayes_inf": "C0-",
-             "sl": "C3:", "dm_bayes": "C2:"}.get(n)
+             "sl": "C3:", "dm_bayes": "C2:", "gauss_mean": "C6-", "gauss_bayes": "C6--", "mix_mean": "C3-.",
+             "mix_bayes": "C0-."}.get(n)
     style = style or next(k_colors) + "-"
     ax.plot(s, [r[n]["se"] for r in rows], style, marker="osD^v<>ph*"[i % 10], ms=4, mfc="none",
             label=_label(n, results["config"].get("learned", {}).get("num_samples")))
   ax.set(xlabel="observation SNR [dB]", ylabel="SE [bps/Hz]", title="Exact posteriors: SE against information")
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=7)
+  # Below the axes: with the Gaussian, fitted-mixture and learned rows there are up to 15 curves.
+  ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
   ax2.plot(s, [r["bayes_inf"]["se"] - r["cme"]["se"] for r in rows], "C0-o", label="K -> inf minus CME")
   k_colors = iter(["C2", "C1", "C4", "C5", "C6", "C8", "C9"])
   for j, K in enumerate(results["config"]["num_samples"]):
@@ -152,7 +164,7 @@ def anchor_comparison(runs: dict) -> str:
 
 def plot_learning_curves(runs: dict, path: str) -> None:
   """Test loss against epochs of the learned SL and DM of each run (``{label: results}``), the SL's with the exact
-  CME's loss (its floor) and, where recorded, the Gaussian baseline's."""
+  CME's loss (its floor) and, where recorded, the Gaussian baseline's and the EM-fitted mixture's."""
   from jaxchan.experiments import style
   plt = style.pyplot()
   fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -165,6 +177,8 @@ def plot_learning_curves(runs: dict, path: str) -> None:
       ax.axhline(floors["exact_cme_mse"], color="k", ls="--", lw=1, label="exact CME (floor)")
     if use == "sl" and "gaussian_mse" in floors:
       ax.axhline(floors["gaussian_mse"], color="C7", ls=":", lw=1, label="Gaussian (LMMSE)")
+    if use == "sl" and "mixture_mse" in floors:
+      ax.axhline(floors["mixture_mse"], color="C8", ls="-.", lw=1, label="EM-fitted mixture CME")
     ax.set(xlabel="epoch (250 Adam steps)", ylabel="test loss", title=f"{use.upper()}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

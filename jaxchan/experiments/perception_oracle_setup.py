@@ -10,17 +10,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxchan import conventions, oracle, srs
+from jaxchan import conventions, gaussian_prior, oracle, srs
 
 METHODS = ("perfect_csi", "bayes_inf", "cme", "prior", "uniform")
 #: The closed-form Gaussian rows (the anchored models' starting point): the LMMSE estimate's SVD precoder and the
 #: Bayesian precoder from K samples of the conditional Gaussian, under the prior's moment-matched covariance.
 GAUSSIAN = ("gauss_mean", "gauss_bayes")
+#: The closed-form rows of the mixture fitted on draws (:func:`fit_mixture`, the mixture anchor's starting point):
+#: its CME's SVD precoder and its Bayesian precoder from K exact samples of its posterior.
+FITTED = ("mix_mean", "mix_bayes")
 LABELS = {"perfect_csi": "Perfect CSI (SVD)", "bayes_inf": "Exact Bayesian, K -> inf (posterior Gramian)",
           "cme": "Exact CME precoder (SVD of E[H|y])", "prior": "Prior Gramian (no observation)",
           "uniform": "Uniform precoder (no CSI)", "sl": "Learned SL (SVD of its estimate)",
           "dm_bayes": "Learned DM, Bayesian from K samples",
-          "gauss_mean": "Gaussian (LMMSE, prior covariance), SVD", "gauss_bayes": "Gaussian Bayesian, K samples"}
+          "gauss_mean": "Gaussian (LMMSE, prior covariance), SVD", "gauss_bayes": "Gaussian Bayesian, K samples",
+          "mix_mean": "EM-fitted mixture CME, SVD", "mix_bayes": "EM-fitted mixture Bayesian, K samples"}
 LEARNED = ("sl", "dm_bayes")
 
 
@@ -55,6 +59,38 @@ def row_covariance(prior: oracle.GaussianMixture, shape) -> jax.Array:
     raise ValueError("the prior anchor needs zero-mean, uncorrelated, identically distributed UE rows "
                      "(C = I_ue (x) C_row); this prior is not of that form.")
   return jnp.asarray(row)
+
+
+def fit_mixture(prior: oracle.GaussianMixture, key: jax.Array, shape, *, components: int, rank: int, rounds: int,
+                num: int) -> oracle.GaussianMixture:
+  """A Gaussian mixture over ``vec(H)`` fitted on ``num`` draws from ``prior``, knowing only the draws.
+
+  Every UE antenna's ``[n_bs, n_freq]`` row is a sample for :func:`jaxchan.gaussian_prior.fit_mixture`
+  (classification EM of ``components`` rank-``rank``-plus-diagonal Gaussians, ``rounds`` reassignments): under
+  the user-cluster model each row is marginally a draw from the rows' mixture, so the fit is consistent. The
+  result shares the component across a sample's rows, ``C_k = I_ue (x) (U_k diag(s_k) U_k^H + diag(delta_k) +
+  m_k m_k^H)`` (the component's mean folded into its second moment: the anchor's rows are zero-mean), as
+  :func:`jaxchan.gaussian_predictor.under_mixture` and :func:`jaxchan.oracle.posterior` read it.
+  """
+  n_ue, n_bs, n_freq = shape
+  rows = np.asarray(oracle.sample(prior, key, num)).reshape(num * n_ue, n_bs, n_freq)
+  mix = gaussian_prior.fit_mixture(rows, components=components, rank=rank, rounds=rounds, seed=0)
+  vecs, vals = np.asarray(mix.vecs), np.asarray(mix.vals)
+  mean = np.asarray(mix.mean).reshape(len(vals), -1)
+  row = (np.einsum("kir,kr,kjr->kij", vecs, vals, np.conj(vecs))
+         + np.einsum("ki,ij->kij", np.asarray(mix.delta).reshape(len(vals), -1), np.eye(n_bs * n_freq))
+         + np.einsum("ki,kj->kij", mean, np.conj(mean)))
+  full = np.einsum("ab,kij->kaibj", np.eye(n_ue), row).reshape(len(vals), n_ue * n_bs * n_freq, -1)
+  return oracle.GaussianMixture(jnp.asarray(np.exp(np.asarray(mix.log_weights)), jnp.float32),
+                                jnp.zeros(full.shape[:2], jnp.complex64), jnp.asarray(full, jnp.complex64))
+
+
+def mixture_rows(gmm: oracle.GaussianMixture, shape):
+  """``(log_weights [K], row_covs [K, n_bs n_freq, n_bs n_freq])`` of a zero-mean mixture whose components have
+  uncorrelated, identically distributed UE rows (:func:`row_covariance` per component): the mixture anchor's."""
+  rows = [row_covariance(oracle.GaussianMixture(jnp.ones((1,), jnp.float32), gmm.means[k:k + 1], gmm.covs[k:k + 1]),
+                         shape) for k in range(gmm.weights.shape[0])]
+  return jnp.log(jnp.asarray(gmm.weights, jnp.float32)), jnp.stack(rows)
 
 
 def observation(shape, sounded: int, rho: float, sigma2: float):

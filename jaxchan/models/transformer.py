@@ -49,7 +49,10 @@ Bayesian precoder); ``dm`` adds the ``v`` (or ``eps``) of the exact posterior me
 ``x_t`` under the conditional Gaussian, so the untrained DM samples that Gaussian. ``"none"`` is the
 paper's network, a labelled ablation. ``anchor="prior"`` does the same with the exact conditional Gaussian
 under a known prior covariance (:func:`jaxchan.gaussian_predictor.under_prior`), for problems whose prior is
-known (:mod:`jaxchan.experiments.perception_oracle`); its null condition is that prior.
+known (:mod:`jaxchan.experiments.perception_oracle`); its null condition is that prior. ``anchor="mixture"``
+(``sl`` and ``dm``) anchors on the exact posterior under a Gaussian-mixture prior of the rows instead
+(:func:`jaxchan.gaussian_predictor.under_mixture`, e.g. one fitted on training channels): ``sl`` adds its CME,
+``dm`` the ``v`` of :func:`jaxchan.gaussian_predictor.mixture_denoise`.
 
 Classifier-free guidance: ``drop`` (``[B]`` bool) replaces every encoder token
 embedding of those samples by one learned null embedding, and zeroes their
@@ -73,7 +76,7 @@ import numpy as np
 from jaxchan import ddpm, gaussian_predictor, schedules, srs
 
 USES = ("sl", "dm", "e2e")
-ANCHORS = ("gaussian", "prior", "none")
+ANCHORS = ("gaussian", "prior", "mixture", "none")
 
 
 def token_width(n_bs: int, ue_per_token: int) -> int:
@@ -131,6 +134,20 @@ def prior_cov_field(row_cov) -> tuple:
   return (tuple(map(tuple, c.real.tolist())), tuple(map(tuple, c.imag.tolist())))
 
 
+def prior_mix_field(log_weights, row_covs) -> tuple:
+  """A mixture prior of the rows (``log_weights`` ``[K]``, ``row_covs`` ``[K, n_bs n_prb, n_bs n_prb]``) as the
+  hashable ``prior_mix`` field of :class:`ChannelTransformer` (``anchor="mixture"``)."""
+  w = np.asarray(log_weights, np.float64).reshape(-1)
+  covs = np.asarray(row_covs, np.complex64)
+  if covs.ndim != 3 or covs.shape[0] != w.size:
+    raise ValueError(f"prior_mix_field needs log_weights [K] and row_covs [K, d, d]; got {w.shape} and {covs.shape}.")
+  return (tuple(w.tolist()), tuple(prior_cov_field(c) for c in covs))
+
+
+def _complex(field) -> jax.Array:
+  return jnp.asarray(np.asarray(field[0]) + 1j * np.asarray(field[1]), jnp.complex64)
+
+
 class _Block(nn.Module):
   """Pre-norm transformer block: self-attention, optional cross-attention, MLP."""
   d_model: int
@@ -165,10 +182,13 @@ class ChannelTransformer(nn.Module):
     use: ``"sl"``, ``"dm"`` or ``"e2e"`` (only ``"dm"`` reads ``x_t`` and ``t``).
     d_model, num_heads, enc_layers, dec_layers, mlp_ratio, dropout: sizes.
     anchor: ``"gaussian"`` (the Gaussian predictor plus a learned residual), ``"prior"`` (the exact conditional
-      Gaussian under a known prior covariance plus a learned residual) or ``"none"`` (module docstring).
+      Gaussian under a known prior covariance plus a learned residual), ``"mixture"`` (the exact posterior under a
+      Gaussian-mixture prior of the rows plus a learned residual) or ``"none"`` (module docstring).
     age_corr: ``((re, im), ...)``, the per-occasion correlation of the Gaussian predictor (``anchor="gaussian"``).
     prior_cov: ``(re_rows, im_rows)``, the known prior covariance of one UE antenna's ``[n_bs, n_prb]`` row
       (:func:`prior_cov_field`; ``anchor="prior"``, one occasion: its soundings are the target's noisy looks).
+    prior_mix: ``(log_weights, (prior_cov, ...))``, a mixture prior of the rows (:func:`prior_mix_field`;
+      ``anchor="mixture"``, one occasion, ``use`` ``"sl"`` or ``"dm"``).
     dm_schedule: ``(T, cosine_s, max_beta)`` of the DM's cosine schedule (``use="dm"``, anchored).
     prediction: what the DM predicts, ``"v"`` or ``"eps"`` (the anchor's term is given in the same form).
     cov_floor: added to the conditional covariance's eigenvalues in the DM's anchor (``use="dm"``): a direction
@@ -192,6 +212,7 @@ class ChannelTransformer(nn.Module):
   anchor: str = "none"
   age_corr: tuple = ()
   prior_cov: tuple = ()
+  prior_mix: tuple = ()
   dm_schedule: tuple = ()
   prediction: str = "v"
   cov_floor: float = 0.0
@@ -218,6 +239,16 @@ class ChannelTransformer(nn.Module):
         raise ValueError(f"anchor='prior' needs one SRS occasion (n_occ={self.n_occ}) and prior_cov=(re, im) of "
                          f"shape ({d}, {d}) (n_bs x n_prb; got {np.shape(self.prior_cov[0]) if self.prior_cov else ()}); "
                          "build it with transformer.prior_cov_field.")
+    if self.anchor == "mixture":
+      d = self.n_bs * self.n_prb
+      comps = self.prior_mix[1] if len(self.prior_mix) == 2 else ()
+      if (self.n_occ != 1 or not comps or len(self.prior_mix[0]) != len(comps)
+          or any(np.shape(c[0]) != (d, d) for c in comps)):
+        raise ValueError(f"anchor='mixture' needs one SRS occasion (n_occ={self.n_occ}) and prior_mix=(log_weights, "
+                         f"components) with one ({d}, {d}) row covariance (n_bs x n_prb) per weight; build it with "
+                         "transformer.prior_mix_field.")
+      if self.use == "e2e":
+        raise ValueError("anchor='mixture' anchors use='sl' or 'dm'; for the E2E model use anchor 'prior' or 'none'.")
     if self.anchor != "none" and self.use == "dm" and len(self.dm_schedule) != 3:
       raise ValueError(f"anchor={self.anchor!r} with use='dm' needs dm_schedule=(T, cosine_s, max_beta); got "
                        f"{self.dm_schedule!r}.")
@@ -290,7 +321,15 @@ class ChannelTransformer(nn.Module):
     if self.anchor != "none":
       keep = jnp.ones((B,), bool) if drop is None else ~drop
       gp = self._gaussian(obs, mask, noise_var, keep)
-      if self.use == "sl":
+      if self.anchor == "mixture":
+        if self.use == "sl":
+          skip = skip + gaussian_predictor.mixture_mean(gp)
+        else:
+          comps = gp.components._replace(cov_vals=gp.components.cov_vals + self.cov_floor)
+          # Batch-major like every encoder output (the samplers repeat them along axis 0).
+          extra["mix"] = {"components": jax.tree.map(lambda v: jnp.moveaxis(v, 0, 1), comps._asdict()),
+                          "log_resp": gp.log_resp}
+      elif self.use == "sl":
         skip = skip + gp.mean
       elif self.use == "e2e":
         skip = skip + gaussian_predictor.latent(gp, self.n_ue)
@@ -309,25 +348,35 @@ class ChannelTransformer(nn.Module):
       x = blk(x, train=train)
     return {"memory": self.enc_norm(x), "query": query, "skip": skip, **extra}
 
-  def _gaussian(self, obs, mask, noise_var, keep) -> gaussian_predictor.GaussianPrediction:
-    """The anchor's conditional Gaussian (a function of the data only: no gradient flows into it). ``"prior"``:
-    samples with ``keep = False`` (classifier-free guidance's null condition) see nothing, so they get the
-    prior itself; ``"gaussian"`` replaces them afterwards (:func:`jaxchan.gaussian_predictor.unconditional`)."""
+  def _gaussian(self, obs, mask, noise_var, keep):
+    """The anchor's conditional law (a function of the data only: no gradient flows into it). ``"prior"`` and
+    ``"mixture"``: samples with ``keep = False`` (classifier-free guidance's null condition) see nothing, so they
+    get the prior itself; ``"gaussian"`` replaces them afterwards (:func:`jaxchan.gaussian_predictor.unconditional`)."""
     if self.anchor == "prior":
       latest, _, seen = srs.latest_observation(obs, mask)
-      cov = jnp.asarray(np.asarray(self.prior_cov[0]) + 1j * np.asarray(self.prior_cov[1]), jnp.complex64)
-      gp = gaussian_predictor.under_prior(latest, seen & keep[:, None], noise_var, cov)
+      gp = gaussian_predictor.under_prior(latest, seen & keep[:, None], noise_var, _complex(self.prior_cov))
+    elif self.anchor == "mixture":
+      latest, _, seen = srs.latest_observation(obs, mask)
+      covs = jnp.stack([_complex(c) for c in self.prior_mix[1]])
+      gp = gaussian_predictor.under_mixture(latest, seen & keep[:, None], noise_var, covs,
+                                            jnp.asarray(self.prior_mix[0], jnp.float32))
     else:
       rho = jnp.asarray([complex(re, im) for re, im in self.age_corr], jnp.complex64)
       o = srs.SRSObservation(obs, mask, -10.0 * jnp.log10(noise_var), noise_var)
       gp = gaussian_predictor.predict(o, rho)
     return jax.tree.map(jax.lax.stop_gradient, gp)
 
-  def _gaussian_output(self, gauss: dict, x_t, t):
-    """The anchored DM's closed-form term: the ``v`` (or ``eps``) of the exact Gaussian posterior mean."""
+  def _gaussian_output(self, gauss: dict, x_t, t, *, mixture: bool = False):
+    """The anchored DM's closed-form term: the ``v`` (or ``eps``) of the exact posterior mean under the
+    conditional Gaussian (or mixture)."""
     T, s, max_beta = self.dm_schedule
     sch = schedules.cosine_schedule(int(T), s=float(s), max_beta=float(max_beta))
-    x0 = gaussian_predictor.denoise(gaussian_predictor.GaussianPrediction(**gauss), x_t, sch.alpha_bars[t])
+    if mixture:
+      comps = jax.tree.map(lambda v: jnp.moveaxis(v, 1, 0), gauss["components"])
+      pred = gaussian_predictor.MixturePrediction(gaussian_predictor.GaussianPrediction(**comps), gauss["log_resp"])
+      x0 = gaussian_predictor.mixture_denoise(pred, x_t, sch.alpha_bars[t])
+    else:
+      x0 = gaussian_predictor.denoise(gaussian_predictor.GaussianPrediction(**gauss), x_t, sch.alpha_bars[t])
     eps = ddpm.eps_from_x0(x_t, x0, t, sch)
     return eps if self.prediction == "eps" else ddpm.v_target(x0, eps, t, sch)
 
@@ -357,6 +406,8 @@ class ChannelTransformer(nn.Module):
     out = jnp.moveaxis(from_tokens(out, self.ue_per_token), -1, -2) + enc["skip"]   # [B, n_ue, n_bs, n_prb]
     if "gauss" in enc:
       out = out + self._gaussian_output(enc["gauss"], x_t, t)
+    if "mix" in enc:
+      out = out + self._gaussian_output(enc["mix"], x_t, t, mixture=True)
     return out
 
   def __call__(self, obs, mask, noise_var, x_t=None, t=None, drop=None, *, train: bool = False):
