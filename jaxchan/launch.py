@@ -79,6 +79,17 @@ def _log_traceback_to_file(workdir: str) -> None:
       h.flush()
 
 
+def _workdir_can_be_made(workdir: str) -> None:
+  """Refuse a --workdir that cannot become a writable directory, creating nothing: its nearest existing ancestor
+  must be a writable directory (the config and dataset checks, which trace models, come after this)."""
+  path = os.path.abspath(workdir)
+  while not os.path.exists(path):
+    path = os.path.dirname(path)
+  if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
+    why = "not a directory" if not os.path.isdir(path) else "not writable"
+    _fail("workdir", f"--workdir={workdir} cannot be used: {path} is {why}; pass a writable directory.")
+
+
 def _usable_workdir(workdir: str) -> None:
   """Create ``workdir`` (and parents) now and check it is writable, so a bad --workdir fails before any work."""
   try:
@@ -106,6 +117,7 @@ def _job(argv):
   bad = non_finite_fields(config)
   if bad:
     _fail("config", f"{', '.join(bad)}: every numeric field must be finite; give a number.")
+  _workdir_can_be_made(workdir)
   from jaxchan import data
   try:
     experiment = experiments.get(config.experiment)

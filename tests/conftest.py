@@ -94,11 +94,12 @@ def run_py(args, cwd, timeout=600):
 def assert_stops_before_work(config: str, override, match: str, tmp_path, made: str):
   """``run.py --config=CONFIG OVERRIDE...`` (one flag or a tuple of flags) must fail with ``match`` in its message before any work:
 
-  no dataset built (the configured path does not exist and must stay so) and nothing at ``workdir/made``.
+  no dataset built (the configured path does not exist and must stay so, though a build is allowed: the config
+  error must stop the job first) and nothing at ``workdir/made``.
   """
   overrides = [override] if isinstance(override, str) else list(override)
   proc = run_py([f"--config={config}", *overrides, f"--config.data.path={tmp_path}/never.h5",
-                 f"--workdir={tmp_path}/wd"], tmp_path)
+                 "--config.data.build_if_missing=True", f"--workdir={tmp_path}/wd"], tmp_path)
   assert proc.returncode != 0
   assert match in proc.stderr, proc.stderr[-2000:]
   assert not (tmp_path / "never.h5").exists() and not (tmp_path / "wd" / made).exists()

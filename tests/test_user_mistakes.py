@@ -60,8 +60,9 @@ _REPEATS = {("--config=noniden:smoke", "--config.eval.snr_db.salt=nan"),
 @pytest.mark.parametrize("args,match", [
     pytest.param(a, m, id=m, marks=[pytest.mark.slow] if tuple(a) in _REPEATS else []) for a, m in CONFIG_MISTAKES])
 def test_config_mistakes_are_one_line(args, match, tmp_path):
-  proc = run_py([*args, f"--config.data.path={tmp_path}/never.h5", f"--workdir={tmp_path}/wd"]
-                if args[0] != "--config=configs/nonidem.py:smoke" else args, tmp_path)
+  # A build of the missing dataset is allowed: the config mistake must stop the job before it.
+  proc = run_py([*args, f"--config.data.path={tmp_path}/never.h5", "--config.data.build_if_missing=True",
+                 f"--workdir={tmp_path}/wd"] if args[0] != "--config=configs/nonidem.py:smoke" else args, tmp_path)
   _check(proc, match, tmp_path)
   assert not (tmp_path / "never.h5").exists()
 

@@ -261,12 +261,15 @@ def check_sizes(config, ds, fields: tuple[str, ...]) -> None:
 
 
 def preflight_dataset(config, *, kind: str, shapes: dict, size_fields: tuple[str, ...], preset: str | None = None):
-  """The checks an existing user-given dataset file can fail, done first (the file's header, no tracing):
-  damaged, of the wrong kind or shape, or too small for the test sizes asked."""
+  """The checks a user-given dataset file can fail, done first (the file's header, no tracing): missing (and not
+  to be built), damaged, of the wrong kind or shape, or too small for the test sizes asked."""
   dcfg = config.data
   path = dataset_path(dcfg, preset)
+  missing = missing_dataset_error(dcfg, preset)
+  if missing is not None:
+    raise missing
   if not dcfg.path or not os.path.exists(path):
-    return   # a missing file is refused (or built, where allowed) by ensure_dataset, after validate
+    return   # the default path, built by ensure_dataset after validate (or a path to build: build_if_missing)
   with data.Dataset(path, build_command=build_command(dcfg, preset), kind=kind, shapes=shapes) as ds:
     check_sizes(config, ds, size_fields)
 
@@ -284,6 +287,19 @@ def build_command(dcfg, preset: str | None = None) -> str:
           f"--out={dataset_path(dcfg, preset)}")
 
 
+def missing_dataset_error(dcfg, preset: str | None = None) -> data.DatasetError | None:
+  """The error for a user-given ``config.data.path`` that does not exist and is not to be built (None otherwise):
+  a dataset is built only where the software owns the path (the default ``data/<preset>_<size>.h5``) or where the
+  user asked for a build, so a mistyped path fails instead of training on data nobody asked for."""
+  preset = preset or dcfg.preset
+  path = dataset_path(dcfg, preset)
+  if os.path.exists(path) or not dcfg.path or dcfg.build_if_missing:
+    return None
+  return data.DatasetError(
+      f"dataset {path!r} (config.data.path) does not exist. Check the path, or build a {preset} dataset there "
+      f"with: {build_command(dcfg, preset)} (or rerun with --config.data.build_if_missing=True to build it first).")
+
+
 def ensure_dataset(dcfg, preset: str | None = None, *, progress: bool = True, log=log) -> str:
   """Path of the configured dataset, built once with datagen (with a progress bar) if it is missing.
 
@@ -294,12 +310,9 @@ def ensure_dataset(dcfg, preset: str | None = None, *, progress: bool = True, lo
   preset = preset or dcfg.preset
   path = dataset_path(dcfg, preset)
   cmd = build_command(dcfg, preset)
-  # A dataset is built only where the software owns the path (the default data/<preset>_<size>.h5) or where the
-  # user asked for a build: a mistyped --config.data.path must fail, not train on data nobody asked for.
-  if not os.path.exists(path) and dcfg.path and not dcfg.build_if_missing:
-    raise data.DatasetError(
-        f"dataset {path!r} (config.data.path) does not exist. Check the path, or build a {preset} dataset there "
-        f"with: {cmd} (or rerun with --config.data.build_if_missing=True to build it first).")
+  missing = missing_dataset_error(dcfg, preset)
+  if missing is not None:
+    raise missing
   # In a multi-process run only process 0 builds (the others would write the same file at
   # once); the rest wait for it, then need the file on their own filesystem.
   if not os.path.exists(path) and is_main_process():

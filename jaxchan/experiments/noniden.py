@@ -79,6 +79,9 @@ def validate(config):
     for n in names:
       if n not in config.models:
         raise ValueError(f"config.eval.{what}: {n!r} names no model in config.models ({', '.join(config.models)}).")
+  if config.eval.models:
+    checks.positive_int("config.eval.num_steps", config.eval.num_steps)
+  # The cheap checks above come first; the traces below take seconds.
   shape = (1, config.data.n_bs, config.data.n_freq)
   h = jax.ShapeDtypeStruct(shape, jnp.complex64)
   tau = jax.ShapeDtypeStruct(shape, jnp.float32)
@@ -98,7 +101,6 @@ def validate(config):
       params = jax.eval_shape(den.network.init, k, h, tau)
       jax.eval_shape(jax.grad(loss_fn(den, mcfg, config)), params, h, k)
     if name in config.eval.models:
-      checks.positive_int("config.eval.num_steps", config.eval.num_steps)
       with common.field(f"config.eval (generation with {name})"):
         jax.eval_shape(functools.partial(_generate_one, den, config, sts[0], sps[0]), params, h, tau, k)
 
