@@ -13,9 +13,12 @@ from jaxchan.experiments import report
 
 RESULTS = ["noniden_quick", "noniden_quick_main", "perception_quick_gpu", "perception_quick_anchored", "mobility",
            "perception_oracle_mixture"]
+# One report of each big experiment in the fast tier; the rest (the same drawing code on other runs, 2-5 s each)
+# in the full suite.
+FAST = ("noniden_quick", "perception_oracle_mixture")
 
 
-@pytest.mark.parametrize("name", RESULTS)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[] if n in FAST else [pytest.mark.slow]) for n in RESULTS])
 def test_figures_are_labelled_and_sized(tmp_path, monkeypatch, name):
   wd = tmp_path / name
   wd.mkdir()

@@ -349,6 +349,7 @@ def _planted_mixture(seed=6, n=3000):
   return h.reshape(n, NA, NS).astype(np.complex64), lab
 
 
+@pytest.mark.slow   # a fit of 3,000 channels and dense solves (~6 s); the low-rank exactness tests stay fast
 def test_mixture_fit_separates_planted_components_and_its_posterior_is_the_exact_gmm_posterior_mean():
   h, lab = _planted_mixture()
   mix = gaussian_prior.fit_mixture(h, components=2, rank=3, rounds=3, shrinkage=0.0)

@@ -295,7 +295,8 @@ def test_two_processes_with_jax_distributed_match_one_device(tmp_path):
     np.testing.assert_allclose(multi[k], one[k], rtol=1e-4, atol=1e-5)   # as in the 4-device test
 
 
-@pytest.mark.parametrize("shared", [pytest.param(True, marks=pytest.mark.slow), False])
+@pytest.mark.slow   # two processes under jax.distributed (~5 s each case)
+@pytest.mark.parametrize("shared", [True, False])
 def test_multi_process_dataset_is_built_once_by_process_zero(tmp_path, shared):
   """Process 0 builds a missing dataset, the others wait; without a shared filesystem they say how to fix it."""
   import socket
