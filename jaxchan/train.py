@@ -226,9 +226,10 @@ def fit(state: TrainState, train_step, batches: Callable[[int], Iterable], *, nu
 
   def scalar(v, dtype):
     # Under a mesh every leaf of the state must stay a global (replicated) array: orbax refuses
-    # host-local arrays in multi-process runs.
+    # host-local arrays in multi-process runs. Without one, committed to the device like the rest of the state:
+    # an uncommitted leaf would give the train step another program, compiled again at every epoch's start.
     x = np.asarray(v, dtype)
-    return parallel.replicate(x, mesh) if mesh is not None else jnp.asarray(x)
+    return parallel.replicate(x, mesh) if mesh is not None else jax.device_put(x, jax.local_devices()[0])
 
   def save(state):
     manager.save(int(state.step), args=ocp.args.StandardSave(state), force=True)

@@ -54,6 +54,9 @@ def test_resume_equals_uninterrupted(tmp_path):
   lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
   assert [json.loads(l)["epoch"] for l in lines] == [1, 2, 3, 4]
   assert hist_full[-1]["train_loss"] < 0.25 * hist_full[0]["train_loss"]  # it actually learns
+  # One program for every epoch of both jobs and the resume: each hands the step a state of one signature (every
+  # leaf committed to the device, the per-epoch counters included), so nothing is compiled twice.
+  assert step._cache_size() == 1
 
 
 def test_select_keeps_the_best_held_out_parameters_and_survives_resume(tmp_path):
