@@ -75,8 +75,10 @@ def test_unusable_workdir_is_one_line(tmp_path):
   assert (tmp_path / "afile").read_text() == "mine"
 
 
-def test_a_mistyped_dataset_path_is_never_built(tmp_path):
-  proc = run_py(["--config=noniden:smoke", f"--config.data.path={tmp_path}/typo.h5", f"--workdir={tmp_path}/wd"],
+@pytest.mark.parametrize("config", ["noniden:smoke", "perception:smoke,high_mobility"])
+def test_a_mistyped_dataset_path_is_never_built(tmp_path, config):
+  # Refused by the experiment's preflight, before the config's models are traced.
+  proc = run_py([f"--config={config}", f"--config.data.path={tmp_path}/typo.h5", f"--workdir={tmp_path}/wd"],
                 tmp_path)
   _check(proc, f"dataset '{tmp_path}/typo.h5' (config.data.path) does not exist", tmp_path)
   assert not (tmp_path / "typo.h5").exists()

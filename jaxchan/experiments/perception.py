@@ -28,6 +28,15 @@ from jaxchan.experiments.perception_setup import (  # noqa: F401
 from jaxchan.models.transformer import ANCHORS, USES, check_token_width
 
 
+def preflight(config):
+  """A mistyped ``config.data.path`` (one scenario, no build asked) is refused before :func:`validate` traces the
+  models (:func:`jaxchan.experiments.common.missing_dataset_error`)."""
+  if config.data.path and len(config.scenarios) == 1:
+    missing = common.missing_dataset_error(config.data, config.scenarios[0])
+    if missing is not None:
+      raise missing
+
+
 @common.validated_once
 def validate(config):
   """Every config error, before any work, with the field and the allowed values."""
