@@ -201,6 +201,7 @@ def run(config, workdir: str) -> dict:
   from jaxchan.experiments import noniden_eval, noniden_report
 
   started = time.time()
+  preflight(config)   # the dataset checks that need no tracing first, for callers from Python too
   validate(config)
   os.makedirs(workdir, exist_ok=True)
   log = common.log

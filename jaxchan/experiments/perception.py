@@ -173,6 +173,7 @@ def run(config, workdir: str) -> dict:
   from jaxchan.experiments import perception_eval, perception_fast, perception_report
 
   started = time.time()
+  preflight(config)   # the dataset checks that need no tracing first, for callers from Python too
   validate(config)
   os.makedirs(workdir, exist_ok=True)
   log = common.log
