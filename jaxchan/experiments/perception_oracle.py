@@ -185,7 +185,7 @@ def fit_anchor(config, prior, log=common.log):
   M = config.mixture
   t = time.time()
   fitted = fit_mixture(prior, jax.random.fold_in(jax.random.PRNGKey(config.seed), 2000), tuple(config.shape),
-                       components=M.components, rank=M.rank, rounds=M.rounds, num=M.train_samples)
+                       components=M.components, rank=M.rank, rounds=M.rounds, num=M.train_samples, seed=config.seed)
   log(f"EM-fitted mixture: {M.components} components of rank {M.rank} on {M.train_samples} draws "
       f"({time.time() - t:.1f} s); weights " + ", ".join(f"{w:.3f}" for w in fitted.weights.tolist()))
   return fitted

@@ -62,8 +62,9 @@ def row_covariance(prior: oracle.GaussianMixture, shape) -> jax.Array:
 
 
 def fit_mixture(prior: oracle.GaussianMixture, key: jax.Array, shape, *, components: int, rank: int, rounds: int,
-                num: int) -> oracle.GaussianMixture:
-  """A Gaussian mixture over ``vec(H)`` fitted on ``num`` draws from ``prior``, knowing only the draws.
+                num: int, seed: int = 0) -> oracle.GaussianMixture:
+  """A Gaussian mixture over ``vec(H)`` fitted on ``num`` draws from ``prior`` (drawn with ``key``; ``seed`` seeds
+  the k-means start), knowing only the draws.
 
   Every UE antenna's ``[n_bs, n_freq]`` row is a sample for :func:`jaxchan.gaussian_prior.fit_mixture`
   (classification EM of ``components`` rank-``rank``-plus-diagonal Gaussians, ``rounds`` reassignments): under
@@ -74,7 +75,7 @@ def fit_mixture(prior: oracle.GaussianMixture, key: jax.Array, shape, *, compone
   """
   n_ue, n_bs, n_freq = shape
   rows = np.asarray(oracle.sample(prior, key, num)).reshape(num * n_ue, n_bs, n_freq)
-  mix = gaussian_prior.fit_mixture(rows, components=components, rank=rank, rounds=rounds, seed=0)
+  mix = gaussian_prior.fit_mixture(rows, components=components, rank=rank, rounds=rounds, seed=seed)
   vecs, vals = np.asarray(mix.vecs), np.asarray(mix.vals)
   mean = np.asarray(mix.mean).reshape(len(vals), -1)
   row = (np.einsum("kir,kr,kjr->kij", vecs, vals, np.conj(vecs))
