@@ -96,6 +96,18 @@ class VelocityDenoiser:
     s = self.gaussian(g, tau)
     return noniden.denoised_from_velocity(g, (alpha * s.xi_mean - beta * s.h_mean).astype(g.dtype), alpha, beta)
 
+  def posterior_residual(self, g, tau, key):
+    """A draw of ``CN(0, Cov_G[h | g])``, the anchor's posterior covariance at times ``tau`` (``[B, N_a, N_s]``):
+    what the ``eta+cov`` sampler adds to ``D`` (:func:`jaxchan.gaussian_prior.posterior_residual`; one more solve,
+    no network call). Needs a single-Gaussian anchor (Kronecker or low rank)."""
+    if self.prior is None or isinstance(self.prior, gaussian_prior.MixtureGaussian):
+      raise ValueError(f"the posterior residual needs a single-Gaussian anchor (kronecker or lowrank); this "
+                       f"denoiser's anchor is {self.anchor!r}. Use eta:1.0 with it.")
+    checks.same_shape("g", g, "tau", tau)
+    alpha, beta = schedules.alpha_beta(tau, self.schedule)
+    return gaussian_prior.posterior_residual(self.prior, key, alpha, beta, beta_floor=self.min_beta, tol=self.tol,
+                                             max_iter=self.max_iter)
+
   def velocity(self, params, g, tau):
     """``v_hat(g, tau)``: the network's velocity plus the anchor's (module docstring)."""
     alpha, beta = schedules.alpha_beta(tau, self.schedule)

@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxchan import checks
+from jaxchan import checks, conventions
 
 #: Eigenvalue floor of each factor, relative to its mean eigenvalue (the stated shrinkage: a rank-deficient
 #: sample factor becomes positive definite, changing the covariance by at most this share of its trace).
@@ -583,6 +583,56 @@ def posterior(prior: KroneckerGaussian | LowRankGaussian | MixtureGaussian, g: j
   else:
     one = lambda p_, g_, a_, b_: _posterior_one(p_, g_, a_, b_, tol, max_iter)  # noqa: E731
   return Solve(*jax.vmap(one, in_axes=(0 if batched else None, 0, 0, 0))(prior, g, alpha, beta))
+
+
+def sample(prior: KroneckerGaussian | LowRankGaussian, key: jax.Array, num: int) -> jax.Array:
+  """``num`` draws of ``CN(mean, C)``, ``[num, N_a, N_s]``, through the prior's structured square root (a
+  per-sample prior, :func:`stack`: one draw from each, ``num`` = their number).
+
+  Kronecker: ``mean + A Z B^T`` with ``A = V_a diag(l_a)^1/2``, ``B = V_s diag(l_s)^1/2`` (row-major ``vec``:
+  ``(A (x) B)(A (x) B)^H = C_a (x) C_s``). Low rank: ``mean + U diag(l)^1/2 z + delta^1/2 o z'``.
+  """
+  num = checks.positive_int("num", num)
+  if isinstance(prior, MixtureGaussian):
+    raise ValueError("sample draws from one Gaussian; a mixture has no single covariance: draw from one of its "
+                     "components (prior.components).")
+  if _per_sample(prior):       # one prior per sample (stack): one draw from each
+    if num != prior.mean.shape[0]:
+      raise ValueError(f"a per-sample prior (stack) holds {prior.mean.shape[0]} priors, one draw each, but num={num}.")
+    return jax.vmap(lambda p, k: sample(p, k, 1)[0])(prior, jax.random.split(key, num))
+  k1, k2 = jax.random.split(key)
+  dtype = prior.mean.dtype
+  if isinstance(prior, LowRankGaussian):
+    d, rank = prior.vecs.shape
+    z = conventions.standard_normal(k1, (num, rank), dtype) * jnp.sqrt(prior.vals).astype(dtype)
+    low = (z @ prior.vecs.T).reshape((num,) + prior.shape)
+    return prior.mean + low + jnp.sqrt(prior.delta).astype(dtype) * conventions.standard_normal(
+        k2, (num,) + prior.shape, dtype)
+  a = prior.ant_vecs * jnp.sqrt(prior.ant_vals).astype(dtype)
+  b = prior.sub_vecs * jnp.sqrt(prior.sub_vals).astype(dtype)
+  z = conventions.standard_normal(k1, (num,) + prior.shape, dtype)
+  return prior.mean + jnp.einsum("ij,bjk,lk->bil", a, z, b)
+
+
+def posterior_residual(prior: KroneckerGaussian | LowRankGaussian, key: jax.Array, alpha: jax.Array,
+                       beta: jax.Array, *, beta_floor: float = 0.0, tol: float = 1e-4,
+                       max_iter: int = 50) -> jax.Array:
+  """A draw of ``CN(0, Cov[h | g])`` under the Gaussian prior, ``[B, N_a, N_s]`` like ``alpha``.
+
+  A Gaussian posterior's covariance does not depend on the observed value, only on the element-wise times, so it
+  is sampled by perturbation (Papandreou & Yuille 2010): draw ``h' ~ CN(mu, C)`` and ``g' = alpha o h' + beta o
+  xi'``, then ``h' - E[h | g']`` has exactly that covariance (up to the Kronecker solve's truncation), at the cost
+  of one more solve and no inverse. ``E[h | g] + r`` is then an exact posterior sample under the prior; the
+  anchored samplers add ``r`` to a trained denoiser's ``D`` (:class:`jaxchan.noniden.Sampler` ``"eta+cov"``).
+  ``beta`` is floored at ``beta_floor`` as in :func:`posterior`, so the draw matches the solve's noise model.
+  """
+  checks.same_shape("alpha", alpha, "beta", beta)
+  checks.min_ndim("alpha", alpha, 3, "[B, N_a, N_s]")
+  k1, k2 = jax.random.split(key)
+  h = sample(prior, k1, alpha.shape[0])
+  beta_f = jnp.maximum(beta, beta_floor) if beta_floor > 0 else beta
+  g = alpha * h + beta_f * conventions.standard_normal(k2, h.shape, h.dtype)
+  return h - posterior(prior, g, alpha, beta, beta_floor=beta_floor, tol=tol, max_iter=max_iter).h_mean
 
 
 def check_solver(tol, max_iter):

@@ -27,6 +27,15 @@ Three samplers are offered, as :class:`Sampler` values:
   integrator with a second-order multistep correction acts per element. ``eta = 1`` is its SDE form, whose first
   order is exactly ``eta:1`` (ancestral); ``eta = 0`` the probability-flow ODE, which from a fixed observation
   returns one point, not posterior samples. Meant for few steps (``N_G`` of 5 to 20).
+* ``Sampler("eta+cov", eta)``: the ``eta`` step with the clean estimate drawn from ``CN(D, Cov_G[h | g])`` instead of
+  taken as ``D``, where ``Cov_G`` is the posterior covariance under the denoiser's Gaussian anchor
+  (:func:`jaxchan.gaussian_prior.posterior_residual`). The ``eta`` step treats ``h`` as known to be ``D``; the true
+  reverse transition ``int q(g_next | g, h) p(h | g) dh`` also carries ``Cov[h | g]``, scaled by the step's weight
+  on ``h`` (Bao et al. 2022 estimate that covariance; here the anchor gives it in closed form). With a Gaussian
+  prior and its exact denoiser every step is then exact, whatever its size (one step from the observation is an
+  exact posterior sample); the added variance shrinks with the square of the step, so with many steps it is the
+  ``eta`` step. Few steps keep the posterior's spread where ``eta:1`` at few steps collapses toward the mean.
+  Needs a residual (the anchor's: :func:`make_network_generator` takes it from an anchored denoiser).
 
 Two starts from an observation are offered (:func:`initial_state`):
 ``"consistent"`` (the default) is a genuine forward-process sample at ``tau0``;
@@ -49,13 +58,17 @@ from jaxchan import schedules
 from jaxchan import solvers
 from jaxchan import stepping
 
-SAMPLERS = ("eta", "eq9", "dpm2m")
+SAMPLERS = ("eta", "eq9", "dpm2m", "eta+cov")
+#: The samplers that draw the clean estimate around ``D`` with a posterior residual (``residual(g, tau, key)``).
+RESIDUAL_SAMPLERS = ("eta+cov",)
 STARTS = ("consistent", "paper")
 INPUT_NORMS = ("noise", "power")
 # The eta of the default sampler, picked by the eta sweep on configs/noniden.py:quick (docs/noniden.md).
 DEFAULT_ETA = 1.0
 
 Denoiser = Callable[[jax.Array, jax.Array], jax.Array]
+#: ``residual(g, tau, key)``: a draw of ``CN(0, Cov[h | g])`` shaped like ``g`` (the ``eta+cov`` sampler).
+Residual = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
 def _safe_div(num, den):
@@ -157,8 +170,8 @@ def noise_power_input(g: jax.Array, beta: jax.Array, *, min_beta: float) -> jax.
 
 @dataclasses.dataclass(frozen=True)
 class Sampler:
-  """The reverse step: ``Sampler("eta", eta)``, ``Sampler("eq9", eps)`` or ``Sampler("dpm2m", eta)`` (the module
-  docstring).
+  """The reverse step: ``Sampler("eta", eta)``, ``Sampler("eq9", eps)``, ``Sampler("dpm2m", eta)`` or
+  ``Sampler("eta+cov", eta)`` (the module docstring).
 
   A small hashable value, validated on construction; ``value`` lies in
   ``[0, 1]``. Written in configs as ``"eta:1.0"`` or ``"eq9:0.4"``
@@ -179,16 +192,17 @@ class Sampler:
 
   @classmethod
   def parse(cls, spec: str) -> "Sampler":
-    """``"eta:1.0"``, ``"eq9:0.4"`` or ``"dpm2m:1.0"`` (as written in configs)."""
+    """``"eta:1.0"``, ``"eq9:0.4"``, ``"dpm2m:1.0"`` or ``"eta+cov:1.0"`` (as written in configs)."""
     name, _, value = str(spec).partition(":")
     try:
       v = float(value)
     except ValueError:
       v = None
     if name not in SAMPLERS or v is None or not 0 <= v <= 1:
-      raise ValueError(f"sampler spec {spec!r} must be 'eta:ETA', 'eq9:EPS' or 'dpm2m:ETA' with a value in [0, 1] "
-                       "(eta:0.0 and eq9:1.0 are the deterministic eq. 8, eta:1.0 ancestral sampling; "
-                       "eq9:0.4 is the paper's eq. (9) as printed; dpm2m:1.0 the element-wise DPM-Solver++(2M) SDE).")
+      raise ValueError(f"sampler spec {spec!r} must be 'eta:ETA', 'eq9:EPS', 'dpm2m:ETA' or 'eta+cov:ETA' with a "
+                       "value in [0, 1] (eta:0.0 and eq9:1.0 are the deterministic eq. 8, eta:1.0 ancestral "
+                       "sampling; eq9:0.4 is the paper's eq. (9) as printed; dpm2m:1.0 the element-wise "
+                       "DPM-Solver++(2M) SDE; eta+cov:1.0 ancestral with the anchor's posterior covariance).")
     return cls(name, v)
 
   def __str__(self):
@@ -239,6 +253,7 @@ def ddim_step(g: jax.Array, denoised: jax.Array, tau: jax.Array, tau_next: jax.A
   for name, x in (("denoised", denoised), ("tau", tau), ("tau_next", tau_next)):
     checks.same_shape("g", g, name, x)
   lg, lg_next = schedules.log_gamma(tau, schedule), schedules.log_gamma(tau_next, schedule)
+  # eta+cov: the caller passes the sampled clean estimate D + r as ``denoised``; the step itself is the eta step.
   step = solvers.eq9_step if sampler.kind == "eq9" else solvers.eta_step
   return step(g, denoised, lg, lg_next, key, sampler.value)
 
@@ -361,17 +376,22 @@ class Trajectory(NamedTuple):
   denoised: jax.Array
 
 
-def _check_generation(start, schedule, stepping_, sampler, num_steps):
+def _check_generation(start, schedule, stepping_, sampler, num_steps, residual=None):
   stepping._check(stepping_, schedule, num_steps)
   _check_sampler(sampler)
+  if sampler.kind in RESIDUAL_SAMPLERS and residual is None:
+    raise ValueError(f"sampler {sampler} draws the clean estimate with a posterior residual, and none was given: "
+                     "pass residual=... (an anchored VelocityDenoiser's posterior_residual; "
+                     "make_network_generator takes it from the denoiser), or use eta:1.0.")
   g0, tau0 = start
   checks.same_shape("g0", g0, "tau0", tau0)
   checks.min_ndim("g0", g0, 1, "[B, *event]")
   checks.in_range("tau0", tau0, 0.0, schedule.T, hint=f"initial times must lie in [0, T={schedule.T}].")
 
 
-def _generate(denoiser, start, key, schedule, stepping_, sampler, num_steps, with_trajectory):
-  _check_generation(start, schedule, stepping_, sampler, num_steps)
+def _generate(denoiser, start, key, schedule, gen, residual, with_trajectory):
+  stepping_, sampler, num_steps = gen
+  _check_generation(start, schedule, stepping_, sampler, num_steps, residual)
   g0, tau0 = start
   path_fn = functools.partial(stepping.tau_trajectory, stepping=stepping_, schedule=schedule, num_steps=num_steps)
   paths = jnp.moveaxis(jax.vmap(path_fn)(tau0), 1, 0)  # [N_G + 1, B, *event]
@@ -381,6 +401,9 @@ def _generate(denoiser, start, key, schedule, stepping_, sampler, num_steps, wit
     g, d_prev, h_prev = carry
     tau, tau_next, k = xs
     d = denoiser(g, tau).astype(g.dtype)     # carried (dpm2m's previous D): one dtype across steps
+    if sampler.kind in RESIDUAL_SAMPLERS:
+      k, k_res = jax.random.split(k)
+      d = d + residual(g, tau, k_res).astype(g.dtype)
     if sampler.kind == "dpm2m":
       lg, lg_next = schedules.log_gamma(tau, schedule), schedules.log_gamma(tau_next, schedule)
       g_next, h = solvers.dpm2m_step(g, d, (d_prev, h_prev), lg, lg_next, k, sampler.value)
@@ -395,7 +418,7 @@ def _generate(denoiser, start, key, schedule, stepping_, sampler, num_steps, wit
 
 def generate(denoiser: Denoiser, start: Start, key: jax.Array, schedule: schedules.GammaSchedule, *,
              stepping: stepping.Stepping = stepping.Stepping(), sampler: Sampler = Sampler(),
-             num_steps: int = 50) -> jax.Array:
+             num_steps: int = 50, residual: Residual | None = None) -> jax.Array:
   """Non-identical DDIM generation, Algorithm 2, as one ``lax.scan`` over ``N_G`` steps.
 
   The time path of every sample is fixed by its ``tau0`` and the stepping rule
@@ -414,25 +437,27 @@ def generate(denoiser: Denoiser, start: Start, key: jax.Array, schedule: schedul
     stepping: the time-stepping rule (default: tau-domain water-filling).
     sampler: the reverse step's noise (default: ``eta:1``).
     num_steps: ``N_G``.
+    residual: ``residual(g, tau, key)``, a draw of ``CN(0, Cov[h | g])`` shaped like ``g``, for the samplers that
+      draw the clean estimate (``eta+cov``; e.g. an anchored denoiser's ``posterior_residual``); else unused.
 
   Returns:
     The generated batch ``[B, *event]``.
   """
-  return _generate(denoiser, start, key, schedule, stepping, sampler, num_steps, False)[0]
+  return _generate(denoiser, start, key, schedule, Generation(stepping, sampler, num_steps), residual, False)[0]
 
 
 def generate_trajectory(denoiser: Denoiser, start: Start, key: jax.Array, schedule: schedules.GammaSchedule, *,
                         stepping: stepping.Stepping = stepping.Stepping(), sampler: Sampler = Sampler(),
-                        num_steps: int = 50):
+                        num_steps: int = 50, residual: Residual | None = None):
   """:func:`generate`, also returning the per-step :class:`Trajectory`: ``(h_hat, trajectory)``."""
-  return _generate(denoiser, start, key, schedule, stepping, sampler, num_steps, True)
+  return _generate(denoiser, start, key, schedule, Generation(stepping, sampler, num_steps), residual, True)
 
 
-def _checked(jitted, schedule, stepping_, sampler, num_steps, n_lead: int = 0):
+def _checked(jitted, schedule, stepping_, sampler, num_steps, n_lead: int = 0, residual=None):
   """Wrap ``jitted(*lead, start, key)`` with the eager checks of :func:`generate` (concrete ``tau0`` values too)."""
   def run(*args):
     start, _ = args[n_lead:]
-    _check_generation(start, schedule, stepping_, sampler, num_steps)
+    _check_generation(start, schedule, stepping_, sampler, num_steps, residual)
     return jitted(*args)
 
   return run
@@ -440,7 +465,7 @@ def _checked(jitted, schedule, stepping_, sampler, num_steps, n_lead: int = 0):
 
 def make_generator(denoiser: Denoiser, schedule: schedules.GammaSchedule, *,
                    stepping: stepping.Stepping = stepping.Stepping(), sampler: Sampler = Sampler(),
-                   num_steps: int = 50):
+                   num_steps: int = 50, residual: Residual | None = None):
   """``jit``-compiled :func:`generate` for a fixed denoiser and settings: ``fn(start, key)``.
 
   The settings are checked now; the start (shapes, ``tau0`` range) on every call,
@@ -449,10 +474,26 @@ def make_generator(denoiser: Denoiser, schedule: schedules.GammaSchedule, *,
   prefer :func:`make_network_generator`.
   """
   stepping_ = stepping
-  _check_generation((jnp.zeros(1), jnp.zeros(1)), schedule, stepping_, sampler, num_steps)
+  _check_generation((jnp.zeros(1), jnp.zeros(1)), schedule, stepping_, sampler, num_steps, residual)
   fn = functools.partial(generate, denoiser, schedule=schedule, stepping=stepping_, sampler=sampler,
-                         num_steps=num_steps)
-  return _checked(jax.jit(lambda start, key: fn(Start(*start), key)), schedule, stepping_, sampler, num_steps)
+                         num_steps=num_steps, residual=residual)
+  return _checked(jax.jit(lambda start, key: fn(Start(*start), key)), schedule, stepping_, sampler, num_steps,
+                  residual=residual)
+
+
+def residual_for(denoiser, sampler: Sampler) -> Residual | None:
+  """What :func:`generate` needs as ``residual`` to run ``sampler`` with a trained ``denoiser`` (a
+  :class:`jaxchan.denoiser.VelocityDenoiser`): its anchor's ``posterior_residual`` for the ``eta+cov`` sampler,
+  ``None`` for the others. The anchor must be one Gaussian (Kronecker or low rank): a mixture's posterior
+  covariance depends on the observed value, and an unanchored network has none."""
+  _check_sampler(sampler)
+  if sampler.kind not in RESIDUAL_SAMPLERS:
+    return None
+  anchor = getattr(denoiser, "anchor", "none")
+  if anchor not in ("kronecker", "lowrank"):
+    raise ValueError(f"sampler {sampler} draws the clean estimate from the Gaussian anchor's posterior, which needs "
+                     f"a single-Gaussian anchor (kronecker or lowrank); this denoiser's is {anchor!r}. Use eta:1.0.")
+  return denoiser.posterior_residual
 
 
 def make_network_generator(denoiser, *, stepping: stepping.Stepping = stepping.Stepping(),
@@ -462,7 +503,8 @@ def make_network_generator(denoiser, *, stepping: stepping.Stepping = stepping.S
   Args:
     denoiser: a :class:`jaxchan.denoiser.VelocityDenoiser` (``denoiser(params, g, tau) -> D``, with its
       ``schedule``), e.g. from ``jaxchan.experiments.noniden.load_trained``.
-    stepping, sampler, num_steps: as in :func:`generate`.
+    stepping, sampler, num_steps: as in :func:`generate`; ``eta+cov`` takes its residual from the denoiser's
+      Gaussian anchor (``denoiser.posterior_residual``), so it needs an anchored denoiser.
 
   Returns:
     ``fn(params, start, key) -> H_hat``: a pure function of its arguments.
@@ -471,10 +513,12 @@ def make_network_generator(denoiser, *, stepping: stepping.Stepping = stepping.S
   """
   schedule = denoiser.schedule
   stepping_ = stepping
-  _check_generation((jnp.zeros(1), jnp.zeros(1)), schedule, stepping_, sampler, num_steps)
+  residual = residual_for(denoiser, sampler)
+  _check_generation((jnp.zeros(1), jnp.zeros(1)), schedule, stepping_, sampler, num_steps, residual)
 
   def run(params, start, key):
     D = functools.partial(denoiser, params)
-    return generate(D, Start(*start), key, schedule, stepping=stepping_, sampler=sampler, num_steps=num_steps)
+    return generate(D, Start(*start), key, schedule, stepping=stepping_, sampler=sampler, num_steps=num_steps,
+                    residual=residual)
 
-  return _checked(jax.jit(run), schedule, stepping_, sampler, num_steps, n_lead=1)
+  return _checked(jax.jit(run), schedule, stepping_, sampler, num_steps, n_lead=1, residual=residual)

@@ -11,8 +11,6 @@ import pytest
 from conftest import (ROOT, assert_stops_before_work, assert_validate_refuses, config_with, docs_block,
                       run_killed_then_resumed)
 
-from jaxchan import noniden
-
 
 @pytest.mark.slow
 def test_noniden_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, caplog):
@@ -20,12 +18,13 @@ def test_noniden_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, caplog):
   data_path = tiny_datasets["simo_ofdm"]      # the :smoke dataset (simo_ofdm, tiny, seed 0), built once per session
   args = [f"--config={cfg}:smoke", f"--workdir={tmp_path}/wd", f"--config.data.path={data_path}",
           "--config.progress=False"]
-  # The job SIGKILLed after the second model's first epoch, then rerun to the end: the first model is kept, the
-  # second resumed, and the results below are the rerun's (conftest.run_killed_then_resumed).
+  # The job SIGKILLed after the first model's first epoch, then rerun to the end: that model resumed, the second
+  # trained, and the results below are the rerun's (conftest.run_killed_then_resumed). That a finished model is
+  # kept is the in-process rerun's check below.
   run_killed_then_resumed(args, tmp_path, tmp_path / "wd", "models", {"identical": 2, "nonid": 2},
-                          'nonid (2/2): {"epoch": 1')
+                          'identical (1/2): {"epoch": 1')
   res = json.load(open(tmp_path / "wd" / "results.json"))
-  assert "models/nonid/checkpoints at epoch 1, batch 0" in (tmp_path / "wd" / "jaxchan.log").read_text()
+  assert "models/identical/checkpoints at epoch 1, batch 0" in (tmp_path / "wd" / "jaxchan.log").read_text()
   assert set(res["training"]) == {"nonid", "identical"}
   rows = res["generation"]["rows"]
   # 2 patterns x (nonid: 2 steppings + 1 extra sampler + the paper start with both samplers; identical: 1 run).
@@ -49,24 +48,17 @@ def test_noniden_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, caplog):
   # Outputs are readable by the group and others (0644 under the usual umask 022): a shared workdir works.
   for f in ("results.json", "tables.md", "fig_steps.png", "jaxchan.log", "models/nonid/metrics.jsonl"):
     assert os.stat(tmp_path / "wd" / f).st_mode & 0o044 == 0o044, f
-  # A trained model loads back and generates from a user's own (H_bar, M).
-  from jaxchan.experiments.noniden import load_trained
-  den, params, info = load_trained(str(tmp_path / "wd" / "models" / "nonid"))
-  sch = den.schedule
-  assert den.anchor == "kronecker"
+  # A trained model loads back and generates from a user's own (H_bar, M): the load_trained block of
+  # docs/noniden.md, as written, on this run's model.
   m = jnp.zeros((3, 32, 64)).at[:, ::2, ::4].set(3.0)
-  h_bar = m * jnp.ones((3, 32, 64), jnp.complex64)
-  start = noniden.initial_state(h_bar, m, sch)
-  generate = noniden.make_network_generator(den, num_steps=4, sampler=noniden.Sampler.parse("eq9:0.4"))
-  out = generate(params, start, jax.random.PRNGKey(0))
-  assert out.shape == (3, 32, 64) and bool(jnp.all(jnp.isfinite(out.real)))
-  # The load_trained block of docs/noniden.md, as written, on this run's model.
   code = docs_block("docs/noniden.md", "test_noniden_smoke_end_to_end_and_resume")
-  ns = dict(H_bar=h_bar, M=m)
+  ns = dict(H_bar=m * jnp.ones((3, 32, 64), jnp.complex64), M=m)
   code = code.replace("num_steps=50", "num_steps=4")   # the block as written, with 4 steps to save test time
   exec(compile(code.replace("workdir/noniden_quick/models/nonid", str(tmp_path / "wd" / "models" / "nonid")),
                "docs/noniden.md", "exec"), ns)
-  assert ns["H_hat"].shape == (3, 32, 64) and ns["D0"].shape == (3, 32, 64)
+  assert ns["den"].anchor == "kronecker"     # the model carries the anchor it was trained with
+  for k in ("H_hat", "D0"):
+    assert ns[k].shape == (3, 32, 64) and bool(jnp.all(jnp.isfinite(ns[k].real))), k
   # The tables and figures re-render from results.json alone.
   from jaxchan.experiments import noniden as exp
   from jaxchan.experiments import report
@@ -93,8 +85,11 @@ def test_noniden_smoke_end_to_end_and_resume(tmp_path, tiny_datasets, caplog):
     ({"models.nonid.placement": "diag"}, "config.models.nonid.placement='diag' is not supported"),
     ({"eval.steppings": ("tau-zigzag",)}, "config.eval.steppings: stepping 'tau-zigzag' must be DOMAIN-RULE"),
     ({"eval.samplers": ("eq9:1.5",)},
-     "config.eval.samplers: sampler spec 'eq9:1.5' must be 'eta:ETA', 'eq9:EPS' or 'dpm2m:ETA'"),
-    ({"eval.samplers": ("eta:1.2",)}, "'eta:ETA', 'eq9:EPS' or 'dpm2m:ETA' with a value in [0, 1]"),
+     "config.eval.samplers: sampler spec 'eq9:1.5' must be 'eta:ETA', 'eq9:EPS', 'dpm2m:ETA' or 'eta+cov:ETA'"),
+    ({"eval.samplers": ("eta:1.2",)}, "'dpm2m:ETA' or 'eta+cov:ETA' with a value in [0, 1]"),
+    ({"eval.samplers": ("eta:1.0", "eta+cov:1.0"), "models.nonid.anchor": "none"},
+     "config.eval.samplers (with config.models.nonid): sampler eta+cov:1 draws the clean estimate from the Gaussian "
+     "anchor's posterior, which needs a single-Gaussian anchor (kronecker or lowrank); this denoiser's is 'none'"),
     ({"eval.start": "eq15"}, "config.eval.start='eq15' is not supported"),
     ({"train.tau_min": 0, "min_beta": 0.001}, "training times include tau = 0 (tau_min=0)"),
     ({"eval.num_steps": -3}, "config.eval.num_steps must be a positive integer; got -3"),

@@ -410,3 +410,39 @@ def test_bad_mixture_settings_are_refused():
     gaussian_prior.stack([mix, mix])
   with pytest.raises(ValueError, match="a mixture prior has no single covariance"):
     gaussian_prior.cov_matvec(mix, jnp.asarray(h[:2]))
+
+
+@pytest.mark.parametrize("structure", ["kronecker", "lowrank"])
+def test_draws_and_posterior_residuals_have_the_exact_gaussian_moments(structure):
+  # A [2, 3] prior (6 complex dimensions: 78 moment statistics, so the 5-sigma threshold of
+  # conftest.complex_moment_zscores false-alarms with probability below 1e-4) in either structure: its draws must
+  # have its mean and covariance, and the perturbation residuals h' - E[h | g'] the exact posterior covariance
+  # C - C A^H (A C A^H + N)^-1 A C of the element-wise observation (alpha, beta), whatever the value observed.
+  from conftest import complex_moment_zscores
+  rng = np.random.default_rng(4)
+  mu = 0.3 * (rng.normal(size=(2, 3)) + 1j * rng.normal(size=(2, 3)))
+  kron = gaussian_prior.from_factors(mu, _cov(rng, 2, 0.8), _cov(rng, 3, 0.6), shrinkage=0.0)
+  if structure == "kronecker":
+    prior = kron
+  else:
+    vals, vecs = np.linalg.eigh(np.asarray(kron.covariance()))
+    prior = gaussian_prior.LowRankGaussian(jnp.asarray(mu, jnp.complex64), jnp.asarray(vecs[:, 2:], jnp.complex64),
+                                           jnp.asarray(vals[2:], jnp.float32),
+                                           jnp.asarray(np.full((2, 3), vals[:2].mean()), jnp.float32))
+  cov = np.asarray(prior.covariance(), np.complex128)
+  n = 4000
+  draws = jax.jit(gaussian_prior.sample, static_argnums=2)(prior, jax.random.PRNGKey(0), n)
+  assert complex_moment_zscores(np.asarray(draws).reshape(n, 6), np.asarray(prior.mean).reshape(6), cov) < 5.0
+  tau = jnp.asarray([[1.0, 5.0, 30.0], [60.0, 90.0, 100.0]])       # nearly clean to pure noise side by side
+  alpha, beta = schedules.alpha_beta(jnp.broadcast_to(tau, (n, 2, 3)), SCH)
+  r = jax.jit(lambda a, b, k: gaussian_prior.posterior_residual(prior, k, a, b, tol=1e-7, max_iter=50))(
+      alpha, beta, jax.random.PRNGKey(1))
+  a, b = np.asarray(alpha[0]).reshape(6), np.asarray(beta[0]).reshape(6)
+  post_cov = cov - cov @ np.diag(a) @ np.linalg.solve(np.diag(a) @ cov @ np.diag(a) + np.diag(b**2), np.diag(a) @ cov)
+  assert complex_moment_zscores(np.asarray(r).reshape(n, 6), np.zeros(6), post_cov) < 5.0
+  # A per-sample prior (stack) gives one draw from each of its priors.
+  two = gaussian_prior.sample(gaussian_prior.stack([kron, kron._replace(mean=kron.mean + 100.0)]),
+                              jax.random.PRNGKey(0), 2)
+  assert two.shape == (2, 2, 3) and float(jnp.mean(jnp.real(two[1] - two[0]))) > 90.0
+  with pytest.raises(ValueError, match="one draw each, but num=3"):
+    gaussian_prior.sample(gaussian_prior.stack([kron, kron]), jax.random.PRNGKey(0), 3)

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from conftest import complex_moment_zscores
 
-from jaxchan import conventions, noniden, oracle, schedules
+from jaxchan import conventions, gaussian_prior, noniden, oracle, schedules
 from jaxchan.ddpm_solvers import Solver, sample
 
 N = 3000
@@ -50,9 +50,9 @@ CASES = [
 
 
 @functools.lru_cache(maxsize=None)
-def _problem():
-  prior = oracle.random_mixture(jax.random.PRNGKey(0), 4, num_components=3)
-  k_h, k_n = jax.random.split(jax.random.PRNGKey(21))
+def _problem(components: int = 3, seed: int = 0, obs_seed: int = 21):
+  prior = oracle.random_mixture(jax.random.PRNGKey(seed), 4, num_components=components)
+  k_h, k_n = jax.random.split(jax.random.PRNGKey(obs_seed))
   h = oracle.sample(prior, k_h, 1)[0]
   y = RELIABILITY * h + conventions.standard_normal(k_n, h.shape, h.dtype)
   post = oracle.posterior(prior, y, jnp.diag(RELIABILITY), jnp.eye(4))
@@ -84,3 +84,44 @@ def test_every_sampler_kind_against_the_exact_gmm_posterior(family, spec, steps,
   with np.errstate(divide="ignore", invalid="ignore"):       # a collapsed sampler has zero spread
     z = complex_moment_zscores(np.asarray(draws), mean, cov)
   assert (z < 5.0) == exact, (family, spec, steps, z)
+
+
+# The anchored sampler on a Gaussian prior, where the anchor's posterior covariance is the true one: the eta step
+# with the clean estimate drawn from CN(D, Cov[h | g]) is then the exact reverse transition at any step size, so
+# even one step from the observation must pass; ancestral sampling at the same 10 steps must not (its bias, the
+# contrast that shows the test's power on this problem).
+GAUSS_CASES = [("eta+cov:1.0", 1, True), ("eta+cov:1.0", 3, True), ("eta+cov:1.0", 10, True),
+               ("eta:1.0", 10, False)]
+
+
+@functools.lru_cache(maxsize=None)
+def _gaussian_problem():
+  prior, y, post = _problem(components=1, seed=3, obs_seed=22)
+  vals, vecs = jnp.linalg.eigh(prior.covs[0])
+  # The same Gaussian as the anchor's low-rank structure (full rank; the diagonal rest 1e-7, below float32's
+  # resolution of the unit-power covariance).
+  anchor = gaussian_prior.LowRankGaussian(prior.means[0].reshape(1, 4), vecs.astype(jnp.complex64),
+                                          vals.astype(jnp.float32), jnp.full((1, 4), 1e-7, jnp.float32))
+  return prior, y, post, anchor
+
+
+@pytest.mark.parametrize("spec, steps, exact", GAUSS_CASES, ids=[f"{c[0]}-{c[1]}" for c in GAUSS_CASES])
+def test_the_anchored_sampler_is_exact_at_any_step_count_under_a_gaussian_prior(spec, steps, exact):
+  prior, y, post, anchor = _gaussian_problem()
+
+  def residual(g, tau, key):
+    alpha, beta = schedules.alpha_beta(tau.reshape(-1, 1, 4), GAMMA)
+    return gaussian_prior.posterior_residual(anchor, key, alpha, beta).reshape(g.shape)
+
+  g0, tau0 = noniden.initial_state(y, RELIABILITY, GAMMA)
+  start = noniden.Start(jnp.broadcast_to(g0, (N, 4)), jnp.broadcast_to(tau0, (N, 4)))
+  gen = noniden.make_generator(oracle.denoiser(prior, GAMMA), GAMMA, sampler=noniden.Sampler.parse(spec),
+                               num_steps=steps, residual=residual)
+  mean, cov = oracle.moments(post)
+  z = complex_moment_zscores(np.asarray(gen(start, jax.random.PRNGKey(5))), mean, cov)
+  assert (z < 5.0) == exact, (spec, steps, z)
+
+
+def test_the_anchored_sampler_needs_a_residual():
+  with pytest.raises(ValueError, match="draws the clean estimate with a posterior residual, and none was given"):
+    noniden.make_generator(lambda g, tau: g, GAMMA, sampler=noniden.Sampler.parse("eta+cov:1.0"), num_steps=4)

@@ -101,6 +101,9 @@ def validate(config):
       params = jax.eval_shape(den.network.init, k, h, tau)
       jax.eval_shape(jax.grad(loss_fn(den, mcfg, config)), params, h, k)
     if name in config.eval.models:
+      with common.field(f"config.eval.samplers (with config.models.{name})"):
+        for sp in sps:
+          noniden.residual_for(den, sp)     # eta+cov needs a single-Gaussian anchor
       with common.field(f"config.eval (generation with {name})"):
         jax.eval_shape(functools.partial(_generate_one, den, config, sts[0], sps[0]), params, h, tau, k)
 
@@ -129,7 +132,7 @@ def _placeholder_prior(shape, structure: str, rank: int, components: int = 1):
 
 def _generate_one(den, config, st, sp, params, g0, tau0, key):
   return noniden.generate(den.bind(params), noniden.Start(g0, tau0), key, den.schedule, stepping=st, sampler=sp,
-                          num_steps=config.eval.num_steps)
+                          num_steps=config.eval.num_steps, residual=noniden.residual_for(den, sp))
 
 
 # ---------------------------------------------------------------------------

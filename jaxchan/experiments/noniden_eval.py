@@ -25,7 +25,8 @@ def _per_step_sqerr(den, params, g0, tau0, h, key, *, run: noniden.Generation):
   one architecture share compiled code and a sweep compiles each stepping x sampler once.
   """
   _, traj = noniden.generate_trajectory(den.bind(params), noniden.Start(g0, tau0), key, den.schedule,
-                                        stepping=run.stepping, sampler=run.sampler, num_steps=run.num_steps)
+                                        stepping=run.stepping, sampler=run.sampler, num_steps=run.num_steps,
+                                        residual=noniden.residual_for(den, run.sampler))
   return jnp.sum(jnp.abs(traj.g - h[None]) ** 2, axis=tuple(range(1, traj.g.ndim)))
 
 
