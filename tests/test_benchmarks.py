@@ -79,10 +79,13 @@ def test_time_to_quality_picks_the_fastest_matched_setting_and_renders_from_json
   # b is faster but 20 % below: an under-dispersed sampler, not a matched one; a is the fastest within 2 %.
   assert f["setting"] == "a" and abs(f["speedup"] - 5.0) < 1e-12
   assert sorted(t.pareto(rows)) == ["b"]
-  res = t.run(num=8, patterns=("white",), settings=(t.REFERENCE, ("dpm2m:1.0", 5, None)))
+  res = t.run(num=8, patterns=("white",), settings=(("eta+cov:1.0", 2, None), t.REFERENCE))
   p = res["patterns"]["white"]
-  assert [r["setting"] for r in p["rows"]] == ["eta:1.0 x50", "dpm2m:1.0 x5"]
-  assert p["rows"][1]["calls"] == 5.0 and all(r["seconds_per_sample"] > 0 for r in p["rows"])
+  assert [r["setting"] for r in p["rows"]] == ["eta:1.0 x50", "eta+cov:1.0 x2"]     # the reference first
+  assert p["rows"][1]["calls"] == 2.0 and all(r["seconds_per_sample"] > 0 for r in p["rows"])
+  # Paired ratios: the reference against itself is exactly 1 with no spread; the other one's is its NMSE ratio.
+  assert (p["rows"][0]["ratio_to_reference"], p["rows"][0]["ratio_se"]) == (1.0, 0.0)
+  assert abs(p["rows"][1]["ratio_to_reference"] - p["rows"][1]["nmse"] / p["rows"][0]["nmse"]) < 1e-6
   for r in p["rows"]:
     assert r["setting"] in p["pareto"] or any(o["seconds_per_sample"] <= r["seconds_per_sample"]
                                               and o["nmse"] <= r["nmse"] for o in p["rows"] if o is not r)
@@ -106,7 +109,8 @@ def test_committed_time_to_quality_renders_its_table_and_pareto_figure_from_the_
 @pytest.mark.parametrize("kw, match", [
     (dict(model_dir="m", data="no/such.h5"), "is not a file"), (dict(tolerance=0.0), "must lie in"),
     (dict(num=1), "at least 2 channels"), (dict(patterns=("whit",)), "unknown noise pattern 'whit'"),
-    (dict(settings=(("dpm2m:1.0", 5, None),)), "must include the reference")])
+    (dict(settings=(("dpm2m:1.0", 5, None),)), "must include the reference"),
+    (dict(settings=(("eta:1.0", 50, None), ("heun:1.0", 5, None))), "sampler spec 'heun:1.0' must be")])
 def test_time_to_quality_refuses_bad_input_before_any_work(kw, match):
   from benchmarks import time_to_quality as t
   with pytest.raises((ValueError, FileNotFoundError), match=match):
