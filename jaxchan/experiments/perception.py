@@ -29,12 +29,19 @@ from jaxchan.models.transformer import ANCHORS, USES, check_token_width
 
 
 def preflight(config):
-  """A mistyped ``config.data.path`` (one scenario, no build asked) is refused before :func:`validate` traces the
-  models (:func:`jaxchan.experiments.common.missing_dataset_error`)."""
+  """A user-given ``config.data.path`` (one scenario) that is mistyped (and no build asked), damaged, of the wrong
+  kind or shape, or too small is refused before :func:`validate` traces the models
+  (:func:`jaxchan.experiments.common.preflight_dataset`)."""
   if config.data.path and len(config.scenarios) == 1:
-    missing = common.missing_dataset_error(config.data, config.scenarios[0])
-    if missing is not None:
-      raise missing
+    common.preflight_dataset(config, kind="srs_prediction", shapes=shapes(config), size_fields=size_fields(config),
+                             preset=config.scenarios[0])
+
+
+def size_fields(config) -> tuple[str, ...]:
+  """The config fields that count test samples, each checked against the dataset's test split."""
+  return ("train.test_loss_samples",) + (
+      ("eval.num_test", "eval.sweep_num_test", "eval.trajectory_num_test", "eval.cg_num_test",
+       "eval.fast_num_test") if config.eval.enabled else ())
 
 
 @common.validated_once
@@ -181,9 +188,7 @@ def run(config, workdir: str) -> dict:
   for sc in config.scenarios:
     log(f"== {sc}")
     with open_scenario(config, sc, log=log) as ds:
-      common.check_sizes(config, ds, ("train.test_loss_samples",) + (
-          ("eval.num_test", "eval.sweep_num_test", "eval.trajectory_num_test", "eval.cg_num_test",
-           "eval.fast_num_test") if config.eval.enabled else ()))
+      common.check_sizes(config, ds, size_fields(config))
       common.train_split(config.train, ds)
       models, training = {}, {}
       for i, use in enumerate(config.train.models):
