@@ -620,14 +620,23 @@ def posterior_residual(prior: KroneckerGaussian | LowRankGaussian, key: jax.Arra
   """A draw of ``CN(0, Cov[h | g])`` under the Gaussian prior, ``[B, N_a, N_s]`` like ``alpha``.
 
   A Gaussian posterior's covariance does not depend on the observed value, only on the element-wise times, so it
-  is sampled by perturbation (Papandreou & Yuille 2010): draw ``h' ~ CN(mu, C)`` and ``g' = alpha o h' + beta o
+  is sampled by Matheron's rule (Hoffman & Ribak 1991): draw ``h' ~ CN(mu, C)`` and ``g' = alpha o h' + beta o
   xi'``, then ``h' - E[h | g']`` has exactly that covariance (up to the Kronecker solve's truncation), at the cost
   of one more solve and no inverse. ``E[h | g] + r`` is then an exact posterior sample under the prior; the
   anchored samplers add ``r`` to a trained denoiser's ``D`` (:class:`jaxchan.noniden.Sampler` ``"eta+cov"``).
-  ``beta`` is floored at ``beta_floor`` as in :func:`posterior`, so the draw matches the solve's noise model.
+  ``beta`` is floored at ``beta_floor`` as in :func:`posterior`, so the draw matches the solve's noise model (where
+  ``beta < beta_floor`` it is the posterior under that floor, wider than the true one).
   """
   checks.same_shape("alpha", alpha, "beta", beta)
   checks.min_ndim("alpha", alpha, 3, "[B, N_a, N_s]")
+  if isinstance(prior, MixtureGaussian):
+    raise ValueError("a mixture's posterior covariance depends on the observed value, so it has no perturbation "
+                     "residual; use a Kronecker or low-rank prior (or a sampler without a residual).")
+  if tuple(alpha.shape[1:]) != prior.shape:
+    raise ValueError(f"the Gaussian prior is for channels {prior.shape} but the times are {tuple(alpha.shape)}.")
+  if _per_sample(prior) and prior.mean.shape[0] != alpha.shape[0]:
+    raise ValueError(f"a per-sample prior (stack) holds {prior.mean.shape[0]} priors but the times hold "
+                     f"{alpha.shape[0]} samples; stack one prior per sample.")
   k1, k2 = jax.random.split(key)
   h = sample(prior, k1, alpha.shape[0])
   beta_f = jnp.maximum(beta, beta_floor) if beta_floor > 0 else beta

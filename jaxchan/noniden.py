@@ -27,15 +27,18 @@ Three samplers are offered, as :class:`Sampler` values:
   integrator with a second-order multistep correction acts per element. ``eta = 1`` is its SDE form, whose first
   order is exactly ``eta:1`` (ancestral); ``eta = 0`` the probability-flow ODE, which from a fixed observation
   returns one point, not posterior samples. Meant for few steps (``N_G`` of 5 to 20).
-* ``Sampler("eta+cov", eta)``: the ``eta`` step with the clean estimate drawn from ``CN(D, Cov_G[h | g])`` instead of
-  taken as ``D``, where ``Cov_G`` is the posterior covariance under the denoiser's Gaussian anchor
-  (:func:`jaxchan.gaussian_prior.posterior_residual`). The ``eta`` step treats ``h`` as known to be ``D``; the true
-  reverse transition ``int q(g_next | g, h) p(h | g) dh`` also carries ``Cov[h | g]``, scaled by the step's weight
-  on ``h`` (Bao et al. 2022 estimate that covariance; here the anchor gives it in closed form). With a Gaussian
-  prior and its exact denoiser every step is then exact, whatever its size (one step from the observation is an
-  exact posterior sample); the added variance shrinks with the square of the step, so with many steps it is the
-  ``eta`` step. Few steps keep the posterior's spread where ``eta:1`` at few steps collapses toward the mean.
-  Needs a residual (the anchor's: :func:`make_network_generator` takes it from an anchored denoiser).
+* ``Sampler("eta+cov", 1.0)``: the ancestral step (``eta = 1``) with the clean estimate drawn from
+  ``CN(D, Cov_G[h | g])`` instead of taken as ``D``, where ``Cov_G`` is the posterior covariance under the
+  denoiser's Gaussian anchor (:func:`jaxchan.gaussian_prior.posterior_residual`). The ancestral step treats ``h`` as
+  known to be ``D``; the true reverse transition ``int q(g_next | g, h) p(h | g) dh`` also carries ``Cov[h | g]``,
+  scaled by the step's weight on ``h`` (Bao et al. 2022 estimate that covariance; here the anchor gives it in closed
+  form). Because the forward process is Markov, drawing ``h ~ p(h | g)`` and then ``g_next ~ q(g_next | g, h)`` is
+  that transition exactly, so with a Gaussian prior and its exact denoiser every step is exact, whatever its size
+  (one step from the observation is an exact posterior sample); the added variance shrinks with the square of the
+  step, so with many steps it is the ancestral step. Only ``eta = 1`` (for ``eta < 1`` the DDIM chain is not
+  Markov and the draw is biased: refused). Few steps keep the posterior's spread where ``eta:1`` at few steps
+  collapses toward the mean. Needs a residual (the anchor's: :func:`make_network_generator` takes it from an
+  anchored denoiser).
 
 Two starts from an observation are offered (:func:`initial_state`):
 ``"consistent"`` (the default) is a genuine forward-process sample at ``tau0``;
@@ -171,7 +174,7 @@ def noise_power_input(g: jax.Array, beta: jax.Array, *, min_beta: float) -> jax.
 @dataclasses.dataclass(frozen=True)
 class Sampler:
   """The reverse step: ``Sampler("eta", eta)``, ``Sampler("eq9", eps)``, ``Sampler("dpm2m", eta)`` or
-  ``Sampler("eta+cov", eta)`` (the module docstring).
+  ``Sampler("eta+cov", 1.0)`` (the module docstring).
 
   A small hashable value, validated on construction; ``value`` lies in
   ``[0, 1]``. Written in configs as ``"eta:1.0"`` or ``"eq9:0.4"``
@@ -188,6 +191,10 @@ class Sampler:
             "eta = 0 is the deterministic eq. (8), eta = 1 ancestral sampling.")
     checks.in_range(f"sampler value ({'eq. 9 mixing eps' if self.kind == 'eq9' else 'eta'})", self.value, 0.0,
                     1.0, hint=hint)
+    if self.kind in RESIDUAL_SAMPLERS and self.value != 1.0:
+      raise ValueError(f"sampler {self.kind}:{self.value:g}: the drawn clean estimate is exact only with the ancestral "
+                       f"step (eta = 1; for eta < 1 the chain is not Markov and the draw is biased); use "
+                       f"{self.kind}:1.0.")
     object.__setattr__(self, "value", float(self.value))
 
   @classmethod

@@ -3,6 +3,7 @@
 import os
 
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from benchmarks.perception_bench import xla_flops
@@ -79,6 +80,11 @@ def test_time_to_quality_picks_the_fastest_matched_setting_and_renders_from_json
   # b is faster but 20 % below: an under-dispersed sampler, not a matched one; a is the fastest within 2 %.
   assert f["setting"] == "a" and abs(f["speedup"] - 5.0) < 1e-12
   assert sorted(t.pareto(rows)) == ["b"]
+  # Paired ratio on hand-made errors: per-channel squared errors (1, 3) against (1, 1): ratio 4 / 2 = 2, and
+  # std(e - 2 e_ref) / (mean(e_ref) sqrt(2)) = std(-1, 1) / sqrt(2) = 1.
+  ones = np.ones((2, 1, 1))
+  r, se = t.paired_ratio(ones, ones + np.array([1.0, np.sqrt(3.0)])[:, None, None], ones + 1.0)
+  assert abs(r - 2.0) < 1e-12 and abs(se - 1.0) < 1e-12
   res = t.run(num=8, patterns=("white",), settings=(("eta+cov:1.0", 2, None), t.REFERENCE))
   p = res["patterns"]["white"]
   assert [r["setting"] for r in p["rows"]] == ["eta:1.0 x50", "eta+cov:1.0 x2"]     # the reference first
@@ -90,6 +96,7 @@ def test_time_to_quality_picks_the_fastest_matched_setting_and_renders_from_json
     assert r["setting"] in p["pareto"] or any(o["seconds_per_sample"] <= r["seconds_per_sample"]
                                               and o["nmse"] <= r["nmse"] for o in p["rows"] if o is not r)
   assert "exact GMM denoiser" in res["denoiser"] and len(p["exact_sample_nmse"]) == 2
+  assert "fastest_within_converged" not in p          # the 200-step chain was not among the settings
   assert t.report(json.loads(json.dumps(res))) == t.report(res)
   assert "### white: fastest at matched quality" in t.report(res)
 

@@ -417,7 +417,8 @@ def test_draws_and_posterior_residuals_have_the_exact_gaussian_moments(structure
   # A [2, 3] prior (6 complex dimensions: 78 moment statistics, so the 5-sigma threshold of
   # conftest.complex_moment_zscores false-alarms with probability below 1e-4) in either structure: its draws must
   # have its mean and covariance, and the perturbation residuals h' - E[h | g'] the exact posterior covariance
-  # C - C A^H (A C A^H + N)^-1 A C of the element-wise observation (alpha, beta), whatever the value observed.
+  # C - C A^H (A C A^H + N)^-1 A C of the element-wise observation (alpha, beta), whatever the value observed; the
+  # low-rank case with beta floored at 0.1 (above beta(1) = 0.02), the posterior under the noise the solve assumes.
   from conftest import complex_moment_zscores
   rng = np.random.default_rng(4)
   mu = 0.3 * (rng.normal(size=(2, 3)) + 1j * rng.normal(size=(2, 3)))
@@ -435,9 +436,10 @@ def test_draws_and_posterior_residuals_have_the_exact_gaussian_moments(structure
   assert complex_moment_zscores(np.asarray(draws).reshape(n, 6), np.asarray(prior.mean).reshape(6), cov) < 5.0
   tau = jnp.asarray([[1.0, 5.0, 30.0], [60.0, 90.0, 100.0]])       # nearly clean to pure noise side by side
   alpha, beta = schedules.alpha_beta(jnp.broadcast_to(tau, (n, 2, 3)), SCH)
-  r = jax.jit(lambda a, b, k: gaussian_prior.posterior_residual(prior, k, a, b, tol=1e-7, max_iter=50))(
-      alpha, beta, jax.random.PRNGKey(1))
-  a, b = np.asarray(alpha[0]).reshape(6), np.asarray(beta[0]).reshape(6)
+  floor = 0.1 if structure == "lowrank" else 0.0
+  r = jax.jit(lambda a, b, k: gaussian_prior.posterior_residual(prior, k, a, b, beta_floor=floor, tol=1e-7,
+                                                                max_iter=50))(alpha, beta, jax.random.PRNGKey(1))
+  a, b = np.asarray(alpha[0]).reshape(6), np.maximum(np.asarray(beta[0]).reshape(6), floor)
   post_cov = cov - cov @ np.diag(a) @ np.linalg.solve(np.diag(a) @ cov @ np.diag(a) + np.diag(b**2), np.diag(a) @ cov)
   assert complex_moment_zscores(np.asarray(r).reshape(n, 6), np.zeros(6), post_cov) < 5.0
   # A per-sample prior (stack) gives one draw from each of its priors.
@@ -446,3 +448,5 @@ def test_draws_and_posterior_residuals_have_the_exact_gaussian_moments(structure
   assert two.shape == (2, 2, 3) and float(jnp.mean(jnp.real(two[1] - two[0]))) > 90.0
   with pytest.raises(ValueError, match="one draw each, but num=3"):
     gaussian_prior.sample(gaussian_prior.stack([kron, kron]), jax.random.PRNGKey(0), 3)
+  with pytest.raises(ValueError, match="holds 2 priors but the times hold 3 samples"):
+    gaussian_prior.posterior_residual(gaussian_prior.stack([kron, kron]), jax.random.PRNGKey(0), alpha[:3], beta[:3])

@@ -235,6 +235,8 @@ def test_sampler_parse_spec():
   assert Sampler.parse(str(Sampler("eq9", 0.4))) == Sampler("eq9", 0.4)
   assert Sampler.parse("dpm2m:1") == Sampler("dpm2m", 1.0) and str(Sampler("dpm2m", 0.0)) == "dpm2m:0"
   assert Sampler.parse("eta+cov:1") == Sampler("eta+cov", 1.0) and str(Sampler("eta+cov", 1.0)) == "eta+cov:1"
+  with pytest.raises(ValueError, match="exact only with the ancestral step"):   # not Markov for eta < 1: biased
+    Sampler.parse("eta+cov:0.5")
   for bad in ("eq9:1.5", "ddpm:0.5", "eta", "eta:x", "eta+cov"):
     with pytest.raises(ValueError, match="must be 'eta:ETA', 'eq9:EPS', 'dpm2m:ETA' or 'eta\\+cov:ETA'"):
       Sampler.parse(bad)

@@ -52,6 +52,8 @@ def test_sampler_study_bad_config():
                           "config.tau0 has 1 entries but config.dim=4")
   assert_validate_refuses(sampler_study, config_with("sampler_study:smoke", {"rule": "zigzag"}),
                           "config.rule: stepping rule='zigzag' is not supported")
+  assert_validate_refuses(sampler_study, config_with("sampler_study:smoke", {"samplers": ("eta+cov:1.0",)}),
+                          "'eta+cov:1.0' draws from a Gaussian anchor's posterior, which this exact-GMM study")
 
 
 def test_run_py_bad_config_is_one_line_before_work(tmp_path):

@@ -68,7 +68,10 @@ def validate(config):
   with common.field("config.T"):
     schedules.GammaSchedule(config.T)
   with common.field("config.samplers"):
-    [noniden.Sampler.parse(spec) for spec in config.samplers]
+    for spec in config.samplers:
+      if noniden.Sampler.parse(spec).kind in noniden.RESIDUAL_SAMPLERS:
+        raise ValueError(f"{spec!r} draws from a Gaussian anchor's posterior, which this exact-GMM study has none "
+                         "of; use eta, eq9 or dpm2m samplers.")
   with common.field("config.rule"):
     stepping.Stepping(config.rule)
   for n in config.num_steps:
