@@ -69,13 +69,21 @@ def fastest_within(rows, reference: str, tolerance: float) -> dict:
               nmse_ratio=best["nmse"] / ref["nmse"])
 
 
-def paired_ratio(h, h_hat, h_ref) -> tuple[float, float]:
-  """NMSE of ``h_hat`` over that of ``h_ref`` on the same channels, and its standard error from the paired
-  per-channel errors (delta method): the channels' own spread, common to both, cancels."""
-  err = lambda x: np.sum(np.abs(np.asarray(x) - np.asarray(h)) ** 2, axis=(1, 2))  # noqa: E731
-  a, b = err(h_hat), err(h_ref)
+def _ratio_of_sums(a, b) -> tuple[float, float]:
+  """``sum(a) / sum(b)`` over per-channel values and its standard error over channels (delta method)."""
   r = a.sum() / b.sum()
   return float(r), float(np.std(a - r * b, ddof=1) / (b.mean() * np.sqrt(len(a))))
+
+
+def _sq_norms(x) -> np.ndarray:
+  return np.sum(np.abs(np.asarray(x)) ** 2, axis=(1, 2))
+
+
+def paired_ratio(h, h_hat, h_ref) -> tuple[float, float]:
+  """NMSE of ``h_hat`` over that of ``h_ref`` on the same channels, and its standard error from the paired
+  per-channel errors: the channels' own spread, common to both, cancels."""
+  h = np.asarray(h)
+  return _ratio_of_sums(_sq_norms(np.asarray(h_hat) - h), _sq_norms(np.asarray(h_ref) - h))
 
 
 def against_reference(res: dict, reference: dict) -> dict:
@@ -97,10 +105,7 @@ def against_reference(res: dict, reference: dict) -> dict:
 
 def nmse_and_se(h, h_hat) -> tuple[float, float]:
   """Dataset NMSE (ratio of sums) and its standard error over channels (delta method)."""
-  e = np.sum(np.abs(np.asarray(h_hat) - np.asarray(h)) ** 2, axis=(1, 2))
-  p = np.sum(np.abs(np.asarray(h)) ** 2, axis=(1, 2))
-  r = e.sum() / p.sum()
-  return float(r), float(np.std(e - r * p, ddof=1) / (p.mean() * np.sqrt(len(e))))
+  return _ratio_of_sums(_sq_norms(np.asarray(h_hat) - np.asarray(h)), _sq_norms(h))
 
 
 def _gmm_problem(key, num):
