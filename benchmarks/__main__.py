@@ -16,18 +16,42 @@ yuzhiyang123/channel-diffusion; never downloaded) times its network and its 50-c
 (``benchmarks.time_to_quality``) runs on the trained non-identical model of ``--noniden_model`` (default
 ``workdir/noniden_quick/models/nonid`` when it exists) or, without one, on exact GMM denoisers, labelled as such;
 with the reference timed, each pattern's fastest quality-matched setting is also given against it as one ratio.
+Perception time to quality (``benchmarks.perception_time_to_quality``: K = 16 Bayesian precoding by every solver
+against the full chain, with the classical precoders beside) runs on the trained DMs of ``--perception_workdir``
+(default ``workdir/perception_quick`` when it holds them); without trained DMs that row says it was skipped.
 """
 
 import argparse
 import json
 import os
 import platform
+import sys
+import time
 
 import jax
 import jax.numpy as jnp
 
 
 DEFAULT_MODEL = os.path.join("workdir", "noniden_quick", "models", "nonid")
+DEFAULT_PERCEPTION = os.path.join("workdir", "perception_quick")
+
+
+def perception_workdir(workdir: str) -> str:
+  """The perception workdir whose trained DMs perception time to quality runs on ('' to skip it): ``workdir``
+  (refused, ValueError naming the flag, when it holds no trained DM), or :data:`DEFAULT_PERCEPTION` when it holds
+  one."""
+  from benchmarks import perception_time_to_quality as pttq
+  if not workdir:
+    try:
+      pttq.find_models(DEFAULT_PERCEPTION)
+    except ValueError:
+      return ""
+    return DEFAULT_PERCEPTION
+  try:
+    pttq.find_models(workdir)
+  except ValueError as e:
+    raise ValueError(str(e).replace("--workdir=", "--perception_workdir=")) from None
+  return workdir
 
 
 def noniden_model(model_dir: str, data: str) -> str:
@@ -117,6 +141,19 @@ def table(res) -> str:
       extra = (f", {vs[pattern]['speedup_over_reference']:.2f}x the reference's {res['reference']['steps']}-call "
                "generation" if pattern in vs else "")
       lines.append(f"  {pattern:<10} fastest matched `{f['setting']}`: {f['speedup']:.2f}x our default{extra}")
+  pq = res.get("perception_time_to_quality")
+  if pq and "skipped" in pq:
+    lines.append(f"{'perception time to quality':<46} skipped: {pq['skipped']}")
+  elif pq:
+    lines.append(f"perception time to quality (K = {pq['K']} Bayesian precoder, SE at most {pq['tolerance']:g} bps/Hz "
+                 f"below the full chain's, {pq['num']} observations):")
+    for scenario, v in pq["scenarios"].items():
+      f = v["fastest_within"]
+      row = next(r for r in v["rows"] if r["setting"] == f["setting"])
+      full = next(r for r in v["rows"] if r["setting"] == pq["reference"])
+      lines.append(f"  {scenario:<13} fastest matched `{f['setting']}`: {f['speedup']:.2f}x the full chain "
+                   f"(SE {f['se_gap']:+.3f} bps/Hz); one user {1e3 * row['latency_one_user_s']:.0f} ms "
+                   f"(full chain {1e3 * full['latency_one_user_s']:.0f} ms)")
   for name, what in (("datagen", "Sionna 38.901"), ("datagen_rt", "Sionna RT")):
     if name in res:
       d = res[name]
@@ -136,9 +173,13 @@ def main():
                  f"(default {DEFAULT_MODEL} when it exists; else exact GMM denoisers)")
   p.add_argument("--noniden_data", default="data/simo_ofdm_small.h5", help="the dataset that model was trained on")
   p.add_argument("--quality_num", type=int, default=128, help="test channels of the time-to-quality benchmark")
+  p.add_argument("--perception_workdir", default="", help="a perception workdir with trained DMs for perception "
+                 f"time to quality (default {DEFAULT_PERCEPTION} when it holds them; else skipped)")
   args = p.parse_args()
+  t_start = time.perf_counter()
   try:
     model_dir = noniden_model(args.noniden_model, args.noniden_data)
+    perception_dir = perception_workdir(args.perception_workdir)
   except ValueError as e:
     p.error(str(e))    # before any timing
   if args.quality_num < 2:
@@ -161,15 +202,35 @@ def main():
   res["time_to_quality"] = time_to_quality.run(model_dir or None, args.noniden_data if model_dir else None,
                                                num=args.quality_num)
   res["time_to_quality_vs_reference"] = time_to_quality.against_reference(res["time_to_quality"], res["reference"])
+  if perception_dir:
+    from benchmarks import perception_time_to_quality
+    res["perception_time_to_quality"] = perception_time_to_quality.run(perception_dir)
+  else:
+    res["perception_time_to_quality"] = {"skipped": f"no trained perception DMs (pass --perception_workdir; "
+                                                    f"{DEFAULT_PERCEPTION} holds none)"}
   if not args.skip_datagen:
     from benchmarks import datagen_bench
     res["datagen"] = datagen_bench.run()
     # Ray tracing batches many users per path-solver call (the rays are shot once per call).
     res["datagen_rt"] = datagen_bench.run("street_canyon", num=400, batch_size=100)
   print(table(res))
+  write(res, args.out, " ".join(["python -m benchmarks"] + sys.argv[1:]), time.perf_counter() - t_start)
+
+
+def write(res: dict, out: str, command: str, wall_s: float) -> None:
+  """``out`` (the JSON) and, rendered from it, ``STEM.md`` (the table, with the command and its wall time) and the
+  time-to-quality reports: ``STEM_time_to_quality.{md,png}`` and ``STEM_perception_time_to_quality.{md,png}``."""
+  from benchmarks import perception_time_to_quality, time_to_quality
   from jaxchan import files
-  files.atomic_write_json(args.out, res)
-  print(f"wrote {args.out}")
+  stem = out.rsplit(".", 1)[0]
+  files.atomic_write_json(out, res)
+  files.atomic_write_text(stem + ".md", f"Rendered from {os.path.basename(out)} by benchmarks.__main__.table; command: "
+                          f"{command} ({wall_s / 60:.1f} min wall).\n\n```text\n{table(res)}\n```\n")
+  for key, mod in (("time_to_quality", time_to_quality), ("perception_time_to_quality", perception_time_to_quality)):
+    if res.get(key) and "skipped" not in res[key]:
+      files.atomic_write_text(f"{stem}_{key}.md", mod.report(res[key]))
+      mod.figure(res[key], f"{stem}_{key}.png")
+  print(f"wrote {out} and its reports")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,13 @@ def test_table_lists_every_benchmark():
   assert "9.5x the full chain" in text and "subspace precoder (white, 32 x 32)" in text and "6.0x eigh" in text
   assert "0.7x the DM's in this run" in text and "3.3x the DM's dpm2m:10" in text
   assert "datagen street_canyon (Sionna RT)" in text and "datagen low_mobility (Sionna 38.901)" in text
+  assert "perception time to quality" in table(dict(res, perception_time_to_quality={"skipped": "no DMs"}))
+  rows = [dict(setting="ancestral", latency_one_user_s=0.9), dict(setting="dpm2m:5", latency_one_user_s=0.04)]
+  pq = dict(K=16, tolerance=0.1, num=64, reference="ancestral", scenarios={"high_mobility": dict(
+      rows=rows, fastest_within=dict(setting="dpm2m:5", speedup=19.5, se_gap=-0.02))})
+  text = table(dict(res, perception_time_to_quality=pq))
+  assert "high_mobility fastest matched `dpm2m:5`: 19.50x the full chain (SE -0.020 bps/Hz); one user 40 ms " \
+         "(full chain 900 ms)" in text
 
 
 @pytest.mark.parametrize("size", ["paper", "quick"])
@@ -68,11 +75,9 @@ def test_perception_benchmark_builds_the_configs_models(size):
   assert loss.shape == ()
 
 
-@pytest.mark.slow
-def test_time_to_quality_picks_the_fastest_matched_setting_and_renders_from_json():
-  # The selection rules on hand-made rows (closed form), then one tiny run on the exact GMM denoiser: every
-  # setting present, its Pareto front non-dominated, and the markdown a function of the JSON alone.
-  import json
+def test_time_to_quality_selection_rules_on_hand_made_points():
+  # Closed-form selections on synthetic points, for both benchmarks' rules.
+  from benchmarks import perception_time_to_quality as pt
   from benchmarks import time_to_quality as t
   rows = [dict(setting="ref", seconds_per_sample=1.0, nmse=0.50), dict(setting="a", seconds_per_sample=0.2, nmse=0.505),
           dict(setting="b", seconds_per_sample=0.1, nmse=0.40), dict(setting="c", seconds_per_sample=0.3, nmse=0.495)]
@@ -80,12 +85,85 @@ def test_time_to_quality_picks_the_fastest_matched_setting_and_renders_from_json
   # b is faster but 20 % below: an under-dispersed sampler, not a matched one; a is the fastest within 2 %.
   assert f["setting"] == "a" and abs(f["speedup"] - 5.0) < 1e-12
   assert sorted(t.pareto(rows)) == ["b"]
+  # When no other setting qualifies the answer is the reference itself, at 1x.
+  assert t.fastest_within([rows[0], rows[2]], "ref", 0.02) == dict(setting="ref", speedup=1.0, nmse_ratio=1.0)
+  # Precoding: one-sided, at most 0.1 bps/Hz below the full chain; a higher SE qualifies, 0.15 below does not.
+  se_rows = [dict(setting="full", seconds_per_observation=1.0, se=10.0),
+             dict(setting="x10", seconds_per_observation=0.1, se=9.95),
+             dict(setting="x5", seconds_per_observation=0.05, se=9.85),
+             dict(setting="y10", seconds_per_observation=0.1, se=10.02)]
+  f = pt.fastest_within(se_rows, "full", 0.1)
+  assert f["setting"] == "x10" and abs(f["speedup"] - 10.0) < 1e-12 and abs(f["se_gap"] + 0.05) < 1e-12
+  assert pt.fastest_within(se_rows[:1] + se_rows[2:3], "full", 0.1)["setting"] == "full"
+  # y10 dominates x10 (as fast, higher SE) and the full chain (faster, higher SE); x5 is the fastest.
+  assert sorted(pt.pareto(se_rows)) == ["x5", "y10"]
   # Paired ratio on hand-made errors: per-channel squared errors (1, 3) against (1, 1): ratio 4 / 2 = 2, and
   # std(e - 2 e_ref) / (mean(e_ref) sqrt(2)) = std(-1, 1) / sqrt(2) = 1.
   ones = np.ones((2, 1, 1))
   r, se = t.paired_ratio(ones, ones + np.array([1.0, np.sqrt(3.0)])[:, None, None], ones + 1.0)
   assert abs(r - 2.0) < 1e-12 and abs(se - 1.0) < 1e-12
-  res = t.run(num=8, patterns=("white",), settings=(("eta+cov:1.0", 2, None), t.REFERENCE))
+
+
+def test_time_to_quality_classical_rows_are_the_gaussian_posterior_in_closed_form():
+  # Under CN(0, I) and g = alpha h + beta xi the posterior is CN(alpha g, beta^2) per element (alpha^2 + beta^2 = 1):
+  # the LMMSE row must return alpha g, and the posterior-sample row minus it must have variance beta^2.
+  import jax
+  import jax.numpy as jnp
+
+  from benchmarks import time_to_quality as t
+  from jaxchan import gaussian_prior, schedules
+  n = 4
+  prior = gaussian_prior.LowRankGaussian(jnp.zeros((n, n), jnp.complex64), jnp.eye(n * n, dtype=jnp.complex64),
+                                         jnp.ones(n * n, jnp.float32), jnp.full((n, n), 1e-6, jnp.float32))
+  sch = schedules.GammaSchedule(100, 0.2)
+  rows = t._gaussian_rows(prior, sch, "unit Gaussian")
+  assert list(rows) == ["LMMSE (unit Gaussian)", "posterior sample (unit Gaussian)"]
+  B = 2048
+  tau = jnp.broadcast_to(jnp.linspace(5.0, 60.0, n * n).reshape(1, n, n), (B, n, n))
+  alpha, beta = schedules.alpha_beta(tau, sch)
+  g = jax.random.normal(jax.random.PRNGKey(0), (B, n, n)).astype(jnp.complex64)
+  lmmse = rows["LMMSE (unit Gaussian)"](g, tau, None)
+  np.testing.assert_allclose(np.asarray(lmmse), np.asarray(alpha * g), rtol=2e-3, atol=2e-4)   # float32 solve
+  r = rows["posterior sample (unit Gaussian)"](g, tau, jax.random.PRNGKey(1)) - lmmse
+  var = np.mean(np.abs(np.asarray(r)) ** 2, axis=0)
+  # The mean of B = 2048 |CN(0, s)|^2 draws has relative s.d. 1 / sqrt(B) = 2.2 %; 5 sigma: 11 %.
+  np.testing.assert_allclose(var, np.asarray(beta[0]) ** 2 + 1e-6, rtol=0.11)
+
+
+def test_time_to_quality_refuses_a_setting_the_model_cannot_run():
+  from types import SimpleNamespace
+
+  from benchmarks import time_to_quality as t
+  plain = SimpleNamespace(prior=None, anchor="none")
+  mixture = SimpleNamespace(prior=object(), anchor="mixture")
+  assert t.supported(("eta:1.0", 10, None), plain) == "" and t.supported(("eta+cov:1.0", 2, None), None) == ""
+  assert "anchored model" in t.supported(("eta:1.0", 50, (5.0, 80.0)), plain)
+  assert "anchor is 'mixture'" in t.supported(("eta+cov:1.0", 10, None), mixture)
+  assert t.supported(("eta:1.0", 50, (5.0, 80.0)), mixture) == ""
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(workdir="WD"), "holds no trained perception DM"), (dict(num=1), "at least 2 observations"),
+    (dict(K=0), "K=0 must be a positive integer"), (dict(tolerance=0.0), "tolerance=0.0 must be > 0"),
+    (dict(solvers=("dpm2m:5",)), "must include the full chain 'ancestral'"),
+    (dict(solvers=("ancestral", "heun:5")), "heun")])
+def test_perception_time_to_quality_refuses_bad_input_before_any_work(tmp_path, kw, match):
+  from benchmarks import perception_time_to_quality as pt
+  kw = dict(kw, workdir=str(tmp_path / "empty")) if "workdir" in kw else dict(kw, workdir=str(tmp_path))
+  with pytest.raises(ValueError, match=match):
+    pt.check(**kw)
+  (tmp_path / "high_mobility" / "models" / "dm").mkdir(parents=True)
+  (tmp_path / "high_mobility" / "models" / "dm" / "model.json").write_text('{"use": "sl"}')
+  with pytest.raises(ValueError, match="is not a perception DM"):
+    pt.find_models(str(tmp_path))
+
+
+def test_time_to_quality_runs_on_the_exact_gmm_and_renders_from_json():
+  # One tiny run on the exact GMM denoiser (2 x 2 channels, so it fits the fast tier): every setting present, its
+  # Pareto front non-dominated, the classical rows beside, and the markdown a function of the JSON alone.
+  import json
+  from benchmarks import time_to_quality as t
+  res = t.run(num=8, patterns=("white",), settings=(("eta+cov:1.0", 2, None), t.REFERENCE), gmm_shape=(2, 2))
   p = res["patterns"]["white"]
   assert [r["setting"] for r in p["rows"]] == ["eta:1.0 x50", "eta+cov:1.0 x2"]     # the reference first
   assert p["rows"][1]["calls"] == 2.0 and all(r["seconds_per_sample"] > 0 for r in p["rows"])
@@ -96,6 +174,9 @@ def test_time_to_quality_picks_the_fastest_matched_setting_and_renders_from_json
     assert r["setting"] in p["pareto"] or any(o["seconds_per_sample"] <= r["seconds_per_sample"]
                                               and o["nmse"] <= r["nmse"] for o in p["rows"] if o is not r)
   assert "exact GMM denoiser" in res["denoiser"] and len(p["exact_sample_nmse"]) == 2
+  assert [b["setting"] for b in p["baselines"]] == ["exact posterior mean (MMSE bound)", "LMMSE (moment-matched "
+                                                    "Gaussian)", "posterior sample (moment-matched Gaussian)"]
+  assert all(b["calls"] == 0.0 and np.isfinite(b["nmse"]) for b in p["baselines"]) and not res["not_run"]
   assert "fastest_within_converged" not in p          # the 200-step chain was not among the settings
   assert t.report(json.loads(json.dumps(res))) == t.report(res)
   assert "### white: fastest at matched quality" in t.report(res)
@@ -173,6 +254,9 @@ def test_benchmarks_refuse_a_bad_model_folder_before_any_timing(tmp_path):
                           (str(tmp_path), "/no/such.h5", "--noniden_data='/no/such.h5' is not a file")]:
     with pytest.raises(ValueError, match=match):
       noniden_model(model, d)
+  from benchmarks.__main__ import perception_workdir
+  with pytest.raises(ValueError, match="--perception_workdir='/no/such/wd' holds no trained perception DM"):
+    perception_workdir("/no/such/wd")
   # The command line says it in one usage error, before anything is timed.
   proc = subprocess.run([sys.executable, "-m", "benchmarks", "--noniden_model=/no/such/model"], cwd=ROOT,
                         capture_output=True, text=True, timeout=120)

@@ -1,0 +1,288 @@
+"""Time to quality for the perception DMs: K-sample Bayesian precoding by every solver against the full chain.
+
+  python -m benchmarks.perception_time_to_quality --workdir=workdir/perception_quick [--num=64] [--K=16] \
+      [--out=docs/results/perception_time_to_quality_cpu.json]
+
+For each scenario trained in ``--workdir`` (``WORKDIR/SCENARIO/models/dm``, the perception job's layout) and the
+test split of the dataset it was trained on, every solver of :data:`SOLVERS` draws ``K`` posterior samples per SRS
+observation (the same observations and keys for all) and the Bayesian precoder (eq. 28) is formed from them. The
+quality of a setting is the mean spectral efficiency of that precoder at each observation's DL SNR (eq. 25), with
+its standard error and, paired on the same observations, its gap to the full chain's with the gap's standard
+error; its cost the network calls per sample and the measured seconds per observation of observation, sampling and
+precoder together (compiled first, compile time recorded apart, then one timed run on the whole batch), and the
+latency of one user (one observation, its ``K`` samples and precoder) with that program's compile time apart.
+
+The answer per scenario is the fastest setting whose SE is at most ``--tolerance`` (0.1 bps/Hz) below the full
+chain's (one-sided: the SE of a precoder is a quantity where more is better, unlike a sample's NMSE), and the Pareto
+front in (seconds, SE). The classical precoders a reviewer asks for sit beside, outside the selection: the Gaussian
+predictor's expected Gramian (its ``K -> infinity`` Bayesian precoder, no network) and the SRS history's sample
+covariance. :func:`report` renders the table and :func:`figure` the figure from the JSON alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxchan import gaussian_predictor, metrics, precoding, prediction, srs, staged_precoding
+from jaxchan.ddpm_solvers import Solver
+
+REFERENCE = "ancestral"
+SOLVERS = (REFERENCE, "ancestral:10", "ddim:10", "dpm2m:20", "dpm2m:10", "dpm2m:5", "dpm2m:3", "dpm2m:2")
+SCENARIOS = ("low_mobility", "high_mobility")
+DL_SNR_OFFSET_DB = 10.0      # configs/perception.py's config.eval.dl_snr_offset_db
+
+
+def find_models(workdir: str) -> dict:
+  """``{scenario: model folder}`` of the trained DMs under ``workdir``; a folder with none is refused (ValueError)."""
+  found = {s: os.path.join(workdir, s, "models", "dm") for s in SCENARIOS
+           if os.path.isfile(os.path.join(workdir, s, "models", "dm", "model.json"))}
+  if not found:
+    raise ValueError(f"--workdir={workdir!r} holds no trained perception DM (WORKDIR/SCENARIO/models/dm/model.json); "
+                     "train one with `python run.py --config=configs/perception.py:quick --workdir=DIR` (add "
+                     "--config.train.models='(\"dm\",)' --config.eval.enabled=False for the DMs alone).")
+  for s, d in found.items():
+    if json.load(open(os.path.join(d, "model.json"))).get("use") != "dm":
+      raise ValueError(f"{d} is not a perception DM (its model.json has no use 'dm'); pass a perception workdir.")
+  return found
+
+
+def fastest_within(rows, reference: str, tolerance: float) -> dict:
+  """The fastest row whose SE is at most ``tolerance`` bps/Hz below the reference row's."""
+  ref = next(r for r in rows if r["setting"] == reference)
+  best = min((r for r in rows if r["se"] >= ref["se"] - tolerance), key=lambda r: r["seconds_per_observation"])
+  return dict(setting=best["setting"], speedup=ref["seconds_per_observation"] / best["seconds_per_observation"],
+              se_gap=best["se"] - ref["se"])
+
+
+def pareto(rows) -> list[str]:
+  """Names of the rows no other row beats in both seconds per observation (lower) and SE (higher)."""
+  key = lambda r: (r["seconds_per_observation"], -r["se"])  # noqa: E731
+  return [r["setting"] for r in rows
+          if not any(all(a <= b for a, b in zip(key(o), key(r))) and key(o) != key(r) for o in rows)]
+
+
+def _mean_se(x) -> tuple[float, float]:
+  x = np.asarray(x, np.float64)
+  return float(x.mean()), float(x.std(ddof=1) / np.sqrt(len(x)))
+
+
+def _timed(fn, *args) -> tuple:
+  """``(outputs, compile seconds, run seconds)`` of ``jax.jit(fn)(*args)``, compiled apart."""
+  t0 = time.perf_counter()
+  compiled = jax.jit(fn).lower(*args).compile()
+  t_compile = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  out = jax.block_until_ready(compiled(*args))
+  return out, t_compile, time.perf_counter() - t0, compiled
+
+
+def _scenario(scenario, model_dir, num, K, solvers, key, latency_repeats=3):
+  from jaxchan import data as data_lib
+  from jaxchan.experiments import common
+  from jaxchan.experiments import perception_setup as exp
+  model, params, cfg = exp.load_trained(model_dir)
+  path = common.dataset_path(cfg.data, scenario)
+  ds = data_lib.Dataset(path, build_command=common.build_command(cfg.data, scenario), kind="srs_prediction",
+                        shapes=exp.shapes(cfg))
+  if exp.n_bs_used(cfg) != cfg.data.n_bs:
+    ds = data_lib.BSAntennaSubset(ds, exp.n_bs_used(cfg))
+  test = ds.load("test")
+  hist, h = jnp.asarray(test["history"][:num]), jnp.asarray(test["target"][:num])
+  rho = (np.array([complex(*p) for p in model.age_corr]) if model.age_corr
+         else exp.fit_age_correlation(ds, cfg))
+  sch, scfg, n_s = exp.dm_schedule(cfg), exp.srs_cfg(cfg), 2
+  observe = lambda hs, k: srs.observe(hs, k, num_hops=scfg.num_hops, snr_db_range=scfg.snr_db_range)  # noqa: E731
+  k_obs, k_dm = jax.random.split(key)
+
+  @jax.jit
+  def se_of(W, hs, target, k):
+    """SE at the observation's DL SNR, the UL SNR + 10 dB (the perception evaluation's offset)."""
+    return precoding.spectral_efficiency(target, W, metrics.from_db(observe(hs, k).snr_db + DL_SNR_OFFSET_DB))
+
+  def dm_precoder(spec):
+    kw = exp.sampler_kw(cfg, spec)
+
+    def run(p, hs, k_o, k_s):
+      s = prediction.sample_posterior(model, p, observe(hs, k_o), k_s, sch, num_samples=K, **kw)
+      return precoding.bayesian_precoder(s, n_s)
+    return run
+
+  rows, baselines, se_ref = [], [], None
+  for spec in solvers:
+    run = dm_precoder(spec)
+    W, t_compile, t_run, _ = _timed(run, params, hist, k_obs, k_dm)
+    se = np.asarray(se_of(W, hist, h, k_obs))
+    se_ref = se if se_ref is None else se_ref
+    _, t1_compile, _, one = _timed(run, params, hist[:1], k_obs, k_dm)
+    lat = []
+    for _ in range(latency_repeats):
+      t0 = time.perf_counter()
+      jax.block_until_ready(one(params, hist[:1], k_obs, k_dm))
+      lat.append(time.perf_counter() - t0)
+    mean, err = _mean_se(se)
+    gap, gap_err = _mean_se(se - se_ref)
+    rows.append(dict(setting=spec, calls=Solver.parse(spec).steps(sch), seconds_per_observation=t_run / num,
+                     compile_s=t_compile, latency_one_user_s=float(np.median(lat)), latency_compile_s=t1_compile,
+                     se=mean, se_se=err, gap_to_reference=gap, gap_se=gap_err))
+    print(f"{spec:14s} calls {rows[-1]['calls']:4d}  {1e3 * t_run / num:9.3f} ms/observation  one user "
+          f"{1e3 * rows[-1]['latency_one_user_s']:8.2f} ms  SE {mean:.4f} (gap {gap:+.4f} ± {gap_err:.4f})", flush=True)
+
+  # The classical precoders, each one chain of dependent LAPACK calls in its own program.
+  def gaussian(hs, k):
+    return precoding.precoder_from_gramian(gaussian_predictor.expected_gramian(
+        gaussian_predictor.predict(observe(hs, k), jnp.asarray(rho))), n_s)
+
+  def sample_cov(hs, k):
+    return precoding.precoder_from_gramian(staged_precoding.wideband(srs.history_gramian(observe(hs, k)),
+                                                                     hs.shape[-1]), n_s)
+
+  for label, fn in (("Gaussian predictor, expected Gramian", gaussian), ("SRS sample covariance", sample_cov)):
+    W, t_compile, t_run, _ = _timed(fn, hist, k_obs)
+    se = np.asarray(se_of(W, hist, h, k_obs))
+    mean, err = _mean_se(se)
+    gap, gap_err = _mean_se(se - se_ref)
+    baselines.append(dict(setting=label, calls=0, seconds_per_observation=t_run / num, compile_s=t_compile,
+                          se=mean, se_se=err, gap_to_reference=gap, gap_se=gap_err))
+    print(f"{label:40s} classical {1e3 * t_run / num:9.3f} ms/observation  SE {mean:.4f} (gap {gap:+.4f})",
+          flush=True)
+  return dict(model_dir=model_dir, data=path, T=int(cfg.dm.T), rows=rows, baselines=baselines)
+
+
+def check(workdir: str, num: int = 64, K: int = 16, tolerance: float = 0.1, solvers=SOLVERS) -> dict:
+  """The arguments' errors, one line each, before anything is loaded or timed; returns :func:`find_models`'s."""
+  if not (isinstance(num, int) and num >= 2):
+    raise ValueError(f"num={num!r}: the SE's standard error needs at least 2 observations.")
+  if not (isinstance(K, int) and K >= 1):
+    raise ValueError(f"K={K!r} must be a positive integer (posterior samples per observation).")
+  if not tolerance > 0:
+    raise ValueError(f"tolerance={tolerance!r} must be > 0 (bps/Hz below the full chain's SE, e.g. 0.1).")
+  if REFERENCE not in solvers:
+    raise ValueError(f"solvers must include the full chain {REFERENCE!r}, against which quality is matched.")
+  for spec in solvers:
+    Solver.parse(spec)               # an unknown solver is refused here, before any model is loaded
+  return find_models(workdir)
+
+
+def run(workdir: str, num: int = 64, K: int = 16, tolerance: float = 0.1, solvers=SOLVERS, seed: int = 0,
+        latency_repeats: int = 3) -> dict:
+  """The benchmark (module docstring); ``latency_repeats`` one-user runs per setting, the median reported."""
+  models = check(workdir, num, K, tolerance, solvers)
+  solvers = [REFERENCE] + [s for s in solvers if s != REFERENCE]     # the paired gaps need it first
+  out = dict(workdir=workdir, num=num, K=K, tolerance=tolerance, reference=REFERENCE, device=str(jax.devices()[0]),
+             scenarios={})
+  for i, (scenario, model_dir) in enumerate(models.items()):
+    print(f"== {scenario} ({model_dir})", flush=True)
+    res = _scenario(scenario, model_dir, num, K, solvers, jax.random.fold_in(jax.random.PRNGKey(seed), i),
+                    latency_repeats)
+    res.update(pareto=pareto(res["rows"]), fastest_within=fastest_within(res["rows"], REFERENCE, tolerance))
+    out["scenarios"][scenario] = res
+  return out
+
+
+def report(res) -> str:
+  """Markdown from the JSON alone: per scenario, every setting, the classical precoders and the fastest matched."""
+  lines = [f"Time to quality, perception DMs of `{res['workdir']}`, {res['num']} test observations, K = {res['K']} "
+           f"posterior samples each, Bayesian precoder, {res['device']}. Reference: the full chain (`{res['reference']}`);"
+           f" matched quality: SE at most {res['tolerance']:g} bps/Hz below its. Time per observation: observation, "
+           "sampling and precoder, one compiled run on the batch; one user: one observation's K samples and precoder. "
+           "`*`: on the Pareto front in (seconds, SE).", ""]
+  for scenario in [s for s in SCENARIOS if s in res["scenarios"]]:
+    p = res["scenarios"][scenario]
+    f = p["fastest_within"]
+    ref = next(r for r in p["rows"] if r["setting"] == res["reference"])
+    lines += [f"### {scenario}: fastest at matched quality `{f['setting']}`, {f['speedup']:.2f}x the full chain's "
+              f"observations per second (SE {f['se_gap']:+.4f} bps/Hz)", "",
+              f"Model `{p['model_dir']}`, data `{p['data']}`, T = {p['T']}.", "",
+              "| setting | network calls | ms per observation | speed-up | one user: ms (compile s) | SE ± s.e. "
+              "(bps/Hz) | SE - full chain's ± paired s.e. |", "|---|---|---|---|---|---|---|"]
+    for r in p["rows"]:
+      lines.append(f"| {r['setting']}{' *' if r['setting'] in p['pareto'] else ''} | {r['calls']} | "
+                   f"{1e3 * r['seconds_per_observation']:.2f} | "
+                   f"{ref['seconds_per_observation'] / r['seconds_per_observation']:.2f}x | "
+                   f"{1e3 * r['latency_one_user_s']:.1f} ({r['latency_compile_s']:.1f}) | {r['se']:.4f} ± "
+                   f"{r['se_se']:.4f} | {r['gap_to_reference']:+.4f} ± {r['gap_se']:.4f} |")
+    for r in p["baselines"]:
+      lines.append(f"| baseline: {r['setting']} | 0 | {1e3 * r['seconds_per_observation']:.2f} | "
+                   f"{ref['seconds_per_observation'] / r['seconds_per_observation']:.0f}x | n/a | {r['se']:.4f} ± "
+                   f"{r['se_se']:.4f} | {r['gap_to_reference']:+.4f} ± {r['gap_se']:.4f} |")
+    lines.append("")
+  return "\n".join(lines)
+
+
+def figure(res, path: str) -> None:
+  """SE against milliseconds per observation (log axis), one panel per scenario, from the JSON alone: the settings
+  with their standard errors, the front joined, the full chain's tolerance band shaded, the classical precoders
+  as horizontal lines and the fastest matched setting circled."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  from jaxchan import files
+  from jaxchan.experiments import style
+
+  scen = [s for s in SCENARIOS if s in res["scenarios"]]
+  fig, axes = plt.subplots(1, len(scen), figsize=(4.2 * len(scen), 3.3), squeeze=False)
+  for ax, scenario in zip(axes[0], scen):
+    p = res["scenarios"][scenario]
+    ref = next(r for r in p["rows"] if r["setting"] == res["reference"])
+    ax.axhspan(ref["se"] - res["tolerance"], ref["se"], color="0.88", lw=0)
+    kinds = sorted({r["setting"].split(":")[0] for r in p["rows"]})
+    for i, kind in enumerate(kinds):
+      rs = [r for r in p["rows"] if r["setting"].split(":")[0] == kind]
+      ax.errorbar([1e3 * r["seconds_per_observation"] for r in rs], [r["se"] for r in rs],
+                  yerr=[r["se_se"] for r in rs], fmt="os^Dv"[i % 5], color=style.PALETTE[i % len(style.PALETTE)],
+                  ms=4, lw=0.8, capsize=1.5, label=kind)
+      for r in rs:
+        ax.annotate(str(r["calls"]), (1e3 * r["seconds_per_observation"], r["se"]), fontsize=6, xytext=(3, 2),
+                    textcoords="offset points")
+    front = sorted((r for r in p["rows"] if r["setting"] in p["pareto"]), key=lambda r: r["seconds_per_observation"])
+    ax.plot([1e3 * r["seconds_per_observation"] for r in front], [r["se"] for r in front], "k-", lw=0.8, alpha=0.6,
+            label="Pareto front")
+    best = next(r for r in p["rows"] if r["setting"] == p["fastest_within"]["setting"])
+    ax.plot(1e3 * best["seconds_per_observation"], best["se"], "o", ms=11, mfc="none", mec="k",
+            label=f"fastest within {res['tolerance']:g} bps/Hz")
+    for j, r in enumerate(p["baselines"]):
+      ax.axhline(r["se"], color="0.4", ls=(0, (1, 1 + 2 * j)), lw=0.8, label=f"baseline: {r['setting']}")
+    ax.set_xscale("log")
+    ax.set_title(scenario.replace("_", " "), fontsize=9)
+    ax.set_xlabel("ms per observation (K samples + precoder)")
+    ax.set_ylabel(f"SE of the K = {res['K']} Bayesian precoder (bps/Hz)")
+    ax.grid(alpha=0.3, which="both")
+  axes[0, 0].legend(fontsize=6)
+  fig.suptitle(f"Perception time to quality ({res['device']}; numbers: network calls; band: full chain - "
+               f"{res['tolerance']:g} bps/Hz)", fontsize=8)
+  fig.tight_layout()
+  files.atomic_save_figure(fig, path)
+  plt.close(fig)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--workdir", default=os.path.join("workdir", "perception_quick"))
+  p.add_argument("--num", type=int, default=64)
+  p.add_argument("--K", type=int, default=16)
+  p.add_argument("--tolerance", type=float, default=0.1)
+  p.add_argument("--out")
+  args = p.parse_args()
+  try:
+    check(args.workdir, args.num, args.K, args.tolerance)
+  except ValueError as e:
+    p.error(str(e))              # before any work
+  res = run(args.workdir, args.num, args.K, args.tolerance)
+  print(report(res))
+  if args.out:
+    from jaxchan import files
+    files.atomic_write_json(args.out, res)
+    files.atomic_write_text(args.out.rsplit(".", 1)[0] + ".md", report(res))
+    figure(res, args.out.rsplit(".", 1)[0] + ".png")
+
+
+if __name__ == "__main__":
+  main()
