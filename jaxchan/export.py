@@ -194,6 +194,20 @@ def perception_estimates(model_dir: str, arrays: dict, key, *, num_samples: int 
   return {k: np.concatenate(v, axis=1 if k == "samples" else 0) for k, v in out.items()}
 
 
+def check_sampler_fits_model(model_dir: str, sampler: str) -> None:
+  """Refuse, naming ``--sampler``, a sampler the non-identical model in ``model_dir`` cannot run, from its
+  ``model.json`` alone (before weights or data are read): ``eta+cov`` needs a Kronecker or low-rank anchor."""
+  from jaxchan import noniden
+  if noniden.Sampler.parse(sampler).kind not in noniden.RESIDUAL_SAMPLERS:
+    return
+  with open(os.path.join(model_dir, "model.json")) as f:
+    anchor = json.load(f).get("denoiser", {}).get("anchor", "none")
+  if anchor not in ("kronecker", "lowrank"):
+    raise ValueError(f"--sampler={sampler} draws from the model's Gaussian anchor, but {model_dir} has anchor "
+                     f"{anchor!r}; it needs a Kronecker or low-rank one. Use --sampler=eta:1.0 (or dpm2m:1.0) "
+                     "with this model.")
+
+
 def check_settings(which: str, kw: dict) -> None:
   """The estimate settings' errors, each naming its flag, before any model or dataset is read."""
   from jaxchan import checks, noise_patterns, noniden, stepping
@@ -233,6 +247,8 @@ def export(model_dir: str, dataset: str, out: str, *, split: str = "test", num: 
   check_path(out)
   which = experiment_of(model_dir)
   check_settings(which, kwargs)
+  if which == "noniden":
+    check_sampler_fits_model(model_dir, kwargs.get("sampler", "eta:1.0"))
   if split not in data.SPLITS:
     raise ValueError(f"--split={split!r}; choose one of {', '.join(data.SPLITS)}.")
   kind = "srs_prediction" if which == "perception" else "snapshot"

@@ -158,3 +158,21 @@ def test_a_mat_file_and_an_in_memory_array_give_the_same_dataset(tmp_path, rng):
   mem_ds = str(tmp_path / "from_memory.h5")
   from_numpy.import_arrays(mem_ds, h=h[:, 0], num_test=24)
   assert _same_set(_all_samples(mat_ds), _all_samples(mem_ds))
+
+
+def test_export_refuses_a_sampler_the_model_cannot_run_before_reading_data(tmp_path, capsys):
+  # eta+cov draws from the model's Gaussian anchor: a model without a Kronecker or low-rank one is refused from its
+  # model.json, naming --sampler, before the (here nonexistent) dataset is opened.
+  from jaxchan import export
+  for anchor in ("none", "mixture"):
+    (tmp_path / "model.json").write_text(json.dumps({"denoiser": {"anchor": anchor}}))
+    with pytest.raises(ValueError, match=f"--sampler=eta\\+cov:1.0 .* has anchor '{anchor}'"):
+      export.check_sampler_fits_model(str(tmp_path), "eta+cov:1.0")
+  export.check_sampler_fits_model(str(tmp_path), "eta:1.0")              # needs no anchor
+  (tmp_path / "model.json").write_text(json.dumps({"denoiser": {"anchor": "kronecker"}}))
+  export.check_sampler_fits_model(str(tmp_path), "eta+cov:1.0")
+  (tmp_path / "model.json").write_text(json.dumps({"denoiser": {"anchor": "none"}}))
+  assert export.main([f"--model_dir={tmp_path}", "--dataset=/no/such.h5", f"--out={tmp_path}/e.h5",
+                      "--sampler=eta+cov:1.0"]) == 2
+  err = capsys.readouterr().err
+  assert "--sampler=eta+cov:1.0" in err and "no/such" not in err and not (tmp_path / "e.h5").exists()
