@@ -9,8 +9,9 @@ observation (the same observations and keys for all) and the Bayesian precoder (
 quality of a setting is the mean spectral efficiency of that precoder at each observation's DL SNR (eq. 25), with
 its standard error and, paired on the same observations, its gap to the full chain's with the gap's standard
 error; its cost the network calls per sample and the measured seconds per observation of observation, sampling and
-precoder together (compiled first, compile time recorded apart, then one timed run on the whole batch), and the
-latency of one user (one observation, its ``K`` samples and precoder) with that program's compile time apart.
+precoder together (compiled first, compile time recorded apart, a warm-up run, then one timed run on the whole
+batch), and the latency of one user (one observation, its ``K`` samples and precoder) with that program's compile
+time apart.
 
 The answer per scenario is the fastest setting whose SE is at most ``--tolerance`` (0.1 bps/Hz) below the full
 chain's (one-sided: the SE of a precoder is a quantity where more is better, unlike a sample's NMSE), and the Pareto
@@ -74,12 +75,14 @@ def _mean_se(x) -> tuple[float, float]:
 
 
 def _timed(fn, *args) -> tuple:
-  """``(outputs, compile seconds, run seconds)`` of ``jax.jit(fn)(*args)``, compiled apart."""
+  """``(outputs, compile seconds, run seconds, compiled)`` of ``jax.jit(fn)(*args)``: compiled apart, run once to
+  warm up, then timed on a second run."""
   t0 = time.perf_counter()
   compiled = jax.jit(fn).lower(*args).compile()
   t_compile = time.perf_counter() - t0
-  t0 = time.perf_counter()
   out = jax.block_until_ready(compiled(*args))
+  t0 = time.perf_counter()
+  jax.block_until_ready(compiled(*args))
   return out, t_compile, time.perf_counter() - t0, compiled
 
 
@@ -120,7 +123,7 @@ def _scenario(scenario, model_dir, num, K, solvers, key, latency_repeats=3):
     W, t_compile, t_run, _ = _timed(run, params, hist, k_obs, k_dm)
     se = np.asarray(se_of(W, hist, h, k_obs))
     se_ref = se if se_ref is None else se_ref
-    _, t1_compile, _, one = _timed(run, params, hist[:1], k_obs, k_dm)
+    _, t1_compile, _, one = _timed(run, params, hist[:1], k_obs, k_dm)     # compiled and warm
     lat = []
     for _ in range(latency_repeats):
       t0 = time.perf_counter()
@@ -191,7 +194,7 @@ def report(res) -> str:
   lines = [f"Time to quality, perception DMs of `{res['workdir']}`, {res['num']} test observations, K = {res['K']} "
            f"posterior samples each, Bayesian precoder, {res['device']}. Reference: the full chain (`{res['reference']}`);"
            f" matched quality: SE at most {res['tolerance']:g} bps/Hz below its. Time per observation: observation, "
-           "sampling and precoder, one compiled run on the batch; one user: one observation's K samples and precoder. "
+           "sampling and precoder, one compiled, warm run on the batch; one user: one observation's K samples and precoder. "
            "`*`: on the Pareto front in (seconds, SE).", ""]
   for scenario in [s for s in SCENARIOS if s in res["scenarios"]]:
     p = res["scenarios"][scenario]
