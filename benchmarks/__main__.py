@@ -41,17 +41,15 @@ def perception_workdir(workdir: str) -> str:
   (refused, ValueError naming the flag, when it holds no trained DM), or :data:`DEFAULT_PERCEPTION` when it holds
   one."""
   from benchmarks import perception_time_to_quality as pttq
-  if not workdir:
-    try:
-      pttq.find_models(DEFAULT_PERCEPTION)
-    except ValueError:
-      return ""
-    return DEFAULT_PERCEPTION
+  if not workdir and not os.path.isdir(os.path.join(DEFAULT_PERCEPTION)):
+    return ""
   try:
-    pttq.find_models(workdir)
+    pttq.check(workdir or DEFAULT_PERCEPTION)
   except ValueError as e:
+    if not workdir and "holds no trained perception DM" in str(e):
+      return ""
     raise ValueError(str(e).replace("--workdir=", "--perception_workdir=")) from None
-  return workdir
+  return workdir or DEFAULT_PERCEPTION
 
 
 def noniden_model(model_dir: str, data: str) -> str:
@@ -147,7 +145,9 @@ def table(res) -> str:
   elif pq:
     lines.append(f"perception time to quality (K = {pq['K']} Bayesian precoder, SE at most {pq['tolerance']:g} bps/Hz "
                  f"below the full chain's, {pq['num']} observations):")
-    for scenario, v in pq["scenarios"].items():
+    from benchmarks.perception_time_to_quality import SCENARIOS     # library order (the JSON's keys are sorted)
+    for scenario in [s for s in SCENARIOS if s in pq["scenarios"]]:
+      v = pq["scenarios"][scenario]
       f = v["fastest_within"]
       row = next(r for r in v["rows"] if r["setting"] == f["setting"])
       full = next(r for r in v["rows"] if r["setting"] == pq["reference"])
@@ -222,8 +222,10 @@ def write(res: dict, out: str, command: str, wall_s: float) -> None:
   time-to-quality reports: ``STEM_time_to_quality.{md,png}`` and ``STEM_perception_time_to_quality.{md,png}``."""
   from benchmarks import perception_time_to_quality, time_to_quality
   from jaxchan import files
-  stem = out.rsplit(".", 1)[0]
+  stem = os.path.splitext(out)[0]
   files.atomic_write_json(out, res)
+  with open(out) as f:
+    res = json.load(f)                        # the reports render from the file, as anyone re-rendering would
   files.atomic_write_text(stem + ".md", f"Rendered from {os.path.basename(out)} by benchmarks.__main__.table; command: "
                           f"{command} ({wall_s / 60:.1f} min wall).\n\n```text\n{table(res)}\n```\n")
   for key, mod in (("time_to_quality", time_to_quality), ("perception_time_to_quality", perception_time_to_quality)):

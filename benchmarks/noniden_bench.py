@@ -14,7 +14,6 @@ the same run.
 """
 
 import argparse
-import functools
 import json
 import os
 import platform

@@ -31,33 +31,58 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxchan import gaussian_predictor, metrics, precoding, prediction, srs, staged_precoding
+from jaxchan import gaussian_predictor, metrics, precoding, prediction, srs
 from jaxchan.ddpm_solvers import Solver
 
 REFERENCE = "ancestral"
 SOLVERS = (REFERENCE, "ancestral:10", "ddim:10", "dpm2m:20", "dpm2m:10", "dpm2m:5", "dpm2m:3", "dpm2m:2")
 SCENARIOS = ("low_mobility", "high_mobility")
-DL_SNR_OFFSET_DB = 10.0      # configs/perception.py's config.eval.dl_snr_offset_db
+
+
+def _json(path):
+  with open(path) as f:
+    return json.load(f)
 
 
 def find_models(workdir: str) -> dict:
-  """``{scenario: model folder}`` of the trained DMs under ``workdir``; a folder with none is refused (ValueError)."""
+  """``{scenario: model folder}`` of the trained DMs under ``workdir`` (``model.json`` and a checkpoint); a folder
+  with none, or with another model there, is refused (ValueError naming ``--workdir``)."""
   found = {s: os.path.join(workdir, s, "models", "dm") for s in SCENARIOS
            if os.path.isfile(os.path.join(workdir, s, "models", "dm", "model.json"))}
   if not found:
     raise ValueError(f"--workdir={workdir!r} holds no trained perception DM (WORKDIR/SCENARIO/models/dm/model.json); "
                      "train one with `python run.py --config=configs/perception.py:quick --workdir=DIR` (add "
                      "--config.train.models='(\"dm\",)' --config.eval.enabled=False for the DMs alone).")
-  for s, d in found.items():
-    if json.load(open(os.path.join(d, "model.json"))).get("use") != "dm":
-      raise ValueError(f"{d} is not a perception DM (its model.json has no use 'dm'); pass a perception workdir.")
+  for d in found.values():
+    if _json(os.path.join(d, "model.json")).get("use") != "dm":
+      raise ValueError(f"--workdir={workdir!r}: {d} is not a perception DM (its model.json has no use 'dm'); pass a "
+                       "perception workdir.")
+    ckpt = os.path.join(d, "checkpoints")
+    if not (os.path.isdir(ckpt) and os.listdir(ckpt)):
+      raise ValueError(f"--workdir={workdir!r}: {d} has no checkpoint yet; let its training write one (rerun the "
+                       "job: it resumes) or pass another workdir.")
   return found
 
 
+def eval_settings(workdir: str) -> dict:
+  """``n_streams``, ``dl_snr_offset_db`` and ``guidance`` of the evaluation: the run's own (``WORKDIR/results.json``)
+  when it recorded them, else ``configs/perception.py``'s defaults."""
+  import configs
+  ev = configs.get("perception").eval
+  out = dict(n_streams=int(ev.n_streams), dl_snr_offset_db=float(ev.dl_snr_offset_db), guidance=float(ev.guidance))
+  path = os.path.join(workdir, "results.json")
+  if os.path.isfile(path):
+    run_eval = _json(path).get("config", {}).get("eval", {})
+    out.update({k: type(v)(run_eval[k]) for k, v in out.items() if k in run_eval})
+  return out
+
+
 def fastest_within(rows, reference: str, tolerance: float) -> dict:
-  """The fastest row whose SE is at most ``tolerance`` bps/Hz below the reference row's."""
+  """The fastest row whose SE is at most ``tolerance`` bps/Hz below the reference row's (of equally fast ones, the
+  higher SE)."""
   ref = next(r for r in rows if r["setting"] == reference)
-  best = min((r for r in rows if r["se"] >= ref["se"] - tolerance), key=lambda r: r["seconds_per_observation"])
+  best = min((r for r in rows if r["se"] >= ref["se"] - tolerance),
+             key=lambda r: (r["seconds_per_observation"], -r["se"]))
   return dict(setting=best["setting"], speedup=ref["seconds_per_observation"] / best["seconds_per_observation"],
               se_gap=best["se"] - ref["se"])
 
@@ -86,7 +111,7 @@ def _timed(fn, *args) -> tuple:
   return out, t_compile, time.perf_counter() - t0, compiled
 
 
-def _scenario(scenario, model_dir, num, K, solvers, key, latency_repeats=3):
+def _scenario(scenario, model_dir, num, K, solvers, key, ev, latency_repeats=3):
   from jaxchan import data as data_lib
   from jaxchan.experiments import common
   from jaxchan.experiments import perception_setup as exp
@@ -94,26 +119,32 @@ def _scenario(scenario, model_dir, num, K, solvers, key, latency_repeats=3):
   path = common.dataset_path(cfg.data, scenario)
   ds = data_lib.Dataset(path, build_command=common.build_command(cfg.data, scenario), kind="srs_prediction",
                         shapes=exp.shapes(cfg))
-  if exp.n_bs_used(cfg) != cfg.data.n_bs:
-    ds = data_lib.BSAntennaSubset(ds, exp.n_bs_used(cfg))
-  test = ds.load("test")
-  hist, h = jnp.asarray(test["history"][:num]), jnp.asarray(test["target"][:num])
-  rho = (np.array([complex(*p) for p in model.age_corr]) if model.age_corr
-         else exp.fit_age_correlation(ds, cfg))
-  sch, scfg, n_s = exp.dm_schedule(cfg), exp.srs_cfg(cfg), 2
+  with ds:
+    view = ds if exp.n_bs_used(cfg) == cfg.data.n_bs else data_lib.BSAntennaSubset(ds, exp.n_bs_used(cfg))
+    if num > view.size("test"):
+      raise ValueError(f"--num={num} but the test split of {path} holds {view.size('test')} observations; pass "
+                       f"--num <= {view.size('test')}.")
+    test = view.load("test")
+    hist, h = jnp.asarray(test["history"][:num]), jnp.asarray(test["target"][:num])
+    # An anchored DM carries its fitted age correlation; for another, fit it on the training histories (the
+    # saved config has no held-out split, so the fit may include those histories).
+    rho = (np.array([complex(*p) for p in model.age_corr]) if model.age_corr
+           else exp.fit_age_correlation(view))
+  sch, scfg, n_s = exp.dm_schedule(cfg), exp.srs_cfg(cfg), ev["n_streams"]
   observe = lambda hs, k: srs.observe(hs, k, num_hops=scfg.num_hops, snr_db_range=scfg.snr_db_range)  # noqa: E731
   k_obs, k_dm = jax.random.split(key)
 
   @jax.jit
   def se_of(W, hs, target, k):
-    """SE at the observation's DL SNR, the UL SNR + 10 dB (the perception evaluation's offset)."""
-    return precoding.spectral_efficiency(target, W, metrics.from_db(observe(hs, k).snr_db + DL_SNR_OFFSET_DB))
+    """SE at the observation's DL SNR, its UL SNR + the evaluation's offset (as the perception tables)."""
+    return precoding.spectral_efficiency(target, W, metrics.from_db(observe(hs, k).snr_db + ev["dl_snr_offset_db"]))
 
   def dm_precoder(spec):
     kw = exp.sampler_kw(cfg, spec)
 
     def run(p, hs, k_o, k_s):
-      s = prediction.sample_posterior(model, p, observe(hs, k_o), k_s, sch, num_samples=K, **kw)
+      s = prediction.sample_posterior(model, p, observe(hs, k_o), k_s, sch, num_samples=K, guidance=ev["guidance"],
+                                      **kw)
       return precoding.bayesian_precoder(s, n_s)
     return run
 
@@ -143,8 +174,7 @@ def _scenario(scenario, model_dir, num, K, solvers, key, latency_repeats=3):
         gaussian_predictor.predict(observe(hs, k), jnp.asarray(rho))), n_s)
 
   def sample_cov(hs, k):
-    return precoding.precoder_from_gramian(staged_precoding.wideband(srs.history_gramian(observe(hs, k)),
-                                                                     hs.shape[-1]), n_s)
+    return precoding.wideband_precoder(srs.history_gramian(observe(hs, k)), n_s, hs.shape[-1])
 
   for label, fn in (("Gaussian predictor, expected Gramian", gaussian), ("SRS sample covariance", sample_cov)):
     W, t_compile, t_run, _ = _timed(fn, hist, k_obs)
@@ -156,6 +186,19 @@ def _scenario(scenario, model_dir, num, K, solvers, key, latency_repeats=3):
     print(f"{label:40s} classical {1e3 * t_run / num:9.3f} ms/observation  SE {mean:.4f} (gap {gap:+.4f})",
           flush=True)
   return dict(model_dir=model_dir, data=path, T=int(cfg.dm.T), rows=rows, baselines=baselines)
+
+
+def _check_steps(model_dir: str, solvers) -> None:
+  """Refuse a solver with more steps than the DM's chain, from its ``model.json``, before anything is timed."""
+  import ml_collections
+
+  from jaxchan.experiments import perception_setup as exp
+  sch = exp.dm_schedule(ml_collections.ConfigDict({"dm": _json(os.path.join(model_dir, "model.json"))["dm"]}))
+  for spec in solvers:
+    try:
+      Solver.parse(spec).steps(sch)
+    except ValueError as e:
+      raise ValueError(f"solver {spec!r} cannot run on {model_dir}: {e}") from None
 
 
 def check(workdir: str, num: int = 64, K: int = 16, tolerance: float = 0.1, solvers=SOLVERS) -> dict:
@@ -170,7 +213,10 @@ def check(workdir: str, num: int = 64, K: int = 16, tolerance: float = 0.1, solv
     raise ValueError(f"solvers must include the full chain {REFERENCE!r}, against which quality is matched.")
   for spec in solvers:
     Solver.parse(spec)               # an unknown solver is refused here, before any model is loaded
-  return find_models(workdir)
+  models = find_models(workdir)
+  for model_dir in models.values():
+    _check_steps(model_dir, solvers)
+  return models
 
 
 def run(workdir: str, num: int = 64, K: int = 16, tolerance: float = 0.1, solvers=SOLVERS, seed: int = 0,
@@ -178,11 +224,12 @@ def run(workdir: str, num: int = 64, K: int = 16, tolerance: float = 0.1, solver
   """The benchmark (module docstring); ``latency_repeats`` one-user runs per setting, the median reported."""
   models = check(workdir, num, K, tolerance, solvers)
   solvers = [REFERENCE] + [s for s in solvers if s != REFERENCE]     # the paired gaps need it first
+  ev = eval_settings(workdir)
   out = dict(workdir=workdir, num=num, K=K, tolerance=tolerance, reference=REFERENCE, device=str(jax.devices()[0]),
-             scenarios={})
+             **ev, scenarios={})
   for i, (scenario, model_dir) in enumerate(models.items()):
     print(f"== {scenario} ({model_dir})", flush=True)
-    res = _scenario(scenario, model_dir, num, K, solvers, jax.random.fold_in(jax.random.PRNGKey(seed), i),
+    res = _scenario(scenario, model_dir, num, K, solvers, jax.random.fold_in(jax.random.PRNGKey(seed), i), ev,
                     latency_repeats)
     res.update(pareto=pareto(res["rows"]), fastest_within=fastest_within(res["rows"], REFERENCE, tolerance))
     out["scenarios"][scenario] = res
@@ -192,7 +239,8 @@ def run(workdir: str, num: int = 64, K: int = 16, tolerance: float = 0.1, solver
 def report(res) -> str:
   """Markdown from the JSON alone: per scenario, every setting, the classical precoders and the fastest matched."""
   lines = [f"Time to quality, perception DMs of `{res['workdir']}`, {res['num']} test observations, K = {res['K']} "
-           f"posterior samples each, Bayesian precoder, {res['device']}. Reference: the full chain (`{res['reference']}`);"
+           f"posterior samples each, Bayesian precoder with N_s = {res['n_streams']} at the UL SNR + "
+           f"{res['dl_snr_offset_db']:g} dB, guidance w = {res['guidance']:g}, {res['device']}. Reference: the full chain (`{res['reference']}`);"
            f" matched quality: SE at most {res['tolerance']:g} bps/Hz below its. Time per observation: observation, "
            "sampling and precoder, one compiled, warm run on the batch; one user: one observation's K samples and precoder. "
            "`*`: on the Pareto front in (seconds, SE).", ""]
@@ -213,7 +261,7 @@ def report(res) -> str:
                    f"{r['se_se']:.4f} | {r['gap_to_reference']:+.4f} ± {r['gap_se']:.4f} |")
     for r in p["baselines"]:
       lines.append(f"| baseline: {r['setting']} | 0 | {1e3 * r['seconds_per_observation']:.2f} | "
-                   f"{ref['seconds_per_observation'] / r['seconds_per_observation']:.0f}x | n/a | {r['se']:.4f} ± "
+                   f"{ref['seconds_per_observation'] / r['seconds_per_observation']:.2f}x | n/a | {r['se']:.4f} ± "
                    f"{r['se_se']:.4f} | {r['gap_to_reference']:+.4f} ± {r['gap_se']:.4f} |")
     lines.append("")
   return "\n".join(lines)
@@ -283,8 +331,9 @@ def main():
   if args.out:
     from jaxchan import files
     files.atomic_write_json(args.out, res)
-    files.atomic_write_text(args.out.rsplit(".", 1)[0] + ".md", report(res))
-    figure(res, args.out.rsplit(".", 1)[0] + ".png")
+    res = _json(args.out)                      # the reports render from the file, as anyone re-rendering would
+    files.atomic_write_text(os.path.splitext(args.out)[0] + ".md", report(res))
+    figure(res, os.path.splitext(args.out)[0] + ".png")
 
 
 if __name__ == "__main__":

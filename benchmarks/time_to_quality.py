@@ -32,6 +32,7 @@ writes ``X.md`` and ``X.png``).
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import jax
@@ -169,13 +170,17 @@ def _exact_samples(prior, obs, sch, key):
   return jax.vmap(one)(flat(obs.g0), flat(a), flat(b), keys).reshape(obs.g0.shape)
 
 
-def _trained_problem(model_dir, data, num):
+def model_anchor(model_dir: str) -> str:
+  """The anchor of the non-identical model in ``model_dir``, from its ``model.json`` alone."""
+  import json
   import os
+  with open(os.path.join(model_dir, "model.json")) as f:
+    return json.load(f).get("denoiser", {}).get("anchor", "none")
+
+
+def _trained_problem(model_dir, data, num):
   from jaxchan import data as data_lib
   from jaxchan.experiments import noniden_setup
-  if not os.path.isfile(data or ""):
-    raise FileNotFoundError(f"--data={data!r} is not a file; pass the snapshot dataset the model was trained on "
-                            "(e.g. data/simo_ofdm_small.h5). The benchmark never builds one.")
   den, params, info = noniden_setup.load_trained(model_dir)
   with data_lib.Dataset(data, kind="snapshot") as ds:
     h = jnp.asarray(ds.load("test")["h"][:num])
@@ -186,22 +191,21 @@ def _trained_problem(model_dir, data, num):
     prior, source = ((den.prior, f"the model's {den.anchor} anchor") if den.prior is not None
                      else (gaussian_prior.fit(ds.load("train")["h"]), "Kronecker Gaussian of the training split"))
   # The network's own point estimate beside: its denoiser at the observation, E[h | g0] as learned, in one call.
-  learned = jax.jit(lambda g0, tau0: den(params, g0, tau0))
-  rows = {"learned posterior mean D(g0, tau0)": (lambda g0, tau0, k: learned(g0, tau0), 1),
+  learned = jax.jit(den.__call__)                        # params an argument, not constants in the program
+  rows = {"learned posterior mean D(g0, tau0)": (lambda g0, tau0, k: learned(params, g0, tau0), 1),
           **_gaussian_rows(prior, den.schedule, source, den.min_beta)}
   return (den, params), den.schedule, h, den, rows
 
 
-def supported(setting, den) -> str:
-  """Why ``setting`` cannot run on the trained denoiser ``den`` ('' when it can; ``den`` None: the exact GMM, where
-  every setting runs)."""
-  if den is None:
+def supported(setting, anchor: str | None) -> str:
+  """Why ``setting`` cannot run on a trained model with anchor ``anchor`` ('' when it can; ``anchor`` None: the
+  exact GMM, where every setting runs)."""
+  if anchor is None:
     return ""
-  if setting[2] is not None and den.prior is None:
+  if setting[2] is not None and anchor == "none":
     return "closed-form Gaussian steps need an anchored model (config.model.anchor)"
-  if (noniden.Sampler.parse(setting[0]).kind in noniden.RESIDUAL_SAMPLERS
-      and den.anchor not in ("kronecker", "lowrank")):
-    return f"eta+cov needs a Kronecker or low-rank anchor; this model's anchor is {den.anchor!r}"
+  if noniden.Sampler.parse(setting[0]).kind in noniden.RESIDUAL_SAMPLERS and anchor not in noniden.RESIDUAL_ANCHORS:
+    return f"eta+cov needs a Kronecker or low-rank anchor; this model's anchor is {anchor!r}"
   return ""
 
 
@@ -225,18 +229,21 @@ def run(model_dir=None, data=None, num=128, tolerance=0.02, settings=None, patte
   for s in settings:
     noniden.Sampler.parse(s[0])       # an unknown sampler is refused here, before any model is loaded
   settings = [REFERENCE] + [s for s in settings if s != REFERENCE]    # the paired ratios need it first
+  if model_dir and not os.path.isfile(data or ""):
+    raise FileNotFoundError(f"--data={data!r} is not a file; pass the snapshot dataset the model was trained on "
+                            "(e.g. data/simo_ofdm_small.h5). The benchmark never builds one.")
+  anchor = model_anchor(model_dir) if model_dir else None
+  not_run = {name(s): supported(s, anchor) for s in settings if supported(s, anchor)}
+  if explicit and not_run:
+    raise ValueError(f"settings {', '.join(repr(n) for n in not_run)} cannot run on {model_dir}: "
+                     + "; ".join(sorted(set(not_run.values()))) + ". Leave them out, or pass a model that has them.")
+  settings = [s for s in settings if name(s) not in not_run]
   key = jax.random.PRNGKey(seed)
   gmm = None
   if model_dir:
     model, sch, h, den, baselines = _trained_problem(model_dir, data, num)
   else:
     model, sch, h, gmm, residual, baselines = _gmm_problem(jax.random.fold_in(key, 1), num, tuple(gmm_shape))
-    den = None
-  not_run = {name(s): supported(s, den) for s in settings if supported(s, den)}
-  if explicit and not_run:
-    n, why = next(iter(not_run.items()))
-    raise ValueError(f"setting {n!r} cannot run on {model_dir}: {why}. Leave it out, or pass a model that has it.")
-  settings = [s for s in settings if name(s) not in not_run]
   out = dict(denoiser=f"trained model {model_dir}" if model_dir else "exact GMM denoiser (jaxchan.oracle)",
              data=data if model_dir else f"GMM, 4 components, {list(gmm_shape)} channels", num=int(h.shape[0]),
              tolerance=tolerance, reference=name(REFERENCE), device=str(jax.devices()[0]), not_run=not_run,
@@ -333,7 +340,8 @@ def report(res) -> str:
               for r in p.get("baselines", ())]
     lines.append("")
   if res.get("not_run"):
-    lines += ["Not run on this model: " + "; ".join(f"`{k}` ({v})" for k, v in res["not_run"].items()) + ".", ""]
+    lines += ["Not run on this model: " + "; ".join(f"`{k}` ({v})" for k, v in sorted(res["not_run"].items()))
+              + ".", ""]
   return "\n".join(lines)
 
 

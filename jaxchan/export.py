@@ -202,7 +202,7 @@ def check_sampler_fits_model(model_dir: str, sampler: str) -> None:
     return
   with open(os.path.join(model_dir, "model.json")) as f:
     anchor = json.load(f).get("denoiser", {}).get("anchor", "none")
-  if anchor not in ("kronecker", "lowrank"):
+  if anchor not in noniden.RESIDUAL_ANCHORS:
     raise ValueError(f"--sampler={sampler} draws from the model's Gaussian anchor, but {model_dir} has anchor "
                      f"{anchor!r}; it needs a Kronecker or low-rank one. Use --sampler=eta:1.0 (or dpm2m:1.0) "
                      "with this model.")

@@ -64,6 +64,9 @@ from jaxchan import stepping
 SAMPLERS = ("eta", "eq9", "dpm2m", "eta+cov")
 #: The samplers that draw the clean estimate around ``D`` with a posterior residual (``residual(g, tau, key)``).
 RESIDUAL_SAMPLERS = ("eta+cov",)
+#: Anchors whose posterior covariance does not depend on the observed value, so :data:`RESIDUAL_SAMPLERS` can draw
+#: from it (a mixture's does; an unanchored network has none).
+RESIDUAL_ANCHORS = ("kronecker", "lowrank")
 STARTS = ("consistent", "paper")
 INPUT_NORMS = ("noise", "power")
 # The eta of the default sampler, picked by the eta sweep on configs/noniden.py:quick (docs/noniden.md).
@@ -497,7 +500,7 @@ def residual_for(denoiser, sampler: Sampler) -> Residual | None:
   if sampler.kind not in RESIDUAL_SAMPLERS:
     return None
   anchor = getattr(denoiser, "anchor", "none")
-  if anchor not in ("kronecker", "lowrank"):
+  if anchor not in RESIDUAL_ANCHORS:
     raise ValueError(f"sampler {sampler} draws the clean estimate from the Gaussian anchor's posterior, which needs "
                      f"a single-Gaussian anchor (kronecker or lowrank); this denoiser's is {anchor!r}. Use eta:1.0.")
   return denoiser.posterior_residual

@@ -82,7 +82,8 @@ def test_perception_smoke_end_to_end(tmp_path, tiny_datasets, caplog):
   assert (rows[0]["gap_to_reference"], rows[0]["gap_se"]) == (0.0, 0.0)
   assert len(q["scenarios"]["high_mobility"]["baselines"]) == 2
   assert all(np.isfinite(r["se"]) for r in rows + q["scenarios"]["high_mobility"]["baselines"])
-  assert pttq.report(json.loads(json.dumps(q))) == pttq.report(q)
+  assert pttq.report(json.loads(json.dumps(q, sort_keys=True))) == pttq.report(q)    # as the JSON file stores it
+  assert (q["n_streams"], q["dl_snr_offset_db"]) == (2, 10.0)         # the run's own evaluation settings
   # Rerunning resumes: nothing is trained again (in-process, the command line is tested above; the rerun skips
   # the evaluation, not what this checks).
   caplog.set_level("INFO", logger="absl")   # the jobs log through absl (jaxchan.experiments.common.log)
