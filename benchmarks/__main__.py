@@ -180,6 +180,8 @@ def main():
   try:
     model_dir = noniden_model(args.noniden_model, args.noniden_data)
     perception_dir = perception_workdir(args.perception_workdir)
+    from benchmarks import reference_bench
+    reference_bench.check(args.reference)
   except ValueError as e:
     p.error(str(e))    # before any timing
   if args.quality_num < 2:

@@ -72,6 +72,21 @@ def reference_model(path: str):
   return Model(base, car, ant).eval(), None
 
 
+def check(reference: str) -> None:
+  """Refuse a ``--reference`` path that is given but is no checkout of the reference (one line naming it and the
+  fix, before any timing); an empty one is fine (the row is skipped)."""
+  if not reference:
+    return
+  if not os.path.isfile(os.path.join(reference, "MixerLayer.py")):
+    raise ValueError(f"--reference={reference!r} holds no MixerLayer.py: pass a checkout of "
+                     "github.com/yuzhiyang123/channel-diffusion (git clone it yourself; nothing is downloaded), or "
+                     "leave --reference out to skip the side-by-side row.")
+  import importlib.util
+  if importlib.util.find_spec("torch") is None:
+    raise ValueError(f"--reference={reference!r} needs PyTorch to run the reference: pip install -e '.[datagen]' "
+                     "(it brings the CPU build), or leave --reference out.")
+
+
 def run(reference: str = "", batch: int = 256, steps: int = 50, fast: tuple = ("dpm2m:1.0", 10)) -> dict:
   model_ref, why = reference_model(reference)
   if model_ref is None:
@@ -128,6 +143,10 @@ def main():
   p.add_argument("--fast", default="dpm2m:1.0,10", help="SAMPLER,STEPS of our fast setting")
   p.add_argument("--out")
   args = p.parse_args()
+  try:
+    check(args.reference)
+  except ValueError as e:
+    p.error(str(e))
   sampler, n = args.fast.rsplit(",", 1)
   res = run(args.reference, args.batch, args.steps, (sampler, int(n)))
   print(json.dumps(res, indent=2))

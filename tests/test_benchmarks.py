@@ -268,6 +268,11 @@ def test_benchmarks_refuse_a_bad_model_folder_before_any_timing(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "benchmarks", "--noniden_model=/no/such/model"], cwd=ROOT,
                         capture_output=True, text=True, timeout=120)
   assert proc.returncode == 2 and "holds no model.json" in proc.stderr and "GFLOP" not in proc.stdout
+  # A reference path without the reference's files: refused naming the flag (an empty one only skips the row).
+  from benchmarks import reference_bench
+  reference_bench.check("")
+  with pytest.raises(ValueError, match=r"--reference='/no/such/ref' holds no MixerLayer.py.*leave --reference out"):
+    reference_bench.check("/no/such/ref")
 
 
 def test_committed_combined_benchmark_table_renders_from_its_json():
