@@ -416,10 +416,14 @@ def main():
   res = run(args.model_dir, args.data, args.num, args.tolerance)
   print(report(res))
   if args.out:
+    import json
+
     from jaxchan import files
     files.atomic_write_json(args.out, res)
-    files.atomic_write_text(args.out.rsplit(".", 1)[0] + ".md", report(res))
-    figure(res, args.out.rsplit(".", 1)[0] + ".png")
+    with open(args.out) as f:
+      res = json.load(f)                       # the reports render from the file, as anyone re-rendering would
+    files.atomic_write_text(os.path.splitext(args.out)[0] + ".md", report(res))
+    figure(res, os.path.splitext(args.out)[0] + ".png")
 
 
 if __name__ == "__main__":
