@@ -1,7 +1,7 @@
 """Time to quality: non-identical sampler settings as (network calls, seconds per sample, final NMSE).
 
   python -m benchmarks.time_to_quality [--model_dir=workdir/noniden_quick/models/nonid] [--data=...] \
-      [--out=docs/results/time_to_quality_cpu.json]
+      [--out=FILE.json]
 
 Every setting draws posterior samples from the same observations (the six initial-noise patterns at their default
 SNRs) with the same keys; its quality is the final NMSE against the true channels, with its standard error and,
@@ -199,11 +199,12 @@ def _trained_problem(model_dir, data, num):
 
 def supported(setting, anchor: str | None) -> str:
   """Why ``setting`` cannot run on a trained model with anchor ``anchor`` ('' when it can; ``anchor`` None: the
-  exact GMM, where every setting runs)."""
+  exact GMM, which runs every sampler but has no anchored denoiser for closed-form Gaussian steps)."""
+  if setting[2] is not None and anchor in (None, "none"):
+    return ("closed-form Gaussian steps need an anchored model (config.model.anchor)" if anchor else
+            "closed-form Gaussian steps need a trained anchored model, not the exact GMM denoiser")
   if anchor is None:
     return ""
-  if setting[2] is not None and anchor == "none":
-    return "closed-form Gaussian steps need an anchored model (config.model.anchor)"
   if noniden.Sampler.parse(setting[0]).kind in noniden.RESIDUAL_SAMPLERS and anchor not in noniden.RESIDUAL_ANCHORS:
     return f"eta+cov needs a Kronecker or low-rank anchor; this model's anchor is {anchor!r}"
   return ""

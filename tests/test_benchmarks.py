@@ -137,6 +137,7 @@ def test_time_to_quality_classical_rows_are_the_gaussian_posterior_in_closed_for
 def test_time_to_quality_refuses_a_setting_the_model_cannot_run(tmp_path):
   from benchmarks import time_to_quality as t
   assert t.supported(("eta:1.0", 10, None), "none") == "" and t.supported(("eta+cov:1.0", 2, None), None) == ""
+  assert "not the exact GMM" in t.supported(("eta:1.0", 50, (5.0, 80.0)), None)   # no anchored denoiser there
   assert "anchored model" in t.supported(("eta:1.0", 50, (5.0, 80.0)), "none")
   assert "anchor is 'mixture'" in t.supported(("eta+cov:1.0", 10, None), "mixture")
   assert t.supported(("eta:1.0", 50, (5.0, 80.0)), "mixture") == ""
@@ -184,21 +185,34 @@ def test_time_to_quality_runs_on_the_exact_gmm_and_renders_from_json():
   assert [b["setting"] for b in p["baselines"]] == ["exact posterior mean (MMSE bound)", "LMMSE (moment-matched "
                                                     "Gaussian)", "posterior sample (moment-matched Gaussian)"]
   assert all(b["calls"] == 0.0 and np.isfinite(b["nmse"]) for b in p["baselines"]) and not res["not_run"]
+  with pytest.raises(ValueError, match="not the exact GMM"):     # asked for explicitly: refused before any work
+    t.run(num=8, patterns=("white",), settings=(t.REFERENCE, ("eta:1.0", 50, (5.0, 80.0))), gmm_shape=(2, 2))
   assert "fastest_within_converged" not in p          # the 200-step chain was not among the settings
   assert t.report(json.loads(json.dumps(res, sort_keys=True))) == t.report(res)     # as the JSON file stores it
   assert "### white: fastest at matched quality" in t.report(res)
 
 
-def test_committed_time_to_quality_renders_its_table_and_pareto_figure_from_the_json(tmp_path):
+def test_committed_time_to_quality_reports_render_from_the_json(tmp_path):
+  # Both time-to-quality reports of the committed one-run benchmark are functions of its JSON: the tables equal the
+  # committed markdown, the stored fronts and selections are those of the stored rows, and the figures render.
   import json
+  from benchmarks import perception_time_to_quality as pt
   from benchmarks import time_to_quality as t
-  base = os.path.join(ROOT, "docs", "results", "time_to_quality_cpu")
+  base = os.path.join(ROOT, "docs", "results", "benchmarks_cpu_combined")
   res = json.load(open(base + ".json"))
-  assert t.report(res) == open(base + ".md").read()
-  for p in res["patterns"].values():   # the stored front is the front of the stored rows
+  q, pq = res["time_to_quality"], res["perception_time_to_quality"]
+  assert t.report(q) == open(base + "_time_to_quality.md").read()
+  assert pt.report(pq) == open(base + "_perception_time_to_quality.md").read()
+  for p in q["patterns"].values():
     assert sorted(p["pareto"]) == sorted(t.pareto(p["rows"]))
-  t.figure(res, str(tmp_path / "ttq.png"))
-  assert (tmp_path / "ttq.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / "ttq.pdf").stat().st_size > 1000
+    assert p["fastest_within"] == t.fastest_within(p["rows"], q["reference"], q["tolerance"])
+  for sc in pq["scenarios"].values():
+    assert sorted(sc["pareto"]) == sorted(pt.pareto(sc["rows"]))
+    assert sc["fastest_within"] == pt.fastest_within(sc["rows"], pq["reference"], pq["tolerance"])
+  t.figure(q, str(tmp_path / "ttq.png"))
+  pt.figure(pq, str(tmp_path / "pttq.png"))
+  for f in ("ttq", "pttq"):
+    assert (tmp_path / f"{f}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / f"{f}.pdf").stat().st_size > 1000
 
 
 @pytest.mark.parametrize("kw, match", [
