@@ -192,15 +192,19 @@ def test_time_to_quality_runs_on_the_exact_gmm_and_renders_from_json():
   assert "### white: fastest at matched quality" in t.report(res)
 
 
-def test_committed_time_to_quality_reports_render_from_the_json(tmp_path):
-  # Both time-to-quality reports of the committed one-run benchmark are functions of its JSON: the tables equal the
-  # committed markdown, the stored fronts and selections are those of the stored rows, and the figures render.
+def _committed_reports():
   import json
-  from benchmarks import perception_time_to_quality as pt
-  from benchmarks import time_to_quality as t
   base = os.path.join(ROOT, "docs", "results", "benchmarks_cpu_combined")
   res = json.load(open(base + ".json"))
-  q, pq = res["time_to_quality"], res["perception_time_to_quality"]
+  return base, res["time_to_quality"], res["perception_time_to_quality"]
+
+
+def test_committed_time_to_quality_reports_render_from_the_json():
+  # Both time-to-quality reports of the committed one-run benchmark are functions of its JSON: the tables equal the
+  # committed markdown, and the stored fronts and selections are those of the stored rows.
+  from benchmarks import perception_time_to_quality as pt
+  from benchmarks import time_to_quality as t
+  base, q, pq = _committed_reports()
   assert t.report(q) == open(base + "_time_to_quality.md").read()
   assert pt.report(pq) == open(base + "_perception_time_to_quality.md").read()
   for p in q["patterns"].values():
@@ -209,6 +213,13 @@ def test_committed_time_to_quality_reports_render_from_the_json(tmp_path):
   for sc in pq["scenarios"].values():
     assert sorted(sc["pareto"]) == sorted(pt.pareto(sc["rows"]))
     assert sc["fastest_within"] == pt.fastest_within(sc["rows"], pq["reference"], pq["tolerance"])
+
+
+@pytest.mark.slow
+def test_committed_time_to_quality_figures_render_from_the_json(tmp_path):
+  from benchmarks import perception_time_to_quality as pt
+  from benchmarks import time_to_quality as t
+  _, q, pq = _committed_reports()
   t.figure(q, str(tmp_path / "ttq.png"))
   pt.figure(pq, str(tmp_path / "pttq.png"))
   for f in ("ttq", "pttq"):
