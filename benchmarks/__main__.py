@@ -223,17 +223,15 @@ def write(res: dict, out: str, command: str, wall_s: float) -> None:
   """``out`` (the JSON) and, rendered from it, ``STEM.md`` (the table, with the command and its wall time) and the
   time-to-quality reports: ``STEM_time_to_quality.{md,png}`` and ``STEM_perception_time_to_quality.{md,png}``."""
   from benchmarks import perception_time_to_quality, time_to_quality
-  from jaxchan import files
-  stem = os.path.splitext(out)[0]
-  files.atomic_write_json(out, res)
-  with open(out) as f:
-    res = json.load(f)                        # the reports render from the file, as anyone re-rendering would
-  files.atomic_write_text(stem + ".md", f"Rendered from {os.path.basename(out)} by benchmarks.__main__.table; command: "
-                          f"{command} ({wall_s / 60:.1f} min wall).\n\n```text\n{table(res)}\n```\n")
+  from benchmarks.common import write_reports
+  head = (f"Rendered from {os.path.basename(out)} by benchmarks.__main__.table; command: {command} "
+          f"({wall_s / 60:.1f} min wall).")
+  reports = [("", lambda r: f"{head}\n\n```text\n{table(r)}\n```\n", None)]
   for key, mod in (("time_to_quality", time_to_quality), ("perception_time_to_quality", perception_time_to_quality)):
     if res.get(key) and "skipped" not in res[key]:
-      files.atomic_write_text(f"{stem}_{key}.md", mod.report(res[key]))
-      mod.figure(res[key], f"{stem}_{key}.png")
+      reports.append((f"_{key}", lambda r, k=key, m=mod: m.report(r[k]),
+                      lambda r, path, k=key, m=mod: m.figure(r[k], path)))
+  write_reports(out, res, reports)
   print(f"wrote {out} and its reports")
 
 

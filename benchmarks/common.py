@@ -63,3 +63,22 @@ def count_complex_dense_flops(fn, *args) -> int:
   with nn.intercept_methods(interceptor):
     jax.eval_shape(fn, *args)
   return total[0]
+
+
+def write_reports(out: str, res: dict, reports) -> dict:
+  """Write ``res`` to the JSON file ``out``, then each ``(suffix, report, figure)`` of ``reports`` rendered from the
+  file as read back (sorted keys, lists for tuples: what anyone re-rendering it gets): ``STEM{suffix}.md`` from
+  ``report(res)`` and, when ``figure`` is given, ``STEM{suffix}.png`` (and its PDF). Returns the re-read ``res``."""
+  import json
+  import os
+
+  from jaxchan import files
+  files.atomic_write_json(out, res)
+  with open(out) as f:
+    res = json.load(f)
+  stem = os.path.splitext(out)[0]
+  for suffix, report, figure in reports:
+    files.atomic_write_text(f"{stem}{suffix}.md", report(res))
+    if figure is not None:
+      figure(res, f"{stem}{suffix}.png")
+  return res

@@ -166,7 +166,8 @@ def _scenario(scenario, model_dir, num, K, solvers, key, ev, latency_repeats=3):
                      compile_s=t_compile, latency_one_user_s=float(np.median(lat)), latency_compile_s=t1_compile,
                      se=mean, se_se=err, gap_to_reference=gap, gap_se=gap_err))
     print(f"{spec:14s} calls {rows[-1]['calls']:4d}  {1e3 * t_run / num:9.3f} ms/observation  one user "
-          f"{1e3 * rows[-1]['latency_one_user_s']:8.2f} ms  SE {mean:.4f} (gap {gap:+.4f} ± {gap_err:.4f})", flush=True)
+          f"{1e3 * rows[-1]['latency_one_user_s']:8.2f} ms  SE {mean:.4f} (gap {gap:+.4f} ± {gap_err:.4f})",
+          flush=True)
 
   # The classical precoders, each one chain of dependent LAPACK calls in its own program.
   def gaussian(hs, k):
@@ -240,9 +241,11 @@ def report(res) -> str:
   """Markdown from the JSON alone: per scenario, every setting, the classical precoders and the fastest matched."""
   lines = [f"Time to quality, perception DMs of `{res['workdir']}`, {res['num']} test observations, K = {res['K']} "
            f"posterior samples each, Bayesian precoder with N_s = {res['n_streams']} at the UL SNR + "
-           f"{res['dl_snr_offset_db']:g} dB, guidance w = {res['guidance']:g}, {res['device']}. Reference: the full chain (`{res['reference']}`);"
+           f"{res['dl_snr_offset_db']:g} dB, guidance w = {res['guidance']:g}, {res['device']}. Reference: the full "
+           f"chain (`{res['reference']}`);"
            f" matched quality: SE at most {res['tolerance']:g} bps/Hz below its. Time per observation: observation, "
-           "sampling and precoder, one compiled, warm run on the batch; one user: one observation's K samples and precoder. "
+           "sampling and precoder, one compiled, warm run on the batch; one user: one observation's K samples and "
+           "precoder. "
            "`*`: on the Pareto front in (seconds, SE).", ""]
   for scenario in [s for s in SCENARIOS if s in res["scenarios"]]:
     p = res["scenarios"][scenario]
@@ -331,11 +334,8 @@ def main():
   res = run(args.workdir, args.num, args.K, args.tolerance)
   print(report(res))
   if args.out:
-    from jaxchan import files
-    files.atomic_write_json(args.out, res)
-    res = _json(args.out)                      # the reports render from the file, as anyone re-rendering would
-    files.atomic_write_text(os.path.splitext(args.out)[0] + ".md", report(res))
-    figure(res, os.path.splitext(args.out)[0] + ".png")
+    from benchmarks.common import write_reports
+    write_reports(args.out, res, [("", report, figure)])
 
 
 if __name__ == "__main__":

@@ -139,9 +139,10 @@ def _gmm_problem(key, num, shape=GMM_SHAPE):
 
 
 def _gaussian_rows(prior, sch, source: str, beta_floor=0.0):
-  """``{label: (fn(g0, tau0, key) -> estimate, network calls)}``: the LMMSE estimate under the Gaussian (or mixture) ``prior`` (named
-  ``source`` in the labels) and, for a single Gaussian, one of its posterior samples. Each is jitted apart: one program per LAPACK chain (a
-  program holding two independent solves can stall XLA:CPU)."""
+  """``{label: (fn(g0, tau0, key) -> estimate, network calls)}``: the LMMSE estimate under the Gaussian (or
+  mixture) ``prior`` (named ``source`` in the labels) and, for a single Gaussian, one of its posterior samples.
+  Each is jitted apart: one program per LAPACK chain (a program holding two independent solves can stall
+  XLA:CPU)."""
   solve = dict(beta_floor=beta_floor, tol=1e-5, max_iter=256)     # converged, unlike the sampler's truncated CG
   mixture = isinstance(prior, gaussian_prior.MixtureGaussian)
 
@@ -336,7 +337,8 @@ def report(res) -> str:
     lines += [f"| {r['setting']}{' *' if r['setting'] in p['pareto'] else ''} | {r['calls']:.1f} | "
               f"{1e3 * r['seconds_per_sample']:.3f} | {r['nmse']:.4f} ± {r['nmse_se']:.4f} |"
               + (f" {r['ratio_to_reference']:.3f} ± {r['ratio_se']:.3f} |" if paired else "") for r in p["rows"]]
-    lines += [f"| baseline: {r['setting']} | {r['calls']:.0f} | {1e3 * r['seconds_per_sample']:.3f} | {r['nmse']:.4f} ± "
+    lines += [f"| baseline: {r['setting']} | {r['calls']:.0f} | {1e3 * r['seconds_per_sample']:.3f} | "
+              f"{r['nmse']:.4f} ± "
               f"{r['nmse_se']:.4f} | {r['ratio_to_reference']:.3f} ± {r['ratio_se']:.3f} |"
               for r in p.get("baselines", ())]
     lines.append("")
@@ -417,14 +419,8 @@ def main():
   res = run(args.model_dir, args.data, args.num, args.tolerance)
   print(report(res))
   if args.out:
-    import json
-
-    from jaxchan import files
-    files.atomic_write_json(args.out, res)
-    with open(args.out) as f:
-      res = json.load(f)                       # the reports render from the file, as anyone re-rendering would
-    files.atomic_write_text(os.path.splitext(args.out)[0] + ".md", report(res))
-    figure(res, os.path.splitext(args.out)[0] + ".png")
+    from benchmarks.common import write_reports
+    write_reports(args.out, res, [("", report, figure)])
 
 
 if __name__ == "__main__":

@@ -217,13 +217,23 @@ def test_committed_time_to_quality_reports_render_from_the_json():
 
 @pytest.mark.slow
 def test_committed_time_to_quality_figures_render_from_the_json(tmp_path):
+  import json
+
+  from benchmarks import __main__ as bench
   from benchmarks import perception_time_to_quality as pt
   from benchmarks import time_to_quality as t
-  _, q, pq = _committed_reports()
+  base, q, pq = _committed_reports()
+  # python -m benchmarks' writer gives back the committed reports from the committed JSON.
+  bench.write(json.load(open(base + ".json")), str(tmp_path / "x.json"), "CMD", 60.0)
+  for suffix in ("_time_to_quality", "_perception_time_to_quality"):
+    assert (tmp_path / f"x{suffix}.md").read_text() == open(base + suffix + ".md").read()
+    assert (tmp_path / f"x{suffix}.png").stat().st_size > 1000
+  assert "command: CMD (1.0 min wall)" in (tmp_path / "x.md").read_text()
   t.figure(q, str(tmp_path / "ttq.png"))
   pt.figure(pq, str(tmp_path / "pttq.png"))
   for f in ("ttq", "pttq"):
-    assert (tmp_path / f"{f}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / f"{f}.pdf").stat().st_size > 1000
+    assert (tmp_path / f"{f}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / f"{f}.pdf").stat().st_size > 1000
 
 
 @pytest.mark.parametrize("kw, match", [
