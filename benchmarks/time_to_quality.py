@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import time
 
 import jax
@@ -57,6 +58,20 @@ GMM_SHAPE = (8, 8)
 def name(setting) -> str:
   sampler, steps, gauss = setting
   return f"{sampler} x{steps}" + (f" + Gaussian steps {gauss[0]:g}/{gauss[1]:g}" if gauss else "")
+
+
+def parse_setting(text: str):
+  """``"SAMPLER xSTEPS"`` or ``"SAMPLER xSTEPS + Gaussian steps LO/HI"`` (as :func:`name` writes it; the spaces are
+  optional, e.g. ``"dpm2m:1.0x200"``) as a ``(sampler, steps, Gaussian steps or None)`` setting."""
+  m = re.fullmatch(r"\s*(\S+?)\s*x(\d+)\s*(?:\+\s*Gaussian steps\s*([0-9.]+)/([0-9.]+))?\s*", text)
+  if not m:
+    raise ValueError(f"setting {text!r} must read 'SAMPLER xSTEPS' or 'SAMPLER xSTEPS + Gaussian steps LO/HI', "
+                     "e.g. 'eta:1.0 x50' or 'dpm2m:1.0 x10 + Gaussian steps 5/80'.")
+  noniden.Sampler.parse(m[1])
+  steps = int(m[2])
+  if steps < 1:
+    raise ValueError(f"setting {text!r}: the step count must be >= 1.")
+  return (m[1], steps, (float(m[3]), float(m[4])) if m[3] else None)
 
 
 def pareto(rows) -> list[str]:
@@ -192,7 +207,7 @@ def _trained_problem(model_dir, data, num):
     prior, source = ((den.prior, f"the model's {den.anchor} anchor") if den.prior is not None
                      else (gaussian_prior.fit(ds.load("train")["h"]), "Kronecker Gaussian of the training split"))
   # The network's own point estimate beside: its denoiser at the observation, E[h | g0] as learned, in one call.
-  learned = jax.jit(den.__call__)                        # params an argument, not constants in the program
+  learned = jax.jit(den.point_estimate)                  # params an argument, not constants in the program
   rows = {"learned posterior mean D(g0, tau0)": (lambda g0, tau0, k: learned(params, g0, tau0), 1),
           **_gaussian_rows(prior, den.schedule, source, den.min_beta)}
   return (den, params), den.schedule, h, den, rows
@@ -414,9 +429,17 @@ def main():
   p.add_argument("--data", default="data/simo_ofdm_small.h5")
   p.add_argument("--num", type=int, default=128)
   p.add_argument("--tolerance", type=float, default=0.02)
+  p.add_argument("--settings", help="comma-separated settings as the table names them, e.g. 'eta:1.0 x50,"
+                 "dpm2m:1.0 x200' (the reference eta:1.0 x50 is always run); default: every setting the model can run")
+  p.add_argument("--patterns", default=",".join(PATTERNS), help="comma-separated noise patterns")
   p.add_argument("--out")
   args = p.parse_args()
-  res = run(args.model_dir, args.data, args.num, args.tolerance)
+  settings = None
+  if args.settings:
+    settings = [parse_setting(t) for t in args.settings.split(",")]
+    settings = settings if REFERENCE in settings else [REFERENCE] + settings
+  res = run(args.model_dir, args.data, args.num, args.tolerance, settings=settings,
+            patterns=tuple(args.patterns.split(",")))
   print(report(res))
   if args.out:
     from benchmarks.common import write_reports

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxchan import conventions, denoiser, gaussian_prior, lmmse, oracle, schedules, tau_patterns
+from jaxchan import conventions, denoiser, gaussian_prior, lmmse, noniden, oracle, schedules, tau_patterns
 from jaxchan.models.mixer import MixerDenoiser
 
 SCH = schedules.GammaSchedule(100, 0.2)
@@ -450,3 +450,55 @@ def test_draws_and_posterior_residuals_have_the_exact_gaussian_moments(structure
     gaussian_prior.sample(gaussian_prior.stack([kron, kron]), jax.random.PRNGKey(0), 3)
   with pytest.raises(ValueError, match="holds 2 priors but the times hold 3 samples"):
     gaussian_prior.posterior_residual(gaussian_prior.stack([kron, kron]), jax.random.PRNGKey(0), alpha[:3], beta[:3])
+
+
+def test_point_estimate_solves_the_anchor_to_convergence_where_the_sampler_truncates():
+  # Pilot-like observation (every other element at tau = 1, the rest pure noise at T) on a strongly correlated
+  # prior: a 2-iteration CG stops short (the sampler's truncated setting, scaled down to this 60-element problem),
+  # the point estimate does not, and with r_theta = 0 it is the exact Gaussian posterior mean (LMMSE).
+  prior = _prior(3, decay=(2.0, 1.5))
+  den = denoiser.make(denoiser.FunctionNetwork(lambda x, t: jnp.zeros_like(x)), SCH, prior=prior, tol=1e-4,
+                      max_iter=2)
+  board = (np.add.outer(np.arange(NA), np.arange(NS)) % 2).astype(np.float32)
+  tau = jnp.broadcast_to(jnp.asarray(1.0 + (SCH.T - 1.0) * board), (4, NA, NS))
+  g, _, _ = _diffused(prior, tau, seed=4)
+  ref = _exact(prior)(g, tau)
+  scale = float(jnp.max(jnp.abs(ref)))
+  assert float(jnp.max(jnp.abs(den(None, g, tau) - ref))) > 1e-2 * scale      # truncated: visibly off
+  # Tolerance as test_solve_converges_when_clean_and_pure_noise_elements_sit_side_by_side (float32, same system).
+  np.testing.assert_allclose(den.point_estimate(None, g, tau), ref, atol=1e-3)
+  assert den.point_estimate(None, g, tau).dtype == g.dtype
+  assert (den.with_solver(1e-5, 7).tol, den.with_solver(1e-5, 7).max_iter) == (1e-5, 7)
+  with pytest.raises(ValueError, match="max_iter"):
+    den.with_solver(1e-5, 0)
+
+
+@pytest.mark.parametrize("structure", ["kronecker", "lowrank"])
+def test_posterior_draw_is_d_plus_the_posterior_residual_in_one_solve(structure):
+  # D + r by Matheron's rule with the same key, solved twice (at g and g'), against the fused draw solving once
+  # at g - g': equal for exact solves (the anchor's posterior mean is affine), with a nonlinear stand-in network
+  # and with closed-form Gaussian steps; and eta+cov generation with either is the same chain.
+  prior = kron = _prior(5)
+  if structure == "lowrank":
+    vals, vecs = np.linalg.eigh(np.asarray(prior.covariance()))
+    prior = gaussian_prior.LowRankGaussian(prior.mean, jnp.asarray(vecs[:, 20:], jnp.complex64),
+                                           jnp.asarray(vals[20:], jnp.float32),
+                                           jnp.asarray(np.full((NA, NS), vals[:20].mean()), jnp.float32))
+  net = denoiser.FunctionNetwork(lambda x, t: 0.3 * jnp.tanh(x.real) * x + 1e-3 * t)
+  den = denoiser.make(net, SCH, prior=prior, tol=1e-7, max_iter=300)
+  tau = tau_patterns.sample(jax.random.PRNGKey(2), "independent", 5, (NA, NS), SCH.T)
+  g, _, _ = _diffused(kron, tau, seed=6)
+  key = jax.random.PRNGKey(3)
+  for d in (den, den.with_gaussian_steps(5.0, 80.0)):
+    for t in (tau, jnp.full_like(tau, 90.0)):           # a network step and (with Gaussian steps) a closed-form one
+      two = d(None, g, t) + d.posterior_residual(g, t, key)
+      one = d.posterior_draw(None, g, t, key)
+      # float32 solves to a 1e-7 relative residual, conditioning < 1e3 (as the posterior-mean test above).
+      np.testing.assert_allclose(one, two, atol=1e-3 * float(jnp.max(jnp.abs(two))))
+  start = noniden.Start(g, tau)
+  run = lambda **kw: noniden.generate(den.bind(None), start, key, SCH, sampler=noniden.Sampler("eta+cov", 1.0),  # noqa: E731
+                                      num_steps=4, **kw)
+  a, b = run(residual=den.posterior_residual), run(draw=noniden.draw_for(den, None, noniden.Sampler("eta+cov", 1.0)))
+  np.testing.assert_allclose(a, b, atol=1e-3 * float(jnp.max(jnp.abs(a))))
+  with pytest.raises(ValueError, match="single-Gaussian anchor"):
+    denoiser.make(net, SCH).posterior_draw(None, g, tau, key)

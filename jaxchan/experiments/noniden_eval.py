@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxchan import conventions, lmmse, metrics, noise_patterns, noniden, schedules, tau_patterns
+from jaxchan import conventions, denoiser, lmmse, metrics, noise_patterns, noniden, schedules, tau_patterns
 from jaxchan.experiments import common
 from jaxchan.experiments import noniden_setup as exp
 
@@ -26,7 +26,7 @@ def _per_step_sqerr(den, params, g0, tau0, h, key, *, run: noniden.Generation):
   """
   _, traj = noniden.generate_trajectory(den.bind(params), noniden.Start(g0, tau0), key, den.schedule,
                                         stepping=run.stepping, sampler=run.sampler, num_steps=run.num_steps,
-                                        residual=noniden.residual_for(den, run.sampler))
+                                        draw=noniden.draw_for(den, params, run.sampler))
   return jnp.sum(jnp.abs(traj.g - h[None]) ** 2, axis=tuple(range(1, traj.g.ndim)))
 
 
@@ -47,12 +47,12 @@ def generation_nmse(den, params, h, start, key, *, run: noniden.Generation, batc
 
 @jax.jit
 def _one_shot(den, params, g0, tau0):
-  return den(params, g0, tau0)
+  return den.point_estimate(params, g0, tau0)
 
 
 @jax.jit
 def _gaussian_one_shot(den, g0, tau0):
-  return den.gaussian_denoised(g0, tau0)
+  return den.with_solver(*denoiser.POINT_SOLVER).gaussian_denoised(g0, tau0)
 
 
 def one_shot_nmse(den, params, h, start, *, batch, gaussian_only: bool = False):
