@@ -38,7 +38,7 @@ Three samplers are offered, as :class:`Sampler` values:
   step, so with many steps it is the ancestral step. Only ``eta = 1`` (for ``eta < 1`` the DDIM chain is not
   Markov and the draw is biased: refused). Few steps keep the posterior's spread where ``eta:1`` at few steps
   collapses toward the mean. Needs a residual (the anchor's: :func:`make_network_generator` takes it from an
-  anchored denoiser).
+  anchored denoiser, as its ``posterior_draw``, ``D + r`` in one anchor solve: :func:`draw_for`).
 
 Two starts from an observation are offered (:func:`initial_state`):
 ``"consistent"`` (the default) is a genuine forward-process sample at ``tau0``;
@@ -75,6 +75,9 @@ DEFAULT_ETA = 1.0
 Denoiser = Callable[[jax.Array, jax.Array], jax.Array]
 #: ``residual(g, tau, key)``: a draw of ``CN(0, Cov[h | g])`` shaped like ``g`` (the ``eta+cov`` sampler).
 Residual = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+#: ``draw(g, tau, key)``: a draw of ``CN(D(g, tau), Cov[h | g])``, the clean estimate of the ``eta+cov`` sampler in one
+#: function (an anchored denoiser's ``posterior_draw``, one anchor solve where ``D + residual`` takes two).
+Draw = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
 def _safe_div(num, den):
@@ -386,22 +389,23 @@ class Trajectory(NamedTuple):
   denoised: jax.Array
 
 
-def _check_generation(start, schedule, stepping_, sampler, num_steps, residual=None):
+def _check_generation(start, schedule, stepping_, sampler, num_steps, residual=None, draw=None):
   stepping._check(stepping_, schedule, num_steps)
   _check_sampler(sampler)
-  if sampler.kind in RESIDUAL_SAMPLERS and residual is None:
+  if sampler.kind in RESIDUAL_SAMPLERS and residual is None and draw is None:
     raise ValueError(f"sampler {sampler} draws the clean estimate with a posterior residual, and none was given: "
-                     "pass residual=... (an anchored VelocityDenoiser's posterior_residual; "
-                     "make_network_generator takes it from the denoiser), or use eta:1.0.")
+                     "pass draw=... (noniden.draw_for(denoiser, params, sampler)) or residual=... (an anchored "
+                     "VelocityDenoiser's posterior_residual; make_network_generator takes it from the denoiser), "
+                     "or use eta:1.0.")
   g0, tau0 = start
   checks.same_shape("g0", g0, "tau0", tau0)
   checks.min_ndim("g0", g0, 1, "[B, *event]")
   checks.in_range("tau0", tau0, 0.0, schedule.T, hint=f"initial times must lie in [0, T={schedule.T}].")
 
 
-def _generate(denoiser, start, key, schedule, gen, residual, with_trajectory):
+def _generate(denoiser, start, key, schedule, gen, residual, with_trajectory, draw=None):
   stepping_, sampler, num_steps = gen
-  _check_generation(start, schedule, stepping_, sampler, num_steps, residual)
+  _check_generation(start, schedule, stepping_, sampler, num_steps, residual, draw)
   g0, tau0 = start
   path_fn = functools.partial(stepping.tau_trajectory, stepping=stepping_, schedule=schedule, num_steps=num_steps)
   paths = jnp.moveaxis(jax.vmap(path_fn)(tau0), 1, 0)  # [N_G + 1, B, *event]
@@ -410,10 +414,11 @@ def _generate(denoiser, start, key, schedule, gen, residual, with_trajectory):
   def body(carry, xs):
     g, d_prev, h_prev = carry
     tau, tau_next, k = xs
-    d = denoiser(g, tau).astype(g.dtype)     # carried (dpm2m's previous D): one dtype across steps
     if sampler.kind in RESIDUAL_SAMPLERS:
       k, k_res = jax.random.split(k)
-      d = d + residual(g, tau, k_res).astype(g.dtype)
+      d = (draw(g, tau, k_res) if draw is not None else denoiser(g, tau) + residual(g, tau, k_res)).astype(g.dtype)
+    else:
+      d = denoiser(g, tau).astype(g.dtype)     # carried (dpm2m's previous D): one dtype across steps
     if sampler.kind == "dpm2m":
       lg, lg_next = schedules.log_gamma(tau, schedule), schedules.log_gamma(tau_next, schedule)
       g_next, h = solvers.dpm2m_step(g, d, (d_prev, h_prev), lg, lg_next, k, sampler.value)
@@ -428,7 +433,7 @@ def _generate(denoiser, start, key, schedule, gen, residual, with_trajectory):
 
 def generate(denoiser: Denoiser, start: Start, key: jax.Array, schedule: schedules.GammaSchedule, *,
              stepping: stepping.Stepping = stepping.Stepping(), sampler: Sampler = Sampler(),
-             num_steps: int = 50, residual: Residual | None = None) -> jax.Array:
+             num_steps: int = 50, residual: Residual | None = None, draw: Draw | None = None) -> jax.Array:
   """Non-identical DDIM generation, Algorithm 2, as one ``lax.scan`` over ``N_G`` steps.
 
   The time path of every sample is fixed by its ``tau0`` and the stepping rule
@@ -449,18 +454,22 @@ def generate(denoiser: Denoiser, start: Start, key: jax.Array, schedule: schedul
     num_steps: ``N_G``.
     residual: ``residual(g, tau, key)``, a draw of ``CN(0, Cov[h | g])`` shaped like ``g``, for the samplers that
       draw the clean estimate (``eta+cov``; e.g. an anchored denoiser's ``posterior_residual``); else unused.
+    draw: ``draw(g, tau, key)``, the clean estimate ``D + r`` of those samplers in one function (a trained
+      anchored denoiser's: :func:`draw_for`, one anchor solve instead of two); when given, ``denoiser`` and
+      ``residual`` are not called by them.
 
   Returns:
     The generated batch ``[B, *event]``.
   """
-  return _generate(denoiser, start, key, schedule, Generation(stepping, sampler, num_steps), residual, False)[0]
+  return _generate(denoiser, start, key, schedule, Generation(stepping, sampler, num_steps), residual, False,
+                   draw)[0]
 
 
 def generate_trajectory(denoiser: Denoiser, start: Start, key: jax.Array, schedule: schedules.GammaSchedule, *,
                         stepping: stepping.Stepping = stepping.Stepping(), sampler: Sampler = Sampler(),
-                        num_steps: int = 50, residual: Residual | None = None):
+                        num_steps: int = 50, residual: Residual | None = None, draw: Draw | None = None):
   """:func:`generate`, also returning the per-step :class:`Trajectory`: ``(h_hat, trajectory)``."""
-  return _generate(denoiser, start, key, schedule, Generation(stepping, sampler, num_steps), residual, True)
+  return _generate(denoiser, start, key, schedule, Generation(stepping, sampler, num_steps), residual, True, draw)
 
 
 def _checked(jitted, schedule, stepping_, sampler, num_steps, n_lead: int = 0, residual=None):
@@ -506,6 +515,15 @@ def residual_for(denoiser, sampler: Sampler) -> Residual | None:
   return denoiser.posterior_residual
 
 
+def draw_for(denoiser, params, sampler: Sampler) -> Draw | None:
+  """What :func:`generate` needs as ``draw`` to run ``sampler`` with a trained ``denoiser`` at ``params``: its
+  ``posterior_draw`` for the ``eta+cov`` sampler (one anchor solve per step), ``None`` for the others. The anchor
+  must be one Gaussian, as for :func:`residual_for`."""
+  if residual_for(denoiser, sampler) is None:
+    return None
+  return functools.partial(denoiser.posterior_draw, params)
+
+
 def make_network_generator(denoiser, *, stepping: stepping.Stepping = stepping.Stepping(),
                            sampler: Sampler = Sampler(), num_steps: int = 50):
   """Algorithm 2 for a trained network, compiled once for any parameters.
@@ -529,6 +547,6 @@ def make_network_generator(denoiser, *, stepping: stepping.Stepping = stepping.S
   def run(params, start, key):
     D = functools.partial(denoiser, params)
     return generate(D, Start(*start), key, schedule, stepping=stepping_, sampler=sampler, num_steps=num_steps,
-                    residual=residual)
+                    draw=draw_for(denoiser, params, sampler))
 
   return _checked(jax.jit(run), schedule, stepping_, sampler, num_steps, n_lead=1, residual=residual)

@@ -129,6 +129,6 @@ def posterior_samples(cond: SRSStart, params, key: jax.Array, num: int, *,
 
   def one(k):
     return noniden.generate(D, cond.start, k, cond.den.schedule, stepping=stepping_, sampler=sampler,
-                            num_steps=num_steps, residual=noniden.residual_for(cond.den, sampler))
+                            num_steps=num_steps, draw=noniden.draw_for(cond.den, params, sampler))
 
   return jax.vmap(one)(jax.random.split(key, num))

@@ -132,7 +132,7 @@ def _placeholder_prior(shape, structure: str, rank: int, components: int = 1):
 
 def _generate_one(den, config, st, sp, params, g0, tau0, key):
   return noniden.generate(den.bind(params), noniden.Start(g0, tau0), key, den.schedule, stepping=st, sampler=sp,
-                          num_steps=config.eval.num_steps, residual=noniden.residual_for(den, sp))
+                          num_steps=config.eval.num_steps, draw=noniden.draw_for(den, params, sp))
 
 
 # ---------------------------------------------------------------------------
