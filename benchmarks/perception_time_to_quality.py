@@ -4,8 +4,10 @@
       [--out=FILE.json]
 
 For each scenario trained in ``--workdir`` (``WORKDIR/SCENARIO/models/dm``, the perception job's layout) and the
-test split of the dataset it was trained on, every solver of :data:`SOLVERS` draws ``K`` posterior samples per SRS
-observation (the same observations and keys for all) and the Bayesian precoder (eq. 28) is formed from them. The
+test split of the dataset it was trained on, every solver of :data:`SOLVERS`, and every distilled student found
+beside the DM (``dm_distill_<N>``, sampled by DDIM in its ``N`` steps, row ``distilled:N``; at guidance 1 only, the
+model they distil), draws ``K`` posterior samples per SRS observation (the same observations and keys for all) and
+the Bayesian precoder (eq. 28) is formed from them. The
 quality of a setting is the mean spectral efficiency of that precoder at each observation's DL SNR (eq. 25), with
 its standard error and, paired on the same observations, its gap to the full chain's with the gap's standard
 error; its cost the network calls per sample and the measured seconds per observation of observation, sampling and
@@ -62,6 +64,19 @@ def find_models(workdir: str) -> dict:
       raise ValueError(f"--workdir={workdir!r}: {d} has no checkpoint yet; let its training write one (rerun the "
                        "job: it resumes) or pass another workdir.")
   return found
+
+
+def find_students(model_dir: str) -> dict:
+  """``{N: folder}`` of the distilled students beside the DM ``model_dir`` (``dm_distill_<N>``, the perception
+  job's layout when ``config.distill.enabled``) that hold ``model.json`` and a checkpoint."""
+  parent, out = os.path.dirname(model_dir.rstrip("/")), {}
+  for name in sorted(os.listdir(parent)):
+    d = os.path.join(parent, name)
+    if (name.startswith("dm_distill_") and name[len("dm_distill_"):].isdigit()
+            and os.path.isfile(os.path.join(d, "model.json")) and os.path.isdir(os.path.join(d, "checkpoints"))
+            and os.listdir(os.path.join(d, "checkpoints"))):
+      out[int(name[len("dm_distill_"):])] = d
+  return dict(sorted(out.items(), reverse=True))
 
 
 def eval_settings(workdir: str) -> dict:
@@ -139,33 +154,43 @@ def _scenario(scenario, model_dir, num, K, solvers, key, ev, latency_repeats=3):
     """SE at the observation's DL SNR, its UL SNR + the evaluation's offset (as the perception tables)."""
     return precoding.spectral_efficiency(target, W, metrics.from_db(observe(hs, k).snr_db + ev["dl_snr_offset_db"]))
 
-  def dm_precoder(spec):
+  def dm_precoder(spec, net):
     kw = exp.sampler_kw(cfg, spec)
 
     def run(p, hs, k_o, k_s):
-      s = prediction.sample_posterior(model, p, observe(hs, k_o), k_s, sch, num_samples=K, guidance=ev["guidance"],
+      s = prediction.sample_posterior(net, p, observe(hs, k_o), k_s, sch, num_samples=K, guidance=ev["guidance"],
                                       **kw)
       return precoding.bayesian_precoder(s, n_s)
     return run
 
+  # The distilled students sample the conditional model (w = 1) by DDIM at their own step count.
+  students, not_run = find_students(model_dir), {}
+  if students and ev["guidance"] != 1.0:
+    not_run = {f"distilled:{n}": f"a student samples at guidance 1, the evaluation at {ev['guidance']:g}"
+               for n in students}
+    students = {}
+  runs = [(spec, spec, model, params) for spec in solvers]
+  for n, d in students.items():
+    net, p, _ = exp.load_trained(d)
+    runs.append((f"distilled:{n}", f"ddim:{n}", net, p))
   rows, baselines, se_ref = [], [], None
-  for spec in solvers:
-    run = dm_precoder(spec)
-    W, t_compile, t_run, _ = _timed(run, params, hist, k_obs, k_dm)
+  for label, spec, net, p in runs:
+    run = dm_precoder(spec, net)
+    W, t_compile, t_run, _ = _timed(run, p, hist, k_obs, k_dm)
     se = np.asarray(se_of(W, hist, h, k_obs))
     se_ref = se if se_ref is None else se_ref
-    _, t1_compile, _, one = _timed(run, params, hist[:1], k_obs, k_dm)     # compiled and warm
+    _, t1_compile, _, one = _timed(run, p, hist[:1], k_obs, k_dm)     # compiled and warm
     lat = []
     for _ in range(latency_repeats):
       t0 = time.perf_counter()
-      jax.block_until_ready(one(params, hist[:1], k_obs, k_dm))
+      jax.block_until_ready(one(p, hist[:1], k_obs, k_dm))
       lat.append(time.perf_counter() - t0)
     mean, err = _mean_se(se)
     gap, gap_err = _mean_se(se - se_ref)
-    rows.append(dict(setting=spec, calls=Solver.parse(spec).steps(sch), seconds_per_observation=t_run / num,
+    rows.append(dict(setting=label, calls=Solver.parse(spec).steps(sch), seconds_per_observation=t_run / num,
                      compile_s=t_compile, latency_one_user_s=float(np.median(lat)), latency_compile_s=t1_compile,
                      se=mean, se_se=err, gap_to_reference=gap, gap_se=gap_err))
-    print(f"{spec:14s} calls {rows[-1]['calls']:4d}  {1e3 * t_run / num:9.3f} ms/observation  one user "
+    print(f"{label:14s} calls {rows[-1]['calls']:4d}  {1e3 * t_run / num:9.3f} ms/observation  one user "
           f"{1e3 * rows[-1]['latency_one_user_s']:8.2f} ms  SE {mean:.4f} (gap {gap:+.4f} ± {gap_err:.4f})",
           flush=True)
 
@@ -186,7 +211,7 @@ def _scenario(scenario, model_dir, num, K, solvers, key, ev, latency_repeats=3):
                           se=mean, se_se=err, gap_to_reference=gap, gap_se=gap_err))
     print(f"{label:40s} classical {1e3 * t_run / num:9.3f} ms/observation  SE {mean:.4f} (gap {gap:+.4f})",
           flush=True)
-  return dict(model_dir=model_dir, data=path, T=int(cfg.dm.T), rows=rows, baselines=baselines)
+  return dict(model_dir=model_dir, data=path, T=int(cfg.dm.T), rows=rows, baselines=baselines, not_run=not_run)
 
 
 def _check_steps(model_dir: str, solvers) -> None:
@@ -266,6 +291,8 @@ def report(res) -> str:
       lines.append(f"| baseline: {r['setting']} | 0 | {1e3 * r['seconds_per_observation']:.2f} | "
                    f"{ref['seconds_per_observation'] / r['seconds_per_observation']:.2f}x | n/a | {r['se']:.4f} ± "
                    f"{r['se_se']:.4f} | {r['gap_to_reference']:+.4f} ± {r['gap_se']:.4f} |")
+    for label, why in sorted(p.get("not_run", {}).items()):
+      lines.append(f"| {label}: not run ({why}) | | | | | | |")
     lines.append("")
   return "\n".join(lines)
 

@@ -166,6 +166,29 @@ def test_perception_time_to_quality_refuses_bad_input_before_any_work(tmp_path, 
     pt.find_models(str(tmp_path))
 
 
+def test_perception_time_to_quality_finds_the_trained_students_beside_the_dm(tmp_path):
+  from benchmarks import perception_time_to_quality as pt
+  models = tmp_path / "high_mobility" / "models"
+  for name, trained in (("dm", True), ("dm_distill_4", True), ("dm_distill_16", True), ("dm_distill_2", False),
+                        ("dm_distill_x", True), ("sl", True)):
+    (models / name / "checkpoints").mkdir(parents=True)
+    (models / name / "model.json").write_text('{"use": "dm"}')
+    if trained:
+      (models / name / "checkpoints" / "1").mkdir()
+  # Trained ones only (dm_distill_2 has no checkpoint yet), by step count, most steps first.
+  assert pt.find_students(str(models / "dm")) == {16: str(models / "dm_distill_16"), 4: str(models / "dm_distill_4")}
+
+
+def test_time_to_quality_parses_settings_as_the_table_names_them():
+  from benchmarks import time_to_quality as t
+  for s in t.SETTINGS:
+    assert t.parse_setting(t.name(s)) == s
+  assert t.parse_setting("dpm2m:1.0x200") == ("dpm2m:1.0", 200, None)
+  for bad, match in (("eta:1.0", "must read"), ("heun:1.0 x5", "heun"), ("eta:1.0 x0", ">= 1")):
+    with pytest.raises(ValueError, match=match):
+      t.parse_setting(bad)
+
+
 def test_time_to_quality_runs_on_the_exact_gmm_and_renders_from_json():
   # One tiny run on the exact GMM denoiser (2 x 2 channels, so it fits the fast tier): every setting present, its
   # Pareto front non-dominated, the classical rows beside, and the markdown a function of the JSON alone.

@@ -73,12 +73,14 @@ def test_perception_smoke_end_to_end(tmp_path, tiny_datasets, caplog):
     if use == "dm":   # the written precoder is eq. (28)'s of the written samples
       W = precoding.bayesian_precoder(jnp.asarray(arrays["samples"]), 2)
       np.testing.assert_allclose(np.abs(np.einsum("bisf,bisf->bsf", np.conj(W), arrays["precoder"])), 1.0, atol=1e-3)
-  # Perception time to quality runs on the trained DM: the full chain first (its paired gap exactly 0), the solver
-  # and the two classical precoders scored on the same observations, the table a function of the JSON alone.
+  # Perception time to quality runs on the trained DM: the full chain first (its paired gap exactly 0), the solver,
+  # the distilled student found beside the DM and the two classical precoders scored on the same observations, the
+  # table a function of the JSON alone.
   from benchmarks import perception_time_to_quality as pttq
   q = pttq.run(str(tmp_path / "wd"), num=2, K=2, solvers=("dpm2m:2", "ancestral"), latency_repeats=1)
   rows = q["scenarios"]["high_mobility"]["rows"]
-  assert [r["setting"] for r in rows] == ["ancestral", "dpm2m:2"] and [r["calls"] for r in rows] == [10, 2]
+  assert [r["setting"] for r in rows] == ["ancestral", "dpm2m:2", "distilled:2"]
+  assert [r["calls"] for r in rows] == [10, 2, 2] and q["scenarios"]["high_mobility"]["not_run"] == {}
   assert (rows[0]["gap_to_reference"], rows[0]["gap_se"]) == (0.0, 0.0)
   assert len(q["scenarios"]["high_mobility"]["baselines"]) == 2
   assert all(np.isfinite(r["se"]) for r in rows + q["scenarios"]["high_mobility"]["baselines"])
