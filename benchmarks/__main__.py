@@ -139,6 +139,13 @@ def table(res) -> str:
       extra = (f", {vs[pattern]['speedup_over_reference']:.2f}x the reference's {res['reference']['steps']}-call "
                "generation" if pattern in vs else "")
       lines.append(f"  {pattern:<10} fastest matched `{f['setting']}`: {f['speedup']:.2f}x our default{extra}")
+      a = q["patterns"][pattern].get("fastest_as_faithful")
+      if a:
+        ra = vs.get(pattern, {}).get("as_faithful")
+        extra = (f", {ra['speedup_over_reference']:.2f}x the reference's {res['reference']['steps']}-call generation"
+                 if ra else "")
+        lines.append(f"  {'':<10} as close to the long chain as our default ({100 * a['reference_deviation']:+.1f} %): "
+                     f"`{a['setting']}` ({100 * a['deviation']:+.1f} %), {a['speedup']:.2f}x our default{extra}")
   pq = res.get("perception_time_to_quality")
   if pq and "skipped" in pq:
     lines.append(f"{'perception time to quality':<46} skipped: {pq['skipped']}")

@@ -91,6 +91,18 @@ def fastest_within(rows, reference: str, tolerance: float) -> dict:
               nmse_ratio=best["nmse"] / ref["nmse"])
 
 
+def fastest_as_faithful(rows, reference: str, converged: str) -> dict:
+  """The fastest row at least as close to the long chain's NMSE as the reference row is (relative deviation, either
+  side): the reference's own quality where the reference is a biased sampler and the long chain the nearest
+  faithful one (the long chain itself always qualifies)."""
+  by = {r["setting"]: r for r in rows}
+  conv, ref = by[converged]["nmse"], by[reference]
+  dev = lambda r: abs(r["nmse"] / conv - 1.0)  # noqa: E731
+  best = min((r for r in rows if dev(r) <= dev(ref)), key=lambda r: r["seconds_per_sample"])
+  return dict(setting=best["setting"], speedup=ref["seconds_per_sample"] / best["seconds_per_sample"],
+              deviation=float(best["nmse"] / conv - 1.0), reference_deviation=float(ref["nmse"] / conv - 1.0))
+
+
 def _ratio_of_sums(a, b) -> tuple[float, float]:
   """``sum(a) / sum(b)`` over per-channel values and its standard error over channels (delta method)."""
   r = a.sum() / b.sum()
@@ -120,9 +132,15 @@ def against_reference(res: dict, reference: dict) -> dict:
     raise ValueError(f"the reference was timed at {reference['steps']} calls, this benchmark's default at "
                      f"{REFERENCE[1]}; time both at the same count.")
   base = float(reference["generation_speedup"])
-  return {p: dict(setting=v["fastest_within"]["setting"], speedup_over_default=v["fastest_within"]["speedup"],
+  out = {}
+  for p, v in res["patterns"].items():
+    out[p] = dict(setting=v["fastest_within"]["setting"], speedup_over_default=v["fastest_within"]["speedup"],
                   speedup_over_reference=base * v["fastest_within"]["speedup"])
-          for p, v in res["patterns"].items()}
+    if "fastest_as_faithful" in v:
+      f = v["fastest_as_faithful"]
+      out[p]["as_faithful"] = dict(setting=f["setting"], speedup_over_default=f["speedup"],
+                                   speedup_over_reference=base * f["speedup"])
+  return out
 
 
 def nmse_and_se(h, h_hat) -> tuple[float, float]:
@@ -317,6 +335,7 @@ def run(model_dir=None, data=None, num=128, tolerance=0.02, settings=None, patte
                                     fastest_within=fastest_within(rows, name(REFERENCE), tolerance))
     if converged:
       out["patterns"][pattern]["fastest_within_converged"] = fastest_within(rows, converged, tolerance)
+      out["patterns"][pattern]["fastest_as_faithful"] = fastest_as_faithful(rows, name(REFERENCE), converged)
     if gmm is not None:
       out["patterns"][pattern]["exact_sample_nmse"] = nmse_and_se(h, _exact_samples(gmm, obs, sch,
                                                                                     jax.random.fold_in(key, 200 + i)))
@@ -346,6 +365,11 @@ def report(res) -> str:
       c = p["fastest_within_converged"]
       lines += [f"Within {100 * res['tolerance']:g} % of the long chain `{name(CONVERGED)}`: `{c['setting']}`, "
                 f"{c['speedup']:.2f}x its speed (NMSE {c['nmse_ratio']:.3f}x).", ""]
+    if "fastest_as_faithful" in p:
+      a = p["fastest_as_faithful"]
+      lines += [f"At least as close to the long chain's NMSE as the reference ({100 * a['reference_deviation']:+.1f} "
+                f"%): `{a['setting']}` ({100 * a['deviation']:+.1f} %), {a['speedup']:.2f}x the reference's speed.",
+                ""]
     lines += ["| setting | network calls | ms per sample | NMSE ± s.e. |" + (" NMSE / reference's ± paired s.e. |"
                                                                            if paired else ""),
               "|---|---|---|---|" + ("---|" if paired else "")]

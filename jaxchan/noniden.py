@@ -389,23 +389,23 @@ class Trajectory(NamedTuple):
   denoised: jax.Array
 
 
-def _check_generation(start, schedule, stepping_, sampler, num_steps, residual=None, draw=None):
+def _check_generation(start, schedule, stepping_, sampler, num_steps, draw=None):
   stepping._check(stepping_, schedule, num_steps)
   _check_sampler(sampler)
-  if sampler.kind in RESIDUAL_SAMPLERS and residual is None and draw is None:
+  if sampler.kind in RESIDUAL_SAMPLERS and draw is None:
     raise ValueError(f"sampler {sampler} draws the clean estimate with a posterior residual, and none was given: "
-                     "pass draw=... (noniden.draw_for(denoiser, params, sampler)) or residual=... (an anchored "
-                     "VelocityDenoiser's posterior_residual; make_network_generator takes it from the denoiser), "
-                     "or use eta:1.0.")
+                     "pass draw=... (noniden.draw_for(denoiser, params, sampler) for a trained anchored denoiser, "
+                     "noniden.residual_draw(denoiser, residual) otherwise; make_network_generator takes it from the "
+                     "denoiser), or use eta:1.0.")
   g0, tau0 = start
   checks.same_shape("g0", g0, "tau0", tau0)
   checks.min_ndim("g0", g0, 1, "[B, *event]")
   checks.in_range("tau0", tau0, 0.0, schedule.T, hint=f"initial times must lie in [0, T={schedule.T}].")
 
 
-def _generate(denoiser, start, key, schedule, gen, residual, with_trajectory, draw=None):
+def _generate(denoiser, start, key, schedule, gen, draw, with_trajectory):
   stepping_, sampler, num_steps = gen
-  _check_generation(start, schedule, stepping_, sampler, num_steps, residual, draw)
+  _check_generation(start, schedule, stepping_, sampler, num_steps, draw)
   g0, tau0 = start
   path_fn = functools.partial(stepping.tau_trajectory, stepping=stepping_, schedule=schedule, num_steps=num_steps)
   paths = jnp.moveaxis(jax.vmap(path_fn)(tau0), 1, 0)  # [N_G + 1, B, *event]
@@ -416,7 +416,7 @@ def _generate(denoiser, start, key, schedule, gen, residual, with_trajectory, dr
     tau, tau_next, k = xs
     if sampler.kind in RESIDUAL_SAMPLERS:
       k, k_res = jax.random.split(k)
-      d = (draw(g, tau, k_res) if draw is not None else denoiser(g, tau) + residual(g, tau, k_res)).astype(g.dtype)
+      d = draw(g, tau, k_res).astype(g.dtype)
     else:
       d = denoiser(g, tau).astype(g.dtype)     # carried (dpm2m's previous D): one dtype across steps
     if sampler.kind == "dpm2m":
@@ -433,7 +433,7 @@ def _generate(denoiser, start, key, schedule, gen, residual, with_trajectory, dr
 
 def generate(denoiser: Denoiser, start: Start, key: jax.Array, schedule: schedules.GammaSchedule, *,
              stepping: stepping.Stepping = stepping.Stepping(), sampler: Sampler = Sampler(),
-             num_steps: int = 50, residual: Residual | None = None, draw: Draw | None = None) -> jax.Array:
+             num_steps: int = 50, draw: Draw | None = None) -> jax.Array:
   """Non-identical DDIM generation, Algorithm 2, as one ``lax.scan`` over ``N_G`` steps.
 
   The time path of every sample is fixed by its ``tau0`` and the stepping rule
@@ -452,31 +452,29 @@ def generate(denoiser: Denoiser, start: Start, key: jax.Array, schedule: schedul
     stepping: the time-stepping rule (default: tau-domain water-filling).
     sampler: the reverse step's noise (default: ``eta:1``).
     num_steps: ``N_G``.
-    residual: ``residual(g, tau, key)``, a draw of ``CN(0, Cov[h | g])`` shaped like ``g``, for the samplers that
-      draw the clean estimate (``eta+cov``; e.g. an anchored denoiser's ``posterior_residual``); else unused.
-    draw: ``draw(g, tau, key)``, the clean estimate ``D + r`` of those samplers in one function (a trained
-      anchored denoiser's: :func:`draw_for`, one anchor solve instead of two); when given, ``denoiser`` and
-      ``residual`` are not called by them.
+    draw: ``draw(g, tau, key)``, a draw of the clean estimate from ``CN(D(g, tau), Cov[h | g])``, for the samplers
+      that draw it (``eta+cov``, which then does not call ``denoiser``): a trained anchored denoiser's
+      :func:`draw_for` (one anchor solve per step), or :func:`residual_draw` of a denoiser and a residual; else
+      unused.
 
   Returns:
     The generated batch ``[B, *event]``.
   """
-  return _generate(denoiser, start, key, schedule, Generation(stepping, sampler, num_steps), residual, False,
-                   draw)[0]
+  return _generate(denoiser, start, key, schedule, Generation(stepping, sampler, num_steps), draw, False)[0]
 
 
 def generate_trajectory(denoiser: Denoiser, start: Start, key: jax.Array, schedule: schedules.GammaSchedule, *,
                         stepping: stepping.Stepping = stepping.Stepping(), sampler: Sampler = Sampler(),
-                        num_steps: int = 50, residual: Residual | None = None, draw: Draw | None = None):
+                        num_steps: int = 50, draw: Draw | None = None):
   """:func:`generate`, also returning the per-step :class:`Trajectory`: ``(h_hat, trajectory)``."""
-  return _generate(denoiser, start, key, schedule, Generation(stepping, sampler, num_steps), residual, True, draw)
+  return _generate(denoiser, start, key, schedule, Generation(stepping, sampler, num_steps), draw, True)
 
 
-def _checked(jitted, schedule, stepping_, sampler, num_steps, n_lead: int = 0, residual=None):
+def _checked(jitted, schedule, stepping_, sampler, num_steps, n_lead: int = 0, draw=None):
   """Wrap ``jitted(*lead, start, key)`` with the eager checks of :func:`generate` (concrete ``tau0`` values too)."""
   def run(*args):
     start, _ = args[n_lead:]
-    _check_generation(start, schedule, stepping_, sampler, num_steps, residual)
+    _check_generation(start, schedule, stepping_, sampler, num_steps, draw)
     return jitted(*args)
 
   return run
@@ -493,11 +491,18 @@ def make_generator(denoiser: Denoiser, schedule: schedules.GammaSchedule, *,
   prefer :func:`make_network_generator`.
   """
   stepping_ = stepping
-  _check_generation((jnp.zeros(1), jnp.zeros(1)), schedule, stepping_, sampler, num_steps, residual)
+  draw = residual_draw(denoiser, residual) if residual is not None else None
+  _check_generation((jnp.zeros(1), jnp.zeros(1)), schedule, stepping_, sampler, num_steps, draw)
   fn = functools.partial(generate, denoiser, schedule=schedule, stepping=stepping_, sampler=sampler,
-                         num_steps=num_steps, residual=residual)
+                         num_steps=num_steps, draw=draw)
   return _checked(jax.jit(lambda start, key: fn(Start(*start), key)), schedule, stepping_, sampler, num_steps,
-                  residual=residual)
+                  draw=draw)
+
+
+def residual_draw(denoiser: Denoiser, residual: Residual) -> Draw:
+  """``draw(g, tau, key) = D(g, tau) + residual(g, tau, key)``: the clean-estimate draw of :func:`generate` from a
+  denoiser and a residual (a draw of ``CN(0, Cov[h | g])``, e.g. an anchor's ``posterior_residual``)."""
+  return lambda g, tau, key: denoiser(g, tau) + residual(g, tau, key).astype(g.dtype)
 
 
 def residual_for(denoiser, sampler: Sampler) -> Residual | None:
@@ -531,8 +536,8 @@ def make_network_generator(denoiser, *, stepping: stepping.Stepping = stepping.S
   Args:
     denoiser: a :class:`jaxchan.denoiser.VelocityDenoiser` (``denoiser(params, g, tau) -> D``, with its
       ``schedule``), e.g. from ``jaxchan.experiments.noniden.load_trained``.
-    stepping, sampler, num_steps: as in :func:`generate`; ``eta+cov`` takes its residual from the denoiser's
-      Gaussian anchor (``denoiser.posterior_residual``), so it needs an anchored denoiser.
+    stepping, sampler, num_steps: as in :func:`generate`; ``eta+cov`` draws from the denoiser's Gaussian anchor
+      (``denoiser.posterior_draw``, :func:`draw_for`), so it needs a single-Gaussian anchor.
 
   Returns:
     ``fn(params, start, key) -> H_hat``: a pure function of its arguments.
@@ -541,6 +546,7 @@ def make_network_generator(denoiser, *, stepping: stepping.Stepping = stepping.S
   """
   schedule = denoiser.schedule
   stepping_ = stepping
+  # The draw needs the parameters, so the checks take the parameter-free residual: set exactly when eta+cov can run.
   residual = residual_for(denoiser, sampler)
   _check_generation((jnp.zeros(1), jnp.zeros(1)), schedule, stepping_, sampler, num_steps, residual)
 
@@ -549,4 +555,4 @@ def make_network_generator(denoiser, *, stepping: stepping.Stepping = stepping.S
     return generate(D, Start(*start), key, schedule, stepping=stepping_, sampler=sampler, num_steps=num_steps,
                     draw=draw_for(denoiser, params, sampler))
 
-  return _checked(jax.jit(run), schedule, stepping_, sampler, num_steps, n_lead=1, residual=residual)
+  return _checked(jax.jit(run), schedule, stepping_, sampler, num_steps, n_lead=1, draw=residual)

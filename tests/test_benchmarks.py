@@ -88,6 +88,16 @@ def test_time_to_quality_selection_rules_on_hand_made_points():
   assert sorted(t.pareto(rows)) == ["b"]
   # When no other setting qualifies the answer is the reference itself, at 1x.
   assert t.fastest_within([rows[0], rows[2]], "ref", 0.02) == dict(setting="ref", speedup=1.0, nmse_ratio=1.0)
+  # As faithful as the reference: the long chain "long" at 0.55, the reference 9.1 % below it; c (-7.3 %) and d
+  # (+8 %) qualify, b (-27 %) and e (+12 %) do not, and c is the faster of the two.
+  long = dict(setting="long", seconds_per_sample=4.0, nmse=0.55)
+  faith = [rows[0], rows[2], dict(rows[3], nmse=0.51), dict(setting="d", seconds_per_sample=0.5, nmse=0.594),
+           dict(setting="e", seconds_per_sample=0.05, nmse=0.616), long]
+  a = t.fastest_as_faithful(faith, "ref", "long")
+  assert a["setting"] == "c" and abs(a["speedup"] - 1.0 / 0.3) < 1e-12
+  assert abs(a["deviation"] - (0.51 / 0.55 - 1)) < 1e-12 and abs(a["reference_deviation"] + 1.0 / 11.0) < 1e-12
+  # Nothing closer and faster: the reference itself, whose deviation equals its own.
+  assert t.fastest_as_faithful([rows[0], rows[2], long], "ref", "long")["setting"] == "ref"
   # Precoding: one-sided, at most 0.1 bps/Hz below the full chain; a higher SE qualifies, 0.15 below does not.
   se_rows = [dict(setting="full", seconds_per_observation=1.0, se=10.0),
              dict(setting="x10", seconds_per_observation=0.1, se=9.95),

@@ -498,7 +498,8 @@ def test_posterior_draw_is_d_plus_the_posterior_residual_in_one_solve(structure)
   start = noniden.Start(g, tau)
   run = lambda **kw: noniden.generate(den.bind(None), start, key, SCH, sampler=noniden.Sampler("eta+cov", 1.0),  # noqa: E731
                                       num_steps=4, **kw)
-  a, b = run(residual=den.posterior_residual), run(draw=noniden.draw_for(den, None, noniden.Sampler("eta+cov", 1.0)))
+  a = run(draw=noniden.residual_draw(den.bind(None), den.posterior_residual))
+  b = run(draw=noniden.draw_for(den, None, noniden.Sampler("eta+cov", 1.0)))
   np.testing.assert_allclose(a, b, atol=1e-3 * float(jnp.max(jnp.abs(a))))
   with pytest.raises(ValueError, match="single-Gaussian anchor"):
     denoiser.make(net, SCH).posterior_draw(None, g, tau, key)
