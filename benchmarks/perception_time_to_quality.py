@@ -7,13 +7,12 @@ For each scenario trained in ``--workdir`` (``WORKDIR/SCENARIO/models/dm``, the 
 test split of the dataset it was trained on, every solver of :data:`SOLVERS`, and every distilled student found
 beside the DM (``dm_distill_<N>``, sampled by DDIM in its ``N`` steps, row ``distilled:N``; at guidance 1 only, the
 model they distil), draws ``K`` posterior samples per SRS observation (the same observations and keys for all) and
-the Bayesian precoder (eq. 28) is formed from them. The
-quality of a setting is the mean spectral efficiency of that precoder at each observation's DL SNR (eq. 25), with
-its standard error and, paired on the same observations, its gap to the full chain's with the gap's standard
-error; its cost the network calls per sample and the measured seconds per observation of observation, sampling and
-precoder together (compiled first, compile time recorded apart, a warm-up run, then one timed run on the whole
-batch), and the latency of one user (one observation, its ``K`` samples and precoder) with that program's compile
-time apart.
+the Bayesian precoder (eq. 28) is formed from them. The quality of a setting is the mean spectral efficiency of that
+precoder at each observation's DL SNR (eq. 25), with its standard error and, paired on the same observations, its
+gap to the full chain's with the gap's standard error; its cost the network calls per sample and the measured
+seconds per observation of observation, sampling and precoder together (compiled first, compile time recorded apart,
+a warm-up run, then one timed run on the whole batch), and the latency of one user (one observation, its ``K``
+samples and precoder) with that program's compile time apart.
 
 The answer per scenario is the fastest setting whose SE is at most ``--tolerance`` (0.1 bps/Hz) below the full
 chain's (one-sided: the SE of a precoder is a quantity where more is better, unlike a sample's NMSE), and the Pareto

@@ -49,8 +49,10 @@ def main(_):
   solves = {"model": solve(den), "converged": solve(conv)}
   anchor = {"model": jax.jit(den.gaussian_denoised), "converged": jax.jit(conv.gaussian_denoised)}
   net = {"model": jax.jit(den.__call__), "converged": jax.jit(den.point_estimate)}
-  gens = {k: noniden.make_network_generator(d, num_steps=STEPS.value) for k, d in (("model", den), ("converged", conv))
-          } if STEPS.value else {}
+  gens = {}
+  if STEPS.value:
+    gens = {k: noniden.make_network_generator(d, num_steps=STEPS.value)
+            for k, d in (("model", den), ("converged", conv))}
   key = jax.random.PRNGKey(0)
   rows = []
   for i, pattern in enumerate(noise_patterns.PATTERNS):     # the keys of benchmarks.time_to_quality

@@ -630,6 +630,15 @@ def posterior_residual(prior: KroneckerGaussian | LowRankGaussian, key: jax.Arra
   ``beta`` is floored at ``beta_floor`` as in :func:`posterior`, so the draw matches the solve's noise model (where
   ``beta < beta_floor`` it is the posterior under that floor, wider than the true one).
   """
+  h, g = perturbation(prior, key, alpha, beta, beta_floor=beta_floor)
+  return h - posterior(prior, g, alpha, beta, beta_floor=beta_floor, tol=tol, max_iter=max_iter).h_mean
+
+
+def perturbation(prior: KroneckerGaussian | LowRankGaussian, key: jax.Array, alpha: jax.Array, beta: jax.Array, *,
+                 beta_floor: float = 0.0) -> tuple[jax.Array, jax.Array]:
+  """Matheron's pair ``(h', g')``: ``h' ~ CN(mu, C)`` and its observation ``g' = alpha o h' + beta o xi'`` (``beta``
+  floored at ``beta_floor``), each ``[B, N_a, N_s]`` like ``alpha``; what :func:`posterior_residual` and
+  :meth:`jaxchan.denoiser.VelocityDenoiser.posterior_draw` solve at."""
   checks.same_shape("alpha", alpha, "beta", beta)
   checks.min_ndim("alpha", alpha, 3, "[B, N_a, N_s]")
   if isinstance(prior, MixtureGaussian):
@@ -643,8 +652,7 @@ def posterior_residual(prior: KroneckerGaussian | LowRankGaussian, key: jax.Arra
   k1, k2 = jax.random.split(key)
   h = sample(prior, k1, alpha.shape[0])
   beta_f = jnp.maximum(beta, beta_floor) if beta_floor > 0 else beta
-  g = alpha * h + beta_f * conventions.standard_normal(k2, h.shape, h.dtype)
-  return h - posterior(prior, g, alpha, beta, beta_floor=beta_floor, tol=tol, max_iter=max_iter).h_mean
+  return h, alpha * h + beta_f * conventions.standard_normal(k2, h.shape, h.dtype)
 
 
 def check_solver(tol, max_iter):

@@ -115,8 +115,9 @@ def condition(den: denoiser.VelocityDenoiser, observation: srs.SRSObservation, r
 
 
 def estimate(cond: SRSStart, params) -> jax.Array:
-  """The one-shot estimate ``D(g0, tau0)`` (rows): the Gaussian posterior mean plus the learned residual."""
-  return cond.den(params, cond.start.g0, cond.start.tau0)
+  """The one-shot estimate ``D(g0, tau0)`` (rows): the Gaussian posterior mean plus the learned residual, the anchor
+  solved to convergence (:meth:`jaxchan.denoiser.VelocityDenoiser.point_estimate`)."""
+  return cond.den.point_estimate(params, cond.start.g0, cond.start.tau0)
 
 
 def posterior_samples(cond: SRSStart, params, key: jax.Array, num: int, *,

@@ -186,7 +186,8 @@ def test_perception_time_to_quality_finds_the_trained_students_beside_the_dm(tmp
     if trained:
       (models / name / "checkpoints" / "1").mkdir()
   # Trained ones only (dm_distill_2 has no checkpoint yet), by step count, most steps first.
-  assert pt.find_students(str(models / "dm")) == {16: str(models / "dm_distill_16"), 4: str(models / "dm_distill_4")}
+  assert list(pt.find_students(str(models / "dm")).items()) == [(16, str(models / "dm_distill_16")),
+                                                                (4, str(models / "dm_distill_4"))]
 
 
 def test_time_to_quality_parses_settings_as_the_table_names_them():

@@ -495,11 +495,16 @@ def test_posterior_draw_is_d_plus_the_posterior_residual_in_one_solve(structure)
       one = d.posterior_draw(None, g, t, key)
       # float32 solves to a 1e-7 relative residual, conditioning < 1e3 (as the posterior-mean test above).
       np.testing.assert_allclose(one, two, atol=1e-3 * float(jnp.max(jnp.abs(two))))
-  start = noniden.Start(g, tau)
-  run = lambda **kw: noniden.generate(den.bind(None), start, key, SCH, sampler=noniden.Sampler("eta+cov", 1.0),  # noqa: E731
-                                      num_steps=4, **kw)
-  a = run(draw=noniden.residual_draw(den.bind(None), den.posterior_residual))
-  b = run(draw=noniden.draw_for(den, None, noniden.Sampler("eta+cov", 1.0)))
+  # A per-sample prior (gaussian_prior.stack, as the SRS prior model's per-user anchors): each sample under its own.
+  stacked = den.replace(prior=gaussian_prior.stack([prior._replace(mean=prior.mean + 0.5 * i) for i in range(5)]))
+  np.testing.assert_allclose(stacked.posterior_draw(None, g, tau, key),
+                             stacked(None, g, tau) + stacked.posterior_residual(g, tau, key),
+                             atol=1e-3 * float(jnp.max(jnp.abs(g))))
+  sampler = noniden.Sampler("eta+cov", 1.0)
+  run = lambda draw: noniden.generate(den.bind(None), noniden.Start(g, tau), key, SCH, sampler=sampler,  # noqa: E731
+                                      num_steps=4, draw=draw)
+  a = run(noniden.residual_draw(den.bind(None), den.posterior_residual))
+  b = run(noniden.draw_for(den, None, sampler))
   np.testing.assert_allclose(a, b, atol=1e-3 * float(jnp.max(jnp.abs(a))))
   with pytest.raises(ValueError, match="single-Gaussian anchor"):
     denoiser.make(net, SCH).posterior_draw(None, g, tau, key)

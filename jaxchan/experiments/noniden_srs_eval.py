@@ -206,7 +206,9 @@ def innovation_nmse(config, den, histories, targets, rho, kinds, *, key_tag: str
     k_obs, k_map = jax.random.split(k)
     obs = observe(setting, history, k_obs)
     cond = srs_prior.condition(den, obs, rho, k_map, anchor="user", innovation=kind)
-    est = srs_prior.from_rows(cond.den.gaussian_denoised(cond.start.g0, cond.start.tau0), h.shape[1])
+    est = srs_prior.from_rows(cond.den.with_solver(*denoiser.POINT_SOLVER).gaussian_denoised(cond.start.g0,
+                                                                                              cond.start.tau0),
+                              h.shape[1])
     return jnp.sum(jnp.abs(est - h) ** 2), jnp.sum(jnp.abs(h) ** 2)
 
   out = {}
