@@ -439,10 +439,12 @@ def figure(res, path: str) -> None:
     ax.set_ylabel("NMSE of one posterior sample")
   for ax in list(axes.flat)[len(pats):]:
     ax.axis("off")
-  axes.flat[0].legend(fontsize=6)
+  # One legend for all panels, below them: inside a panel it hides that panel's points.
+  handles, labels = axes.flat[0].get_legend_handles_labels()
+  fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=6, frameon=False)
   fig.suptitle(f"Time to quality: {res['denoiser']}, {res['device']} (numbers: steps; band: reference "
                f"{res['reference']} +- {100 * res['tolerance']:g} %)", fontsize=8)
-  fig.tight_layout()
+  fig.tight_layout(rect=(0, 0.03 + 0.02 * ((len(labels) + 3) // 4), 1, 1))
   files.atomic_save_figure(fig, path)
   plt.close(fig)
 

@@ -489,17 +489,16 @@ def test_posterior_draw_is_d_plus_the_posterior_residual_in_one_solve(structure)
   tau = tau_patterns.sample(jax.random.PRNGKey(2), "independent", 5, (NA, NS), SCH.T)
   g, _, _ = _diffused(kron, tau, seed=6)
   key = jax.random.PRNGKey(3)
+  both = jax.jit(lambda d, t: (d.posterior_draw(None, g, t, key), d(None, g, t) + d.posterior_residual(g, t, key)))
   for d in (den, den.with_gaussian_steps(5.0, 80.0)):
     for t in (tau, jnp.full_like(tau, 90.0)):           # a network step and (with Gaussian steps) a closed-form one
-      two = d(None, g, t) + d.posterior_residual(g, t, key)
-      one = d.posterior_draw(None, g, t, key)
+      one, two = both(d, t)
       # float32 solves to a 1e-7 relative residual, conditioning < 1e3 (as the posterior-mean test above).
       np.testing.assert_allclose(one, two, atol=1e-3 * float(jnp.max(jnp.abs(two))))
   # A per-sample prior (gaussian_prior.stack, as the SRS prior model's per-user anchors): each sample under its own.
-  stacked = den.replace(prior=gaussian_prior.stack([prior._replace(mean=prior.mean + 0.5 * i) for i in range(5)]))
-  np.testing.assert_allclose(stacked.posterior_draw(None, g, tau, key),
-                             stacked(None, g, tau) + stacked.posterior_residual(g, tau, key),
-                             atol=1e-3 * float(jnp.max(jnp.abs(g))))
+  one, two = both(den.replace(prior=gaussian_prior.stack([prior._replace(mean=prior.mean + 0.5 * i)
+                                                          for i in range(5)])), tau)
+  np.testing.assert_allclose(one, two, atol=1e-3 * float(jnp.max(jnp.abs(g))))
   sampler = noniden.Sampler("eta+cov", 1.0)
   run = lambda draw: noniden.generate(den.bind(None), noniden.Start(g, tau), key, SCH, sampler=sampler,  # noqa: E731
                                       num_steps=4, draw=draw)
