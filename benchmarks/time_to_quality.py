@@ -216,14 +216,13 @@ def _trained_problem(model_dir, data, num):
   from jaxchan import data as data_lib
   from jaxchan.experiments import noniden_setup
   den, params, info = noniden_setup.load_trained(model_dir)
-  with data_lib.Dataset(data, kind="snapshot") as ds:
-    h = jnp.asarray(ds.load("test")["h"][:num])
-    if tuple(h.shape[1:]) != tuple(info["shape"]):
-      raise ValueError(f"{data} holds channels {tuple(h.shape[1:])} but {model_dir} was trained on "
-                       f"{tuple(info['shape'])}; pass the dataset the model was trained on.")
-    # The classical rows: under the model's own anchor, else under a Kronecker Gaussian of the training split.
-    prior, source = ((den.prior, f"the model's {den.anchor} anchor") if den.prior is not None
-                     else (gaussian_prior.fit(ds.load("train")["h"]), "Kronecker Gaussian of the training split"))
+  h = noniden_setup.load_test_channels(info, data, num)
+  # The classical rows: under the model's own anchor, else under a Kronecker Gaussian of the training split.
+  if den.prior is not None:
+    prior, source = den.prior, f"the model's {den.anchor} anchor"
+  else:
+    with data_lib.Dataset(data, kind="snapshot") as ds:
+      prior, source = gaussian_prior.fit(ds.load("train")["h"]), "Kronecker Gaussian of the training split"
   # The network's own point estimate beside: its denoiser at the observation, E[h | g0] as learned, in one call.
   learned = jax.jit(den.point_estimate)                  # params an argument, not constants in the program
   rows = {"learned posterior mean D(g0, tau0)": (lambda g0, tau0, k: learned(params, g0, tau0), 1),

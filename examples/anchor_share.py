@@ -9,15 +9,15 @@ estimate's own error, the closed-form Gaussian step could stand in for the netwo
       --data=data/simo_ofdm_small.h5 --out=docs/results/noniden_quick_main/anchor_share
 """
 
-import json
 import os
 
 from absl import app, flags
 import jax
 import jax.numpy as jnp
 
-from jaxchan import conventions, data, files, metrics, schedules
+from jaxchan import conventions, files, metrics, schedules
 from jaxchan.experiments import noniden as exp
+from jaxchan.experiments import noniden_setup
 
 MODEL = flags.DEFINE_string("model", None, "trained anchored model folder (WORKDIR/models/NAME)", required=True)
 DATA = flags.DEFINE_string("data", None, "the dataset it was trained on", required=True)
@@ -27,11 +27,10 @@ TIMES = flags.DEFINE_list("times", ["1", "2", "5", "10", "20", "30", "40", "60",
 
 
 def main(_):
-  den, params, _ = exp.load_trained(MODEL.value)
+  den, params, info = exp.load_trained(MODEL.value)
   if den.prior is None:
     raise app.UsageError(f"{MODEL.value} is not an anchored model (anchor 'none').")
-  with data.Dataset(DATA.value, kind="snapshot") as ds:
-    h = jnp.asarray(ds.load("test")["h"][:NUM.value])
+  h = noniden_setup.load_test_channels(info, DATA.value, NUM.value)
   full = jax.jit(den.__call__)
   gauss = jax.jit(den.gaussian_denoised)
   rows = []

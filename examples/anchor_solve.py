@@ -21,8 +21,9 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.time_to_quality import nmse_and_se, paired_ratio
-from jaxchan import data, denoiser, files, noise_patterns, noniden
+from jaxchan import denoiser, files, noise_patterns, noniden
 from jaxchan.experiments import noniden as exp
+from jaxchan.experiments import noniden_setup
 
 MODEL = flags.DEFINE_string("model", None, "trained anchored model folder (WORKDIR/models/NAME)", required=True)
 DATA = flags.DEFINE_string("data", None, "the dataset it was trained on", required=True)
@@ -39,11 +40,10 @@ def _timed(fn, *args):
 
 
 def main(_):
-  den, params, _ = exp.load_trained(MODEL.value)
+  den, params, info = exp.load_trained(MODEL.value)
   if den.prior is None:
     raise app.UsageError(f"{MODEL.value} is not an anchored model (anchor 'none'); it has no solve to measure.")
-  with data.Dataset(DATA.value, kind="snapshot") as ds:
-    h = jnp.asarray(ds.load("test")["h"][:NUM.value])
+  h = noniden_setup.load_test_channels(info, DATA.value, NUM.value)
   sch, conv = den.schedule, den.with_solver(*denoiser.POINT_SOLVER)
   solve = lambda d: jax.jit(lambda g, tau: d.gaussian(g, tau))  # noqa: E731
   solves = {"model": solve(den), "converged": solve(conv)}

@@ -18,8 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import configs
-from jaxchan import data, denoiser, files, noise_patterns, noniden, stepping
+from jaxchan import denoiser, files, noise_patterns, noniden, stepping
 from jaxchan.experiments import noniden as exp
+from jaxchan.experiments import noniden_setup
 from jaxchan.experiments import noniden_eval
 
 MODEL = flags.DEFINE_string("model", None, "trained anchored model folder (WORKDIR/models/NAME)", required=True)
@@ -32,13 +33,12 @@ HI = flags.DEFINE_float("tau_hi", 80.0, "Gaussian steps where every time is >= t
 
 def main(_):
   config = configs.get("noniden:quick")
-  den, params, _ = exp.load_trained(MODEL.value)
+  den, params, info = exp.load_trained(MODEL.value)
   fast = den.with_gaussian_steps(LO.value, HI.value)
   sch = den.schedule
   run = noniden.Generation.parse(config.eval.steppings[0], config.eval.samplers[0], config.eval.num_steps)
   st, sp, n_steps = run
-  with data.Dataset(DATA.value, kind="snapshot") as ds:
-    h = jnp.asarray(ds.load("test")["h"][:NUM.value])
+  h = noniden_setup.load_test_channels(info, DATA.value, NUM.value)
   rows = []
   for i, pattern in enumerate(config.eval.patterns):
     k_obs, k_gen = jax.random.split(jax.random.PRNGKey(i))

@@ -244,6 +244,7 @@ def test_committed_time_to_quality_reports_render_from_the_json():
   for p in q["patterns"].values():
     assert sorted(p["pareto"]) == sorted(t.pareto(p["rows"]))
     assert p["fastest_within"] == t.fastest_within(p["rows"], q["reference"], q["tolerance"])
+    assert p["fastest_as_faithful"] == t.fastest_as_faithful(p["rows"], q["reference"], t.name(t.CONVERGED))
   for sc in pq["scenarios"].values():
     assert sorted(sc["pareto"]) == sorted(pt.pareto(sc["rows"]))
     assert sc["fastest_within"] == pt.fastest_within(sc["rows"], pq["reference"], pq["tolerance"])

@@ -96,3 +96,18 @@ def test_held_out_tail_is_scored_in_chunks_and_a_resume_with_another_split_is_re
     tcfg.val_samples = 8
     with pytest.raises(ValueError, match="trained with config.train.val_samples=20; this run asks for 8"):
       common.train_model(job, ds, tcfg, num_epochs=3, key=jax.random.PRNGKey(0), seed=0, report=quiet)
+
+
+def test_a_trained_models_test_channels_load_only_at_its_shape(npy_dataset, tmp_path):
+  # The loader the non-identical benchmarks and studies share: the first num test channels, and a dataset of other
+  # channels refused with the fix before any model runs; a missing file refused by the reader, naming the path.
+  from jaxchan.experiments import noniden_setup
+  arr, path = npy_dataset
+  h = noniden_setup.load_test_channels({"shape": [8, 16]}, path, 5)
+  assert h.shape == (5, 8, 16)
+  with data.Dataset(path, kind="snapshot") as ds:
+    np.testing.assert_array_equal(h, ds.load("test")["h"][:5])
+  with pytest.raises(ValueError, match=r"holds channels \(8, 16\) but the model was trained on \(32, 64\); pass"):
+    noniden_setup.load_test_channels({"shape": [32, 64]}, path, 5)
+  with pytest.raises(data.DatasetError, match="missing.h5"):
+    noniden_setup.load_test_channels({"shape": [8, 16]}, str(tmp_path / "missing.h5"))

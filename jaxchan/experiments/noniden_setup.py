@@ -136,3 +136,16 @@ def load_trained(model_dir: str, *, anchor: str | None = None):
     return den, jax.jit(den.network.init)(jax.random.PRNGKey(0), jnp.zeros(shape, jnp.complex64), jnp.zeros(shape))
 
   return common.load_trained(model_dir, build, "WORKDIR/models/NAME")
+
+
+def load_test_channels(info: dict, data_path: str, num: int | None = None) -> jax.Array:
+  """The first ``num`` (all: ``None``) test channels ``[num, N_a, N_c]`` of the snapshot dataset ``data_path``,
+  refused unless they have the shape the model was trained on (``info``, as :func:`load_trained` returns it)."""
+  from jaxchan import data as data_lib
+  with data_lib.Dataset(data_path, kind="snapshot") as ds:
+    h = ds.load("test")["h"]
+    h = jnp.asarray(h[:num] if num is not None else h)
+  if tuple(h.shape[1:]) != tuple(info["shape"]):
+    raise ValueError(f"{data_path} holds channels {tuple(h.shape[1:])} but the model was trained on "
+                     f"{tuple(info['shape'])}; pass the dataset the model was trained on.")
+  return h
